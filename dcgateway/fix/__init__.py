@@ -1,0 +1,2 @@
+"""Sans-I/O FIX: codec and session state machine. Imports no asyncio, socket or time (DESIGN.md
+rule 1): time is an argument, bytes in, events and bytes out."""

@@ -1,0 +1,363 @@
+"""FIX tag=value framing and encoding on plain bytes (no I/O).
+
+Why not simplefix here: its parser walks the input byte by byte and checks neither BodyLength (9)
+nor CheckSum (10) (DESIGN.md rule 8). This decoder finds frames with ``bytes.find`` and the
+BodyLength, verifies CheckSum with one ``sum()`` over the frame, and parses only the standard
+header into a small dict; the body stays one slice of the original bytes so the fan-out can copy it
+byte for byte. A full, data-field-aware parse of every field is available lazily
+(:meth:`RawMessage.fields`) for admin messages, validation and filters.
+
+Framing rules (FIX 4.2/4.4 Vol. 1, "Message format" and "Standard Message Trailer"):
+
+* A message starts ``8=<BeginString>SOH9=<BodyLength>SOH``; BodyLength counts the bytes after the
+  SOH that ends tag 9 up to and including the SOH before ``10=``; CheckSum is the sum of every byte
+  before ``10=`` modulo 256, written as three digits.
+* ``35`` must be the third field. A frame that breaks any of these is *garbled*: FIX says garbled
+  messages are ignored (not rejected) and do not consume a sequence number. The decoder reports
+  them as :class:`DecodeError` and carries on.
+* After garbage (or a frame whose BodyLength does not land on ``10=``) the decoder resynchronises
+  on the next ``8=FIX`` in the stream.
+* A frame larger than ``max_size`` is never buffered: it is reported and skipped by resync, so a
+  peer announcing a huge BodyLength cannot make the gateway allocate for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import tags as T
+
+SOH = b"\x01"
+_SOH_INT = 1
+_BEGIN_MARK = b"8=FIX"
+_MAX_BEGIN_LEN = 16      # "FIXT.1.1" is 8; leave room, but not much
+_MAX_LEN_DIGITS = 7      # BodyLength up to 9,999,999 digits-wise; max_size caps the value
+_TRAILER_LEN = 7         # b"10=" + 3 digits + SOH
+
+DEFAULT_MAX_SIZE = 64 * 1024
+
+#: Header tag bytes -> int, so the header scan needs no int() per field.
+_HEADER_TAG_IDS: dict[bytes, int] = {str(t).encode(): t for t in T.HEADER_TAGS}
+_HEADER_DATA_LEN = {T.SECURE_DATA_LEN: T.SECURE_DATA, T.XML_DATA_LEN: T.XML_DATA}
+
+
+class DecodeError:
+    """A framing problem the decoder skipped over. ``kind`` is one of ``garbage`` (bytes before a
+    message start), ``garbled`` (bad 8/9/35 layout or BodyLength not landing on 10=), ``checksum``
+    (CheckSum mismatch), ``too_large`` (BodyLength past ``max_size``)."""
+
+    __slots__ = ("kind", "detail", "discarded")
+
+    def __init__(self, kind: str, detail: str, discarded: int) -> None:
+        self.kind = kind
+        self.detail = detail
+        self.discarded = discarded
+
+    def __repr__(self) -> str:
+        return f"DecodeError({self.kind!r}, {self.detail!r}, discarded={self.discarded})"
+
+
+class FieldError(ValueError):
+    """A checksum-valid message whose fields cannot be parsed; carries the FIX
+    SessionRejectReason (373) and the offending tag (371) for a Reject (35=3)."""
+
+    def __init__(self, reason: int, tag: int | None, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.tag = tag
+        self.text = text
+
+
+class RawMessage:
+    """One framed, checksum-verified message.
+
+    ``raw`` is the complete message (8=... through 10=xxx SOH). ``header`` maps each standard
+    header tag to its value as written. ``body_start``/``body_end`` delimit the body: the fields
+    after the standard header up to (not including) ``10=``; every body field ends with SOH.
+    ``header_error`` is set when a header tag appeared twice (SessionRejectReason 13).
+    """
+
+    __slots__ = ("raw", "begin_string", "msg_type", "header", "body_start", "body_end",
+                 "header_error", "_fields", "_index")
+
+    def __init__(self, raw: bytes, begin_string: bytes, msg_type: bytes, header: dict[int, bytes],
+                 body_start: int, body_end: int, header_error: int | None = None) -> None:
+        self.raw = raw
+        self.begin_string = begin_string
+        self.msg_type = msg_type
+        self.header = header
+        self.body_start = body_start
+        self.body_end = body_end
+        self.header_error = header_error
+        self._fields: list[tuple[int, bytes]] | None = None
+        self._index: dict[int, bytes] | None = None
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.body_start:self.body_end]
+
+    @property
+    def seq_num(self) -> int | None:
+        """MsgSeqNum (34) as int, or None when absent or not a positive integer."""
+        v = self.header.get(T.MSG_SEQ_NUM)
+        if v is None or not v.isdigit():
+            return None
+        return int(v)
+
+    @property
+    def poss_dup(self) -> bool:
+        return self.header.get(T.POSS_DUP_FLAG) == b"Y"
+
+    def fields(self) -> list[tuple[int, bytes]]:
+        """Every field in order (8 .. 10), data fields read by their length tag. Raises
+        :class:`FieldError` for a malformed field; parsed once and cached."""
+        if self._fields is None:
+            self._fields = parse_fields(self.raw)
+        return self._fields
+
+    def get(self, tag: int, default: bytes | None = None) -> bytes | None:
+        """Value of ``tag`` (header first, then the first occurrence in the body). A body lookup
+        parses the whole message once (data-field aware) so a value inside a data field is never
+        mistaken for a field of its own."""
+        v = self.header.get(tag)
+        if v is not None:
+            return v
+        if self._index is None:
+            idx: dict[int, bytes] = {}
+            for t, val in self.fields():
+                if t not in idx:
+                    idx[t] = val
+            self._index = idx
+        return self._index.get(tag, default)
+
+    def __repr__(self) -> str:
+        return f"RawMessage({self.raw.replace(SOH, b'|')!r})"
+
+
+def parse_fields(raw: bytes, start: int = 0, stop: int | None = None) -> list[tuple[int, bytes]]:
+    """Parse ``raw[start:stop]`` into ``(tag, value)`` pairs, honouring FIX data fields (a length
+    tag followed by a data tag whose value may contain SOH). Raises :class:`FieldError`."""
+    out: list[tuple[int, bytes]] = []
+    n = len(raw) if stop is None else stop
+    p = start
+    data_tag = -1
+    data_len = 0
+    while p < n:
+        eq = raw.find(b"=", p, n)
+        if eq < 0:
+            raise FieldError(T.SessionRejectReason.INVALID_TAG_NUMBER, None,
+                             "field without '=' separator")
+        tag_b = raw[p:eq]
+        if not tag_b.isdigit() or tag_b[0] == 0x30:
+            raise FieldError(T.SessionRejectReason.INVALID_TAG_NUMBER, None,
+                             f"invalid tag number {tag_b[:20]!r}")
+        tag = int(tag_b)
+        if tag == data_tag:
+            end = eq + 1 + data_len
+            if end >= n or raw[end] != _SOH_INT:
+                raise FieldError(T.SessionRejectReason.INCORRECT_DATA_FORMAT, tag,
+                                 f"data field {tag} does not match its length")
+        else:
+            end = raw.find(SOH, eq + 1, n)
+            if end < 0:
+                raise FieldError(T.SessionRejectReason.INCORRECT_DATA_FORMAT, tag,
+                                 f"field {tag} not terminated by SOH")
+        value = raw[eq + 1:end]
+        if not value:
+            raise FieldError(T.SessionRejectReason.TAG_WITHOUT_VALUE, tag,
+                             f"tag {tag} has no value")
+        out.append((tag, value))
+        data_tag = -1
+        dt = T.DATA_LENGTH_TAGS.get(tag)
+        if dt is not None:
+            if not value.isdigit():
+                raise FieldError(T.SessionRejectReason.INCORRECT_DATA_FORMAT, tag,
+                                 f"length tag {tag} is not a number")
+            data_tag, data_len = dt, int(value)
+        p = end + 1
+    return out
+
+
+def _scan_header(raw: bytes, p: int, stop: int) -> tuple[dict[int, bytes], int, int | None]:
+    """Read standard-header fields from ``p`` until the first non-header tag.
+    Returns (header, body_start, duplicated_tag)."""
+    header: dict[int, bytes] = {}
+    dup: int | None = None
+    ids = _HEADER_TAG_IDS
+    while p < stop:
+        eq = raw.find(b"=", p, stop)
+        if eq < 0:
+            break
+        tag = ids.get(raw[p:eq])
+        if tag is None:
+            break
+        soh = raw.find(SOH, eq + 1, stop)
+        if soh < 0:
+            break
+        value = raw[eq + 1:soh]
+        if tag in header and dup is None:
+            dup = tag
+        header[tag] = value
+        p = soh + 1
+        data_tag = _HEADER_DATA_LEN.get(tag)
+        if data_tag is not None and value.isdigit():
+            prefix = b"%d=" % data_tag
+            if raw.startswith(prefix, p):
+                vstart = p + len(prefix)
+                vend = vstart + int(value)
+                if vend < stop and raw[vend] == _SOH_INT:
+                    header[data_tag] = raw[vstart:vend]
+                    p = vend + 1
+    return header, p, dup
+
+
+class Decoder:
+    """Incremental framer: ``feed(bytes)`` returns the complete messages (and framing errors) in
+    the order they were found; an incomplete tail is kept for the next call.
+
+    Memory is bounded: the buffer never holds more than one partial frame, and a frame's size is
+    checked against ``max_size`` from its BodyLength before any of it is buffered.
+    """
+
+    __slots__ = ("max_size", "_buf")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        self.max_size = max_size
+        self._buf = b""
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[RawMessage | DecodeError]:
+        buf = self._buf + data if self._buf else bytes(data)
+        out: list[RawMessage | DecodeError] = []
+        n = len(buf)
+        pos = 0
+        max_size = self.max_size
+        while pos < n:
+            if not buf.startswith(_BEGIN_MARK, pos):
+                if n - pos < len(_BEGIN_MARK) and _BEGIN_MARK.startswith(buf[pos:]):
+                    break                               # maybe the start of "8=FIX": wait
+                pos = self._resync(buf, pos, out, "garbage", "bytes before a message start")
+                continue
+            soh1 = buf.find(SOH, pos + 2, pos + 3 + _MAX_BEGIN_LEN)
+            if soh1 < 0:
+                if n - pos > 2 + _MAX_BEGIN_LEN:
+                    pos = self._resync(buf, pos + 1, out, "garbled", "BeginString too long", pos)
+                    continue
+                break
+            if not buf.startswith(b"9=", soh1 + 1):
+                if n - soh1 < 3:
+                    break
+                pos = self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) is not the second field", pos)
+                continue
+            soh2 = buf.find(SOH, soh1 + 3, soh1 + 4 + _MAX_LEN_DIGITS)
+            if soh2 < 0:
+                if n - soh1 > 3 + _MAX_LEN_DIGITS:
+                    pos = self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) too long", pos)
+                    continue
+                break
+            len_b = buf[soh1 + 3:soh2]
+            if not len_b.isdigit():
+                pos = self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) is not a number", pos)
+                continue
+            body_begin = soh2 + 1
+            cs_pos = body_begin + int(len_b)
+            end = cs_pos + _TRAILER_LEN
+            if end - pos > max_size:
+                pos = self._resync(buf, pos + 1, out, "too_large",
+                                   f"BodyLength {int(len_b)} exceeds the {max_size}-byte cap", pos)
+                continue
+            if end > n:
+                break
+            if (buf[end - 1] != _SOH_INT or not buf.startswith(b"10=", cs_pos)
+                    or buf[cs_pos - 1] != _SOH_INT):
+                pos = self._resync(buf, pos + 1, out, "garbled",
+                                   "BodyLength(9) does not end at CheckSum(10)", pos)
+                continue
+            cs_b = buf[cs_pos + 3:cs_pos + 6]
+            if not cs_b.isdigit() or sum(buf[pos:cs_pos]) % 256 != int(cs_b):
+                out.append(DecodeError("checksum", "CheckSum(10) mismatch", end - pos))
+                pos = end
+                continue
+            raw = buf[pos:end]
+            b0 = body_begin - pos
+            if not raw.startswith(b"35=", b0):
+                out.append(DecodeError("garbled", "MsgType(35) is not the third field", end - pos))
+                pos = end
+                continue
+            stop = cs_pos - pos
+            soh3 = raw.find(SOH, b0 + 3, stop)
+            header, body_start, dup = _scan_header(raw, soh3 + 1, stop)
+            out.append(RawMessage(raw, raw[2:soh1 - pos], raw[b0 + 3:soh3], header,
+                                  body_start, stop, dup))
+            pos = end
+        self._buf = buf[pos:] if pos < n else b""
+        return out
+
+    def _resync(self, buf: bytes, start: int, out: list, kind: str, detail: str,
+                origin: int | None = None) -> int:
+        """Skip to the next ``8=FIX`` at or after ``start``; report what was dropped."""
+        nxt = buf.find(_BEGIN_MARK, start)
+        if nxt < 0:
+            # keep a tail that could be the beginning of "8=FIX"
+            keep = 0
+            for k in range(min(len(_BEGIN_MARK) - 1, len(buf) - start), 0, -1):
+                if _BEGIN_MARK.startswith(buf[-k:]):
+                    keep = k
+                    break
+            nxt = len(buf) - keep
+        first = start if origin is None else origin
+        if nxt > first:
+            out.append(DecodeError(kind, detail, nxt - first))
+        return nxt
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------------------------
+
+FieldValue = bytes | str | int
+
+
+def _b(v: FieldValue) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, int):
+        return b"%d" % v
+    return v.encode("ascii")
+
+
+def fields_bytes(fields: Iterable[tuple[int, FieldValue]]) -> bytes:
+    """``[(tag, value), ...]`` -> ``b"tag=value\\x01..."``; values are bytes, str or int."""
+    return b"".join(b"%d=%s\x01" % (t, _b(v)) for t, v in fields)
+
+
+def encode(begin_string: bytes, msg_type: bytes, header: bytes, body: bytes = b"",
+           body_sum: int | None = None) -> bytes:
+    """Build a complete message: ``8``, ``9``, ``35``, then ``header`` (already-encoded header
+    fields after 35), then ``body`` (encoded fields, each ending with SOH), then ``10``.
+
+    ``body_sum`` is ``sum(body)`` when the caller already has it: the fan-out computes it once per
+    message and reuses it for every target, so per target only the header is summed.
+    """
+    head = b"35=" + msg_type + SOH + header
+    prefix = b"8=" + begin_string + b"\x019=%d\x01" % (len(head) + len(body))
+    if body_sum is None:
+        body_sum = sum(body)
+    checksum = (sum(prefix) + sum(head) + body_sum) & 0xFF
+    return b"".join((prefix, head, body, b"10=%03d\x01" % checksum))
+
+
+def encode_fields(begin_string: bytes | str, msg_type: bytes | str,
+                  header: Iterable[tuple[int, FieldValue]],
+                  body: Iterable[tuple[int, FieldValue]] = ()) -> bytes:
+    """Convenience: :func:`encode` from ``(tag, value)`` lists (admin path, tests, simulators)."""
+    return encode(_b(begin_string), _b(msg_type), fields_bytes(header), fields_bytes(body))
+
+
+def checksum_ok(raw: bytes) -> bool:
+    """True when ``raw`` is a complete message whose CheckSum matches (a test/diagnostic aid)."""
+    i = raw.rfind(b"\x0110=")
+    return i >= 0 and raw[i + 4:i + 7].isdigit() and sum(raw[:i + 1]) % 256 == int(raw[i + 4:i + 7])

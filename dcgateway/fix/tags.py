@@ -1,0 +1,177 @@
+"""FIX tag numbers and MsgType values used by the gateway.
+
+Numbers are from the FIX 4.2 and FIX 4.4 specifications (Volume 1 "Standard Message Header" and
+"Standard Message Trailer"; Volume 2 session messages), plus the CME iLink 2 secure-logon tags
+(354/355, 1400-1402, 1603-1605) documented in ../shared/ILINK.md. Values are ``int`` tags and
+``bytes`` MsgTypes because the codec works on raw bytes.
+"""
+
+from __future__ import annotations
+
+# --- standard header / trailer (FIX 4.2 & 4.4, Vol. 1) ---
+BEGIN_STRING = 8
+BODY_LENGTH = 9
+MSG_TYPE = 35
+SENDER_COMP_ID = 49
+TARGET_COMP_ID = 56
+ON_BEHALF_OF_COMP_ID = 115
+DELIVER_TO_COMP_ID = 128
+SECURE_DATA_LEN = 90
+SECURE_DATA = 91
+MSG_SEQ_NUM = 34
+SENDER_SUB_ID = 50
+SENDER_LOCATION_ID = 142
+TARGET_SUB_ID = 57
+TARGET_LOCATION_ID = 143
+ON_BEHALF_OF_SUB_ID = 116
+ON_BEHALF_OF_LOCATION_ID = 144
+DELIVER_TO_SUB_ID = 129
+DELIVER_TO_LOCATION_ID = 145
+POSS_DUP_FLAG = 43
+POSS_RESEND = 97
+SENDING_TIME = 52
+ORIG_SENDING_TIME = 122
+XML_DATA_LEN = 212
+XML_DATA = 213
+MESSAGE_ENCODING = 347
+LAST_MSG_SEQ_NUM_PROCESSED = 369
+ON_BEHALF_OF_SENDING_TIME = 370
+NO_HOPS = 627
+HOP_COMP_ID = 628
+HOP_SENDING_TIME = 629
+HOP_REF_ID = 630
+CHECKSUM = 10
+
+#: Tags that belong to the standard header (FIX 4.2 + 4.4). A header tag after the first body tag
+#: is "tag specified out of required order" (SessionRejectReason 14).
+HEADER_TAGS: frozenset[int] = frozenset({
+    BEGIN_STRING, BODY_LENGTH, MSG_TYPE, SENDER_COMP_ID, TARGET_COMP_ID, ON_BEHALF_OF_COMP_ID,
+    DELIVER_TO_COMP_ID, SECURE_DATA_LEN, SECURE_DATA, MSG_SEQ_NUM, SENDER_SUB_ID,
+    SENDER_LOCATION_ID, TARGET_SUB_ID, TARGET_LOCATION_ID, ON_BEHALF_OF_SUB_ID,
+    ON_BEHALF_OF_LOCATION_ID, DELIVER_TO_SUB_ID, DELIVER_TO_LOCATION_ID, POSS_DUP_FLAG,
+    POSS_RESEND, SENDING_TIME, ORIG_SENDING_TIME, XML_DATA_LEN, XML_DATA, MESSAGE_ENCODING,
+    LAST_MSG_SEQ_NUM_PROCESSED, ON_BEHALF_OF_SENDING_TIME, NO_HOPS, HOP_COMP_ID,
+    HOP_SENDING_TIME, HOP_REF_ID,
+})
+
+# --- session-level body tags (Vol. 2) ---
+BEGIN_SEQ_NO = 7
+END_SEQ_NO = 16
+NEW_SEQ_NO = 36
+REF_SEQ_NUM = 45
+TEXT = 58
+RAW_DATA_LENGTH = 95
+RAW_DATA = 96
+ENCRYPT_METHOD = 98
+HEART_BT_INT = 108
+TEST_REQ_ID = 112
+GAP_FILL_FLAG = 123
+RESET_SEQ_NUM_FLAG = 141
+ENCODED_TEXT_LEN = 354
+ENCODED_TEXT = 355
+REF_TAG_ID = 371
+REF_MSG_TYPE = 372
+SESSION_REJECT_REASON = 373
+BUSINESS_REJECT_REF_ID = 379
+BUSINESS_REJECT_REASON = 380
+NEXT_EXPECTED_MSG_SEQ_NUM = 789
+ENCRYPTED_PASSWORD_METHOD = 1400
+ENCRYPTED_PASSWORD_LEN = 1401
+ENCRYPTED_PASSWORD = 1402
+APPLICATION_SYSTEM_NAME = 1603
+TRADING_SYSTEM_VERSION = 1604
+APPLICATION_SYSTEM_VENDOR = 1605
+
+# --- application tags used by filters and simulators ---
+ACCOUNT = 1
+CL_ORD_ID = 11
+EXEC_ID = 17
+EXEC_TRANS_TYPE = 20
+ORDER_ID = 37
+ORDER_QTY = 38
+ORD_STATUS = 39
+ORD_TYPE = 40
+ORIG_CL_ORD_ID = 41
+PRICE = 44
+SIDE = 54
+SYMBOL = 55
+TRANSACT_TIME = 60
+EXEC_TYPE = 150
+LEAVES_QTY = 151
+CUM_QTY = 14
+AVG_PX = 6
+LAST_QTY = 32
+LAST_PX = 31
+SECURITY_EXCHANGE = 207
+
+#: Length tag -> data tag, for FIX "data" fields whose value may contain SOH (Vol. 1, data types).
+DATA_LENGTH_TAGS: dict[int, int] = {
+    SECURE_DATA_LEN: SECURE_DATA,
+    RAW_DATA_LENGTH: RAW_DATA,
+    XML_DATA_LEN: XML_DATA,
+    ENCODED_TEXT_LEN: ENCODED_TEXT,
+    ENCRYPTED_PASSWORD_LEN: ENCRYPTED_PASSWORD,
+    348: 349,    # EncodedIssuerLen -> EncodedIssuer
+    350: 351,    # EncodedSecurityDescLen -> EncodedSecurityDesc
+    352: 353,    # EncodedListExecInstLen -> EncodedListExecInst
+    356: 357,    # EncodedSubjectLen -> EncodedSubject
+    358: 359,    # EncodedHeadlineLen -> EncodedHeadline
+    618: 619,    # EncodedLegIssuerLen -> EncodedLegIssuer
+    621: 622,    # EncodedLegSecurityDescLen -> EncodedLegSecurityDesc
+}
+
+
+class MsgType:
+    """MsgType (35) values. Session-level ones per FIX Vol. 2; application ones that drop copy
+    categories refer to (see DESIGN.md vocabulary)."""
+
+    HEARTBEAT = b"0"
+    TEST_REQUEST = b"1"
+    RESEND_REQUEST = b"2"
+    REJECT = b"3"
+    SEQUENCE_RESET = b"4"
+    LOGOUT = b"5"
+    LOGON = b"A"
+    XML_NON_FIX = b"n"
+    EXECUTION_REPORT = b"8"
+    ORDER_CANCEL_REJECT = b"9"
+    NEW_ORDER_SINGLE = b"D"
+    ORDER_CANCEL_REQUEST = b"F"
+    ORDER_CANCEL_REPLACE_REQUEST = b"G"
+    NEW_ORDER_CROSS = b"s"
+    NEW_ORDER_MULTILEG = b"AB"
+    MULTILEG_CANCEL_REPLACE = b"AC"
+    ORDER_MASS_ACTION_REPORT = b"BZ"
+    ORDER_MASS_ACTION_REQUEST = b"CA"
+    BUSINESS_MESSAGE_REJECT = b"j"
+
+
+#: Session-level (administrative) message types, FIX Vol. 2. On resend these are gap-filled.
+ADMIN_MSG_TYPES: frozenset[bytes] = frozenset({
+    MsgType.HEARTBEAT, MsgType.TEST_REQUEST, MsgType.RESEND_REQUEST, MsgType.REJECT,
+    MsgType.SEQUENCE_RESET, MsgType.LOGOUT, MsgType.LOGON,
+})
+
+
+class SessionRejectReason:
+    """SessionRejectReason (373) values, FIX 4.2/4.4."""
+
+    INVALID_TAG_NUMBER = 0
+    REQUIRED_TAG_MISSING = 1
+    TAG_NOT_DEFINED_FOR_MSG_TYPE = 2
+    UNDEFINED_TAG = 3
+    TAG_WITHOUT_VALUE = 4
+    VALUE_INCORRECT = 5
+    INCORRECT_DATA_FORMAT = 6
+    DECRYPTION_PROBLEM = 7
+    SIGNATURE_PROBLEM = 8
+    COMPID_PROBLEM = 9
+    SENDING_TIME_ACCURACY = 10
+    INVALID_MSG_TYPE = 11
+    XML_VALIDATION_ERROR = 12
+    TAG_APPEARS_MORE_THAN_ONCE = 13
+    TAG_OUT_OF_ORDER = 14
+    REPEATING_GROUP_OUT_OF_ORDER = 15
+    INCORRECT_NUM_IN_GROUP = 16
+    NON_DATA_VALUE_INCLUDES_DELIMITER = 17
+    OTHER = 99
