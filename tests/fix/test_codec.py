@@ -1,0 +1,210 @@
+"""Codec: framing by BodyLength, CheckSum verification, size cap, resync, encoding."""
+
+from __future__ import annotations
+
+import simplefix
+from hypothesis import given, settings, strategies as st
+
+from dcgateway.fix import codec, tags as T
+from dcgateway.fix.codec import Decoder, DecodeError, RawMessage
+
+HEADER = [(49, "ABC123N"), (56, "DCGW"), (34, 7), (50, "TRADER1"), (52, "20261124-20:10:11.123")]
+BODY = [(37, "ORD1"), (17, "EX1"), (150, "F"), (39, "2"), (1, "ACCT01"), (55, "ESZ6"), (54, 1)]
+
+
+def sample(seq: int = 7, body=BODY, msg_type: str = "8") -> bytes:
+    header = [(t, seq if t == 34 else v) for t, v in HEADER]
+    return codec.encode_fields("FIX.4.2", msg_type, header, body)
+
+
+def messages(items):
+    return [i for i in items if isinstance(i, RawMessage)]
+
+
+def errors(items):
+    return [i for i in items if isinstance(i, DecodeError)]
+
+
+def test_encode_matches_simplefix_and_fix_rules():
+    raw = sample()
+    ref = simplefix.FixMessage()
+    ref.append_pair(8, "FIX.4.2")
+    ref.append_pair(35, "8")
+    for t, v in HEADER + BODY:
+        ref.append_pair(t, v)
+    assert raw == ref.encode()
+    assert codec.checksum_ok(raw)
+
+
+def test_decode_gives_header_body_and_fields():
+    raw = sample()
+    [m] = Decoder().feed(raw)
+    assert m.raw == raw
+    assert m.begin_string == b"FIX.4.2" and m.msg_type == b"8"
+    assert m.header[T.SENDER_COMP_ID] == b"ABC123N" and m.seq_num == 7
+    assert m.body == codec.fields_bytes(BODY)
+    assert m.get(T.SYMBOL) == b"ESZ6" and m.get(T.SENDER_SUB_ID) == b"TRADER1"
+    assert m.get(9999) is None
+    assert [t for t, _ in m.fields()][:3] == [8, 9, 35]
+
+
+def test_body_value_inside_data_field_is_not_mistaken_for_a_field():
+    # 95/96 RawData may contain SOH and text that looks like "55=..."; get() must skip it.
+    data = b"x\x0155=FAKE\x01y"
+    body = codec.fields_bytes([(95, len(data))]) + b"96=" + data + b"\x01" + codec.fields_bytes([(55, "REAL")])
+    raw = codec.encode(b"FIX.4.2", b"8", codec.fields_bytes(HEADER), body)
+    [m] = Decoder().feed(raw)
+    assert m.get(96) == data
+    assert m.get(55) == b"REAL"
+
+
+def test_bad_checksum_is_reported_and_skipped_then_next_message_decodes():
+    good = sample(seq=8)
+    bad = bytearray(sample())
+    bad[-4:-1] = b"%03d" % ((int(bad[-4:-1]) + 1) % 256)
+    items = Decoder().feed(bytes(bad) + good)
+    assert [e.kind for e in errors(items)] == ["checksum"]
+    assert [m.seq_num for m in messages(items)] == [8]
+
+
+def test_garbage_before_and_between_messages_is_skipped():
+    a, b = sample(seq=1), sample(seq=2)
+    items = Decoder().feed(b"\x00noise" + a + b"junk junk" + b)
+    assert [m.seq_num for m in messages(items)] == [1, 2]
+    assert [e.kind for e in errors(items)] == ["garbage", "garbage"]
+    assert sum(e.discarded for e in errors(items)) == len(b"\x00noise") + len(b"junk junk")
+
+
+def test_wrong_body_length_resyncs_on_next_message():
+    # BodyLength too large: the decoder waits for that many bytes, then finds no 10= there and
+    # resyncs on the next "8=FIX" after the bad frame's start, so every later message survives.
+    bad = sample(seq=1).replace(b"\x019=", b"\x019=1", 1)
+    assert int(bad.split(b"\x019=")[1].split(b"\x01")[0]) > 1000
+    d = Decoder()
+    items = d.feed(bad) + d.feed(b"".join(sample(seq=s) for s in range(2, 12)))
+    assert [m.seq_num for m in messages(items)] == list(range(2, 12))
+    assert errors(items)[0].kind == "garbled"
+    # BodyLength too small: 10= is not where it says; resync at once.
+    short = sample(seq=1).replace(b"\x019=", b"\x019=", 1)
+    n = int(short.split(b"\x019=")[1].split(b"\x01")[0])
+    short = short.replace(b"\x019=%d" % n, b"\x019=%d" % (n - 5), 1)
+    items = Decoder().feed(short + sample(seq=2))
+    assert [m.seq_num for m in messages(items)] == [2]
+
+
+def test_msgtype_not_third_field_is_garbled():
+    raw = codec.encode(b"FIX.4.2", b"0", b"")
+    # swap 35 to after 49: build by hand with correct length and checksum
+    body = b"49=X\x0135=0\x01"
+    head = b"8=FIX.4.2\x019=%d\x01" % len(body)
+    cs = sum(head + body) % 256
+    items = Decoder().feed(head + body + b"10=%03d\x01" % cs + raw)
+    assert errors(items)[0].kind == "garbled"
+    assert len(messages(items)) == 1
+
+
+def test_oversized_body_length_is_not_buffered():
+    d = Decoder(max_size=1024)
+    huge = b"8=FIX.4.2\x019=99999999\x0135=D\x01" + b"A" * 2000
+    items = d.feed(huge)
+    assert errors(items) and errors(items)[0].kind in {"too_large", "garbled"}
+    assert d.buffered < 1024
+    items = d.feed(sample(seq=3))
+    assert [m.seq_num for m in messages(items)] == [3]
+
+
+def test_size_cap_rejects_frame_one_byte_over():
+    raw = sample()
+    assert messages(Decoder(max_size=len(raw)).feed(raw))
+    items = Decoder(max_size=len(raw) - 1).feed(raw)
+    assert not messages(items) and errors(items)[0].kind == "too_large"
+
+
+def test_duplicate_header_tag_is_flagged():
+    raw = codec.encode_fields("FIX.4.2", "0", HEADER + [(49, "OTHER")])
+    [m] = Decoder().feed(raw)
+    assert m.header_error == 49
+
+
+def test_encode_with_precomputed_body_sum_equals_plain_encode():
+    body = codec.fields_bytes(BODY)
+    hdr = codec.fields_bytes(HEADER)
+    assert codec.encode(b"FIX.4.4", b"8", hdr, body, sum(body)) == codec.encode(b"FIX.4.4", b"8", hdr, body)
+
+
+def test_field_errors_carry_reject_reason():
+    raw = codec.encode(b"FIX.4.2", b"8", codec.fields_bytes(HEADER), b"55=\x01")
+    [m] = Decoder().feed(raw)
+    try:
+        m.fields()
+    except codec.FieldError as e:
+        assert e.reason == T.SessionRejectReason.TAG_WITHOUT_VALUE and e.tag == 55
+    else:
+        raise AssertionError("empty value accepted")
+
+
+# ------------------------------------------------------------------ properties (hypothesis)
+
+values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="="),
+                 min_size=1, max_size=30)
+body_tags = st.integers(min_value=1, max_value=9999).filter(
+    lambda t: t not in T.HEADER_TAGS and t not in T.DATA_LENGTH_TAGS and t not in T.DATA_LENGTH_TAGS.values()
+    and t != 10)
+bodies = st.lists(st.tuples(body_tags, values), max_size=12)
+msg_types = st.sampled_from(["0", "8", "D", "AB", "BZ", "j"])
+
+
+@given(msg_type=msg_types, body=bodies, seq=st.integers(min_value=1, max_value=10**9))
+def test_roundtrip(msg_type, body, seq):
+    raw = codec.encode_fields("FIX.4.4", msg_type, [(49, "S"), (56, "T"), (34, seq)], body)
+    [m] = Decoder().feed(raw)
+    assert m.msg_type == msg_type.encode()
+    assert m.seq_num == seq
+    assert m.body == codec.fields_bytes(body)
+    assert m.fields()[3:-1] == [(49, b"S"), (56, b"T"), (34, b"%d" % seq)] + [(t, v.encode()) for t, v in body]
+
+
+@given(st.binary(max_size=3000))
+@settings(max_examples=300)
+def test_arbitrary_bytes_never_raise_and_stay_bounded(data):
+    d = Decoder(max_size=1024)
+    for i in range(0, len(data), 97):
+        for item in d.feed(data[i:i + 97]):
+            if isinstance(item, RawMessage):
+                assert codec.checksum_ok(item.raw)
+    assert d.buffered <= 1024
+
+
+@given(st.lists(st.tuples(msg_types, bodies), min_size=1, max_size=5), st.data())
+@settings(max_examples=100)
+def test_split_at_every_boundary_gives_same_messages(specs, data):
+    stream = b"".join(codec.encode_fields("FIX.4.2", mt, [(49, "S"), (56, "T"), (34, i + 1)], b)
+                      for i, (mt, b) in enumerate(specs))
+    expected = [m.raw for m in Decoder().feed(stream)]
+    assert len(expected) == len(specs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    d = Decoder()
+    got = []
+    prev = 0
+    for c in cuts + [len(stream)]:
+        got += [m.raw for m in d.feed(stream[prev:c]) if isinstance(m, RawMessage)]
+        prev = c
+    assert got == expected
+
+
+def test_every_single_split_point():
+    stream = sample(seq=1) + sample(seq=2)
+    for cut in range(len(stream) + 1):
+        d = Decoder()
+        items = d.feed(stream[:cut]) + d.feed(stream[cut:])
+        assert [m.seq_num for m in messages(items)] == [1, 2], cut
+        assert not errors(items)
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 2000))
+@settings(max_examples=200)
+def test_noise_inserted_never_loses_following_message(noise, where):
+    good = sample(seq=5)
+    stream = noise.replace(b"8=FIX", b"8=FIY") + good
+    items = Decoder().feed(stream)
+    assert messages(items) and messages(items)[-1].raw == good
