@@ -229,6 +229,12 @@ class Decoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def take_pending(self) -> bytes:
+        """Hand over the incomplete tail (the acceptor decodes a connection's first Logon itself,
+        then gives the rest of the stream to the session's own decoder)."""
+        pending, self._buf = self._buf, b""
+        return pending
+
     def feed(self, data: bytes) -> list[RawMessage | DecodeError]:
         buf = self._buf + data if self._buf else bytes(data)
         out: list[RawMessage | DecodeError] = []

@@ -1,0 +1,170 @@
+"""Integration fixtures: a gateway on 127.0.0.1 port 0 with real files, real sockets and the
+simplefix-based client from simulators/. Any exception that reaches the event loop's exception
+handler fails the test (the asyncpg rule)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from dcgateway.config import load_config
+from dcgateway.gateway import Gateway
+from simulators.fixclient import FixClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+SESSIONS = """
+sessions:
+  - {comp_id: ABC123N, role: source, entity: TRADECO, profile: ilink2, begin_string: FIX.4.2}
+  - {comp_id: ABD123N, role: source, entity: TRADECO, profile: ilink2, begin_string: FIX.4.2}
+  - {comp_id: CLR001N, role: target, entity: CLEARCO, profile: ilink2, begin_string: FIX.4.2}
+  - {comp_id: CLRFIX44, role: target, entity: CLEARCO, profile: fix, begin_string: FIX.4.4}
+"""
+
+
+def write_config(folder: Path, *, port: int = 0, logon_timeout: float = 60, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "groups.yaml").write_text("groups: []\n")
+    text = textwrap.dedent(f"""
+        gateway:
+          comp_id: DCGW
+          listen: {{host: 127.0.0.1, port: {port}}}
+          metrics: {{host: 127.0.0.1, port: 0}}
+          data_dir: var
+          market_close: {{time: "16:00", tz: America/Chicago}}
+          week_start: {{day: sunday, time: "16:00", tz: America/Chicago}}
+          logon_timeout_s: {logon_timeout}
+          sending_time_tolerance_s: 30
+          keystore: {{path: var/keys.db, master_key_file: var/master.key}}
+        {textwrap.indent(extra, '  ')}
+        entities:
+          - {{name: TRADECO, administrators: [{{name: tina, email: tina@tradeco.example}}]}}
+          - {{name: CLEARCO, administrators: [{{name: carl, email: carl@clearco.example}}]}}
+        groups_file: groups.yaml
+    """) + SESSIONS
+    path = folder / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+class RunningGateway:
+    def __init__(self, gw: Gateway, stop: asyncio.Event, task: asyncio.Task) -> None:
+        self.gw = gw
+        self.stop_event = stop
+        self.task = task
+
+    @property
+    def port(self) -> int:
+        assert self.gw.port is not None
+        return self.gw.port
+
+    def client(self, sender: str = "ABC123N", **kw) -> FixClient:
+        return FixClient("127.0.0.1", self.port, sender, **kw)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+@pytest.fixture
+def loop_errors():
+    """Collect anything that reaches the loop's exception handler; the test fails on any."""
+    errors: list[dict] = []
+    yield errors
+    assert errors == [], errors
+
+
+@pytest_asyncio.fixture
+async def start_gateway(tmp_path, loop_errors):
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _l, ctx: loop_errors.append(ctx))
+    running: list[RunningGateway] = []
+
+    async def _start(folder: Path | None = None, **kw) -> RunningGateway:
+        folder = folder or tmp_path / "gw"
+        if not (folder / "gateway.yaml").exists() or kw:
+            write_config(folder, **kw)
+        cfg = load_config(folder / "gateway.yaml")
+        gw = Gateway(cfg)
+        await gw.start()
+        stop = asyncio.Event()
+        rg = RunningGateway(gw, stop, asyncio.create_task(gw.serve(stop)))
+        running.append(rg)
+        return rg
+
+    yield _start
+    for rg in running:
+        if not rg.task.done():
+            await rg.stop()
+
+
+class GatewayProcess:
+    """`python -m dcgateway run` as a real subprocess (for SIGTERM and kill -9 tests)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self, timeout: float = 20.0) -> int:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "dcgateway", "run", "--config", str(self.config)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=deadline - time.monotonic()):
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if "listening on" in line:
+                self.port = int(line.rsplit(":", 1)[1])
+                sel.close()
+                return self.port
+        sel.close()
+        self.proc.kill()
+        out, err = self.proc.communicate()
+        raise RuntimeError(f"gateway did not start: {out}\n{err}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15.0) -> tuple[int, str]:
+        assert self.proc is not None
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def gateway_process():
+    procs: list[GatewayProcess] = []
+
+    def _make(config: Path) -> GatewayProcess:
+        gp = GatewayProcess(config)
+        procs.append(gp)
+        return gp
+
+    yield _make
+    for gp in procs:
+        if gp.proc is not None and gp.proc.poll() is None:
+            gp.proc.kill()
+            gp.proc.communicate(timeout=10)
