@@ -46,12 +46,12 @@ def write_config(folder: Path, *, port: int = 0, logon_timeout: float = 60, extr
           logon_timeout_s: {logon_timeout}
           sending_time_tolerance_s: 30
           keystore: {{path: var/keys.db, master_key_file: var/master.key}}
-        {textwrap.indent(extra, '  ')}
+        @EXTRA@
         entities:
           - {{name: TRADECO, administrators: [{{name: tina, email: tina@tradeco.example}}]}}
           - {{name: CLEARCO, administrators: [{{name: carl, email: carl@clearco.example}}]}}
         groups_file: groups.yaml
-    """) + SESSIONS
+    """).replace("@EXTRA@\n", textwrap.indent(extra.strip() + "\n", "  ") if extra else "") + SESSIONS
     path = folder / "gateway.yaml"
     path.write_text(text)
     return path

@@ -1,0 +1,625 @@
+"""The FIX session engine (acceptor side, FIX 4.2 and 4.4), sans I/O.
+
+Theory of operation
+-------------------
+A :class:`FixSession` is one FIX session on one connection, h2/h11 style: the shell feeds it bytes
+(:meth:`~FixSession.receive_data`) or already-decoded items (:meth:`~FixSession.receive_messages`)
+and calls :meth:`~FixSession.on_timer` about once a second; the session never blocks, never reads a
+clock and never touches a socket. After each call the shell drains :meth:`~FixSession.events`
+(application messages, logon/logout, faults for logs and metrics), makes the store durable, writes
+:meth:`~FixSession.data_to_send`, and closes the socket once :attr:`~FixSession.closed` is True.
+
+Inbound pipeline for every framed message (FIX Vol. 2 "Standard Message Header" processing and the
+FIX Session Layer Test Cases, numbers in brackets):
+
+1. BeginString must match the session's, else Logout + disconnect [2.h]; MsgSeqNum must be present,
+   else Logout + disconnect.
+2. Before logon, only a Logon is accepted [1S.d]; it is checked (``session_admin.LOGON_CHECKS``),
+   then authenticated, then sequenced [1S.a/b/e].
+3. After logon: 49/56 must match [2.i: Reject 373=9, Logout, disconnect]; SendingTime accuracy is
+   checked at receipt, not when a queued message is finally processed ["SendingTime not within
+   tolerance": Reject 373=10, Logout, disconnect].
+4. Sequencing. ``seq == expected``: validate, consume the seq, dispatch by MsgType through a
+   handler table (application types become :class:`AppMessage` events), then drain the queue of
+   out-of-order messages. ``seq > expected``: queue it (bounded) and send one ResendRequest per
+   gap, in chunks of ``resend_chunk`` [2.b, 1S.b]. ``seq < expected``: PossDup duplicates are
+   ignored [2.e], anything else is a fatal "MsgSeqNum too low" Logout [2.c].
+5. A message that fails validation is answered with a Reject (35=3) and consumes its seq [invalid
+   MsgType, required tag missing, ...]; garbled frames (codec DecodeError: garbage, wrong
+   BodyLength or CheckSum, 8/9/35 out of place) are ignored and consume nothing [2.d].
+
+State lives in :data:`TRANSITIONS`; every state change goes through :meth:`FixSession._transition`,
+which asserts the change against that table. Nothing raises out of ``receive_*``/``on_timer``: a
+bug becomes a ``ProtocolError("internal_error")`` event, a Logout and a disconnect.
+
+Outbound: every message we originate gets 34 = ``store.next_out`` and is saved with
+``store.save_outbound`` (admin messages too, so a later resend of them becomes a gap fill).
+Retransmissions reuse their seq and are not saved again.
+
+The public types (config, states, events) live in :mod:`.session_types` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import tags as T
+from .codec import DecodeError, Decoder, FieldError, RawMessage, encode
+from .session_admin import (Problem, Resender, SendingTimeParser, body_suspect, check_fields,
+                            logon_problem, logon_reply_body, possdup_problem, reject_body,
+                            text_value, valid_msg_type)
+from .session_types import (TRANSITIONS, AppMessage, AuthDecision, AuthFailed, Authenticator,
+                            Disconnect, Event, LoggedOn, LoggedOut, ProtocolError, ResendRequested,
+                            ResendServed, SessionConfig, SessionNotReady, SessionRejectSent,
+                            SessionState, accept_all)
+from .store import SessionStore
+from .timefmt import utc_timestamp
+
+M = T.MsgType
+R = T.SessionRejectReason
+S = SessionState
+
+__all__ = [
+    "AppMessage", "AuthDecision", "AuthFailed", "Authenticator", "Disconnect", "Event",
+    "FixSession", "LoggedOn", "LoggedOut", "ProtocolError", "ResendRequested", "ResendServed",
+    "SessionConfig", "SessionNotReady", "SessionRejectSent", "SessionState", "TRANSITIONS",
+]
+
+
+class _IllegalTransition(Exception):
+    pass
+
+
+class FixSession:
+    """One FIX session (acceptor side). See the module docstring for the theory of operation."""
+
+    def __init__(self, config: SessionConfig, store: SessionStore,
+                 authenticator: Authenticator | None = None, now: float = 0.0) -> None:
+        self.config = config
+        self.store = store
+        self.state = S.AWAITING_LOGON
+        self.heartbeat_interval: int | None = None
+        self._auth = authenticator or accept_all
+        self._decoder = Decoder(config.max_message_size)
+        self._times = SendingTimeParser()
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._closed = False
+        self._created = now
+        self._last_recv = now
+        self._last_sent = now
+        self._logout_sent_at = now
+        self._test_req_id: bytes | None = None
+        self._test_req_at = now
+        self._test_req_count = 0
+        self._queue: dict[int, RawMessage | None] = {}   # None: seq already acted on (Logon, 2)
+        self._queued_bytes = 0
+        self._drop_reported = False
+        self._highest_seen = 0
+        self._resend_pending: tuple[int, int] | None = None
+        self._head = b"49=" + config.our_comp_id + b"\x0156=" + config.their_comp_id + b"\x0134="
+        self._handlers: dict[bytes, Callable[[RawMessage, float], None]] = {
+            M.HEARTBEAT: self._on_heartbeat, M.TEST_REQUEST: self._on_test_request,
+            M.RESEND_REQUEST: self._on_resend_request, M.REJECT: self._on_reject,
+            M.SEQUENCE_RESET: self._on_gap_fill, M.LOGOUT: self._on_logout,
+            M.LOGON: self._on_second_logon,
+        }
+        self._timers: dict[SessionState, Callable[[float], None]] = {
+            S.AWAITING_LOGON: self._timer_awaiting_logon, S.ACTIVE: self._timer_active,
+            S.LOGOUT_SENT: self._timer_logout_sent,
+        }
+
+    # --- public API ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed raw bytes from the socket (any chunking)."""
+        if self._closed or not data:
+            return
+        self.receive_messages(self._decoder.feed(data), now)
+
+    def receive_messages(self, items: list[RawMessage | DecodeError], now: float) -> None:
+        """Process decoded items in order; never raises (DESIGN.md rule 3)."""
+        for item in items:
+            if self._closed:
+                return
+            try:
+                if isinstance(item, DecodeError):
+                    # FIX Vol. 2 / Test Case 2.d: garbled messages are ignored, no seq used.
+                    self._events.append(ProtocolError(item.kind, item.detail))
+                else:
+                    self._last_recv = now
+                    self._on_message(item, now)
+            except Exception as exc:    # noqa: BLE001 - the boundary of rule 3
+                self._internal_error(exc, now)
+
+    def on_timer(self, now: float) -> None:
+        """Heartbeats, TestRequest, logon/logout/heartbeat timeouts; never raises."""
+        if self._closed:
+            return
+        handler = self._timers.get(self.state)
+        if handler is None:
+            return
+        try:
+            handler(now)
+        except Exception as exc:    # noqa: BLE001
+            self._internal_error(exc, now)
+
+    def next_timer(self) -> float | None:
+        """Earliest time :meth:`on_timer` has something to do (None when never)."""
+        st = self.state
+        if st is S.AWAITING_LOGON:
+            return self._created + self.config.logon_timeout
+        if st is S.LOGOUT_SENT:
+            return self._logout_sent_at + self.config.logout_timeout
+        if st is not S.ACTIVE or self.heartbeat_interval is None:
+            return None
+        hbi = self.heartbeat_interval
+        if self._test_req_id is None:
+            probe = self._last_recv + hbi * 1.2
+        else:
+            probe = self._test_req_at + hbi
+        return min(self._last_sent + hbi, probe)
+
+    def send_app(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
+                 body_sum: int | None = None) -> int:
+        """Send an application message; returns its MsgSeqNum. ``body`` is the encoded fields
+        after the standard header, ``extra_header`` encoded header fields placed after 52."""
+        if self.state is not S.ACTIVE:
+            peer = self.config.their_comp_id.decode("ascii", "replace")
+            raise SessionNotReady(f"session with {peer} is {self.state.value}, not logged on")
+        if msg_type in T.ADMIN_MSG_TYPES:
+            raise ValueError(f"send_app() is for application messages, not MsgType {msg_type!r}")
+        return self._send(msg_type, body, now, extra_header, body_sum)
+
+    def logout(self, text: str, now: float) -> None:
+        """Start the Logout handshake (FIX Vol. 2 "Logout"): send Logout, then wait up to
+        ``logout_timeout`` for the peer's Logout. Before logon there is nothing to log out of:
+        the connection is just closed."""
+        if self.state is S.ACTIVE:
+            self._send_logout(text, now)
+        elif self.state is S.AWAITING_LOGON:
+            self._disconnect(text)
+
+    # --- state and output primitives -----------------------------------------------------------
+
+    def _transition(self, trigger: str) -> None:
+        nxt = TRANSITIONS[self.state].get(trigger)
+        if nxt is None:
+            raise _IllegalTransition(f"{trigger!r} is not allowed in state {self.state.value}")
+        self.state = nxt
+
+    def _send(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
+              body_sum: int | None = None) -> int:
+        seq = self.store.next_out
+        header = b"%s%d\x0152=%s\x01%s" % (self._head, seq, utc_timestamp(now), extra_header)
+        raw = encode(self.config.begin_string, msg_type, header, body, body_sum)
+        self.store.save_outbound(seq, raw)
+        self._out.append(raw)
+        self._last_sent = now
+        return seq
+
+    def _send_logout(self, text: str, now: float, extra: bytes = b"") -> None:
+        self._transition("send_logout")
+        self._logout_sent_at = now
+        body = (b"58=" + text_value(text) + b"\x01" if text else b"") + extra
+        self._send(M.LOGOUT, body, now)
+
+    def _disconnect(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._transition("disconnect")
+        self._closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._events.append(Disconnect(reason))
+
+    def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
+               detail: str | None = None) -> None:
+        """A fault that ends the session: event, Logout with the reason text (when a Logout may
+        still be sent), disconnect without waiting (FIX Test Cases 2.c, 2.h, 2.i, SendingTime accuracy).
+        ``detail`` (event only, never sent to the peer) defaults to ``text``."""
+        self._events.append(ProtocolError(kind, text if detail is None else detail))
+        if "send_logout" in TRANSITIONS[self.state]:
+            self._send_logout(text, now, extra)
+        self._disconnect(text)
+
+    def _internal_error(self, exc: Exception, now: float) -> None:
+        """A bug or a failing store inside receive_*/on_timer (DESIGN.md rule 3): the details go
+        to the event only; the peer gets a plain "internal error" Logout."""
+        try:
+            self._fatal("internal_error", "internal error", now,
+                        detail=f"{type(exc).__name__}: {exc}")
+        except Exception:    # noqa: BLE001 - the store itself is failing: close without Logout
+            self.state = S.CLOSED       # deliberately outside TRANSITIONS: last-resort path
+            if not self._closed:
+                self._closed = True
+                self._events.append(Disconnect("internal error"))
+
+    def _reject(self, seq: int | None, msg_type: bytes, problem: Problem, now: float) -> None:
+        """Session-level Reject (35=3) with 45/371/372/373/58 (FIX Vol. 2 "Reject")."""
+        self._send(M.REJECT, reject_body(seq, msg_type, problem), now)
+        self._events.append(SessionRejectSent(seq or 0, problem.reason, problem.text))
+
+    def _consume(self, seq: int) -> None:
+        """The in-order message ``seq`` was dealt with (processed or rejected)."""
+        if self.store.next_in == seq:
+            self.store.set_next_in(seq + 1)
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    def _on_message(self, msg: RawMessage, now: float) -> None:
+        if msg.begin_string != self.config.begin_string:
+            self._fatal("begin_string", "incorrect BeginString", now)
+            return
+        seq = msg.seq_num
+        if seq is None:
+            self._fatal("seq_missing", "MsgSeqNum(34) missing", now)
+            return
+        if self.state is S.AWAITING_LOGON:
+            self._on_first_message(msg, seq, now)
+            return
+        if not self._comp_ids_ok(msg, seq, now) or not self._sending_time_ok(msg, seq, now):
+            return
+        if msg.msg_type == M.LOGON:
+            self._on_second_logon(msg, now)
+            return
+        if msg.msg_type == M.SEQUENCE_RESET and not _gap_fill_flag(msg):
+            self._on_sequence_reset(msg, now)
+            return
+        expected = self.store.next_in
+        if seq == expected:
+            self._process(msg, seq, now)
+            self._drain(now)
+        elif seq > expected:
+            self._too_high(msg, seq, now)
+        else:
+            self._too_low(msg, seq, expected, now)
+
+    def _comp_ids_ok(self, msg: RawMessage, seq: int, now: float) -> bool:
+        """49/56 on every message (FIX Test Case 2.i): Reject 373=9, Logout, disconnect."""
+        h = msg.header
+        sender_ok = h.get(T.SENDER_COMP_ID) == self.config.their_comp_id
+        if sender_ok and h.get(T.TARGET_COMP_ID) == self.config.our_comp_id:
+            return True
+        tag = T.TARGET_COMP_ID if sender_ok else T.SENDER_COMP_ID
+        if self.state is not S.AWAITING_LOGON:
+            self._reject(seq, msg.msg_type, Problem(R.COMPID_PROBLEM, tag, "CompID problem"), now)
+            self._consume(seq)
+        self._fatal("comp_id", "CompID problem", now)
+        return False
+
+    def _sending_time_ok(self, msg: RawMessage, seq: int, now: float) -> bool:
+        """SendingTime accuracy at receipt (FIX Test Cases, "SendingTime not
+        within tolerance"): Reject 373=10, Logout, disconnect.
+        A missing or malformed 52 is rejected later, in sequence, by :meth:`_validate`."""
+        v = msg.header.get(T.SENDING_TIME)
+        t = None if v is None else self._times.parse(v)
+        if t is None or abs(t - now) <= self.config.sending_time_tolerance:
+            return True
+        problem = Problem(R.SENDING_TIME_ACCURACY, T.SENDING_TIME, "SendingTime accuracy problem")
+        self._reject(seq, msg.msg_type, problem, now)
+        self._consume(seq)
+        self._fatal("sending_time", problem.text, now)
+        return False
+
+    def _validate(self, msg: RawMessage) -> Problem | None:
+        """Checks of an in-order message before it is acted on; the admin path parses every field,
+        the application path stays on bytes unless a cheap screen finds something suspect."""
+        if msg.header_error is not None:
+            return Problem(R.TAG_APPEARS_MORE_THAN_ONCE, msg.header_error,
+                           f"Tag appears more than once: {msg.header_error}")
+        v = msg.header.get(T.SENDING_TIME)
+        if v is None:
+            return Problem(R.REQUIRED_TAG_MISSING, T.SENDING_TIME, "Required tag missing: 52")
+        sending_time = self._times.parse(v)
+        if sending_time is None:
+            return Problem(R.INCORRECT_DATA_FORMAT, T.SENDING_TIME,
+                           "Incorrect data format for value: 52")
+        mt = msg.msg_type
+        if mt in T.ADMIN_MSG_TYPES or body_suspect(msg):
+            problem = check_fields(msg)
+            if problem is not None:
+                return problem
+        if mt not in T.ADMIN_MSG_TYPES and not valid_msg_type(mt):
+            return Problem(R.INVALID_MSG_TYPE, T.MSG_TYPE, "Invalid MsgType")
+        if msg.poss_dup and mt != M.SEQUENCE_RESET:
+            return possdup_problem(msg, sending_time)
+        return None
+
+    def _process(self, msg: RawMessage, seq: int, now: float) -> None:
+        """The message whose seq is the expected one: validate, consume, dispatch."""
+        problem = self._validate(msg)
+        self._consume(seq)
+        if problem is not None:
+            self._reject(seq, msg.msg_type, problem, now)
+            return
+        handler = self._handlers.get(msg.msg_type)
+        if handler is None:
+            self._events.append(AppMessage(msg))
+        else:
+            handler(msg, now)
+
+    def _drain(self, now: float) -> None:
+        """Process queued messages that are now in sequence, then ask for the next gap chunk."""
+        q = self._queue
+        while q and not self._closed:
+            nxt = self.store.next_in
+            if nxt not in q:
+                break
+            msg = q.pop(nxt)
+            if msg is None:
+                self._consume(nxt)
+            else:
+                self._queued_bytes -= len(msg.raw)
+                self._process(msg, nxt, now)
+        if not self._closed:
+            self._request_gap(now)
+
+    def _too_high(self, msg: RawMessage, seq: int, now: float) -> None:
+        """seq > expected (FIX Vol. 2 "Message gap detection", Test Cases 2.b, 10.a): keep the
+        message and ask for the gap. A ResendRequest is served at once (Vol. 2: the peer's
+        request is honoured before ours) and a Logout is honoured at once."""
+        mt = msg.msg_type
+        if mt == M.LOGOUT:
+            self._on_logout(msg, now)
+            return
+        if seq > self._highest_seen:
+            self._highest_seen = seq
+        entry: RawMessage | None = msg
+        if mt == M.RESEND_REQUEST and self._validate(msg) is None:
+            self._on_resend_request(msg, now)
+            entry = None
+        if seq not in self._queue:
+            size = 0 if entry is None else len(entry.raw)
+            if (len(self._queue) < self.config.max_queued
+                    and self._queued_bytes + size <= self.config.max_queued_bytes):
+                self._queue[seq] = entry
+                self._queued_bytes += size
+            elif not self._drop_reported:     # one event per gap, not one per dropped message
+                self._drop_reported = True
+                self._events.append(ProtocolError(
+                    "queue_full", f"out-of-order queue full: dropping from MsgSeqNum {seq}; "
+                    "they will be requested again"))
+        self._request_gap(now)
+
+    def _too_low(self, msg: RawMessage, seq: int, expected: int, now: float) -> None:
+        """seq < expected: without PossDupFlag it is fatal (Test Case 2.c, Logout carrying 789);
+        a PossDup duplicate is ignored after the 122 checks (Test Case 2.e and the
+        PossDup/OrigSendingTime cases)."""
+        if not msg.poss_dup:
+            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
+            self._fatal("seq_too_low", text, now, b"789=%d\x01" % expected)
+            return
+        if msg.msg_type == M.SEQUENCE_RESET:
+            return
+        sending_time = self._times.parse(msg.header.get(T.SENDING_TIME, b""))
+        if sending_time is None:
+            return      # a duplicate we drop anyway; 52 itself is not worth a Reject here
+        problem = possdup_problem(msg, sending_time)
+        if problem is not None:
+            self._reject(seq, msg.msg_type, problem, now)
+
+    def _request_gap(self, now: float) -> None:
+        """Send the next ResendRequest chunk if a gap is known and none is outstanding
+        (7 = expected, 16 = min(expected + resend_chunk - 1, end of the gap); never 16=0)."""
+        expected = self.store.next_in
+        pending = self._resend_pending
+        if pending is not None:
+            if expected <= pending[1]:
+                return
+            self._resend_pending = None
+        top = min(self._queue) - 1 if self._queue else self._highest_seen
+        if top < expected:
+            return
+        end = min(expected + self.config.resend_chunk - 1, top)
+        self._resend_pending = (expected, end)
+        self._drop_reported = False
+        self._send(M.RESEND_REQUEST, b"7=%d\x0116=%d\x01" % (expected, end), now)
+        self._events.append(ResendRequested(expected, end))
+
+    def _jump_to(self, new_seq: int, now: float) -> None:
+        """Expected inbound seq moves forward to ``new_seq`` (GapFill or Reset): queued messages
+        below it are dropped, one at it is processed."""
+        self.store.set_next_in(new_seq)
+        for s in [s for s in self._queue if s < new_seq]:
+            m = self._queue.pop(s)
+            if m is not None:
+                self._queued_bytes -= len(m.raw)
+
+    # --- logon ------------------------------------------------------------------------------
+
+    def _on_first_message(self, msg: RawMessage, seq: int, now: float) -> None:
+        """FIX Vol. 2 "Logon" and Test Cases 1S: the first message must be a valid Logon."""
+        if msg.msg_type != M.LOGON:
+            self._events.append(ProtocolError("logon_not_first",
+                                              f"first message is MsgType {msg.msg_type!r}"))
+            self._disconnect("first message not Logon")
+            return
+        if not self._comp_ids_ok(msg, seq, now):
+            return
+        found = logon_problem(self.config, msg, seq, now, self._times)
+        if found is not None:
+            self._fatal(found[0], found[1], now)
+            return
+        if not self._authenticate(msg, now):
+            return
+        reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
+        if reset:
+            self.store.reset()
+        expected = self.store.next_in
+        if seq < expected:
+            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
+            self._fatal("seq_too_low", text, now, b"789=%d\x01" % expected)
+            return
+        hbi = int(msg.get(T.HEART_BT_INT) or b"0")
+        self.heartbeat_interval = hbi
+        self._transition("logon")
+        self._send(M.LOGON, logon_reply_body(msg, hbi), now)
+        self._events.append(LoggedOn(hbi, reset))
+        if seq == expected:
+            self._consume(seq)
+        else:                         # Test Case 1S.b: accept, then ask for the gap
+            self._highest_seen = seq
+            self._queue[seq] = None
+            self._request_gap(now)
+
+    def _authenticate(self, msg: RawMessage, now: float) -> bool:
+        """Run the authenticator; on refusal emit AuthFailed(reason) and send a Logout with only
+        the decision's public text (ILINK.md: never say which check failed)."""
+        try:
+            decision = self._auth(msg, now)
+        except Exception:    # noqa: BLE001 - an authenticator bug must not leak or escape
+            decision = AuthDecision(False, "authenticator_error", "")
+        if decision.ok:
+            return True
+        self._events.append(AuthFailed(decision.reason or "refused"))
+        self._send_logout(decision.text or "authentication failed", now)
+        self._disconnect("authentication failed")
+        return False
+
+    # --- admin message handlers (dispatched by MsgType) --------------------------------------
+
+    def _on_second_logon(self, msg: RawMessage, now: float) -> None:
+        self._fatal("second_logon", "Logon received on a logged-on session", now)
+
+    def _on_heartbeat(self, msg: RawMessage, now: float) -> None:
+        """A Heartbeat answering our TestRequest clears it (FIX Vol. 2 "Heartbeat")."""
+        if self._test_req_id is not None and msg.get(T.TEST_REQ_ID) == self._test_req_id:
+            self._test_req_id = None
+
+    def _on_test_request(self, msg: RawMessage, now: float) -> None:
+        """Answer with a Heartbeat carrying the same TestReqID (Test Case 6)."""
+        test_id = msg.get(T.TEST_REQ_ID) or b""
+        self._send(M.HEARTBEAT, b"112=" + test_id + b"\x01", now)
+
+    def _on_reject(self, msg: RawMessage, now: float) -> None:
+        """A peer Reject counts its seq and is reported; it is never answered."""
+        self._events.append(ProtocolError("peer_reject", _text_of(msg)))
+
+    def _on_resend_request(self, msg: RawMessage, now: float) -> None:
+        """Serve 7..16 (16=0: infinity) from the store, clamped to what we sent and to
+        ``resend_chunk`` messages (FIX Vol. 2 "Resend Request", Test Case 8)."""
+        begin = int(msg.get(T.BEGIN_SEQ_NO) or b"0")
+        end = int(msg.get(T.END_SEQ_NO) or b"0")
+        last = self.store.next_out - 1
+        if begin < 1 or (end and end < begin):
+            tag = T.BEGIN_SEQ_NO if begin < 1 else T.END_SEQ_NO
+            problem = Problem(R.VALUE_INCORRECT, tag, f"Value is incorrect for this tag: {tag}")
+            self._reject(msg.seq_num, msg.msg_type, problem, now)
+            return
+        end = last if end == 0 or end > last else end
+        end = min(end, begin + self.config.resend_chunk - 1)
+        if begin > end:
+            self._events.append(ProtocolError(
+                "resend_range", f"ResendRequest from {begin} but last sent is {last}"))
+            return
+        resender = Resender(self.config.begin_string, self.config.our_comp_id,
+                            self.config.their_comp_id, utc_timestamp(now))
+        out, resent, filled = resender.serve(self.store.get_outbound(begin, end), begin, end)
+        self._out.extend(out)
+        self._last_sent = now
+        self._events.append(ResendServed(begin, end, resent, filled))
+
+    def _on_gap_fill(self, msg: RawMessage, now: float) -> None:
+        """SequenceReset-GapFill in sequence (Test Cases 10.b, 10.e): NewSeqNo must move forward."""
+        seq = msg.seq_num or 0
+        new_seq = int(msg.get(T.NEW_SEQ_NO) or b"0")
+        if new_seq <= seq:
+            text = f"Attempt to lower sequence number, invalid value NewSeqNo(36)={new_seq}"
+            self._reject(seq, msg.msg_type, Problem(R.VALUE_INCORRECT, T.NEW_SEQ_NO, text), now)
+            return
+        if new_seq > self.store.next_in:
+            self._jump_to(new_seq, now)
+
+    def _on_sequence_reset(self, msg: RawMessage, now: float) -> None:
+        """SequenceReset-Reset (Test Cases 11.a-c): MsgSeqNum is ignored; NewSeqNo becomes the
+        expected seq. Lower than expected: Reject 373=5, sequence unchanged."""
+        seq = msg.seq_num
+        problem = self._validate(msg)
+        expected = self.store.next_in
+        if problem is None:
+            new_seq = int(msg.get(T.NEW_SEQ_NO) or b"0")
+            if new_seq < expected:
+                problem = Problem(R.VALUE_INCORRECT, T.NEW_SEQ_NO,
+                                  f"Value is incorrect (out of range) for this tag: 36={new_seq}")
+            elif new_seq > expected:
+                self._jump_to(new_seq, now)
+        if problem is not None:
+            self._reject(seq, msg.msg_type, problem, now)
+        self._drain(now)
+
+    def _on_logout(self, msg: RawMessage, now: float) -> None:
+        """Peer Logout (FIX Vol. 2 "Logout", Test Case 13): completes our handshake, or is
+        answered with a Logout; either way the connection is then closed."""
+        text = _text_of(msg)
+        if self.state is S.LOGOUT_SENT:
+            self._events.append(LoggedOut(text or "logout confirmed"))
+            self._disconnect("logout complete")
+            return
+        self._transition("recv_logout")
+        self._send_logout("", now)
+        self._events.append(LoggedOut(text or "peer logout"))
+        self._disconnect("peer logout")
+
+    # --- timers (dispatched by state) --------------------------------------------------------
+
+    def _timer_awaiting_logon(self, now: float) -> None:
+        if now >= self._created + self.config.logon_timeout:
+            self._events.append(ProtocolError("logon_timeout", "no Logon received"))
+            self._disconnect("logon timeout")
+
+    def _timer_logout_sent(self, now: float) -> None:
+        if now >= self._logout_sent_at + self.config.logout_timeout:
+            self._events.append(LoggedOut("logout timeout"))
+            self._disconnect("logout timeout")
+
+    def _timer_active(self, now: float) -> None:
+        """FIX Vol. 2 "Heartbeat interval" and Test Cases 3/4: Heartbeat after hbi seconds of
+        our silence; TestRequest after hbi*1.2 of theirs; Logout after another hbi without reply."""
+        hbi = self.heartbeat_interval or 30
+        if self._test_req_id is not None and self._last_recv > self._test_req_at:
+            self._test_req_id = None              # the peer spoke since: it is alive
+        if self._test_req_id is None:
+            if now - self._last_recv >= hbi * 1.2:
+                self._test_req_count += 1
+                self._test_req_id = b"TEST-%d-%d" % (int(now), self._test_req_count)
+                self._test_req_at = now
+                self._send(M.TEST_REQUEST, b"112=" + self._test_req_id + b"\x01", now)
+        elif now - self._test_req_at >= hbi:
+            self._fatal("heartbeat_timeout", "heartbeat timeout", now)
+            return
+        if now - self._last_sent >= hbi:
+            self._send(M.HEARTBEAT, b"", now)
+
+
+def _gap_fill_flag(msg: RawMessage) -> bool:
+    """GapFillFlag(123)=Y. A malformed message counts as gap fill: it then goes through normal
+    sequencing, where validation rejects it."""
+    try:
+        return msg.get(T.GAP_FILL_FLAG) == b"Y"
+    except FieldError:
+        return True
+
+
+def _text_of(msg: RawMessage) -> str:
+    """Text (58) for logs/events; a malformed message yields ""."""
+    try:
+        v = msg.get(T.TEXT)
+    except FieldError:
+        return ""
+    return "" if v is None else v.decode("ascii", "replace")

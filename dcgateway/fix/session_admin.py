@@ -1,0 +1,395 @@
+"""Helpers of the FIX session engine (:mod:`.session`): inbound validation and the builders of
+session-level (admin) messages and retransmissions. Pure functions on bytes; no state but a
+one-entry parse cache.
+
+Why a separate module: :mod:`.session` keeps the state machine and sequencing readable, this module
+keeps the field-level rules of FIX 4.2/4.4 Vol. 2 ("Session Level Reject", "Logon",
+"Resend Request", "Sequence Reset") and of the FIX Session Layer Test Cases in one table-driven
+place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import tags as T
+from .codec import Decoder, FieldError, RawMessage, encode, fields_bytes
+from .timefmt import parse_utc_timestamp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import SessionConfig
+
+R = T.SessionRejectReason
+M = T.MsgType
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why an inbound message is rejected (35=3): SessionRejectReason (373), RefTagID (371, or
+    None) and the Text (58) sent to the peer."""
+
+    reason: int
+    tag: int | None
+    text: str
+
+
+# ----------------------------------------------------------------------------------------------
+# SendingTime
+# ----------------------------------------------------------------------------------------------
+
+class SendingTimeParser:
+    """SendingTime (52) -> seconds since the epoch, or None when malformed.
+
+    Every inbound message is checked for SendingTime accuracy (FIX Vol. 2 "SendingTime accuracy",
+    Test Cases), so the date/second prefix is cached: consecutive messages share it, and the
+    per-message work is a slice compare plus the fraction.
+    """
+
+    __slots__ = ("_key", "_secs", "_last", "_last_result")
+
+    def __init__(self) -> None:
+        self._key = b""
+        self._secs = 0.0
+        self._last = b""
+        self._last_result: float | None = None
+
+    def parse(self, value: bytes) -> float | None:
+        # The same header value is checked at receipt and again when validated in sequence.
+        if value is self._last:
+            return self._last_result
+        self._last = value
+        self._last_result = result = self._parse(value)
+        return result
+
+    def _parse(self, value: bytes) -> float | None:
+        key = value[:17]
+        if key == self._key:
+            secs = self._secs
+        else:
+            parsed = parse_utc_timestamp(key)
+            if parsed is None:
+                return None
+            secs = parsed
+            self._key = bytes(key)
+            self._secs = parsed
+        frac = value[17:]
+        if not frac:
+            return secs
+        if frac[:1] != b"." or len(frac) > 10 or not frac[1:].isdigit():
+            return None
+        return secs + float(b"0" + frac)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inbound validation (Session Level Reject reasons, FIX 4.2/4.4 Vol. 2)
+# ----------------------------------------------------------------------------------------------
+
+def _is_int(v: bytes) -> bool:
+    return v.isdigit()
+
+
+def _is_bool(v: bytes) -> bool:
+    return v == b"Y" or v == b"N"
+
+
+#: Required body tags per session MsgType (FIX Vol. 2 message definitions). Reject is not listed:
+#: we never reject a Reject (that could loop); Logon is validated by :data:`LOGON_CHECKS`.
+REQUIRED: dict[bytes, tuple[int, ...]] = {
+    M.TEST_REQUEST: (T.TEST_REQ_ID,),
+    M.RESEND_REQUEST: (T.BEGIN_SEQ_NO, T.END_SEQ_NO),
+    M.SEQUENCE_RESET: (T.NEW_SEQ_NO,),
+}
+
+#: Data format of session tags when present (373=6 "Incorrect data format for value").
+FORMATS: dict[int, Callable[[bytes], bool]] = {
+    T.BEGIN_SEQ_NO: _is_int, T.END_SEQ_NO: _is_int, T.NEW_SEQ_NO: _is_int,
+    T.GAP_FILL_FLAG: _is_bool, T.POSS_DUP_FLAG: _is_bool, T.POSS_RESEND: _is_bool,
+    T.RESET_SEQ_NUM_FLAG: _is_bool, T.ENCRYPT_METHOD: _is_int,   # 108: _logon_heartbeat
+}
+
+_HEADER = T.HEADER_TAGS
+_TRAILER_CHECKSUM = T.CHECKSUM
+
+def _trie(words: list[bytes]) -> bytes:
+    """Regex alternation of ``words`` factored by common prefixes (``1(?:15|16|22...)``): the
+    regex engine then tries one branch per digit instead of every tag at every SOH (~3x faster
+    than a flat alternation of the 31 header tags)."""
+    optional = b"" in words
+    groups: dict[bytes, list[bytes]] = {}
+    for w in words:
+        if w:
+            groups.setdefault(w[:1], []).append(w[1:])
+    parts = [re.escape(k) + _trie(v) for k, v in sorted(groups.items())]
+    if not parts:
+        return b""
+    body = parts[0] if len(parts) == 1 else b"(?:" + b"|".join(parts) + b")"
+    return b"(?:" + body + b")?" if optional else body
+
+
+#: An empty field (``SOH SOH``) or a standard-header tag after the body began, in one regex
+#: pass that starts at each SOH; :func:`body_suspect` adds a ``find`` for an empty value
+#: anywhere in the message (header included).
+_SUSPECT = re.compile(rb"\x01(?:\x01|" + _trie(sorted(b"%d" % t for t in _HEADER)) + rb"=)")
+
+
+def body_suspect(msg: RawMessage) -> bool:
+    """Cheap screen for application messages (hot path: one regex scan and one ``find``, no
+    field parse). A hit only means "look closer": a data field may legitimately contain these
+    bytes, so :func:`check_fields` decides."""
+    raw, start, end = msg.raw, msg.body_start, msg.body_end
+    return _SUSPECT.search(raw, start - 1, end) is not None or raw.find(b"=\x01", 0, end) >= 0
+
+
+def valid_msg_type(mt: bytes) -> bool:
+    """MsgType (35) is 1-3 alphanumerics, or a user-defined ``U...`` type (FIX Vol. 1 MsgType).
+    Anything else is "Invalid MsgType" (373=11, Test Case "MsgType invalid")."""
+    return mt.isalnum() and (len(mt) <= 3 or mt[:1] == b"U")
+
+
+def check_fields(msg: RawMessage) -> Problem | None:
+    """Full, data-field-aware check of one message (admin messages always, application messages
+    when :func:`body_suspect` hits): malformed field (codec FieldError -> its 373/371), a header
+    tag after the first body tag (373=14), required session tags (373=1) and formats (373=6)."""
+    try:
+        fields = msg.fields()
+    except FieldError as exc:
+        return Problem(exc.reason, exc.tag, exc.text)
+    in_body = False
+    for tag, _value in fields[3:]:
+        if tag == _TRAILER_CHECKSUM:
+            break
+        if tag in _HEADER:
+            if in_body:
+                return Problem(R.TAG_OUT_OF_ORDER, tag,
+                               f"Tag specified out of required order: {tag}")
+        else:
+            in_body = True
+    mt = msg.msg_type
+    if mt not in T.ADMIN_MSG_TYPES:
+        return None
+    for tag in REQUIRED.get(mt, ()):
+        if msg.get(tag) is None:
+            return Problem(R.REQUIRED_TAG_MISSING, tag, f"Required tag missing: {tag}")
+    for tag, ok in FORMATS.items():
+        v = msg.get(tag)
+        if v is not None and not ok(v):
+            return Problem(R.INCORRECT_DATA_FORMAT, tag, f"Incorrect data format for value: {tag}")
+    return None
+
+
+def possdup_problem(msg: RawMessage, sending_time: float) -> Problem | None:
+    """PossDupFlag=Y rules (FIX Vol. 2 "Possible duplicates" and the PossDup Test Cases): OrigSendingTime
+    (122) is required, and must not be later than SendingTime (52)."""
+    orig = msg.header.get(T.ORIG_SENDING_TIME)
+    if orig is None:
+        return Problem(R.REQUIRED_TAG_MISSING, T.ORIG_SENDING_TIME,
+                       "Required tag missing: OrigSendingTime(122) with PossDupFlag=Y")
+    t = parse_utc_timestamp(orig)
+    if t is None:
+        return Problem(R.INCORRECT_DATA_FORMAT, T.ORIG_SENDING_TIME,
+                       "Incorrect data format for value: OrigSendingTime(122)")
+    if t > sending_time:
+        return Problem(R.SENDING_TIME_ACCURACY, T.SENDING_TIME,
+                       "SendingTime accuracy problem: OrigSendingTime(122) after SendingTime(52)")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Logon checks (FIX Vol. 2 "Logon"; Test Cases 1S; ILINK.md "Logon rules"), a table of small
+# functions: each returns (kind, Logout text) or None.
+# ----------------------------------------------------------------------------------------------
+
+LogonCheck = Callable[["SessionConfig", RawMessage, int, float, SendingTimeParser],
+                      "tuple[str, str] | None"]
+
+
+def _logon_fields(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                  times: SendingTimeParser) -> tuple[str, str] | None:
+    if msg.header_error is not None:
+        return "invalid_logon", f"invalid Logon: tag {msg.header_error} appears more than once"
+    problem = check_fields(msg)
+    if problem is not None:
+        return "invalid_logon", f"invalid Logon: {problem.text}"
+    return None
+
+
+def _logon_no_orig_sending_time(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                                times: SendingTimeParser) -> tuple[str, str] | None:
+    # ILINK.md: "A Logon that carries 122 OrigSendingTime is answered with a Logout."
+    if T.ORIG_SENDING_TIME in msg.header:
+        return "invalid_logon", "OrigSendingTime(122) is not allowed on Logon"
+    return None
+
+
+def _logon_sending_time(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                        times: SendingTimeParser) -> tuple[str, str] | None:
+    v = msg.header.get(T.SENDING_TIME)
+    t = None if v is None else times.parse(v)
+    if t is None:
+        return "sending_time", "SendingTime(52) missing or malformed"
+    if abs(t - now) > cfg.sending_time_tolerance:
+        return "sending_time", "SendingTime accuracy problem"
+    return None
+
+
+def _logon_heartbeat(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                     times: SendingTimeParser) -> tuple[str, str] | None:
+    v = msg.get(T.HEART_BT_INT)
+    if v is None or not v.isdigit() or not cfg.heartbeat_min <= int(v) <= cfg.heartbeat_max:
+        return ("heartbeat_interval", f"HeartBtInt(108) must be between {cfg.heartbeat_min} "
+                f"and {cfg.heartbeat_max} seconds")
+    return None
+
+
+def _logon_encryption(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                      times: SendingTimeParser) -> tuple[str, str] | None:
+    v = msg.get(T.ENCRYPT_METHOD)
+    if v is not None and v != b"0":
+        return "invalid_logon", "EncryptMethod(98) must be 0 (none)"
+    return None
+
+
+def _logon_reset(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                 times: SendingTimeParser) -> tuple[str, str] | None:
+    if msg.get(T.RESET_SEQ_NUM_FLAG) != b"Y":
+        return None
+    if not cfg.allow_reset_on_logon:
+        return "reset_refused", "ResetSeqNumFlag(141)=Y is not accepted on this session"
+    if seq != 1:
+        return "invalid_logon", "MsgSeqNum(34) must be 1 with ResetSeqNumFlag(141)=Y"
+    return None
+
+
+LOGON_CHECKS: tuple[LogonCheck, ...] = (
+    _logon_fields, _logon_no_orig_sending_time, _logon_sending_time, _logon_heartbeat,
+    _logon_encryption, _logon_reset,
+)
+
+
+def logon_problem(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
+                  times: SendingTimeParser) -> tuple[str, str] | None:
+    """First failing Logon check as (event kind, Logout text), or None."""
+    for check in LOGON_CHECKS:
+        found = check(cfg, msg, seq, now, times)
+        if found is not None:
+            return found
+    return None
+
+
+#: Logon fields the reply echoes (ILINK.md: "echoes 108, 141, 1603, 1604, 1605").
+_LOGON_ECHO = (T.RESET_SEQ_NUM_FLAG, T.APPLICATION_SYSTEM_NAME, T.TRADING_SYSTEM_VERSION,
+               T.APPLICATION_SYSTEM_VENDOR)
+
+
+def logon_reply_body(logon: RawMessage, heartbeat: int) -> bytes:
+    """Body of our Logon reply: 98=0, 108 echoed, then 141/1603/1604/1605 when the peer sent them.
+    No credential tags: the gateway's reply carries no signature (ILINK.md)."""
+    fields: list[tuple[int, bytes | int]] = [(T.ENCRYPT_METHOD, b"0"), (T.HEART_BT_INT, heartbeat)]
+    for tag in _LOGON_ECHO:
+        v = logon.get(tag)
+        if v is not None:
+            fields.append((tag, v))
+    return fields_bytes(fields)
+
+
+# ----------------------------------------------------------------------------------------------
+# Outbound admin bodies
+# ----------------------------------------------------------------------------------------------
+
+def text_value(text: str, limit: int = 200) -> bytes:
+    """A Text (58) value: ASCII, no SOH, bounded, never empty."""
+    raw = text.encode("ascii", "replace").replace(b"\x01", b" ")[:limit]
+    return raw or b"-"
+
+
+def reject_body(ref_seq: int | None, ref_msg_type: bytes, problem: Problem) -> bytes:
+    """Reject (35=3): 45 RefSeqNum, 371 RefTagID, 372 RefMsgType, 373 SessionRejectReason, 58
+    (FIX 4.2 added 371-373; Vol. 2 "Reject")."""
+    fields: list[tuple[int, bytes | int]] = []
+    if ref_seq is not None:
+        fields.append((T.REF_SEQ_NUM, ref_seq))
+    if problem.tag is not None:
+        fields.append((T.REF_TAG_ID, problem.tag))
+    if valid_msg_type(ref_msg_type):
+        fields.append((T.REF_MSG_TYPE, ref_msg_type))
+    fields.append((T.SESSION_REJECT_REASON, problem.reason))
+    fields.append((T.TEXT, text_value(problem.text)))
+    return fields_bytes(fields)
+
+
+# ----------------------------------------------------------------------------------------------
+# Serving a ResendRequest (FIX Vol. 2 "Message Recovery"; Test Case 8)
+# ----------------------------------------------------------------------------------------------
+
+#: Header tags rebuilt on a retransmission; every other stored header tag (115, 116, 57, 369 ...)
+#: is kept as it was.
+_RESEND_REBUILT = frozenset({T.BEGIN_STRING, T.BODY_LENGTH, T.MSG_TYPE, T.SENDER_COMP_ID,
+                             T.TARGET_COMP_ID, T.MSG_SEQ_NUM, T.SENDING_TIME, T.POSS_DUP_FLAG,
+                             T.POSS_RESEND, T.ORIG_SENDING_TIME})
+
+
+@dataclass(frozen=True, slots=True)
+class Resender:
+    """What a retransmission's header needs: our BeginString, 49, 56 and this SendingTime."""
+
+    begin_string: bytes
+    sender: bytes
+    target: bytes
+    sending_time: bytes
+
+    def _head(self, seq: int, orig: bytes) -> bytes:
+        return (b"49=%s\x0156=%s\x0134=%d\x0143=Y\x0152=%s\x01122=%s\x01"
+                % (self.sender, self.target, seq, self.sending_time, orig))
+
+    def gap_fill(self, seq: int, new_seq: int) -> bytes:
+        """SequenceReset-GapFill (35=4, 123=Y, 36=next seq after the gap), sent with 34 = first
+        seq of the gap and 43=Y; 122 = 52 so a peer that requires 122 on PossDup accepts it."""
+        body = b"123=Y\x0136=%d\x01" % new_seq
+        return encode(self.begin_string, M.SEQUENCE_RESET, self._head(seq, self.sending_time), body)
+
+    def resend(self, msg: RawMessage, seq: int) -> bytes:
+        """An application message re-sent: same 34, same body bytes, 43=Y, new 52, 122 = the
+        stored 122 when it has one (a drop copy's 122 is the source's SendingTime, DESIGN.md) or
+        else its original 52."""
+        h = msg.header
+        orig = h.get(T.ORIG_SENDING_TIME) or h.get(T.SENDING_TIME) or self.sending_time
+        parts = [self._head(seq, orig)]
+        parts.extend(b"%d=%s\x01" % (t, v) for t, v in h.items() if t not in _RESEND_REBUILT)
+        return encode(self.begin_string, msg.msg_type, b"".join(parts), msg.body)
+
+    def serve(self, stored: list[tuple[int, bytes]], begin: int, end: int
+              ) -> tuple[list[bytes], int, int]:
+        """Messages answering a ResendRequest for ``begin..end`` (already clamped): application
+        messages re-sent, admin messages and missing or unreadable seqs coalesced into gap fills.
+        Returns (messages, resent count, count of seqs covered by gap fills)."""
+        by_seq = dict(stored)
+        out: list[bytes] = []
+        resent = 0
+        gap_start: int | None = None
+        for seq in range(begin, end + 1):
+            msg = _decode_one(by_seq.get(seq))
+            if msg is None or msg.msg_type in T.ADMIN_MSG_TYPES:
+                if gap_start is None:
+                    gap_start = seq
+                continue
+            if gap_start is not None:
+                out.append(self.gap_fill(gap_start, seq))
+                gap_start = None
+            out.append(self.resend(msg, seq))
+            resent += 1
+        if gap_start is not None:
+            out.append(self.gap_fill(gap_start, end + 1))
+        return out, resent, end - begin + 1 - resent
+
+
+def _decode_one(raw: bytes | None) -> RawMessage | None:
+    """A stored message decoded again; None when absent or unreadable (it is then gap-filled)."""
+    if raw is None:
+        return None
+    items = Decoder(max_size=max(len(raw), 1)).feed(raw)
+    if len(items) != 1 or not isinstance(items[0], RawMessage):
+        return None
+    return items[0]

@@ -1,0 +1,148 @@
+"""Composition root: config -> stores -> authenticator -> acceptor -> tasks.
+
+Nothing else in the package builds long-lived objects or reads the clock for them: this module
+wires every piece together (DESIGN.md rule 4), runs every task under one TaskGroup (rule 5), and
+owns the process-level concerns: uvloop through a loop factory (never a global policy), signal
+handlers (SIGTERM/SIGINT: graceful stop with a Logout to every session), and shutdown order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import uvloop
+
+from .config import GatewayConfig
+from .fix.codec import RawMessage
+from .fix.session import (AuthFailed, Disconnect, LoggedOn, LoggedOut, ProtocolError,
+                          ResendRequested, ResendServed, SessionConfig, SessionRejectSent)
+from .net.acceptor import Acceptor, AcceptorSettings, SessionSlot
+from .store import FileSessionStore
+
+log = logging.getLogger("dcgateway")
+
+
+def session_config(config: GatewayConfig, sdef: Any) -> SessionConfig:
+    g = config.gateway
+    return SessionConfig(
+        begin_string=sdef.begin_string.encode(),
+        our_comp_id=g.comp_id.encode(),
+        their_comp_id=sdef.comp_id.encode(),
+        heartbeat_min=g.heartbeat_min_s,
+        heartbeat_max=g.heartbeat_max_s,
+    )
+
+
+class Gateway:
+    """A running gateway. ``start()`` binds the listener; ``serve(stop)`` runs until ``stop`` is
+    set, then shuts down gracefully. Tests drive it in-process with port 0."""
+
+    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time,
+                 authenticator: Any = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        g = config.gateway
+        self.data_dir = Path(g.data_dir)
+        self.slots: dict[str, SessionSlot] = {}
+        for sdef in config.sessions:
+            store = FileSessionStore(self.data_dir / "sessions" / f"{sdef.comp_id}.log")
+            if store.recovered_torn_bytes:
+                log.warning("session %s: dropped a torn record (%d bytes) at the end of %s",
+                            sdef.comp_id, store.recovered_torn_bytes, store.path)
+            self.slots[sdef.comp_id] = SessionSlot(sdef.comp_id, sdef.role,
+                                                   session_config(config, sdef), store)
+        self.acceptor = Acceptor(
+            AcceptorSettings(our_comp_id=g.comp_id, logon_timeout=g.logon_timeout_s,
+                             max_message_size=g.max_message_size,
+                             write_buffer_high=g.write_buffer_high,
+                             write_buffer_low=g.write_buffer_low,
+                             max_connections=g.max_connections),
+            self.slots, clock=clock, app_sink=self._on_app, authenticator=authenticator,
+            on_event=self._on_event)
+        self.port: int | None = None
+
+    # -- event sinks ------------------------------------------------------------------------
+
+    def _on_app(self, slot: SessionSlot, messages: list[RawMessage], now: float) -> None:
+        # Fan-out to drop copy targets is wired here by the routing/journal layer (issue 4).
+        self.counts[f"app_in:{slot.comp_id}"] += len(messages)
+
+    def _on_event(self, slot: SessionSlot | None, ev: Any) -> None:
+        name = slot.comp_id if slot is not None else "-"
+        if isinstance(ev, LoggedOn):
+            log.info("session %s logged on (HeartBtInt=%d%s)", name, ev.heartbeat_interval,
+                     ", sequences reset" if ev.reset else "")
+            self.counts["logons"] += 1
+        elif isinstance(ev, AuthFailed):
+            log.warning("session %s: logon refused: %s", name, ev.reason)
+            self.counts[f"auth_failed:{ev.reason}"] += 1
+        elif isinstance(ev, (LoggedOut, Disconnect)):
+            log.info("session %s: %s (%s)", name, type(ev).__name__, ev.reason)
+        elif isinstance(ev, SessionRejectSent):
+            log.warning("session %s: sent Reject for seq %d (reason %d: %s)", name, ev.ref_seq,
+                        ev.reason, ev.text)
+            self.counts["rejects_sent"] += 1
+        elif isinstance(ev, ProtocolError):
+            log.warning("session %s: protocol error %s: %s", name, ev.kind, ev.text)
+            self.counts[f"protocol_error:{ev.kind}"] += 1
+        elif isinstance(ev, ResendServed):
+            log.info("session %s: served ResendRequest %d..%d (%d resent, %d gap-filled)", name,
+                     ev.begin, ev.end, ev.resent, ev.gap_filled)
+        elif isinstance(ev, ResendRequested):
+            log.info("session %s: sent ResendRequest %d..%d", name, ev.begin, ev.end)
+        elif isinstance(ev, tuple) and ev and ev[0] == "refused":
+            self.counts[f"refused:{ev[1]}"] += 1
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        g = self.config.gateway
+        self.port = await self.acceptor.start(g.listen.host, g.listen.port)
+        return self.port
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        if self.port is None:
+            await self.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                timers = tg.create_task(self.acceptor.run_timers(), name="session-timers")
+                await stop.wait()
+                log.info("stopping: logging out every session")
+                await self.acceptor.shutdown()
+                timers.cancel()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for slot in self.slots.values():
+            slot.store.close()
+
+
+async def _main(config: GatewayConfig) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gw = Gateway(config)
+    t0 = time.monotonic()
+    port = await gw.start()
+    log.info("dcgateway %s listening on %s:%d (%d sessions; started in %.3fs)",
+             config.gateway.comp_id, config.gateway.listen.host, port, len(gw.slots),
+             time.monotonic() - t0)
+    print(f"dcgateway listening on {config.gateway.listen.host}:{port}", flush=True)
+    await gw.serve(stop)
+    log.info("stopped cleanly")
+    return 0
+
+
+def run(config: GatewayConfig) -> int:
+    """Run the gateway in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_main(config))

@@ -1,0 +1,165 @@
+"""One TCP connection: bytes in -> FixSession -> events and bytes out.
+
+The protocol object does no FIX work itself. Before Logon it decodes just enough to find the first
+message and asks the :class:`~dcgateway.net.acceptor.Acceptor` to bind the connection to a
+configured session; from then on every read is one batch:
+
+    session.receive_data(chunk)  ->  acceptor.dispatch(events)  ->  store.sync()  ->  transport.write()
+
+so a whole read's worth of messages costs one fsync and one write (DESIGN.md "what keeps Python
+fast"), and no byte that the batch produced reaches the peer before the state behind it is durable.
+
+Backpressure: the transport's write-buffer watermarks bound what we buffer for a peer. While the
+buffer is above the high mark we stop reading from that peer (``pause_reading``), so a client that
+floods requests but does not read the answers cannot grow our memory (DESIGN.md rule 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Callable
+
+from ..fix.codec import Decoder, DecodeError, RawMessage
+
+if TYPE_CHECKING:
+    from ..fix.session import FixSession
+    from .acceptor import Acceptor, SessionSlot
+
+log = logging.getLogger("dcgateway.net")
+
+#: Bytes of non-FIX input accepted before a Logon before the connection is dropped.
+MAX_PRE_LOGON_GARBAGE = 4096
+
+
+class FixConnection(asyncio.Protocol):
+    __slots__ = ("acceptor", "clock", "transport", "peer", "session", "slot", "connected_at",
+                 "_decoder", "_garbage", "_closing", "_paused", "close_reason")
+
+    def __init__(self, acceptor: Acceptor, clock: Callable[[], float], max_message_size: int) -> None:
+        self.acceptor = acceptor
+        self.clock = clock
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.session: FixSession | None = None
+        self.slot: SessionSlot | None = None
+        self.connected_at = clock()
+        self._decoder = Decoder(max_message_size)
+        self._garbage = 0
+        self._closing = False
+        self._paused = False
+        self.close_reason = ""
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance.
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        high, low = self.acceptor.write_buffer_limits
+        transport.set_write_buffer_limits(high=high, low=low)
+        self.acceptor.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            now = self.clock()
+            if self.session is None:
+                self._before_logon(data, now)
+            else:
+                self.session.receive_data(data, now)
+                self.pump(now)
+        except Exception:                      # never let a bug escape into the loop
+            log.exception("internal error on connection %s (%s); closing it", self.peer, self.name)
+            self.close("internal error")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.acceptor.connection_closed(self, exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.slot.comp_id if self.slot is not None else "unbound"
+
+    @property
+    def write_paused(self) -> bool:
+        return self._paused
+
+    def _before_logon(self, data: bytes, now: float) -> None:
+        items = self._decoder.feed(data)
+        first = None
+        for i, item in enumerate(items):
+            if isinstance(item, RawMessage):
+                first = i
+                break
+            assert isinstance(item, DecodeError)
+            self._garbage += item.discarded
+        if first is None:
+            if self._garbage + self._decoder.buffered > MAX_PRE_LOGON_GARBAGE:
+                self.acceptor.refused(self, "garbage_before_logon")
+                self.close("garbage before Logon")
+            return
+        session = self.acceptor.bind(self, items[first], now)
+        if session is None:
+            return                             # refused: the acceptor answered and closed
+        self.session = session
+        session.receive_messages(items[first:], now)
+        tail = self._decoder.take_pending()
+        if tail:
+            session.receive_data(tail, now)
+        self.pump(now)
+
+    def pump(self, now: float) -> None:
+        """Hand the session's events on, make its state durable, then write its bytes."""
+        session = self.session
+        assert session is not None and self.slot is not None
+        events = session.events()
+        if events:
+            self.acceptor.dispatch(self, events, now)
+        self.slot.store.sync()
+        out = session.data_to_send()
+        if out and not self._closing and self.transport is not None:
+            self.transport.write(out)
+        if session.closed:
+            self.close(self.close_reason or "session closed")
+
+    def tick(self, now: float) -> None:
+        if self._closing:
+            return
+        try:
+            if self.session is None:
+                if now - self.connected_at > self.acceptor.logon_timeout:
+                    self.acceptor.refused(self, "logon_timeout")
+                    self.close("no Logon within %gs" % self.acceptor.logon_timeout)
+                return
+            self.session.on_timer(now)
+            self.pump(now)
+        except Exception:
+            log.exception("internal error on timer of %s; closing it", self.name)
+            self.close("internal error")
+
+    def write_raw(self, data: bytes) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(data)
+
+    def close(self, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.close_reason = reason
+        if self.transport is not None:
+            self.transport.close()             # flushes what is buffered, then closes

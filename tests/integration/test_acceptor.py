@@ -1,0 +1,249 @@
+"""The acceptor and session engine over real sockets on 127.0.0.1, driven by an independent
+simplefix-based initiator (simulators/fixclient.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from simulators.fixclient import FixClient, get, sending_time
+
+from .conftest import write_config
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_logon_heartbeat_testrequest_logout(start_gateway):
+    gw = await start_gateway()
+    c = gw.client("ABC123N", heartbeat=30)
+    reply = await c.logon()
+    assert get(reply, 35) == "A"
+    assert (get(reply, 49), get(reply, 56), get(reply, 108), get(reply, 34)) == ("DCGW", "ABC123N", "30", "1")
+    c.send("1", [(112, "PING-1")])
+    hb = await c.expect("0", skip=())
+    assert get(hb, 112) == "PING-1"
+    bye = await c.logout("done")
+    assert get(bye, 35) == "5"
+    assert await c.wait_closed() == []
+    await c.close()
+
+
+async def test_unknown_comp_id_gets_logout_with_reason(start_gateway):
+    gw = await start_gateway()
+    c = gw.client("NOSUCH1")
+    reply = await c.logon()
+    assert get(reply, 35) == "5"
+    assert "unknown SenderCompID" in get(reply, 58)
+    assert await c.wait_closed() == []
+    await c.close()
+
+
+async def test_wrong_target_comp_id_gets_logout(start_gateway):
+    gw = await start_gateway()
+    c = FixClient("127.0.0.1", gw.port, "ABC123N", target="NOTUS")
+    reply = await c.logon()
+    assert get(reply, 35) == "5" and "DCGW" in get(reply, 58)
+    await c.close()
+
+
+async def test_first_message_not_logon_disconnects(start_gateway):
+    gw = await start_gateway()
+    c = gw.client("ABC123N")
+    await c.connect()
+    c.send("1", [(112, "x")])
+    assert await c.wait_closed() == []
+    await c.close()
+
+
+async def test_second_logon_refused_first_stays_up(start_gateway):
+    gw = await start_gateway()
+    first = gw.client("ABC123N")
+    assert get(await first.logon(), 35) == "A"
+    second = gw.client("ABC123N")
+    reply = await second.logon()
+    assert get(reply, 35) == "5" and "already logged on" in get(reply, 58)
+    await second.close()
+    first.send("1", [(112, "still-here")])
+    assert get(await first.expect("0", skip=()), 112) == "still-here"
+    await first.logout()
+    await first.close()
+
+
+async def test_connection_that_never_logs_on_is_closed(start_gateway):
+    gw = await start_gateway(logon_timeout=1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    data = await asyncio.wait_for(reader.read(100), 5)
+    assert data == b""                       # closed by the gateway, nothing sent
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_garbage_before_logon_is_dropped(start_gateway):
+    gw = await start_gateway()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET / HTTP/1.1\r\n" * 400)
+    data = await asyncio.wait_for(reader.read(100), 5)
+    assert data == b""
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_sequence_numbers_survive_restart(start_gateway, tmp_path):
+    folder = tmp_path / "gw"
+    gw = await start_gateway(folder)
+    c = gw.client("ABC123N")
+    await c.logon()
+    for i in range(5):
+        c.send("D", [(11, f"ORD{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")])
+    c.send("1", [(112, "sync")])
+    await c.expect("0", skip=())
+    await c.logout()
+    await c.close()
+    assert gw.gw.counts["app_in:ABC123N"] == 5
+    sent_by_gateway = c.expected_in
+    await gw.stop()
+
+    gw2 = await start_gateway(folder)
+    c2 = gw2.client("ABC123N")
+    c2.next_seq = c.next_seq                 # the client's own sequence continues
+    reply = await c2.logon()
+    assert get(reply, 35) == "A"
+    assert int(get(reply, 34)) == sent_by_gateway   # gateway's outbound continued too
+    await c2.logout()
+    await c2.close()
+
+
+async def test_client_seq_too_low_after_restart_gets_logout_with_789(start_gateway, tmp_path):
+    folder = tmp_path / "gw"
+    gw = await start_gateway(folder)
+    c = gw.client("ABC123N")
+    await c.logon()
+    for i in range(3):
+        c.send("D", [(11, f"ORD{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
+    await c.logout()
+    await c.close()
+    await gw.stop()
+    gw2 = await start_gateway(folder)
+    c2 = gw2.client("ABC123N")
+    reply = await c2.logon(seq=2)            # the gateway expects 6
+    assert get(reply, 35) == "5"
+    assert get(reply, 789) == "6"
+    await c2.close()
+
+
+async def test_gateway_requests_resend_on_inbound_gap(start_gateway):
+    gw = await start_gateway()
+    c = gw.client("ABC123N")
+    await c.logon()
+    c.send("D", [(11, "A1"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)], seq=5)
+    rr = await c.expect("2")
+    assert (get(rr, 7), get(rr, 16)) == ("2", "4")
+    # fill the gap with a gap fill, then the queued message 5 is processed
+    c.send("4", [(123, "Y"), (36, 5)], seq=2, poss_dup=True, orig_sending_time=sending_time())
+    c.next_seq = 6
+    c.send("1", [(112, "after-gap")])
+    hb = await c.expect("0", skip=())
+    assert get(hb, 112) == "after-gap"
+    assert gw.gw.counts["app_in:ABC123N"] == 1
+    await c.logout()
+    await c.close()
+
+
+async def test_resend_request_is_served_with_gap_fill_for_admin(start_gateway):
+    gw = await start_gateway()
+    c = gw.client("ABC123N")
+    await c.logon()                          # gateway sent its Logon as 1
+    c.send("1", [(112, "t1")])
+    await c.expect("0", skip=())             # gateway sent Heartbeat as 2
+    c.send("2", [(7, 1), (16, 0)])
+    gf = await c.expect("4")
+    assert get(gf, 123) == "Y" and get(gf, 43) == "Y"
+    assert get(gf, 34) == "1" and int(get(gf, 36)) == 3
+    await c.logout()
+    await c.close()
+
+
+async def test_graceful_shutdown_sends_logout_to_every_session(start_gateway):
+    gw = await start_gateway()
+    a, b = gw.client("ABC123N"), gw.client("CLR001N")
+    await a.logon()
+    await b.logon()
+    stopping = asyncio.create_task(gw.stop())
+    for c in (a, b):
+        lo = await c.expect("5")
+        assert "shutting down" in get(lo, 58)
+        c.send("5", [(58, "ack")])
+    await stopping
+    for c in (a, b):
+        await c.close()
+
+
+async def test_flooding_client_that_does_not_read_is_bounded(start_gateway):
+    """TestRequests flood in, the client never reads the Heartbeats: the gateway stops reading
+    from it once its write buffer passes the high watermark, so what it buffers stays bounded."""
+    gw = await start_gateway(extra="write_buffer_high: 65536\nwrite_buffer_low: 16384")
+    c = gw.client("ABC123N")
+    await c.logon()
+    msgs = b"".join(c.build("1", [(112, "F%d" % i)]) for i in range(100_000))
+    assert c.writer is not None
+    c.writer.transport.set_write_buffer_limits(high=len(msgs) + 1)
+    c.send_raw(msgs)
+    conn = gw.gw.slots["ABC123N"].connection
+    assert conn is not None and conn.transport is not None
+    for _ in range(100):                     # bounded wait: at most 10 s
+        if conn.write_paused:
+            break
+        await asyncio.sleep(0.1)
+    assert conn.write_paused
+    # Bound: the high mark plus the answers to one read (the loop reads at most 256 KiB at a
+    # time, and a Heartbeat is about as long as the TestRequest it answers).
+    bound = 65536 + 2 * 256 * 1024
+    first = conn.transport.get_write_buffer_size()
+    assert first < bound
+    await asyncio.sleep(1.0)
+    assert conn.write_paused and conn.transport.get_write_buffer_size() == first
+    await c.close()
+
+
+async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_process):
+    cfg = write_config(tmp_path / "gw")
+    gp = gateway_process(cfg)
+    port = gp.start()
+    c = FixClient("127.0.0.1", port, "ABC123N")
+    assert get(await c.logon(), 35) == "A"
+    gp.signal(signal.SIGTERM)
+    lo = await c.expect("5", timeout=10)
+    assert "shutting down" in get(lo, 58)
+    c.send("5", [(58, "ack")])
+    code, err = await asyncio.to_thread(gp.wait)
+    assert code == 0, err
+    assert "Traceback" not in err
+    await c.close()
+
+
+async def test_state_survives_kill_9(tmp_path, gateway_process):
+    cfg = write_config(tmp_path / "gw")
+    gp = gateway_process(cfg)
+    port = gp.start()
+    c = FixClient("127.0.0.1", port, "ABC123N")
+    await c.logon()
+    for i in range(20):
+        c.send("D", [(11, f"K{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
+    c.send("1", [(112, "synced")])
+    await c.expect("0", skip=())             # the gateway has processed (and synced) all 20
+    gp.kill9()
+    await c.close()
+    gp2 = gateway_process(cfg)
+    port2 = gp2.start()
+    c2 = FixClient("127.0.0.1", port2, "ABC123N")
+    c2.next_seq = c.next_seq
+    reply = await c2.logon()
+    assert get(reply, 35) == "A", reply      # not "MsgSeqNum too high/low"
+    assert int(get(reply, 34)) == c.expected_in
+    await c2.logout()
+    await c2.close()
+    gp2.signal(signal.SIGTERM)
+    code, _ = await asyncio.to_thread(gp2.wait)
+    assert code == 0
