@@ -78,6 +78,7 @@ class FixSession:
         self.config = config
         self.store = store
         self.state = S.AWAITING_LOGON
+        self._authenticated = False
         self.heartbeat_interval: int | None = None
         self._auth = authenticator or accept_all
         self._decoder = Decoder(config.max_message_size)
@@ -208,7 +209,11 @@ class FixSession:
         seq = self.store.next_out
         header = b"%s%d\x0152=%s\x01%s" % (self._head, seq, utc_timestamp(now), extra_header)
         raw = encode(self.config.begin_string, msg_type, header, body, body_sum)
-        self.store.save_outbound(seq, raw)
+        if self._authenticated:
+            self.store.save_outbound(seq, raw)
+        # else: the answer to a Logon that was refused before it was authenticated. It carries
+        # our next seq but does not consume it, so an unauthenticated peer cannot move the
+        # session's outbound sequence (nor fill its store) however often it tries.
         self._out.append(raw)
         self._last_sent = now
         return seq
@@ -458,6 +463,7 @@ class FixSession:
             return
         if not self._authenticate(msg, now):
             return
+        self._authenticated = True
         reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
         if reset:
             self.store.reset()

@@ -299,6 +299,21 @@ def test_authenticator_that_raises_is_a_failure_not_an_exception():
     assert all("secret" not in repr(e) for e in ev)
 
 
+def test_refused_logons_do_not_consume_outbound_sequence_numbers():
+    # An unauthenticated peer must not be able to move the session's outbound sequence or fill
+    # its store, however many times it tries.
+    store = MemoryStore(next_in=3, next_out=7)
+    for attempt in range(5):
+        h = Harness(authenticator=lambda m, n: AuthDecision(False, "bad_signature",
+                                                            "authentication failed"), store=store)
+        [logout] = h.logon(seq=3)
+        assert logout.msg_type == b"5" and logout.seq_num == 7
+    assert store.next_out == 7 and store.get_outbound(1, 100) == []
+    ok = Harness(store=store)
+    [reply] = ok.logon(seq=3)
+    assert reply.msg_type == b"A" and reply.seq_num == 7 and store.next_out == 8
+
+
 def test_authenticator_runs_before_sequence_checks():
     # a seq-too-low Logon from an unauthenticated peer must not learn our 789
     h = Harness(authenticator=lambda m, n: AuthDecision(False, "unknown_key"),
