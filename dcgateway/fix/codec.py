@@ -23,6 +23,7 @@ Framing rules (FIX 4.2/4.4 Vol. 1, "Message format" and "Standard Message Traile
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from . import tags as T
@@ -39,6 +40,9 @@ DEFAULT_MAX_SIZE = 64 * 1024
 #: Header tag bytes -> int, so the header scan needs no int() per field.
 _HEADER_TAG_IDS: dict[bytes, int] = {str(t).encode(): t for t in T.HEADER_TAGS}
 _HEADER_DATA_LEN = {T.SECURE_DATA_LEN: T.SECURE_DATA, T.XML_DATA_LEN: T.XML_DATA}
+#: Any data-length tag at the start of a body field: when a body has none, a value can be found
+#: with one bytes.find (no data field can hide a fake "SOH tag=" sequence).
+_BODY_DATA_FIELD = re.compile(rb"\x01(?:%s)=" % b"|".join(b"%d" % t for t in sorted(T.DATA_LENGTH_TAGS)))
 
 
 class DecodeError:
@@ -78,7 +82,7 @@ class RawMessage:
     """
 
     __slots__ = ("raw", "begin_string", "msg_type", "header", "body_start", "body_end",
-                 "header_error", "_fields", "_index")
+                 "header_error", "_fields", "_index", "_plain")
 
     def __init__(self, raw: bytes, begin_string: bytes, msg_type: bytes, header: dict[int, bytes],
                  body_start: int, body_end: int, header_error: int | None = None) -> None:
@@ -91,6 +95,7 @@ class RawMessage:
         self.header_error = header_error
         self._fields: list[tuple[int, bytes]] | None = None
         self._index: dict[int, bytes] | None = None
+        self._plain: bool | None = None
 
     @property
     def body(self) -> bytes:
@@ -116,12 +121,25 @@ class RawMessage:
         return self._fields
 
     def get(self, tag: int, default: bytes | None = None) -> bytes | None:
-        """Value of ``tag`` (header first, then the first occurrence in the body). A body lookup
-        parses the whole message once (data-field aware) so a value inside a data field is never
-        mistaken for a field of its own."""
+        """Value of ``tag`` (header first, then the first occurrence in the body).
+
+        Fast path (filters read a handful of body tags of every message): when the body holds no
+        FIX data field, the value is found with one ``bytes.find``. Otherwise the whole message
+        is parsed once, data-field aware, so a value inside a data field is never mistaken for a
+        field of its own."""
         v = self.header.get(tag)
         if v is not None:
             return v
+        raw = self.raw
+        if self._plain is None:
+            self._plain = _BODY_DATA_FIELD.search(raw, self.body_start - 1, self.body_end) is None
+        if self._plain:
+            key = b"\x01%d=" % tag
+            i = raw.find(key, self.body_start - 1, self.body_end)
+            if i < 0:
+                return default
+            i += len(key)
+            return raw[i:raw.find(b"\x01", i, self.body_end)]
         if self._index is None:
             idx: dict[int, bytes] = {}
             for t, val in self.fields():
