@@ -463,15 +463,24 @@ def _register_groups(subparsers: Any, common: argparse.ArgumentParser) -> None:
 #: name -> registrar(subparsers, common). To add a command, write ``register(subparsers,
 #: common)`` in your module (calling :func:`add_command`; handlers get ``(args, out)`` and
 #: return the exit code, use :func:`load`, :func:`require_admin`, :func:`audit`,
-#: ``out.result``; raise DcGatewayError subclasses for errors) and add it here. Still to come:
-#:   "keys":     keys create --session-id SID [--delete ID] | list | download ID [--out] | delete ID
-#:   "sessions": sessions list | unlock COMP_ID
-#:   "replay":   replay --target COMP_ID --from-seq N [--to-seq M]
-#:   "demo":     demo
+#: ``out.result``; raise DcGatewayError subclasses for errors) and add it here; import the module
+#: inside the registrar (it imports this one). ``keys`` and ``sessions`` live in cli_keys.py.
+def _register_keys(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from .cli_keys import register_keys     # cli_keys imports this module's helpers
+    register_keys(subparsers, common)
+
+
+def _register_sessions(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from .cli_keys import register_sessions
+    register_sessions(subparsers, common)
+
+
 COMMANDS: dict[str, Registrar] = {
     "run": _register_run,
     "check-config": _register_check_config,
     "groups": _register_groups,
+    "keys": _register_keys,
+    "sessions": _register_sessions,
 }
 
 

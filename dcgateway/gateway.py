@@ -9,7 +9,9 @@ handlers (SIGTERM/SIGINT: graceful stop with a Logout to every session), and shu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import time
 from collections import Counter
@@ -18,7 +20,12 @@ from typing import Any, Callable
 
 import uvloop
 
-from .config import GatewayConfig
+from .auth import KeyStore, LogonAuthenticator, NoticeLog, NOTICES_FILE_NAME
+from .auth.canonical import required_tags
+from .auth.verify import SessionAuth
+from .config import Administrator, GatewayConfig
+from .fsutil import atomic_write
+from .notify import ExpiryNotifier, LogMailer, SmtpMailer
 from .fix.codec import RawMessage
 from .fix.session import (AuthFailed, Disconnect, LoggedOn, LoggedOut, ProtocolError,
                           ResendRequested, ResendServed, SessionConfig, SessionRejectSent)
@@ -26,6 +33,28 @@ from .net.acceptor import Acceptor, AcceptorSettings, SessionSlot
 from .store import FileSessionStore
 
 log = logging.getLogger("dcgateway")
+
+STATUS_FILE_NAME = "status.json"
+
+
+def build_authenticator(config: GatewayConfig, keystore: KeyStore) -> LogonAuthenticator:
+    """The iLink-style HMAC authenticator for every configured session (ILINK.md)."""
+    g = config.gateway
+    sessions = {s.comp_id: SessionAuth(s.key_scope, required_tags(s.profile))
+                for s in config.sessions}
+    return LogonAuthenticator(keystore, sessions, state_dir=g.data_dir,
+                              sending_time_tolerance_s=g.sending_time_tolerance_s)
+
+
+def key_owners(config: GatewayConfig) -> Callable[[str], tuple[str, tuple[Administrator, ...]] | None]:
+    """Session ID (key scope) -> (entity, its administrators), for expiry notices."""
+    by_scope = {s.key_scope: s.entity for s in config.sessions}
+
+    def owner(session_id: str) -> tuple[str, tuple[Administrator, ...]] | None:
+        name = by_scope.get(session_id)
+        ent = config.entity(name) if name else None
+        return None if ent is None else (ent.name, ent.administrators)
+    return owner
 
 
 def session_config(config: GatewayConfig, sdef: Any) -> SessionConfig:
@@ -50,6 +79,17 @@ class Gateway:
         self.counts: Counter[str] = Counter()
         g = config.gateway
         self.data_dir = Path(g.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.keystore = KeyStore(g.keystore.path, g.keystore.master_key_file)
+        if self.keystore.ensure_master_key():
+            log.info("created master key %s (mode 0600)", g.keystore.master_key_file)
+        if authenticator is None:
+            authenticator = build_authenticator(config, self.keystore)
+        self.authenticator = authenticator
+        mailer = (SmtpMailer(g.smtp.host, g.smtp.port, g.smtp.sender) if g.smtp is not None
+                  else LogMailer())
+        self.notifier = ExpiryNotifier(self._key_records, NoticeLog(self.data_dir / NOTICES_FILE_NAME),
+                                       key_owners(config), mailer, clock=clock)
         self.slots: dict[str, SessionSlot] = {}
         for sdef in config.sessions:
             store = FileSessionStore(self.data_dir / "sessions" / f"{sdef.comp_id}.log")
@@ -67,6 +107,19 @@ class Gateway:
             self.slots, clock=clock, app_sink=self._on_app, authenticator=authenticator,
             on_event=self._on_event)
         self.port: int | None = None
+        self._connected_since: dict[str, float] = {}
+
+    def _key_records(self) -> list:
+        return list(self.keystore.snapshot().values())
+
+    def write_status(self) -> None:
+        """data_dir/status.json: pid and connected sessions, for `dcgateway sessions list`."""
+        doc = {"pid": os.getpid(), "port": self.port,
+               "connected": {k: v for k, v in sorted(self._connected_since.items())}}
+        try:
+            atomic_write(self.data_dir / STATUS_FILE_NAME, json.dumps(doc).encode(), 0o644)
+        except OSError as exc:
+            log.warning("could not write %s: %s", STATUS_FILE_NAME, exc)
 
     # -- event sinks ------------------------------------------------------------------------
 
@@ -80,11 +133,16 @@ class Gateway:
             log.info("session %s logged on (HeartBtInt=%d%s)", name, ev.heartbeat_interval,
                      ", sequences reset" if ev.reset else "")
             self.counts["logons"] += 1
+            self._connected_since[name] = self.clock()
+            self.write_status()
         elif isinstance(ev, AuthFailed):
             log.warning("session %s: logon refused: %s", name, ev.reason)
             self.counts[f"auth_failed:{ev.reason}"] += 1
         elif isinstance(ev, (LoggedOut, Disconnect)):
             log.info("session %s: %s (%s)", name, type(ev).__name__, ev.reason)
+            if slot is not None and slot.connection is None and \
+                    self._connected_since.pop(name, None) is not None:
+                self.write_status()
         elif isinstance(ev, SessionRejectSent):
             log.warning("session %s: sent Reject for seq %d (reason %d: %s)", name, ev.ref_seq,
                         ev.reason, ev.text)
@@ -105,6 +163,7 @@ class Gateway:
     async def start(self) -> int:
         g = self.config.gateway
         self.port = await self.acceptor.start(g.listen.host, g.listen.port)
+        self.write_status()
         return self.port
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -112,17 +171,25 @@ class Gateway:
             await self.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                timers = tg.create_task(self.acceptor.run_timers(), name="session-timers")
+                background = [
+                    tg.create_task(self.acceptor.run_timers(), name="session-timers"),
+                    tg.create_task(self.notifier.run(), name="key-expiry-notices"),
+                ]
                 await stop.wait()
                 log.info("stopping: logging out every session")
                 await self.acceptor.shutdown()
-                timers.cancel()
+                for task in background:
+                    task.cancel()
         finally:
             self.close()
 
     def close(self) -> None:
         for slot in self.slots.values():
             slot.store.close()
+        try:
+            (self.data_dir / STATUS_FILE_NAME).unlink()
+        except OSError:
+            pass
 
 
 async def _main(config: GatewayConfig) -> int:

@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path
 
 from .errors import StoreError
+from .fsutil import fsync_dir
 
 MAGIC = b"DCGWSS01"
 _REC = struct.Struct("<IBQI")          # crc32, type, seq, payload length
@@ -37,12 +38,21 @@ def _record(rtype: int, seq: int, payload: bytes = b"") -> bytes:
     return struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + head + payload
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def peek_sequences(path: Path | str) -> tuple[int, int] | None:
+    """(next_in, next_out) recorded in a session store file, read without opening it for write:
+    ``dcgateway sessions list`` uses it while the gateway runs (a torn tail is simply ignored,
+    never truncated). None when the file does not exist."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    if not data.startswith(MAGIC):
+        raise StoreError(f"{path} is not a dcgateway session store (bad magic)")
+    probe = FileSessionStore.__new__(FileSessionStore)
+    probe._next_in, probe._next_out, probe._index = 1, 1, {}
+    probe._scan(data)
+    return probe._next_in, probe._next_out
 
 
 class FileSessionStore:

@@ -38,7 +38,12 @@ class FixClient:
 
     def __init__(self, host: str, port: int, sender: str, target: str = "DCGW", *,
                  begin_string: str = "FIX.4.2", heartbeat: int = 30,
-                 signer: LogonSigner | None = None, sender_sub_id: str | None = None) -> None:
+                 signer: LogonSigner | None = None, sender_sub_id: str | None = None,
+                 target_sub_id: str | None = "G", location_id: str | None = "US,IL",
+                 app_system: tuple[str, str, str] | None = ("dcgw-sim", "1.0", "DCGW")) -> None:
+        """``target_sub_id`` (57), ``location_id`` (142) and ``app_system`` (1603/1604/1605) go on
+        the Logon the way an iLink 2 client sends them (they are part of the signed canonical
+        string); pass None to leave one out."""
         self.host = host
         self.port = port
         self.sender = sender
@@ -47,6 +52,9 @@ class FixClient:
         self.heartbeat = heartbeat
         self.signer = signer
         self.sender_sub_id = sender_sub_id
+        self.target_sub_id = target_sub_id
+        self.location_id = location_id
+        self.app_system = app_system
         self.next_seq = 1
         self.expected_in = 1
         self.reader: asyncio.StreamReader | None = None
@@ -122,12 +130,20 @@ class FixClient:
         header: list[Field] = [(34, seq)]
         if self.sender_sub_id:
             header.append((50, self.sender_sub_id))
+        if self.location_id:
+            header.append((142, self.location_id))
+        if self.target_sub_id:
+            header.append((57, self.target_sub_id))
         header += list(extra_header)
         when = when or sending_time()
         header.append((52, when))
+        header.append((369, self.expected_in - 1))
         body: list[Field] = [(98, 0), (108, hb)]
         if reset:
             body.append((141, "Y"))
+        if self.app_system:
+            body += [(1603, self.app_system[0]), (1604, self.app_system[1]),
+                     (1605, self.app_system[2])]
         body += list(extra_body)
         if self.signer is not None:
             body += self.signer([(49, self.sender), (56, self.target)] + header, body)

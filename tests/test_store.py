@@ -130,3 +130,19 @@ def test_synced_state_survives_kill_9(tmp_path):
     assert [s for s, _ in got] == list(range(1, 301))
     assert got[41] == (42, b"M42" * 20)
     r.close()
+
+
+def test_peek_reads_sequences_without_touching_a_torn_file(tmp_path):
+    from dcgateway.store import peek_sequences
+    p = tmp_path / "S.log"
+    assert peek_sequences(p) is None
+    s = FileSessionStore(p)
+    s.set_next_in(12)
+    s.save_outbound(4, b"x" * 40)
+    s.sync()
+    with open(p, "ab") as f:
+        f.write(b"\x01\x02torn")            # a record being written right now
+    size = p.stat().st_size
+    assert peek_sequences(p) == (12, 5)
+    assert p.stat().st_size == size          # nothing truncated
+    s.close()

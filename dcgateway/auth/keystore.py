@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives import hmac as _chmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import KeyStoreCorrupt, KeyStoreError, WrongMasterKey
-from ._fsutil import StatSignature, atomic_write, create_exclusive, exclusive_lock, stat_signature
+from ..fsutil import StatSignature, atomic_write, create_exclusive, exclusive_lock, stat_signature
 
 log = logging.getLogger("dcgateway.auth.keystore")
 

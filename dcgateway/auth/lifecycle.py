@@ -33,7 +33,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import KeyLifecycleError
-from ._fsutil import atomic_write
+from ..fsutil import atomic_write
 from .audit import AuditLog
 from .keystore import KeyInfo, KeyRecord, KeyStore, iso_utc
 from .signing import ACCESS_KEY_ID_LEN, b64url_nopad

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ._fsutil import atomic_write, exclusive_lock, stat_signature
+from ..fsutil import atomic_write, exclusive_lock, stat_signature
 
 log = logging.getLogger("dcgateway.auth.lockout")
 

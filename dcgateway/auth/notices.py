@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from ..errors import StoreError
-from ._fsutil import atomic_write, exclusive_lock
+from ..fsutil import atomic_write, exclusive_lock
 from .keystore import iso_utc
 
 THRESHOLDS_DAYS: tuple[int, ...] = (28, 7, 1)

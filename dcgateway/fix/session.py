@@ -457,13 +457,16 @@ class FixSession:
             return
         if not self._comp_ids_ok(msg, seq, now):
             return
+        # Authentication first: a peer that is not authenticated learns nothing but "authentication
+        # failed" (ILINK.md), and a stale SendingTime or a 122 on the Logon counts toward the port
+        # closure as the replay protection it is. Only then the session's own Logon checks.
+        if not self._authenticate(msg, now):
+            return
+        self._authenticated = True
         found = logon_problem(self.config, msg, seq, now, self._times)
         if found is not None:
             self._fatal(found[0], found[1], now)
             return
-        if not self._authenticate(msg, now):
-            return
-        self._authenticated = True
         reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
         if reset:
             self.store.reset()

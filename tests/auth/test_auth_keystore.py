@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dcgateway.auth import _fsutil
+from dcgateway import fsutil as _fsutil
 from dcgateway.auth.keystore import MAGIC, KeyRecord, KeyStore
 from dcgateway.errors import KeyStoreCorrupt, KeyStoreError, WrongMasterKey
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from dcgateway.config import load_config
+from dcgateway.auth import logon_signer, open_key_manager
+from dcgateway.config import GatewayConfig, load_config
 from dcgateway.gateway import Gateway
 from simulators.fixclient import FixClient
 
@@ -57,11 +58,45 @@ def write_config(folder: Path, *, port: int = 0, logon_timeout: float = 60, extr
     return path
 
 
+def key_manager(cfg: GatewayConfig):
+    g = cfg.gateway
+    return open_key_manager(g.keystore.path, g.keystore.master_key_file,
+                            g.data_dir / "keys-audit.jsonl", market_close="16:00",
+                            market_close_tz="America/Chicago")
+
+
+def issue_keys(cfg: GatewayConfig) -> dict[str, tuple[str, str]]:
+    """One key pair per Session ID of the config (reused when the folder already has them):
+    comp_id -> (access key id, secret)."""
+    km = key_manager(cfg)
+    scopes = {s.key_scope for s in cfg.sessions}
+    have = {i.session_id: i.access_key_id for i in km.list() if i.status == "active"}
+    creds: dict[str, tuple[str, str]] = {}
+    for scope in sorted(scopes):
+        if scope in have:
+            rec = km.store.load()[have[scope]]
+        else:
+            rec = km.create(scope, who="test")
+        creds[scope] = (rec.access_key_id, rec.secret_key)
+    return {s.comp_id: creds[s.key_scope] for s in cfg.sessions}
+
+
+def signed_client(port: int, sender: str, creds: dict[str, tuple[str, str]], **kw) -> FixClient:
+    if sender in creds and "signer" not in kw:
+        kw["signer"] = logon_signer(*creds[sender])
+    kw.setdefault("sender_sub_id", "OPS")
+    if sender in ("CLRFIX44",):
+        kw.setdefault("begin_string", "FIX.4.4")
+    return FixClient("127.0.0.1", port, sender, **kw)
+
+
 class RunningGateway:
-    def __init__(self, gw: Gateway, stop: asyncio.Event, task: asyncio.Task) -> None:
+    def __init__(self, gw: Gateway, stop: asyncio.Event, task: asyncio.Task,
+                 creds: dict[str, tuple[str, str]]) -> None:
         self.gw = gw
         self.stop_event = stop
         self.task = task
+        self.creds = creds
 
     @property
     def port(self) -> int:
@@ -69,7 +104,8 @@ class RunningGateway:
         return self.gw.port
 
     def client(self, sender: str = "ABC123N", **kw) -> FixClient:
-        return FixClient("127.0.0.1", self.port, sender, **kw)
+        """A client that signs its Logon with the session's key pair (unless signer= is given)."""
+        return signed_client(self.port, sender, self.creds, **kw)
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -95,10 +131,11 @@ async def start_gateway(tmp_path, loop_errors):
         if not (folder / "gateway.yaml").exists() or kw:
             write_config(folder, **kw)
         cfg = load_config(folder / "gateway.yaml")
+        creds = issue_keys(cfg)
         gw = Gateway(cfg)
         await gw.start()
         stop = asyncio.Event()
-        rg = RunningGateway(gw, stop, asyncio.create_task(gw.serve(stop)))
+        rg = RunningGateway(gw, stop, asyncio.create_task(gw.serve(stop)), creds)
         running.append(rg)
         return rg
 

@@ -10,7 +10,9 @@ import pytest
 
 from simulators.fixclient import FixClient, get, sending_time
 
-from .conftest import write_config
+from dcgateway.config import load_config
+
+from .conftest import issue_keys, signed_client, write_config
 
 pytestmark = pytest.mark.asyncio
 
@@ -209,9 +211,10 @@ async def test_flooding_client_that_does_not_read_is_bounded(start_gateway):
 
 async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_process):
     cfg = write_config(tmp_path / "gw")
+    creds = issue_keys(load_config(cfg))
     gp = gateway_process(cfg)
     port = gp.start()
-    c = FixClient("127.0.0.1", port, "ABC123N")
+    c = signed_client(port, "ABC123N", creds)
     assert get(await c.logon(), 35) == "A"
     gp.signal(signal.SIGTERM)
     lo = await c.expect("5", timeout=10)
@@ -225,9 +228,10 @@ async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_pr
 
 async def test_state_survives_kill_9(tmp_path, gateway_process):
     cfg = write_config(tmp_path / "gw")
+    creds = issue_keys(load_config(cfg))
     gp = gateway_process(cfg)
     port = gp.start()
-    c = FixClient("127.0.0.1", port, "ABC123N")
+    c = signed_client(port, "ABC123N", creds)
     await c.logon()
     for i in range(20):
         c.send("D", [(11, f"K{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
@@ -237,7 +241,7 @@ async def test_state_survives_kill_9(tmp_path, gateway_process):
     await c.close()
     gp2 = gateway_process(cfg)
     port2 = gp2.start()
-    c2 = FixClient("127.0.0.1", port2, "ABC123N")
+    c2 = signed_client(port2, "ABC123N", creds)
     c2.next_seq = c.next_seq
     reply = await c2.logon()
     assert get(reply, 35) == "A", reply      # not "MsgSeqNum too high/low"
