@@ -94,7 +94,7 @@ def test_check_config_missing_file_and_default_path(tmp_path: Path, capsys, monk
 
 
 @pytest.mark.parametrize("argv", [[], ["bogus"], ["check-config", "--bogus"],
-                                  ["groups"], ["groups", "show"], ["keys", "list"],
+                                  ["groups"], ["groups", "show"], ["keys"], ["keys", "create"],
                                   ["groups", "create", "--front-end", "fix44"]])
 def test_argparse_errors_exit_2_with_a_message(argv: list[str], capsys) -> None:
     code, out, err = run(capsys, *argv)
@@ -112,7 +112,7 @@ def test_help_and_version_exit_0(capsys) -> None:
 
 
 def test_command_table_has_the_implemented_commands_only() -> None:
-    assert set(COMMANDS) == {"run", "check-config", "groups"}
+    assert set(COMMANDS) == {"run", "check-config", "groups", "keys", "sessions"}
 
 
 # -- run ------------------------------------------------------------------------------------
