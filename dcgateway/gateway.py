@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from collections import Counter
 from pathlib import Path
@@ -66,6 +67,19 @@ def session_config(config: GatewayConfig, sdef: Any) -> SessionConfig:
         heartbeat_min=g.heartbeat_min_s,
         heartbeat_max=g.heartbeat_max_s,
     )
+
+
+def server_ssl_context(tls: Any) -> ssl.SSLContext | None:
+    """TLS on the FIX listener when ``gateway.tls`` is configured (standard library ssl)."""
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.ca_file is not None:
+        ctx.load_verify_locations(str(tls.ca_file))
+    ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_NONE
+    return ctx
 
 
 class Gateway:
@@ -162,7 +176,8 @@ class Gateway:
 
     async def start(self) -> int:
         g = self.config.gateway
-        self.port = await self.acceptor.start(g.listen.host, g.listen.port)
+        self.port = await self.acceptor.start(g.listen.host, g.listen.port,
+                                              ssl=server_ssl_context(g.tls))
         self.write_status()
         return self.port
 

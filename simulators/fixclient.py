@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import simplefix
 
@@ -40,7 +41,8 @@ class FixClient:
                  begin_string: str = "FIX.4.2", heartbeat: int = 30,
                  signer: LogonSigner | None = None, sender_sub_id: str | None = None,
                  target_sub_id: str | None = "G", location_id: str | None = "US,IL",
-                 app_system: tuple[str, str, str] | None = ("dcgw-sim", "1.0", "DCGW")) -> None:
+                 app_system: tuple[str, str, str] | None = ("dcgw-sim", "1.0", "DCGW"),
+                 ssl: Any = None) -> None:
         """``target_sub_id`` (57), ``location_id`` (142) and ``app_system`` (1603/1604/1605) go on
         the Logon the way an iLink 2 client sends them (they are part of the signed canonical
         string); pass None to leave one out."""
@@ -55,6 +57,7 @@ class FixClient:
         self.target_sub_id = target_sub_id
         self.location_id = location_id
         self.app_system = app_system
+        self.ssl = ssl                        # an ssl.SSLContext for a TLS listener
         self.next_seq = 1
         self.expected_in = 1
         self.reader: asyncio.StreamReader | None = None
@@ -66,7 +69,8 @@ class FixClient:
 
     async def connect(self, timeout: float = 5.0) -> None:
         self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), timeout)
+            asyncio.open_connection(self.host, self.port, ssl=self.ssl,
+                                    server_hostname=self.host if self.ssl else None), timeout)
         self._parser = simplefix.FixParser()
 
     async def close(self) -> None:
