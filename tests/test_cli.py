@@ -223,7 +223,7 @@ def test_create_prompts_for_the_six_steps_on_a_terminal(config: Path, capsys,
                "execution, acknowledgment",  # 4. categories ...
                "symbol!=GEZ6", "colour=red", "account=ACCT9", "",   # ... and more filters
                "ABC123N ABD123N",            # 5. sources
-               "CLR001N"]                    # 6. targets (of CLEARCO)
+               "CLRFIX44"]                   # 6. targets (of CLEARCO; fix front end)
     monkeypatch.setattr(sys, "stdin", FakeTerminal("\n".join(answers) + "\n"))
     code, out, err = run(capsys, "groups", "create", "--config", str(config))
     assert code == 0, err
@@ -234,7 +234,7 @@ def test_create_prompts_for_the_six_steps_on_a_terminal(config: Path, capsys,
     assert (new.entity, new.name, new.front_end) == ("CLEARCO", "clearco-prompted", "fix")
     assert new.filters.categories == {"execution", "acknowledgment"}
     assert new.filters.symbol.exclude == {"GEZ6"} and new.filters.account.include == {"ACCT9"}
-    assert (new.sources, new.targets) == (("ABC123N", "ABD123N"), ("CLR001N",))
+    assert (new.sources, new.targets) == (("ABC123N", "ABD123N"), ("CLRFIX44",))
 
 
 def test_prompts_end_of_input_is_a_usage_error(config: Path, capsys, monkeypatch) -> None:

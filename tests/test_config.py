@@ -258,6 +258,9 @@ INVALID = [
     ("groups-scalar-for-list", "groups", "targets: [CLRFIX44]", "targets: CLRFIX44",
      "targets: CLRFIX44", "groups[1].targets", "'CLRFIX44' is a single value",
      "expected a non-empty list of target sessions"),
+    ("groups-two-front-ends-one-target", "groups", "targets: [CLRFIX44]", "targets: [CLR001N]",
+     "front_end: fix", "groups[1].front_end", "'fix' differs from 'ilink2' used by group "
+     "clearco-all-fills for target CLR001N", "expected one front end per target"),
 ]
 
 
@@ -472,3 +475,63 @@ def test_cross_field_and_session_rules_are_all_reported(tmp_path: Path) -> None:
         "sessions[7].comp_id: 'DCGW' is the gateway's own comp_id; expected a comp_id other than "
         "gateway.comp_id"], problems
     assert problems[0].startswith(f"{tmp_path / 'gateway.yaml'}:{line_of(gateway, 'metrics')}:")
+
+
+# -- one front end per target --------------------------------------------------------------------
+
+def test_groups_delivering_to_one_target_must_share_a_front_end(tmp_path: Path) -> None:
+    groups = GROUPS_TEXT.replace("targets: [CLRFIX44]", "targets: [CLR001N]")
+    problems = problems_of(write(tmp_path, groups=groups))
+    line = line_of(groups, "front_end: fix")
+    assert problems == [f"{tmp_path / 'groups.yaml'}:{line}: groups[1].front_end: 'fix' differs "
+                        "from 'ilink2' used by group clearco-all-fills for target CLR001N; "
+                        "expected one front end per target"]
+    # the same front end for a shared target is fine
+    same = groups.replace("front_end: fix", "front_end: ilink2")
+    loaded = load_config(write(tmp_path, groups=same)).groups
+    assert [(g.front_end, g.targets) for g in loaded] == [("ilink2", ("CLR001N",))] * 2
+
+
+def test_front_end_rule_names_the_target_and_the_first_group_reaching_it(tmp_path: Path) -> None:
+    groups = (GROUPS_TEXT.replace("targets: [CLRFIX44]", "targets: [CLRFIX44, CLR001N]")
+              + "  - entity: CLEARCO\n    name: clearco-third\n    front_end: ilink2\n"
+                "    filters: {categories: [order]}\n    sources: [ABD123N]\n"
+                "    targets: [CLR001N, CLRFIX44]\n")
+    problems = problems_of(write(tmp_path, groups=groups))
+    file = tmp_path / "groups.yaml"
+    second = line_of(groups, "front_end: fix")
+    third = line_of(groups, "name: clearco-third") + 1
+    assert problems == [
+        f"{file}:{second}: groups[1].front_end: 'fix' differs from 'ilink2' used by group "
+        "clearco-all-fills for target CLR001N; expected one front end per target",
+        f"{file}:{third}: groups[2].front_end: 'ilink2' differs from 'fix' used by group "
+        "clearco-everything-fix for target CLRFIX44; expected one front end per target"]
+
+
+def test_front_end_rule_ignores_groups_refused_for_other_reasons(tmp_path: Path) -> None:
+    """No cascade: a group with a problem of its own does not claim its targets' front end."""
+    groups = (GROUPS_TEXT.replace("targets: [CLRFIX44]", "targets: [CLR001N]")
+              .replace("[execution]", "[fills]"))
+    problems = problems_of(write(tmp_path, groups=groups))
+    assert len(problems) == 1 and "groups[0].filters.categories[0]: 'fills'" in problems[0]
+
+
+def test_front_end_rule_in_load_groups_and_groups_from_data(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path))
+    data = {"entity": "CLEARCO", "name": "clearco-fix-too", "front_end": "fix",
+            "filters": {"categories": ["execution"]}, "sources": ["ABC123N"],
+            "targets": ["CLR001N"]}
+    existing = yaml.safe_load(dump_groups(config.groups))["groups"]
+    with pytest.raises(ConfigError) as info:
+        groups_from_data(existing + [data], config.sessions, config.entities)
+    assert info.value.problems == ["groups[2].front_end: 'fix' differs from 'ilink2' used by "
+                                   "group clearco-all-fills for target CLR001N; expected one "
+                                   "front end per target"]
+    target = tmp_path / "groups.yaml"
+    target.write_text(GROUPS_TEXT.replace("targets: [CLRFIX44]", "targets: [CLR001N]"))
+    with pytest.raises(ConfigError) as info:
+        load_groups(target, config.sessions, config.entities)
+    assert info.value.problems == [
+        f"{target}:{line_of(GROUPS_TEXT, 'front_end: fix')}: groups[1].front_end: 'fix' differs "
+        "from 'ilink2' used by group clearco-all-fills for target CLR001N; expected one front "
+        "end per target"]
