@@ -526,6 +526,11 @@ class FixSession:
         begin = int(msg.get(T.BEGIN_SEQ_NO) or b"0")
         end = int(msg.get(T.END_SEQ_NO) or b"0")
         last = self.store.next_out - 1
+        # A store may deliver some sequence numbers itself, in order, after this (a drop copy
+        # target's copies still being made durable): resend stops before those, they are coming.
+        limit = getattr(self.store, "resend_limit", None)
+        if limit is not None:
+            last = min(last, limit())
         if begin < 1 or (end and end < begin):
             tag = T.BEGIN_SEQ_NO if begin < 1 else T.END_SEQ_NO
             problem = Problem(R.VALUE_INCORRECT, tag, f"Value is incorrect for this tag: {tag}")

@@ -36,6 +36,9 @@ class SessionStore(Protocol):
     def reset(self) -> None:
         """Both sequences back to 1 and the stored messages dropped (141=Y, weekly reset)."""
 
+    # Optional: ``resend_limit() -> int``, the highest sequence number a ResendRequest may be
+    # served up to right now (see dcgateway.fanout.TargetStore); absent means next_out - 1.
+
 
 class MemoryStore:
     """A :class:`SessionStore` in memory."""

@@ -893,3 +893,23 @@ def test_fix44_session_works_end_to_end():
     h.session.send_app(b"8", b"37=1\x01", T0)
     [m] = h.sent()
     assert m.begin_string == b"FIX.4.4"
+
+
+def test_resend_is_served_only_up_to_the_stores_resend_limit():
+    class LimitedStore(MemoryStore):
+        limit = 2
+
+        def resend_limit(self) -> int:
+            return self.limit
+
+    store = LimitedStore()
+    h = logged_on(store=store)                   # our Logon reply is 1
+    for i in range(4):
+        h.session.send_app(b"8", b"17=E%d\x01150=F\x01" % i, T0)   # 2..5
+    h.sent()
+    out = h.feed(h.peer.build("2", [(7, 1), (16, 0)]))
+    assert [m.seq_num for m in out] == [1, 2]   # gap fill for the Logon, then 2; 3..5 withheld
+    assert out[0].msg_type == b"4" and out[1].msg_type == b"8" and out[1].poss_dup
+    store.limit = 10
+    out = h.feed(h.peer.build("2", [(7, 3), (16, 0)]))
+    assert [m.seq_num for m in out] == [3, 4, 5]
