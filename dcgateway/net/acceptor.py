@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..fix import tags as T
@@ -44,7 +44,7 @@ class SessionSlot:
     store: Any                                  # SessionStore with sync()/close()
     connection: FixConnection | None = None
     logons: int = 0
-    extra: dict = field(default_factory=dict)
+    target: Any = None                          # fanout.TargetState for a drop copy target
 
 
 class AppSink(Protocol):
@@ -101,6 +101,8 @@ class Acceptor:
         slot = conn.slot
         if slot is not None and slot.connection is conn:
             slot.connection = None
+            if slot.target is not None:
+                slot.target.detach(conn)
             slot.store.sync()
             log.info("session %s disconnected (%s)", slot.comp_id,
                      conn.close_reason or (exc and str(exc)) or "peer closed")
@@ -130,6 +132,8 @@ class Acceptor:
             self._refuse_logon(conn, first, reason, now)
             return None
         assert slot is not None
+        if slot.target is not None:
+            slot.target.attach(conn)            # before its Logon is processed: see fanout.py
         session = FixSession(slot.config, slot.store, self.authenticator, now)
         slot.connection = conn
         slot.logons += 1

@@ -34,7 +34,7 @@ MAX_PRE_LOGON_GARBAGE = 4096
 
 class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "session", "slot", "connected_at",
-                 "_decoder", "_garbage", "_closing", "_paused", "close_reason")
+                 "_decoder", "_garbage", "_closing", "_paused", "_holds", "close_reason")
 
     def __init__(self, acceptor: Acceptor, clock: Callable[[], float], max_message_size: int) -> None:
         self.acceptor = acceptor
@@ -48,6 +48,7 @@ class FixConnection(asyncio.Protocol):
         self._garbage = 0
         self._closing = False
         self._paused = False
+        self._holds: set[str] = set()         # reasons to stop reading from this peer
         self.close_reason = ""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -81,15 +82,35 @@ class FixConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
-        if self.transport is not None and not self._closing:
-            self.transport.pause_reading()
+        self.hold_reading("write_buffer")
 
     def resume_writing(self) -> None:
         self._paused = False
+        self.release_reading("write_buffer")
         if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
+            target = self.slot.target if self.slot is not None else None
+            if target is not None:              # a drop copy target drained: keep it fed
+                try:
+                    target.flush(target.journal.durable_lsn)
+                except Exception:
+                    log.exception("internal error feeding %s; closing it", self.name)
+                    self.close("internal error")
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def hold_reading(self, reason: str) -> None:
+        """Stop reading from the peer (TCP pushes back on it) until every reason is released:
+        our write buffer to it is full, or the journal is too far behind (fanout.py)."""
+        if not self._holds and self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+        self._holds.add(reason)
+
+    def release_reading(self, reason: str) -> None:
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if not self._holds and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
 
     @property
     def name(self) -> str:
@@ -133,7 +154,10 @@ class FixConnection(asyncio.Protocol):
         self.slot.store.sync()
         out = session.data_to_send()
         if out and not self._closing and self.transport is not None:
-            self.transport.write(out)
+            if self.slot.target is not None:
+                self.slot.target.session_output(out)    # in sequence order with the copies
+            else:
+                self.transport.write(out)
         if session.closed:
             self.close(self.close_reason or "session closed")
 

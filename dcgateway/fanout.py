@@ -1,0 +1,394 @@
+"""Fan-out: source message -> journal -> routing -> per-target outbox -> target socket.
+
+Theory of operation (DESIGN.md "Data flow", ILINK.md "Drop copy"):
+
+* **Append first.** Every application message a source session delivers is appended to the
+  journal with the target sequence numbers it is assigned (one per matching target, reserved from
+  that target's outbound stream), then the batch's inbound-sequence marker. Nothing is written to
+  any target until the journal's group commit says the record is durable, so a target never holds
+  a message, or a MsgSeqNum, that a crash could make the gateway forget.
+* **One ordered outbox per connected target.** A target's wire must show its sequence numbers in
+  order, but two producers use them: the fan-out (copies, reserved at append time) and the target's
+  FIX session (Logon reply, Heartbeats, Rejects...). Both go through :class:`TargetState`, which
+  writes strictly by sequence number: a copy once durable, a session message at once when its turn
+  comes. Retransmissions (43=Y, answers to a ResendRequest) reuse old numbers and bypass it.
+* **Slow and offline targets cost disk, not memory.** The outbox keeps at most ``max_pending``
+  copies in memory; past that it *spills*: it keeps only its cursor and reads the copies back from
+  the journal's per-target index as the socket drains (``resume_writing``). A target that is
+  offline gets nothing in memory at all: its copies are in the journal under the sequence numbers
+  reserved for it, and it receives them with 43=Y when it logs on and asks (ResendRequest, served
+  from the journal, at most 2500 per request). A slow target never slows the source or the other
+  targets: appending never waits for any socket.
+* **No resend of what is not durable.** Before a target's Logon is processed, everything reserved
+  for it is made durable (a rare, blocking fsync); afterwards a ResendRequest is served only up to
+  the last sequence number the outbox has written (``TargetStore.resend_limit``); later ones are
+  on their way, in order.
+* **Read-only targets.** An application message from a target is answered with a Business
+  Message Reject (35=j) and never routed (ILINK.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .fix import tags as T
+from .fix.codec import Decoder, RawMessage, encode
+from .fix.dropcopy import CopySource, build_copy
+from .fix.timefmt import utc_timestamp
+from .journal import Journal
+from .routing import RoutingTable
+
+if TYPE_CHECKING:
+    from .net.acceptor import SessionSlot
+    from .net.connection import FixConnection
+    from .store import FileSessionStore
+
+log = logging.getLogger("dcgateway.fanout")
+
+#: Copies a connected target whose socket pushes back may hold in memory before its outbox spills
+#: to the journal; a target that keeps up spills only past SPILL_HARD_FACTOR times that.
+DEFAULT_MAX_PENDING = 10_000
+SPILL_HARD_FACTOR = 10
+#: Journal records appended but not yet durable before the gateway stops reading from sources
+#: (their TCP windows fill), and the level at which it reads again: the journal's own pace, never
+#: a target's, bounds the memory of copies waiting for their fsync.
+MAX_UNDURABLE = 20_000
+RESUME_UNDURABLE = 10_000
+#: Journal entries read per catch-up step, and bytes per socket write.
+CATCHUP_BATCH = 1000
+WRITE_CHUNK = 256 * 1024
+PROFILE_FRONT_END = {"ilink2": "ilink2", "fix": "fix"}
+
+
+def _decode_one(raw: bytes) -> RawMessage | None:
+    items = Decoder(max(len(raw) + 1, 1 << 16)).feed(raw)
+    return items[0] if items and isinstance(items[0], RawMessage) else None
+
+
+class TargetStore:
+    """The :class:`~dcgateway.fix.store.SessionStore` of a drop copy target: inbound sequence and
+    the session's own messages in its session file; copies in the journal. The outbound counter
+    lives here, shared by the session (admin messages) and the fan-out (:meth:`reserve`)."""
+
+    def __init__(self, target: "TargetState", file: "FileSessionStore", journal: Journal,
+                 next_out: int) -> None:
+        self.target = target
+        self.file = file
+        self.journal = journal
+        self._next_out = next_out
+
+    @property
+    def next_in(self) -> int:
+        return self.file.next_in
+
+    @property
+    def next_out(self) -> int:
+        return self._next_out
+
+    def set_next_in(self, seq: int) -> None:
+        self.file.set_next_in(seq)
+
+    def set_next_out(self, seq: int) -> None:
+        self.file.set_next_out(seq)
+        self._next_out = seq
+
+    def save_outbound(self, seq: int, raw: bytes) -> None:
+        self.file.save_outbound(seq, raw)
+        self._next_out = max(self._next_out, seq + 1)
+
+    def reserve(self) -> int:
+        """The next outbound MsgSeqNum, for a copy (made durable by its journal record)."""
+        seq = self._next_out
+        self._next_out = seq + 1
+        return seq
+
+    def resend_limit(self) -> int:
+        return self.target.written_upto
+
+    def get_outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        """The session's own messages and the copies, as first sent (52 = time received)."""
+        out = dict(self.file.get_outbound(begin, end))
+        t = self.target
+        for e in self.journal.read_target(t.comp_id, begin, end):
+            msg = _decode_one(e.raw)
+            if msg is None:
+                continue
+            out[e.target_seq] = build_copy(CopySource(msg), t.front_end, t.begin_string,
+                                           t.gateway_comp, t.comp_bytes, e.target_seq,
+                                           utc_timestamp(e.received))
+        return sorted(out.items())
+
+    def reset(self) -> None:
+        self.file.reset()
+        self.journal.reset_target(self.target.comp_id)
+        self._next_out = 1
+        self.target.reset()
+
+    def sync(self) -> None:
+        self.file.sync()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class TargetState:
+    """One target session: its outbound stream while connected (the ordered outbox)."""
+
+    def __init__(self, comp_id: str, begin_string: str, profile: str, gateway_comp: str,
+                 journal: Journal, clock: Callable[[], float], max_pending: int) -> None:
+        self.comp_id = comp_id
+        self.comp_bytes = comp_id.encode()
+        self.begin_string = begin_string.encode()
+        self.gateway_comp = gateway_comp.encode()
+        self.default_front_end = PROFILE_FRONT_END.get(profile, "fix")
+        self.front_end = self.default_front_end
+        self.journal = journal
+        self.clock = clock
+        self.max_pending = max_pending
+        self.store: TargetStore | None = None
+        self.conn: FixConnection | None = None
+        self.cursor = 0                 # next seq to write while connected
+        self.written_upto = 0           # highest seq written (or durable before logon)
+        self.pending: deque[tuple[int, int, CopySource, float]] = deque()
+        self.admin: dict[int, bytes] = {}
+        self.spill_from: int | None = None
+        self.last_reserved_lsn = 0
+        self.copies_written = 0
+        # receipt -> write, seconds; drained by the metrics (bounded if nobody drains it)
+        self.latencies: deque[float] = deque(maxlen=65536)
+        self._catchup: deque = deque()      # journal entries read ahead while spilled
+
+    @property
+    def backlog(self) -> int:
+        """Copies routed to this target and not yet written to it."""
+        assert self.store is not None
+        if self.conn is None:
+            return max(0, self.store.next_out - 1 - self.written_upto)
+        return max(0, self.store.next_out - self.cursor)
+
+    def reset(self) -> None:
+        self._clear()
+        self.cursor = 1
+        self.written_upto = 0
+
+    def _clear(self) -> None:
+        self.pending.clear()
+        self.admin.clear()
+        self._catchup.clear()
+        self.spill_from = None
+
+    # -- connection lifecycle -------------------------------------------------------------------
+
+    def attach(self, conn: "FixConnection") -> None:
+        """The target's Logon is about to be processed: everything reserved so far must be
+        durable (so a ResendRequest can serve it), and the outbox starts at the next seq."""
+        assert self.store is not None
+        if self.last_reserved_lsn > self.journal.durable_lsn:
+            self.journal.flush_writes()
+            self.journal.sync()
+        self.conn = conn
+        self.cursor = self.store.next_out
+        self.written_upto = self.cursor - 1
+        self._clear()
+
+    def detach(self, conn: "FixConnection") -> None:
+        if self.conn is conn:
+            self.conn = None
+            self._clear()
+
+    # -- producers ----------------------------------------------------------------------------
+
+    def add_copy(self, seq: int, lsn: int, src: CopySource, received: float) -> None:
+        self.last_reserved_lsn = lsn
+        conn = self.conn
+        if conn is None or seq < self.cursor:
+            return                          # offline: the journal has it for the ResendRequest
+        if self.spill_from is not None:
+            return                          # catching up from the journal already
+        n = len(self.pending)
+        if n < self.max_pending or (n < self.max_pending * SPILL_HARD_FACTOR
+                                    and not conn.write_paused):
+            self.pending.append((seq, lsn, src, received))
+        else:
+            self.spill_from = self.pending[0][0] if self.pending else seq
+            self.pending.clear()
+            log.warning("target %s is slow: %d copies queued; serving it from the journal "
+                        "until it catches up", self.comp_id, n)
+
+    def session_output(self, data: bytes) -> None:
+        """Bytes the target's FIX session wants to send: retransmissions go out at once, new
+        messages take their turn by sequence number."""
+        direct: list[bytes] = []
+        for item in Decoder(1 << 24).feed(data):
+            if not isinstance(item, RawMessage):
+                continue
+            seq = item.seq_num or 0
+            if item.poss_dup or seq < self.cursor:
+                direct.append(item.raw)
+            else:
+                self.admin[seq] = item.raw
+        if direct and self.conn is not None:
+            self.conn.write_raw(b"".join(direct))
+        self.flush(self.journal.durable_lsn)
+
+    # -- the writer -------------------------------------------------------------------------------
+
+    def flush(self, durable_lsn: int) -> None:
+        """Write, in sequence order, everything that may go now; stop when the socket pushes
+        back (``pause_writing``) or the next seq is not durable yet."""
+        conn = self.conn
+        if conn is None or conn.write_paused:
+            return
+        out: list[bytes] = []
+        size = 0
+        now = self.clock()
+        st = utc_timestamp(now)
+        while True:
+            seq = self.cursor
+            raw = self.admin.pop(seq, None)
+            if raw is None:
+                raw = self._next_copy(seq, durable_lsn, st, now)
+                if raw is None:
+                    break
+            out.append(raw)
+            size += len(raw)
+            self.cursor = seq + 1
+            if size >= WRITE_CHUNK:
+                self._write(out, conn)
+                out, size = [], 0
+                if conn.write_paused or self.conn is None:
+                    break
+        if out:
+            self._write(out, conn)
+
+    def _write(self, out: list[bytes], conn: "FixConnection") -> None:
+        conn.write_raw(b"".join(out))
+        self.written_upto = self.cursor - 1
+
+    def _next_copy(self, seq: int, durable_lsn: int, st: bytes, now: float) -> bytes | None:
+        pending = self.pending
+        if self.spill_from is not None and seq >= self.spill_from:
+            return self._from_journal(seq, st)
+        if not pending or pending[0][0] != seq or pending[0][1] > durable_lsn:
+            return None
+        _, _, src, received = pending.popleft()
+        self.copies_written += 1
+        self.latencies.append(now - received)
+        return build_copy(src, self.front_end, self.begin_string, self.gateway_comp,
+                          self.comp_bytes, seq, st)
+
+    def _from_journal(self, seq: int, st: bytes) -> bytes | None:
+        """Catch-up: the copy for ``seq`` read back from the journal (durable entries only)."""
+        assert self.store is not None
+        if seq >= self.store.next_out:
+            self.spill_from = None          # caught up: new copies queue in memory again
+            self._catchup.clear()
+            return None
+        ahead = self._catchup
+        while ahead and ahead[0].target_seq < seq:
+            ahead.popleft()
+        if not ahead:
+            last = min(seq + CATCHUP_BATCH - 1, self.store.next_out - 1)
+            ahead.extend(self.journal.read_target(self.comp_id, seq, last))
+        if not ahead or ahead[0].target_seq != seq:
+            return None                     # not durable yet
+        msg = _decode_one(ahead.popleft().raw)
+        if msg is None:                     # CRC-checked, so never expected: do not stall
+            log.error("target %s: journal entry for seq %d does not decode; gap-filled",
+                      self.comp_id, seq)
+            return encode(self.begin_string, T.MsgType.SEQUENCE_RESET,
+                          b"49=%s\x0156=%s\x0134=%d\x0143=Y\x0152=%s\x01122=%s\x01"
+                          % (self.gateway_comp, self.comp_bytes, seq, st, st),
+                          b"123=Y\x0136=%d\x01" % (seq + 1))
+        self.copies_written += 1
+        return build_copy(CopySource(msg), self.front_end, self.begin_string, self.gateway_comp,
+                          self.comp_bytes, seq, st)
+
+
+class Fanout:
+    """Source messages in, copies out. ``on_app`` is the acceptor's application sink."""
+
+    def __init__(self, journal: Journal, table: RoutingTable, targets: dict[str, TargetState],
+                 *, clock: Callable[[], float], notify: Callable[[], None]) -> None:
+        self.journal = journal
+        self.table = table
+        self.targets = targets
+        self.clock = clock
+        self.notify = notify              # the group committer's wake-up
+        self.messages_in = 0
+        self.copies_routed = 0
+        self.sources: dict[str, "SessionSlot"] = {}   # source slots, for backpressure
+        self.sources_held = False
+        self.on_journal_error: Callable[[Any, Exception], None] | None = None
+        self._apply_front_ends()
+
+    def swap_table(self, table: RoutingTable) -> None:
+        """A new routing table (groups reloaded): one reference assignment; messages already
+        routed keep their routes (their sequence numbers are in the journal)."""
+        self.table = table
+        self._apply_front_ends()
+
+    def _apply_front_ends(self) -> None:
+        for t in self.targets.values():
+            t.front_end = self.table.front_end_of(t.comp_id) or t.default_front_end
+
+    # -- the application sink -----------------------------------------------------------------
+
+    def on_app(self, slot: "SessionSlot", messages: list[RawMessage], now: float) -> None:
+        if slot.role == "source":
+            self._from_source(slot, messages, now)
+        else:
+            self._from_target(slot, messages, now)
+
+    def _from_source(self, slot: "SessionSlot", messages: list[RawMessage], now: float) -> None:
+        table, journal, targets = self.table, self.journal, self.targets
+        source = slot.comp_id
+        for msg in messages:
+            routes = table.route(source, msg)
+            assigns = [(r.target, targets[r.target].store.reserve()) for r in routes]
+            lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
+            if routes:
+                src = CopySource(msg)
+                for target, seq in assigns:
+                    targets[target].add_copy(seq, lsn, src, now)
+                self.copies_routed += len(routes)
+        self.messages_in += len(messages)
+        journal.append_source_next_in(source, slot.store.next_in)
+        self.notify()
+        if not self.sources_held and journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE:
+            self._hold_sources(True)
+
+    def _from_target(self, slot: "SessionSlot", messages: list[RawMessage], now: float) -> None:
+        """ILINK.md: a drop copy target is read-only. Each application message it sends gets a
+        Business Message Reject (35=j, 380=3 unsupported message type) and goes nowhere."""
+        conn = slot.connection
+        if conn is None or conn.session is None:
+            return
+        for msg in messages:
+            log.warning("target %s sent an application message (35=%s); rejected, not routed",
+                        slot.comp_id, msg.msg_type.decode("ascii", "replace"))
+            body = b"45=%d\x01372=%s\x01380=3\x0158=drop copy sessions are read-only\x01" % (
+                msg.seq_num or 0, msg.msg_type)
+            conn.session.send_app(T.MsgType.BUSINESS_MESSAGE_REJECT, body, now)
+
+    # -- durability -------------------------------------------------------------------------------
+
+    def _hold_sources(self, hold: bool) -> None:
+        self.sources_held = hold
+        for slot in self.sources.values():
+            conn = slot.connection
+            if conn is not None:
+                (conn.hold_reading if hold else conn.release_reading)("journal")
+        if hold:
+            log.warning("journal is %d records behind; pausing reads from sources",
+                        self.journal.appended_lsn - self.journal.durable_lsn)
+
+    def on_durable(self, lsn: int) -> None:
+        if self.sources_held and self.journal.appended_lsn - lsn < RESUME_UNDURABLE:
+            self._hold_sources(False)
+        for t in self.targets.values():
+            if t.conn is not None and (t.pending or t.spill_from is not None or t.admin):
+                t.flush(lsn)

@@ -1,0 +1,219 @@
+"""Drop copy fan-out end to end: a real gateway, real sockets, the contract's groups."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import simplefix
+
+from dcgateway.fix.codec import Decoder
+from dcgateway.fix.dropcopy import unwrap_rtrf
+from simulators.fixclient import FixClient, get, sending_time
+
+from .conftest import REPO, write_config
+
+pytestmark = pytest.mark.asyncio
+CONTRACT = Path("/work/shared/contract")
+if not CONTRACT.exists():
+    CONTRACT = REPO / "config"
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    f = tmp_path / "gw"
+    write_config(f)
+    shutil.copy(CONTRACT / "groups.yaml", f / "groups.yaml")
+    return f
+
+
+def fill(account: str = "ACCT01", symbol: str = "ESZ6", exec_id: str = "E1") -> list:
+    return [(37, "O1"), (11, "C1"), (17, exec_id), (20, 0), (150, 2), (39, 2), (1, account),
+            (55, symbol), (207, "XCME"), (54, 1), (38, 10), (32, 10), (31, "4500.25"),
+            (151, 0), (14, 10), (6, "4500.25")]
+
+
+def new_order(clordid: str = "N1", account: str = "ACCT01") -> list:
+    return [(11, clordid), (1, account), (55, "ESZ6"), (54, 1), (38, 5), (40, 2), (44, "4500"),
+            (60, "20261124-10:00:00")]
+
+
+async def connect_all(gw, *names: str) -> dict[str, FixClient]:
+    clients = {}
+    for n in names:
+        c = gw.client(n)
+        reply = await c.logon()
+        assert get(reply, 35) == "A", (n, reply)
+        clients[n] = c
+    return clients
+
+
+async def drain(c: FixClient, quiet: float = 0.3) -> list[simplefix.FixMessage]:
+    """Every message until nothing arrives for ``quiet`` seconds (bounded: at most 20 s)."""
+    got = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while loop.time() < deadline:
+        try:
+            m = await c.recv(quiet)
+        except asyncio.TimeoutError:
+            return got
+        if m is None:
+            return got
+        if get(m, 35) == "1":
+            c.send("0", [(112, get(m, 112))])
+            continue
+        if get(m, 35) != "0":
+            got.append(m)
+    return got
+
+
+async def close_all(clients) -> None:
+    for c in clients.values():
+        await c.close()
+
+
+async def test_copies_follow_the_contract_groups_in_both_formats(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N", "ABD123N", "CLR001N", "CLRFIX44")
+    src = cl["ABC123N"]
+    raw_fill = src.send("8", fill())
+    src.send("8", fill(symbol="GEZ6", exec_id="E2"))          # excluded for CLR001N
+    src.send("8", fill(account="ACCT09", exec_id="E3"))       # account not in CLR001N's list
+    src.send("D", new_order())                               # order: only CLRFIX44's group
+    src.send("BZ", [(1369, "MA1"), (1373, 1), (1374, 7), (55, "ESZ6")])   # mass action: no group
+    cl["ABD123N"].send("8", fill(account="ACCT02", exec_id="E4"))   # ABD123N: only CLR001N's group
+
+    ilink = await drain(cl["CLR001N"])
+    fixc = await drain(cl["CLRFIX44"])
+    assert [get(m, 35) for m in ilink] == ["n", "n"]
+    inner = [Decoder().feed(unwrap_rtrf(Decoder().feed(m.encode())[0]))[0] for m in ilink]
+    assert inner[0].raw == raw_fill                           # the original, byte for byte
+    assert [(i.header[49], i.get(17)) for i in inner] == [(b"ABC123N", b"E1"), (b"ABD123N", b"E4")]
+    assert [int(get(m, 34)) for m in ilink] == [2, 3]          # its own seq after its Logon reply
+
+    assert [get(m, 35) for m in fixc] == ["8", "8", "8", "D"]
+    assert [get(m, 17) for m in fixc[:3]] == ["E1", "E2", "E3"]
+    first = Decoder().feed(fixc[0].encode())[0]
+    orig = Decoder().feed(raw_fill)[0]
+    assert first.begin_string == b"FIX.4.4"
+    assert (first.header[49], first.header[56], first.header[115], first.header[116]) == \
+        (b"DCGW", b"CLRFIX44", b"ABC123N", b"OPS")
+    assert first.header[122] == orig.header[52]
+    assert first.body == orig.body                            # body copied byte for byte
+    assert gw.gw.fanout.messages_in == 6
+    await close_all(cl)
+
+
+async def test_offline_target_gets_everything_it_missed_with_possdup(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N")
+    for i in range(30):
+        cl["ABC123N"].send("D", new_order(f"N{i}"))
+    cl["ABC123N"].send("1", [(112, "sync")])
+    await cl["ABC123N"].expect("0", skip=())
+    await asyncio.sleep(0.2)                                  # let the group commit land
+
+    t = gw.client("CLRFIX44")
+    reply = await t.logon()
+    assert get(reply, 35) == "A" and int(get(reply, 34)) == 31  # 30 copies reserved before it
+    t.send("2", [(7, 1), (16, 0)])
+    got = await drain(t)
+    *copies, gap_fill = got                  # 1..30 the copies; 31, our Logon reply: a gap fill
+    assert [get(m, 11) for m in copies] == [f"N{i}" for i in range(30)]
+    assert all(get(m, 43) == "Y" and get(m, 122) for m in copies)
+    assert [int(get(m, 34)) for m in copies] == list(range(1, 31))
+    assert (get(gap_fill, 35), get(gap_fill, 123), get(gap_fill, 34), get(gap_fill, 36)) == \
+        ("4", "Y", "31", "32")
+    # live traffic continues after the resend, in order, without 43
+    cl["ABC123N"].send("D", new_order("LIVE"))
+    [live] = await drain(t)
+    assert get(live, 11) == "LIVE" and int(get(live, 34)) == 32 and get(live, 43) is None
+    await t.close()
+    await close_all(cl)
+
+
+async def test_resend_request_larger_than_2500_is_served_in_chunks(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N")
+    src = cl["ABC123N"]
+    for i in range(2600):
+        src.send("D", new_order(f"B{i}"))
+    src.send("1", [(112, "sync")])
+    await src.expect("0", skip=(), timeout=20)
+    await asyncio.sleep(0.2)
+    t = gw.client("CLRFIX44")
+    await t.logon()
+    t.send("2", [(7, 1), (16, 0)])
+    first = await drain(t)
+    assert len(first) == 2500 and get(first[-1], 11) == "B2499"
+    t.send("2", [(7, 2501), (16, 0)])
+    *second, gap_fill = await drain(t)       # then our Logon reply (2601) as a gap fill
+    assert [get(m, 11) for m in second] == [f"B{i}" for i in range(2500, 2600)]
+    assert (get(gap_fill, 35), get(gap_fill, 34)) == ("4", "2601")
+    await t.close()
+    await close_all(cl)
+
+
+async def test_application_message_from_a_target_is_rejected_not_routed(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "CLRFIX44", "CLR001N")
+    cl["CLRFIX44"].send("D", new_order("FROM-TARGET"))
+    j = await cl["CLRFIX44"].expect("j")
+    assert get(j, 372) == "D" and "read-only" in get(j, 58)
+    assert await drain(cl["CLR001N"]) == []
+    assert gw.gw.fanout.messages_in == 0
+    await close_all(cl)
+
+
+async def test_groups_change_is_picked_up_without_restart(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABD123N", "CLRFIX44")
+    cl["ABD123N"].send("D", new_order("BEFORE"))
+    assert await drain(cl["CLRFIX44"]) == []                  # ABD123N is not in its group
+    proc = subprocess.run([sys.executable, "-m", "dcgateway", "groups", "create",
+                           "--config", str(folder / "gateway.yaml"), "--entity", "CLEARCO",
+                           "--name", "abd-orders", "--front-end", "fix",
+                           "--filter", "categories=order", "--source", "ABD123N",
+                           "--target", "CLRFIX44"], capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    for _ in range(50):                                       # picked up within ~1 s (bounded)
+        if gw.gw.table.targets_of("ABD123N") >= {"CLRFIX44"}:
+            break
+        await asyncio.sleep(0.1)
+    cl["ABD123N"].send("D", new_order("AFTER"))
+    got = await drain(cl["CLRFIX44"])
+    assert [get(m, 11) for m in got] == ["AFTER"]
+    # a broken groups file is refused and the running table stays
+    version = gw.gw.table.version
+    (folder / "groups.yaml").write_text("groups:\n  - entity: NOPE\n")
+    assert gw.gw.reload_groups() is False and gw.gw.table.version == version
+    await close_all(cl)
+
+
+async def test_copies_survive_a_gateway_restart(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N")
+    for i in range(10):
+        cl["ABC123N"].send("8", fill(exec_id=f"R{i}"))
+    cl["ABC123N"].send("1", [(112, "sync")])
+    await cl["ABC123N"].expect("0", skip=())
+    await asyncio.sleep(0.2)
+    await close_all(cl)
+    await gw.stop()
+
+    gw2 = await start_gateway(folder)
+    t = gw2.client("CLR001N")
+    reply = await t.logon()
+    assert int(get(reply, 34)) == 11
+    t.send("2", [(7, 1), (16, 10)])
+    got = await drain(t)
+    inner = [Decoder().feed(unwrap_rtrf(Decoder().feed(m.encode())[0]))[0] for m in got]
+    assert [i.get(17) for i in inner] == [b"R%d" % i for i in range(10)]
+    assert all(get(m, 43) == "Y" and get(m, 122) for m in got)
+    await t.close()
