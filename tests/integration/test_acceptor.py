@@ -103,7 +103,7 @@ async def test_sequence_numbers_survive_restart(start_gateway, tmp_path):
     await c.expect("0", skip=())
     await c.logout()
     await c.close()
-    assert gw.gw.counts["app_in:ABC123N"] == 5
+    assert gw.gw.fanout.messages_in == 5
     sent_by_gateway = c.expected_in
     await gw.stop()
 
@@ -148,7 +148,7 @@ async def test_gateway_requests_resend_on_inbound_gap(start_gateway):
     c.send("1", [(112, "after-gap")])
     hb = await c.expect("0", skip=())
     assert get(hb, 112) == "after-gap"
-    assert gw.gw.counts["app_in:ABC123N"] == 1
+    assert gw.gw.fanout.messages_in == 1
     await c.logout()
     await c.close()
 
@@ -246,6 +246,20 @@ async def test_state_survives_kill_9(tmp_path, gateway_process):
     reply = await c2.logon()
     assert get(reply, 35) == "A", reply      # not "MsgSeqNum too high/low"
     assert int(get(reply, 34)) == c.expected_in
+    # The session state was synced before the Heartbeat went out; the journal's group commit of
+    # the last messages may not have been when the process died. Then the gateway asks for them
+    # again (never more than was sent), and the source answers as a FIX engine does.
+    c2.send("1", [(112, "after-restart")])
+    while True:
+        m = await c2.recv(5)
+        assert m is not None
+        if get(m, 35) == "2":
+            begin, end = int(get(m, 7)), int(get(m, 16))
+            assert 2 <= begin and end <= c.next_seq - 1, (begin, end)
+            c2.send("4", [(123, "Y"), (36, end + 1)], seq=begin, poss_dup=True,
+                    orig_sending_time=sending_time())
+        elif get(m, 35) == "0" and get(m, 112) == "after-restart":
+            break
     await c2.logout()
     await c2.close()
     gp2.signal(signal.SIGTERM)
