@@ -209,6 +209,40 @@ class Gateway:
             if removed:
                 log.info("journal retention: removed %d old segments", removed)
 
+    async def weekly_reset(self) -> None:
+        """Sequences reset weekly at gateway.week_start (ILINK.md: beginning of week is 34=1)."""
+        while True:
+            now = self.clock()
+            nxt = week_start_before(self.config, now) + 7 * 86400
+            await asyncio.sleep(max(1.0, nxt - now))
+            if self.clock() >= nxt - 1:
+                await self.reset_sequences("weekly sequence reset")
+
+    async def reset_sequences(self, reason: str) -> None:
+        """Log every session out, then reset every session's sequences to 1 (both directions);
+        the journal keeps the old week's messages until retention drops them."""
+        log.warning("%s: logging out every session and resetting sequences", reason)
+        for slot in self.slots.values():
+            conn = slot.connection
+            if conn is not None and conn.session is not None and not conn.session.closed:
+                conn.session.logout(reason, self.clock())
+                conn.pump(self.clock())
+        for _ in range(50):                  # bounded wait for the Logout handshakes
+            if all(sl.connection is None for sl in self.slots.values()):
+                break
+            await asyncio.sleep(0.1)
+        for slot in self.slots.values():
+            if slot.connection is not None:
+                slot.connection.close(reason)
+        await self.committer.flush()
+        for slot in self.slots.values():
+            slot.store.reset()
+            if slot.role == "source":
+                self.journal.append_source_next_in(slot.comp_id, 1)
+        self.committer.notify()
+        await self.committer.flush()
+        self.counts["sequence_resets"] += 1
+
     def _on_durable(self, lsn: int) -> None:
         self.fanout.on_durable(lsn)
 
@@ -292,6 +326,7 @@ class Gateway:
                     tg.create_task(self.notifier.run(), name="key-expiry-notices"),
                     tg.create_task(self.watch_groups(), name="groups-watch"),
                     tg.create_task(self.retention(), name="journal-retention"),
+                    tg.create_task(self.weekly_reset(), name="weekly-reset"),
                 ]
                 await stop.wait()
                 log.info("stopping: logging out every session")

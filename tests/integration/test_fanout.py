@@ -217,3 +217,44 @@ async def test_copies_survive_a_gateway_restart(folder, start_gateway):
     assert [i.get(17) for i in inner] == [b"R%d" % i for i in range(10)]
     assert all(get(m, 43) == "Y" and get(m, 122) for m in got)
     await t.close()
+
+
+async def test_sequence_reset_logs_out_and_starts_every_session_at_one(folder, start_gateway):
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N", "CLRFIX44")
+    for i in range(3):
+        cl["ABC123N"].send("D", new_order(f"W{i}"))
+    assert len(await drain(cl["CLRFIX44"])) == 3
+    resetting = asyncio.create_task(gw.gw.reset_sequences("weekly sequence reset"))
+    for c in cl.values():
+        lo = await c.expect("5")
+        assert get(lo, 58) == "weekly sequence reset"
+        c.send("5", [(58, "ok")])
+    await resetting
+    await close_all(cl)
+    src, tgt = gw.client("ABC123N"), gw.client("CLRFIX44")
+    for c in (src, tgt):
+        reply = await c.logon(seq=1)          # beginning of week: 34=1 without 141=Y
+        assert get(reply, 35) == "A" and get(reply, 34) == "1"
+    src.send("D", new_order("NEW-WEEK"))
+    [copy] = await drain(tgt)
+    assert get(copy, 11) == "NEW-WEEK" and get(copy, 34) == "2"
+    await src.close()
+    await tgt.close()
+
+
+async def test_week_start_before_is_the_last_configured_start(folder):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from dcgateway.config import load_config
+    from dcgateway.gateway import week_start_before
+    cfg = load_config(folder / "gateway.yaml")           # sunday 16:00 America/Chicago
+    chicago = ZoneInfo("America/Chicago")
+    wed = datetime(2026, 11, 25, 12, 0, tzinfo=chicago).timestamp()
+    assert week_start_before(cfg, wed) == datetime(2026, 11, 22, 16, 0, tzinfo=chicago).timestamp()
+    sun_before = datetime(2026, 11, 22, 15, 59, tzinfo=chicago).timestamp()
+    assert week_start_before(cfg, sun_before) == datetime(2026, 11, 15, 16, 0, tzinfo=chicago).timestamp()
+    # across the DST change (1 Nov 2026): the local 16:00 is kept
+    assert week_start_before(cfg, datetime(2026, 11, 2, 9, 0, tzinfo=chicago).timestamp()) == \
+        datetime(2026, 11, 1, 16, 0, tzinfo=chicago).timestamp()
