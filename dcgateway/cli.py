@@ -464,15 +464,20 @@ def _register_groups(subparsers: Any, common: argparse.ArgumentParser) -> None:
 #: common)`` in your module (calling :func:`add_command`; handlers get ``(args, out)`` and
 #: return the exit code, use :func:`load`, :func:`require_admin`, :func:`audit`,
 #: ``out.result``; raise DcGatewayError subclasses for errors) and add it here; import the module
-#: inside the registrar (it imports this one). ``keys`` and ``sessions`` live in cli_keys.py.
+#: inside the registrar (it imports this one). ``keys``, ``sessions`` and ``replay`` live in cli_ops.py.
 def _register_keys(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    from .cli_keys import register_keys     # cli_keys imports this module's helpers
+    from .cli_ops import register_keys     # cli_keys imports this module's helpers
     register_keys(subparsers, common)
 
 
 def _register_sessions(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    from .cli_keys import register_sessions
+    from .cli_ops import register_sessions
     register_sessions(subparsers, common)
+
+
+def _register_replay(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from .cli_ops import register_replay
+    register_replay(subparsers, common)
 
 
 COMMANDS: dict[str, Registrar] = {
@@ -481,6 +486,7 @@ COMMANDS: dict[str, Registrar] = {
     "groups": _register_groups,
     "keys": _register_keys,
     "sessions": _register_sessions,
+    "replay": _register_replay,
 }
 
 

@@ -258,3 +258,26 @@ async def test_week_start_before_is_the_last_configured_start(folder):
     # across the DST change (1 Nov 2026): the local 16:00 is kept
     assert week_start_before(cfg, datetime(2026, 11, 2, 9, 0, tzinfo=chicago).timestamp()) == \
         datetime(2026, 11, 1, 16, 0, tzinfo=chicago).timestamp()
+
+
+async def test_replay_cli_prints_what_a_target_was_sent_while_gateway_runs(folder, start_gateway):
+    import json as _json
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N", "CLRFIX44")
+    sent = [cl["ABC123N"].send("D", new_order(f"P{i}")) for i in range(5)]
+    assert len(await drain(cl["CLRFIX44"])) == 5
+    gw.gw.journal.flush_writes()                 # index entries reach the file
+    proc = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "dcgateway", "replay", "--target", "CLRFIX44", "--from-seq", "2",
+        "--to-seq", "4", "--json", "--config", str(folder / "gateway.yaml")],
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    copies = _json.loads(proc.stdout)["copies"]
+    assert [c["target_seq"] for c in copies] == [2, 3, 4]
+    assert [c["message"] for c in copies] == [sent[i].decode().replace("\x01", "|") for i in (0, 1, 2)]
+    assert all(c["source"] == "ABC123N" for c in copies)
+    bad = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "dcgateway", "replay", "--target", "ABC123N", "--from-seq", "1",
+        "--config", str(folder / "gateway.yaml")], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "not a target session" in bad.stderr
+    await close_all(cl)

@@ -1,4 +1,4 @@
-"""``dcgateway keys ...`` and ``dcgateway sessions ...`` (operator contract: CLI.md).
+"""``dcgateway keys ...``, ``dcgateway sessions ...`` and ``dcgateway replay`` (operator contract: CLI.md).
 
 Keys follow the venue's lifecycle (ILINK.md "Key pairs"; the rules are in ``auth.lifecycle``):
 every command is one call on :class:`~dcgateway.auth.KeyManager`, audited with the ``--as`` name.
@@ -187,3 +187,43 @@ def register_sessions(subparsers: Any, common: argparse.ArgumentParser) -> None:
                 "sessions, role, connected, sequence numbers, locked")
     p = add_command(sub, common, "unlock", _cmd_sessions_unlock, "lift a port closure")
     p.add_argument("comp_id", metavar="COMP_ID")
+
+
+# ---------------------------------------------------------------------------------------------
+# replay
+# ---------------------------------------------------------------------------------------------
+
+def _cmd_replay(args: argparse.Namespace, out: Output) -> int:
+    from datetime import datetime, timezone
+
+    from .replay import last_seq, read_sent
+    config = load(args)
+    sdef = config.session(args.target)
+    if sdef is None or sdef.role != "target":
+        raise UsageError(f"{args.target!r} is not a target session in {config.path}")
+    require_admin(config, args.actor, sdef.entity)
+    if args.from_seq < 1 or (args.to_seq is not None and args.to_seq < args.from_seq):
+        raise UsageError("expected 1 <= --from-seq <= --to-seq")
+    jdir = config.gateway.data_dir / "journal"
+    to_seq = args.to_seq if args.to_seq is not None else last_seq(jdir, args.target)
+    rows = []
+    lines = []
+    for e in read_sent(jdir, args.target, args.from_seq, to_seq):
+        when = datetime.fromtimestamp(e.received, timezone.utc).isoformat(timespec="microseconds")
+        text = e.raw.decode("latin-1").replace("\x01", "|")
+        rows.append({"target_seq": e.target_seq, "received": when, "source": e.source,
+                     "source_seq": e.source_seq, "message": text})
+        lines.append(f"{e.target_seq}\t{when}\t{e.source}:{e.source_seq}\t{text}")
+    out.result({"target": args.target, "copies": rows},
+               "\n".join(lines) if lines else f"nothing in the journal for {args.target} "
+                                               f"in {args.from_seq}..{to_seq}")
+    return 0
+
+
+def register_replay(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    p = add_command(subparsers, common, "replay", _cmd_replay,
+                    "print what a target was sent (its sequence number, when, source, the "
+                    "original message), from the journal")
+    p.add_argument("--target", required=True, metavar="COMP_ID")
+    p.add_argument("--from-seq", type=int, required=True, metavar="N")
+    p.add_argument("--to-seq", type=int, metavar="M")
