@@ -466,7 +466,7 @@ def _register_groups(subparsers: Any, common: argparse.ArgumentParser) -> None:
 #: ``out.result``; raise DcGatewayError subclasses for errors) and add it here; import the module
 #: inside the registrar (it imports this one). ``keys``, ``sessions`` and ``replay`` live in cli_ops.py.
 def _register_keys(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    from .cli_ops import register_keys     # cli_keys imports this module's helpers
+    from .cli_ops import register_keys     # cli_ops imports this module's helpers
     register_keys(subparsers, common)
 
 

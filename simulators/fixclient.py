@@ -9,8 +9,12 @@ counterparty's FIX engine would.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as _dt
+import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import simplefix
@@ -42,10 +46,16 @@ class FixClient:
                  signer: LogonSigner | None = None, sender_sub_id: str | None = None,
                  target_sub_id: str | None = "G", location_id: str | None = "US,IL",
                  app_system: tuple[str, str, str] | None = ("dcgw-sim", "1.0", "DCGW"),
-                 ssl: Any = None) -> None:
+                 ssl: Any = None, rcvbuf: int | None = None, read_size: int = 65536,
+                 stream_limit: int = 1 << 16) -> None:
         """``target_sub_id`` (57), ``location_id`` (142) and ``app_system`` (1603/1604/1605) go on
         the Logon the way an iLink 2 client sends them (they are part of the signed canonical
-        string); pass None to leave one out."""
+        string); pass None to leave one out.
+
+        ``rcvbuf`` (SO_RCVBUF, set before connecting so the TCP window honours it),
+        ``read_size`` (bytes per read) and ``stream_limit`` (the StreamReader's buffer bound)
+        let a simulator read slowly enough that the gateway really sees backpressure: with the
+        defaults the kernel and asyncio buffer megabytes before the sender notices."""
         self.host = host
         self.port = port
         self.sender = sender
@@ -58,6 +68,10 @@ class FixClient:
         self.location_id = location_id
         self.app_system = app_system
         self.ssl = ssl                        # an ssl.SSLContext for a TLS listener
+        self.rcvbuf = rcvbuf
+        self.read_size = read_size
+        self.stream_limit = stream_limit
+        self.last_sent_at = 0.0               # loop time of the last write (heartbeat timers)
         self.next_seq = 1
         self.expected_in = 1
         self.reader: asyncio.StreamReader | None = None
@@ -68,10 +82,45 @@ class FixClient:
     # -- connection -------------------------------------------------------------------------
 
     async def connect(self, timeout: float = 5.0) -> None:
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl,
-                                    server_hostname=self.host if self.ssl else None), timeout)
+        hostname = self.host if self.ssl else None
+        if self.rcvbuf is None:
+            self.reader, self.writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self.ssl,
+                                        server_hostname=hostname, limit=self.stream_limit),
+                timeout)
+        else:
+            self.reader, self.writer = await asyncio.wait_for(self._open_small(hostname), timeout)
         self._parser = simplefix.FixParser()
+
+    async def _open_small(self, hostname: str | None
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect a socket whose receive buffer was shrunk before connect (after it, Linux
+        keeps the window it already advertised)."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf or 0)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, addr)
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, ssl=self.ssl, server_hostname=hostname,
+                                             limit=self.stream_limit)
+
+    @property
+    def connected(self) -> bool:
+        """A connection is open and not known to be closing."""
+        return self.writer is not None and not self.writer.transport.is_closing()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no Logout, no FIN handshake wait): a crash or a cable
+        pull as the peer sees it."""
+        if self.writer is not None:
+            self.writer.transport.abort()
+            self.writer = None
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -115,6 +164,14 @@ class FixClient:
     def send_raw(self, data: bytes) -> None:
         assert self.writer is not None, "not connected"
         self.writer.write(data)
+        self.last_sent_at = asyncio.get_running_loop().time()
+
+    def gap_fill(self, seq: int, new_seq: int) -> bytes:
+        """SequenceReset-GapFill (35=4, 123=Y, 36=new_seq) sent as seq ``seq`` with 43=Y and
+        122 (FIX Vol. 2 "Resend Request": admin messages are not re-sent but gap-filled)."""
+        now = sending_time()
+        return self.send("4", [(123, "Y"), (36, new_seq)], seq=seq, poss_dup=True,
+                         orig_sending_time=now, when=now)
 
     def send(self, msg_type: str, body: Iterable[Field] = (), **kw) -> bytes:
         data = self.build(msg_type, body, **kw)
@@ -195,12 +252,24 @@ class FixClient:
             if left <= 0:
                 raise asyncio.TimeoutError(f"{self.sender}: nothing received within {timeout}s")
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), left)
+                data = await asyncio.wait_for(self.reader.read(self.read_size), left)
             except ConnectionError:
                 return None
             if not data:
                 return None
             self._parser.append_buffer(data)
+
+    async def read_raw(self, timeout: float) -> bytes | None:
+        """Up to ``read_size`` bytes as they come (for callers doing their own framing): b"" at
+        EOF or on a connection error, None when nothing arrived within ``timeout``."""
+        if self.reader is None:
+            return b""
+        try:
+            return await asyncio.wait_for(self.reader.read(self.read_size), timeout)
+        except asyncio.TimeoutError:
+            return None
+        except (ConnectionError, OSError):
+            return b""
 
     async def expect(self, msg_type: str, timeout: float = 5.0,
                      skip: Iterable[str] = ("0",)) -> simplefix.FixMessage:
@@ -229,3 +298,65 @@ class FixClient:
             if msg is None:
                 return got
             got.append(msg)
+
+
+# -- credentials for the command-line simulators -----------------------------------------------
+
+def load_key_file(path: str | os.PathLike[str], comp_id: str | None = None) -> tuple[str, str]:
+    """(Access Key ID, Secret Key) from a key file as ``dcgateway keys download`` writes it (CSV:
+    Session ID, Access ID, Secret Key, Creation Date, Expiration Date, Environment). With several
+    rows, the one whose Session ID ``comp_id`` starts with (iLink: the first 3 characters;
+    plain FIX: the whole CompID), else the first. Errors never include the secret."""
+    with open(Path(path), newline="", encoding="ascii") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("Access ID") and r.get("Secret Key")]
+    if not rows:
+        raise ValueError(f"{path}: no key pair (expected CSV columns 'Access ID', 'Secret Key')")
+    if comp_id is not None:
+        for r in rows:
+            sid = (r.get("Session ID") or "").strip()
+            if sid and comp_id.startswith(sid):
+                return r["Access ID"].strip(), r["Secret Key"].strip()
+    return rows[0]["Access ID"].strip(), rows[0]["Secret Key"].strip()
+
+
+def add_connection_args(parser: Any, *, comp_id_flag: str) -> None:
+    """The options every simulator command shares: where to connect and how to sign."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(comp_id_flag, dest="comp_id", required=True,
+                        help="our SenderCompID (a session configured on the gateway)")
+    parser.add_argument("--gateway-comp-id", default="DCGW", help="the gateway's CompID (56)")
+    parser.add_argument("--begin-string", default="FIX.4.2", choices=("FIX.4.2", "FIX.4.4"))
+    parser.add_argument("--heartbeat", type=int, default=30, help="HeartBtInt (108), seconds")
+    parser.add_argument("--key-file", help="key file CSV from `dcgateway keys download`")
+    parser.add_argument("--access-key-id")
+    parser.add_argument("--secret", help="the Secret Key (prefer --key-file or $DCGW_SECRET: "
+                        "a command line is visible to other users)")
+    parser.add_argument("--seq", type=int, default=None,
+                        help="MsgSeqNum of our Logon (default 1, or the gateway's 789 on refusal)")
+    parser.add_argument("--reset", action="store_true",
+                        help="Logon with 141=Y: both sequences start again at 1")
+
+
+def signer_from_args(args: Any) -> LogonSigner:
+    """The Logon signer for ``--key-file`` or ``--access-key-id`` + ``--secret``/$DCGW_SECRET.
+    Raises ValueError naming what is missing (never echoing a secret)."""
+    from dcgateway.auth import logon_signer       # the gateway's client-side signing helper
+
+    if args.key_file:
+        key_id, secret = load_key_file(args.key_file, args.comp_id)
+    else:
+        key_id, secret = args.access_key_id, args.secret or os.environ.get("DCGW_SECRET")
+        if not key_id or not secret:
+            raise ValueError("give --key-file, or --access-key-id with --secret (or $DCGW_SECRET)")
+    return logon_signer(key_id, secret)
+
+
+def run_main(coro: Any) -> Any:
+    """Run a simulator's top-level coroutine, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:                        # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

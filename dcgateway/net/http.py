@@ -56,6 +56,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             505: "HTTP Version Not Supported"}
 _TEXT = "text/plain; charset=utf-8"
 _END = b"\r\n\r\n"
+_LINGER_BYTES = 1 << 20         # discarded at most after an error answer
 
 
 class _Response:
@@ -160,17 +161,14 @@ class _Handler:
     # -- connections ----------------------------------------------------------------------------
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.active >= self.max_connections:
-            try:
-                await self._send(writer, _error(503, "too many connections"), head_only=False)
-            except (ConnectionError, TimeoutError, _ssl.SSLError):
-                pass
-            finally:
-                await self._close(writer)
-            return
+        over = self.active >= self.max_connections
         self.active += 1
         try:
-            await self._serve(reader, writer)
+            if over:
+                await self._send(writer, _error(503, "too many connections"), False)
+                await self._linger(reader, writer)
+            else:
+                await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, _ssl.SSLError):
             pass                                    # the peer went away or stalled: just close
         except Exception:
@@ -180,7 +178,7 @@ class _Handler:
             await self._close(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(self.max_requests):
+        for n in range(1, self.max_requests + 1):
             try:
                 async with asyncio.timeout(self.request_timeout):
                     head = await reader.readuntil(_END)
@@ -188,19 +186,38 @@ class _Handler:
                 return                              # closed by the peer (maybe mid-request)
             except asyncio.LimitOverrunError:
                 await self._send(writer, _error(431, "request head too large"), False)
+                await self._linger(reader, writer)
                 return
             parsed = _parse(head)
             if isinstance(parsed, _Response):
                 await self._send(writer, parsed, False)
+                await self._linger(reader, writer)
                 return
             resp = self.respond(parsed)
-            keep = (parsed.keep_alive() and not resp.close and self.server is not None
-                    and self.server.is_serving())
+            keep = (parsed.keep_alive() and not resp.close and n < self.max_requests
+                    and self.server is not None and self.server.is_serving())
             resp.close = not keep
             await self._send(writer, resp, parsed.method == "HEAD",
                              keep_alive_10=keep and parsed.version == "HTTP/1.0")
             if not keep:
                 return
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """After an error answer to a request we did not read whole: half-close, then discard
+        what the client still sends (bounded in bytes and time) so that closing does not reset
+        the connection before the client has read the answer (RFC 9112 section 9.6)."""
+        if writer.can_write_eof():
+            writer.write_eof()
+        discarded = 0
+        try:
+            async with asyncio.timeout(min(1.0, self.request_timeout)):
+                while discarded < _LINGER_BYTES:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        return
+                    discarded += len(chunk)
+        except (TimeoutError, ConnectionError):
+            pass
 
     async def _send(self, writer: asyncio.StreamWriter, resp: _Response, head_only: bool,
                     keep_alive_10: bool = False) -> None:
