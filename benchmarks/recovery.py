@@ -1,0 +1,136 @@
+"""Recovery benchmark: a target catching up on a backlog, and a gateway restarting with it.
+
+* catch-up: a target that was offline while the source sent --backlog messages logs on and asks
+  for them (ResendRequest, served from the journal at most 2500 per request, as a FIX engine does
+  it: the next request when the previous chunk has arrived); catchup_msgs_per_s = backlog / time
+  from the first request to the last copy received.
+* restart: the gateway is stopped (SIGTERM) and started again with the backlog journaled;
+  restart_s = from process start to the listener being up (journal recovery included);
+  also after a kill -9 (restart_after_kill_s), where the journal has no clean close.
+
+Prints one JSON line: {"bench": "recovery", "backlog": N, "catchup_msgs_per_s": ..., "restart_s": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from dcgateway.auth import logon_signer  # noqa: E402
+from fanout import execution_report, issue_keys, write_config  # noqa: E402
+from dcgateway.fix.timefmt import utc_timestamp  # noqa: E402
+from simulators.fixclient import FixClient  # noqa: E402
+
+
+def start(cfg: Path) -> tuple[subprocess.Popen, int, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dcgateway", "run", "--config", str(cfg),
+                             "--log-level", "WARNING"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"gateway did not start: {line!r}")
+    return proc, int(line.rsplit(":", 1)[1]), time.perf_counter() - t0
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+async def fill_backlog(port: int, creds, n: int) -> None:
+    src = FixClient("127.0.0.1", port, "SRC", begin_string="FIX.4.4", heartbeat=60,
+                    signer=logon_signer(*creds["SRC"]), sender_sub_id="OPS")
+    await src.logon()
+    st = utc_timestamp(time.time())
+    first = src.next_seq
+    data = b"".join(execution_report(s, 0, st) for s in range(first, first + n))
+    src.next_seq += n
+    assert src.writer is not None
+    for i in range(0, len(data), 1 << 16):
+        src.writer.write(data[i:i + (1 << 16)])
+        await src.writer.drain()
+    src.send("1", [(112, "done")])
+    await src.expect("0", skip=(), timeout=120)
+    await src.logout()
+    await src.close()
+
+
+async def catch_up(port: int, creds, n: int) -> float:
+    t = FixClient("127.0.0.1", port, "T001", begin_string="FIX.4.4", heartbeat=60,
+                  signer=logon_signer(*creds["T001"]), sender_sub_id="OPS")
+    reply = await t.logon()
+    last = int(reply.get(34)) - 1                      # copies 1..last are waiting for us
+    assert last >= n, (last, n)
+    assert t.reader is not None
+    got = 0
+    t0 = time.perf_counter()
+    begin = 1
+    tail = b""
+    while begin <= last:
+        end = min(begin + 2499, last)
+        t.send("2", [(7, begin), (16, end)])
+        want = end - begin + 1
+        while want > 0:
+            data = await asyncio.wait_for(t.reader.read(1 << 18), 60)
+            if not data:
+                raise ConnectionError("gateway closed during catch-up")
+            buf = tail + data
+            k = buf.count(b"\x0110=") - tail.count(b"\x0110=")
+            tail = buf[-4:]
+            want -= k
+            got += k
+        begin = end + 1
+    elapsed = time.perf_counter() - t0
+    await t.close()
+    return got / elapsed
+
+
+async def main_async(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="dcgw-recovery-") as tmp:
+        cfg = write_config(Path(tmp), 1)
+        creds = issue_keys(cfg)
+        proc, port, _ = start(cfg)
+        await fill_backlog(port, creds, args.backlog)
+        stop(proc)
+        proc, port, restart_s = start(cfg)               # clean restart with N journaled
+        rate = await catch_up(port, creds, args.backlog)
+        stop(proc, signal.SIGKILL)
+        proc, port, restart_kill_s = start(cfg)          # restart after kill -9
+        stop(proc)
+    return {"bench": "recovery", "backlog": args.backlog, "catchup_msgs_per_s": round(rate),
+            "restart_s": round(restart_s, 3), "restart_after_kill_s": round(restart_kill_s, 3),
+            "python": sys.version.split()[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backlog", type=int, default=100_000)
+    args = ap.parse_args(argv)
+    print(json.dumps(uvloop.run(main_async(args))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
