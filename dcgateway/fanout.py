@@ -39,7 +39,7 @@ from .fix.codec import Decoder, RawMessage, encode
 from .fix.dropcopy import CopySource, build_copy
 from .fix.timefmt import utc_timestamp
 from .journal import Journal
-from .routing import RoutingTable
+from .routing import RoutingTable, category
 
 if TYPE_CHECKING:
     from .net.acceptor import SessionSlot
@@ -152,11 +152,12 @@ class TargetState:
         self.conn: FixConnection | None = None
         self.cursor = 0                 # next seq to write while connected
         self.written_upto = 0           # highest seq written (or durable before logon)
-        self.pending: deque[tuple[int, int, CopySource, float]] = deque()
+        self.pending: deque[tuple[int, int, CopySource, float, str | None]] = deque()
         self.admin: dict[int, bytes] = {}
         self.spill_from: int | None = None
         self.last_reserved_lsn = 0
         self.copies_written = 0
+        self.out_counts: dict[str | None, int] = {}     # copies written by category (metrics)
         # receipt -> write, seconds; drained by the metrics (bounded if nobody drains it)
         self.latencies: deque[float] = deque(maxlen=65536)
         self._catchup: deque = deque()      # journal entries read ahead while spilled
@@ -201,7 +202,8 @@ class TargetState:
 
     # -- producers ----------------------------------------------------------------------------
 
-    def add_copy(self, seq: int, lsn: int, src: CopySource, received: float) -> None:
+    def add_copy(self, seq: int, lsn: int, src: CopySource, received: float,
+                 cat: str | None = None) -> None:
         self.last_reserved_lsn = lsn
         conn = self.conn
         if conn is None or seq < self.cursor:
@@ -211,7 +213,7 @@ class TargetState:
         n = len(self.pending)
         if n < self.max_pending or (n < self.max_pending * SPILL_HARD_FACTOR
                                     and not conn.write_paused):
-            self.pending.append((seq, lsn, src, received))
+            self.pending.append((seq, lsn, src, received, cat))
         else:
             self.spill_from = self.pending[0][0] if self.pending else seq
             self.pending.clear()
@@ -274,8 +276,9 @@ class TargetState:
             return self._from_journal(seq, st)
         if not pending or pending[0][0] != seq or pending[0][1] > durable_lsn:
             return None
-        _, _, src, received = pending.popleft()
+        _, _, src, received, cat = pending.popleft()
         self.copies_written += 1
+        self.out_counts[cat] = self.out_counts.get(cat, 0) + 1
         self.latencies.append(now - received)
         return build_copy(src, self.front_end, self.begin_string, self.gateway_comp,
                           self.comp_bytes, seq, st)
@@ -304,6 +307,8 @@ class TargetState:
                           % (self.gateway_comp, self.comp_bytes, seq, st, st),
                           b"123=Y\x0136=%d\x01" % (seq + 1))
         self.copies_written += 1
+        cat = category(msg)
+        self.out_counts[cat] = self.out_counts.get(cat, 0) + 1
         return build_copy(CopySource(msg), self.front_end, self.begin_string, self.gateway_comp,
                           self.comp_bytes, seq, st)
 
@@ -322,6 +327,10 @@ class Fanout:
         self.copies_routed = 0
         self.sources: dict[str, "SessionSlot"] = {}   # source slots, for backpressure
         self.sources_held = False
+        # plain counters the metrics pump reads once a second (no metrics call per message)
+        self.in_counts: dict[tuple[str, str | None], int] = {}
+        self.group_counts: dict[str, int] = {}
+        self.journal_bytes = 0
         self.on_journal_error: Callable[[Any, Exception], None] | None = None
         self._apply_front_ends()
 
@@ -345,16 +354,25 @@ class Fanout:
 
     def _from_source(self, slot: "SessionSlot", messages: list[RawMessage], now: float) -> None:
         table, journal, targets = self.table, self.journal, self.targets
+        in_counts, group_counts = self.in_counts, self.group_counts
         source = slot.comp_id
+        nbytes = 0
         for msg in messages:
             routes = table.route(source, msg)
             assigns = [(r.target, targets[r.target].store.reserve()) for r in routes]
             lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
+            nbytes += len(msg.raw)
+            cat = category(msg)
+            key = (source, cat)
+            in_counts[key] = in_counts.get(key, 0) + 1
             if routes:
                 src = CopySource(msg)
                 for target, seq in assigns:
-                    targets[target].add_copy(seq, lsn, src, now)
+                    targets[target].add_copy(seq, lsn, src, now, cat)
+                for r in routes:
+                    group_counts[r.group] = group_counts.get(r.group, 0) + 1
                 self.copies_routed += len(routes)
+        self.journal_bytes += nbytes
         self.messages_in += len(messages)
         journal.append_source_next_in(source, slot.store.next_in)
         self.notify()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from .auth import KeyStore, LogonAuthenticator, NoticeLog, NOTICES_FILE_NAME
 from .auth.canonical import required_tags
@@ -31,6 +32,8 @@ from .errors import ConfigError, DcGatewayError
 from .fanout import DEFAULT_MAX_PENDING, Fanout, TargetState, TargetStore
 from .fsutil import atomic_write, stat_signature
 from .journal import GroupCommitter, Journal
+from .metrics import GatewayMetrics, KeyStatus, SessionStatus, Snapshot, TargetStatus
+from .net.http import serve_http
 from .routing import RoutingTable
 from .notify import ExpiryNotifier, LogMailer, SmtpMailer
 from .fix.session import (AuthFailed, Disconnect, LoggedOn, LoggedOut, ProtocolError,
@@ -100,6 +103,18 @@ def week_start_before(config: GatewayConfig, now: float) -> float:
     return start.timestamp()
 
 
+class _PushFirst:
+    """What /metrics collects: the hot path's counters are handed over first, so a scrape never
+    shows them up to a second stale."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+
+    def collect(self):
+        self.gateway.push_metrics()
+        return self.gateway.registry.collect()
+
+
 class Gateway:
     """A running gateway. ``start()`` binds the listener; ``serve(stop)`` runs until ``stop`` is
     set, then shuts down gracefully. Tests drive it in-process with port 0."""
@@ -133,8 +148,17 @@ class Gateway:
         self.fanout = Fanout(self.journal, self.table, self.targets, clock=clock,
                              notify=lambda: self.committer.notify())
         self.fanout.sources = {k: v for k, v in self.slots.items() if v.role == "source"}
+        self.registry = CollectorRegistry()
+        self.metrics = GatewayMetrics.from_config(self.registry, config)
+        self.metrics.snapshot = self._metrics_snapshot
+        self._pushed: dict[str, int] = {}     # what the metrics pump already counted
+        self._locked: set[str] = set()
+        self.journal_ok = True
+        self._http: Any = None
+        self.metrics_port: int | None = None
         self.committer: Any = None            # needs the running loop: made in start()
         self.recovery_seconds = time.monotonic() - t0
+        self.metrics.recovered(self.recovery_seconds)
         log.info("recovered journal in %.3fs: %d records in %d segments (%d torn bytes cut); "
                  "groups version %s", self.recovery_seconds, recovery.records, recovery.segments,
                  recovery.torn_bytes, self.table.version)
@@ -180,14 +204,17 @@ class Gateway:
             table = RoutingTable.build(groups, {sd.comp_id: sd for sd in self.config.sessions})
         except (ConfigError, DcGatewayError, OSError) as exc:
             self.counts["reload_failed"] += 1
+            self.metrics.reload(False)
             log.error("groups reload refused, keeping version %s: %s", self.table.version, exc)
             return False
         if table.version != self.table.version:
             self.config = self.config.with_groups(groups)
             self.table = table
             self.fanout.swap_table(table)
+            self.metrics.set_groups(groups)
             log.info("groups reloaded: version %s (%d groups)", table.version, len(groups))
         self.counts["reloads"] += 1
+        self.metrics.reload(True)
         return True
 
     async def watch_groups(self, interval: float = 1.0) -> None:
@@ -244,11 +271,84 @@ class Gateway:
         self.counts["sequence_resets"] += 1
 
     def _on_durable(self, lsn: int) -> None:
+        self.journal_ok = True
         self.fanout.on_durable(lsn)
 
     def _on_journal_error(self, exc: Exception) -> None:
         self.counts["journal_errors"] += 1
+        self.journal_ok = False
+        self.metrics.journal_error()
         log.error("journal: %s (copies are held until the disk recovers)", exc)
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def _delta(self, key: str, total: int) -> int:
+        d = total - self._pushed.get(key, 0)
+        self._pushed[key] = total
+        return d
+
+    def push_metrics(self) -> None:
+        """Hand the hot path's plain counters to Prometheus (once a second and before a scrape):
+        nothing on the per-message path calls into prometheus_client."""
+        m, f = self.metrics, self.fanout
+        for (source, cat), n in f.in_counts.items():
+            d = self._delta(f"in:{source}:{cat}", n)
+            if d:
+                m.messages_in(source, cat, d)
+        for group, n in f.group_counts.items():
+            d = self._delta(f"group:{group}", n)
+            if d:
+                m.group_copy(group, d)
+        records = self._delta("journal:records", f.messages_in)
+        nbytes = self._delta("journal:bytes", f.journal_bytes)
+        if records:
+            m.journal_append(records, nbytes)
+        for name, t in self.targets.items():
+            for cat, n in t.out_counts.items():
+                d = self._delta(f"out:{name}:{cat}", n)
+                if d and cat is not None:
+                    m.messages_out(name, cat, d)
+            if t.latencies:
+                m.observe_fanout_latencies(name, t.latencies)
+                t.latencies.clear()
+        for name, slot in self.slots.items():
+            d = self._delta(f"bin:{name}", slot.bytes_in)
+            if d:
+                m.bytes_in(name, d)
+            d = self._delta(f"bout:{name}", slot.bytes_out)
+            if d:
+                m.bytes_out(name, d)
+
+    def _metrics_snapshot(self) -> Snapshot:
+        self.push_metrics()
+        locked = set(self.authenticator.locked_sessions()) \
+            if hasattr(self.authenticator, "locked_sessions") else set()
+        sessions = [SessionStatus(name, slot.connection is not None and
+                                  slot.connection.session is not None,
+                                  slot.store.next_in, slot.store.next_out, name in locked)
+                    for name, slot in self.slots.items()]
+        targets = [TargetStatus(name, t.backlog, t.spill_from is not None)
+                   for name, t in self.targets.items()]
+        keys = []
+        try:
+            for r in self.keystore.snapshot().values():
+                if r.deleted is None:
+                    keys.append(KeyStatus(r.access_key_id, r.session_id, r.expires.timestamp()))
+        except DcGatewayError:
+            pass                              # an unreadable key store: no key series
+        return Snapshot(sessions, targets, keys, self.journal_ok)
+
+    def health(self) -> tuple[bool, str]:
+        if not self.acceptor.listening:
+            return False, "FIX listener is down"
+        if not self.journal_ok:
+            return False, "journal is not writable"
+        return True, "ok"
+
+    async def metrics_pump(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.push_metrics()
 
     def _key_records(self) -> list:
         return list(self.keystore.snapshot().values())
@@ -266,6 +366,7 @@ class Gateway:
 
     def _on_event(self, slot: SessionSlot | None, ev: Any) -> None:
         name = slot.comp_id if slot is not None else "-"
+        self.metrics.session_event(slot.comp_id if slot is not None else None, ev)
         if isinstance(ev, LoggedOn):
             log.info("session %s logged on (HeartBtInt=%d%s)", name, ev.heartbeat_interval,
                      ", sequences reset" if ev.reset else "")
@@ -279,6 +380,10 @@ class Gateway:
         elif isinstance(ev, AuthFailed):
             log.warning("session %s: logon refused: %s", name, ev.reason)
             self.counts[f"auth_failed:{ev.reason}"] += 1
+            is_locked = getattr(self.authenticator, "is_locked", None)
+            if is_locked is not None and name not in self._locked and is_locked(name):
+                self.metrics.port_closure(name)
+            self._locked = set(getattr(self.authenticator, "locked_sessions", lambda: [])())
         elif isinstance(ev, (LoggedOut, Disconnect)):
             log.info("session %s: %s (%s)", name, type(ev).__name__, ev.reason)
             if (isinstance(ev, Disconnect) and slot is not None and slot.role == "source"
@@ -309,9 +414,15 @@ class Gateway:
     async def start(self) -> int:
         g = self.config.gateway
         self.committer = GroupCommitter(self.journal, asyncio.get_running_loop(), self._on_durable,
-                                        on_error=self._on_journal_error)
+                                        on_error=self._on_journal_error,
+                                        on_fsync=self.metrics.fsync)
         self.port = await self.acceptor.start(g.listen.host, g.listen.port,
                                               ssl=server_ssl_context(g.tls))
+        self._http = await serve_http(g.metrics.host, g.metrics.port, _PushFirst(self),
+                                      self.health)
+        self.metrics_port = self._http.sockets[0].getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics (health: /healthz)", g.metrics.host,
+                 self.metrics_port)
         self.write_status()
         return self.port
 
@@ -327,6 +438,7 @@ class Gateway:
                     tg.create_task(self.watch_groups(), name="groups-watch"),
                     tg.create_task(self.retention(), name="journal-retention"),
                     tg.create_task(self.weekly_reset(), name="weekly-reset"),
+                    tg.create_task(self.metrics_pump(), name="metrics-pump"),
                 ]
                 await stop.wait()
                 log.info("stopping: logging out every session")
@@ -335,6 +447,9 @@ class Gateway:
                     task.cancel()
                 await self.committer.flush()
                 committer.cancel()
+                if self._http is not None:
+                    self._http.close()
+                    await self._http.wait_closed()
         finally:
             self.close()
 

@@ -45,6 +45,8 @@ class SessionSlot:
     connection: FixConnection | None = None
     logons: int = 0
     target: Any = None                          # fanout.TargetState for a drop copy target
+    bytes_in: int = 0                           # cumulative, read by the metrics pump
+    bytes_out: int = 0
 
 
 class AppSink(Protocol):

@@ -70,6 +70,7 @@ class FixConnection(asyncio.Protocol):
             if self.session is None:
                 self._before_logon(data, now)
             else:
+                self.slot.bytes_in += len(data)   # type: ignore[union-attr]
                 self.session.receive_data(data, now)
                 self.pump(now)
         except Exception:                      # never let a bug escape into the loop
@@ -138,6 +139,7 @@ class FixConnection(asyncio.Protocol):
         if session is None:
             return                             # refused: the acceptor answered and closed
         self.session = session
+        self.slot.bytes_in += len(data)        # type: ignore[union-attr]
         session.receive_messages(items[first:], now)
         tail = self._decoder.take_pending()
         if tail:
@@ -157,7 +159,7 @@ class FixConnection(asyncio.Protocol):
             if self.slot.target is not None:
                 self.slot.target.session_output(out)    # in sequence order with the copies
             else:
-                self.transport.write(out)
+                self.write_raw(out)
         if session.closed:
             self.close(self.close_reason or "session closed")
 
@@ -179,6 +181,8 @@ class FixConnection(asyncio.Protocol):
     def write_raw(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
             self.transport.write(data)
+            if self.slot is not None:
+                self.slot.bytes_out += len(data)
 
     def close(self, reason: str) -> None:
         if self._closing:
