@@ -111,14 +111,19 @@ async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="dcgw-recovery-") as tmp:
         cfg = write_config(Path(tmp), 1)
         creds = issue_keys(cfg)
-        proc, port, _ = start(cfg)
-        await fill_backlog(port, creds, args.backlog)
-        stop(proc)
-        proc, port, restart_s = start(cfg)               # clean restart with N journaled
-        rate = await catch_up(port, creds, args.backlog)
-        stop(proc, signal.SIGKILL)
-        proc, port, restart_kill_s = start(cfg)          # restart after kill -9
-        stop(proc)
+        proc = None
+        try:
+            proc, port, _ = start(cfg)
+            await fill_backlog(port, creds, args.backlog)
+            stop(proc)
+            proc, port, restart_s = start(cfg)           # clean restart with N journaled
+            rate = await catch_up(port, creds, args.backlog)
+            stop(proc, signal.SIGKILL)
+            proc, port, restart_kill_s = start(cfg)      # restart after kill -9
+            stop(proc)
+        finally:
+            if proc is not None and proc.poll() is None:  # never leave a gateway behind
+                stop(proc, signal.SIGKILL)
     return {"bench": "recovery", "backlog": args.backlog, "catchup_msgs_per_s": round(rate),
             "restart_s": round(restart_s, 3), "restart_after_kill_s": round(restart_kill_s, 3),
             "python": sys.version.split()[0]}
