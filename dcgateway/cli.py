@@ -480,6 +480,20 @@ def _register_replay(subparsers: Any, common: argparse.ArgumentParser) -> None:
     register_replay(subparsers, common)
 
 
+def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from .demo import demo
+    return demo(load(args), rate=args.rate, duration=args.duration)
+
+
+def _register_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    p = add_command(subparsers, common, "demo", _cmd_demo,
+                    "the gateway with the demo config plus the simulators, live totals; Ctrl-C stops")
+    p.add_argument("--rate", type=float, default=500.0,
+                   help="messages per second per source simulator (default 500)")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop by itself after this long (default: until Ctrl-C)")
+
+
 COMMANDS: dict[str, Registrar] = {
     "run": _register_run,
     "check-config": _register_check_config,
@@ -487,6 +501,7 @@ COMMANDS: dict[str, Registrar] = {
     "keys": _register_keys,
     "sessions": _register_sessions,
     "replay": _register_replay,
+    "demo": _register_demo,
 }
 
 

@@ -92,6 +92,14 @@ def server_ssl_context(tls: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+def tune_gc() -> None:
+    """Latency: the hot path allocates no reference cycles, so the cyclic GC's full collections
+    (tens of ms once a burst leaves many objects alive) buy nothing; freeze what start-up built
+    and make collections rare. Called once the gateway is up (run and demo)."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def week_start_before(config: GatewayConfig, now: float) -> float:
     """Epoch seconds of the most recent configured start of week at or before ``now``."""
     ws = config.gateway.week_start
@@ -152,6 +160,7 @@ class Gateway:
         self.metrics = GatewayMetrics.from_config(self.registry, config)
         self.metrics.snapshot = self._metrics_snapshot
         self._pushed: dict[str, int] = {}     # what the metrics pump already counted
+        self.recent_latencies: dict[str, list[float]] = {}
         self._locked: set[str] = set()
         self.journal_ok = True
         self._http: Any = None
@@ -310,6 +319,7 @@ class Gateway:
                     m.messages_out(name, cat, d)
             if t.latencies:
                 m.observe_fanout_latencies(name, t.latencies)
+                self.recent_latencies[name] = list(t.latencies)   # the demo's p99
                 t.latencies.clear()
         for name, slot in self.slots.items():
             d = self._delta(f"bin:{name}", slot.bytes_in)
@@ -475,11 +485,7 @@ async def _main(config: GatewayConfig) -> int:
     log.info("dcgateway %s listening on %s:%d (%d sessions; started in %.3fs)",
              config.gateway.comp_id, config.gateway.listen.host, port, len(gw.slots),
              time.monotonic() - t0)
-    # Latency: the gateway allocates no reference cycles on its hot path, so the cyclic GC's
-    # full collections (tens of ms once a burst leaves many objects alive) buy nothing; freeze
-    # what start-up built and make collections rare.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc()
     print(f"dcgateway listening on {config.gateway.listen.host}:{port}", flush=True)
     await gw.serve(stop)
     log.info("stopped cleanly")

@@ -1,0 +1,162 @@
+"""``dcgateway demo``: the gateway with the demo configuration and the simulators, live totals.
+
+What a new user's first command shows: on first run it issues a key pair for every Session ID of
+the configuration (kept, mode 0600, in ``data_dir/demo-credentials.json`` and reused while they are
+active), starts the gateway, one order-entry source simulator per source session and one
+clearing-firm target simulator per target session, and prints once a second the messages in and
+out, each target's copies and backlog, and the fan-out latency p99, until Ctrl-C (or
+``--duration``), which stops everything cleanly (Logout on every session, journal flushed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from .auth import AUDIT_FILE_NAME, logon_signer, open_key_manager
+from .config import GatewayConfig
+from .fsutil import atomic_write
+from .gateway import Gateway, tune_gc
+
+log = logging.getLogger("dcgateway.demo")
+CREDENTIALS_FILE = "demo-credentials.json"
+
+
+def demo_credentials(config: GatewayConfig) -> dict[str, tuple[str, str]]:
+    """comp_id -> (access key id, secret); key pairs are created on first run and reused."""
+    g = config.gateway
+    path = g.data_dir / CREDENTIALS_FILE
+    km = open_key_manager(g.keystore.path, g.keystore.master_key_file, g.data_dir / AUDIT_FILE_NAME,
+                          market_close=g.market_close.time.strftime("%H:%M"),
+                          market_close_tz=g.market_close.tz.key)
+    km.store.ensure_master_key()
+    try:
+        saved: dict[str, list[str]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    active = {i.access_key_id for i in km.list() if i.status == "active"}
+    creds: dict[str, tuple[str, str]] = {}
+    for scope in sorted({s.key_scope for s in config.sessions}):
+        pair = saved.get(scope)
+        if not pair or pair[0] not in active:
+            live = [i for i in km.list(scope) if i.status == "active"]
+            delete = live[0].access_key_id if len(live) >= 2 else None
+            rec = km.create(scope, who="demo", delete=delete)
+            pair = [rec.access_key_id, rec.secret_key]
+            log.info("demo: created key pair %s for Session ID %s", rec.access_key_id, scope)
+        saved[scope] = pair
+        creds[scope] = (pair[0], pair[1])
+    g.data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(saved, indent=1).encode(), 0o600)
+    return {s.comp_id: creds[s.key_scope] for s in config.sessions}
+
+
+def _p99_ms(values: list[float]) -> str:
+    if not values:
+        return "   - "
+    values = sorted(values)
+    return f"{values[min(len(values) - 1, int(0.99 * len(values)))] * 1000:5.2f}"
+
+
+class Totals:
+    """One line a second: what went in, what went out to each target, backlog, latency."""
+
+    def __init__(self, gw: Gateway, out: Any) -> None:
+        self.gw = gw
+        self.out = out
+        self.t0 = time.monotonic()
+        self.last_in = 0
+
+    def line(self) -> str:
+        gw = self.gw
+        n_in = gw.fanout.messages_in
+        rate = n_in - self.last_in
+        self.last_in = n_in
+        lat: list[float] = []
+        parts = []
+        for name, t in gw.targets.items():
+            lat.extend(gw.recent_latencies.get(name, ()))
+            parts.append(f"{name} out {t.copies_written:>8,} backlog {t.backlog:>5,}")
+        return (f"[{time.monotonic() - self.t0:6.0f}s] in {n_in:>9,} ({rate:>6,}/s) | "
+                + " | ".join(parts) + f" | p99 {_p99_ms(lat)} ms")
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            print(self.line(), file=self.out, flush=True)
+
+
+async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None,
+                   out: Any = sys.stdout) -> int:
+    from simulators.source import SourceSimulator
+    from simulators.target import TargetSimulator
+
+    creds = demo_credentials(config)
+    gw = Gateway(config)
+    port = await gw.start()
+    tune_gc()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    host = config.gateway.metrics.host
+    print(f"dcgateway demo: FIX on {config.gateway.listen.host}:{port}; metrics on "
+          f"http://{host}:{gw.metrics_port}/metrics (health: /healthz); Ctrl-C stops",
+          file=out, flush=True)
+    gw_done = asyncio.Event()
+    serve = asyncio.create_task(gw.serve(gw_done))
+    sources, targets = [], []
+    for sdef in config.sessions:
+        signer = logon_signer(*creds[sdef.comp_id])
+        if sdef.role == "target":
+            targets.append(TargetSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
+                                           gateway=config.gateway.comp_id,
+                                           begin_string=sdef.begin_string, reset=True))
+        else:
+            sources.append(SourceSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
+                                           target=config.gateway.comp_id,
+                                           begin_string=sdef.begin_string, rate=rate,
+                                           seed=len(sources) + 1, reset=True,
+                                           auto_reconnect=True, sync_at_end=False))
+    totals = Totals(gw, out)
+    tasks = [asyncio.create_task(t.run(timeout=10 ** 9, logout=True)) for t in targets]
+    await asyncio.sleep(0.5)                   # targets first: they see every copy live
+    tasks += [asyncio.create_task(s.run()) for s in sources]
+    ticker = asyncio.create_task(totals.run())
+    try:
+        await asyncio.wait_for(stop.wait(), duration)
+    except asyncio.TimeoutError:
+        pass
+    print("stopping: simulators log out, then the gateway", file=out, flush=True)
+    ticker.cancel()
+    for s in sources:
+        s.stop()
+    for t in targets:
+        t.stop()
+    await asyncio.wait(tasks, timeout=10)
+    for s in sources:
+        await s.close()
+    gw_done.set()
+    await serve
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    print(totals.line(), file=out, flush=True)
+    return 0
+
+
+def demo(config: GatewayConfig, *, rate: float = 500.0, duration: float | None = None) -> int:
+    g = config.gateway
+    g.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, filename=str(Path(g.data_dir) / "demo.log"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"gateway log: {Path(g.data_dir) / 'demo.log'}", flush=True)
+    return uvloop.run(run_demo(config, rate=rate, duration=duration))
