@@ -83,7 +83,7 @@ class Totals:
         lat: list[float] = []
         parts = []
         for name, t in gw.targets.items():
-            lat.extend(gw.recent_latencies.get(name, ()))
+            lat.extend(t.latencies)
             parts.append(f"{name} out {t.copies_written:>8,} backlog {t.backlog:>5,}")
         return (f"[{time.monotonic() - self.t0:6.0f}s] in {n_in:>9,} ({rate:>6,}/s) | "
                 + " | ".join(parts) + f" | p99 {_p99_ms(lat)} ms")

@@ -9,6 +9,7 @@ handlers (SIGTERM/SIGINT: graceful stop with a Logout to every session), and shu
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -160,7 +161,8 @@ class Gateway:
         self.metrics = GatewayMetrics.from_config(self.registry, config)
         self.metrics.snapshot = self._metrics_snapshot
         self._pushed: dict[str, int] = {}     # what the metrics pump already counted
-        self.recent_latencies: dict[str, list[float]] = {}
+        for name, t in self.targets.items():
+            t.observe_latencies = functools.partial(self.metrics.observe_fanout_latencies, name)
         self._locked: set[str] = set()
         self.journal_ok = True
         self._http: Any = None
@@ -317,10 +319,6 @@ class Gateway:
                 d = self._delta(f"out:{name}:{cat}", n)
                 if d and cat is not None:
                     m.messages_out(name, cat, d)
-            if t.latencies:
-                m.observe_fanout_latencies(name, t.latencies)
-                self.recent_latencies[name] = list(t.latencies)   # the demo's p99
-                t.latencies.clear()
         for name, slot in self.slots.items():
             d = self._delta(f"bin:{name}", slot.bytes_in)
             if d:
