@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .fix import tags as T
 from .fix.codec import Decoder, RawMessage, encode
-from .fix.dropcopy import CopySource, build_copy
+from .fix.dropcopy import CopySource, LiveBuilder, build_copy, live_builder
 from .fix.timefmt import utc_timestamp
 from .journal import Journal
 from .routing import RoutingTable, category
@@ -144,6 +144,8 @@ class TargetState:
         self.begin_string = begin_string.encode()
         self.gateway_comp = gateway_comp.encode()
         self.default_front_end = PROFILE_FRONT_END.get(profile, "fix")
+        self._front_end = ""
+        self._build: LiveBuilder
         self.front_end = self.default_front_end
         self.journal = journal
         self.clock = clock
@@ -165,6 +167,18 @@ class TargetState:
         self.latencies: deque[float] = deque(maxlen=10_000)
         self._lats: list[float] = []
         self._catchup: deque = deque()      # journal entries read ahead while spilled
+
+    @property
+    def front_end(self) -> str:
+        return self._front_end
+
+    @front_end.setter
+    def front_end(self, value: str) -> None:
+        """The copy format (from the routing table); the hot-path builder follows it."""
+        if value != self._front_end:
+            self._front_end = value
+            self._build = live_builder(value, self.begin_string, self.gateway_comp,
+                                       self.comp_bytes)
 
     @property
     def backlog(self) -> int:
@@ -244,7 +258,8 @@ class TargetState:
 
     def flush(self, durable_lsn: int) -> None:
         """Write, in sequence order, everything that may go now; stop when the socket pushes
-        back (``pause_writing``) or the next seq is not durable yet."""
+        back (``pause_writing``) or the next seq is not durable yet. The common case (a run of
+        durable copies, no session message waiting, not spilled) stays in the inner loop."""
         conn = self.conn
         if conn is None or conn.write_paused:
             return
@@ -252,25 +267,42 @@ class TargetState:
         size = 0
         now = self.clock()
         st = utc_timestamp(now)
+        st52 = b"52=" + st + b"\x01"
+        build = self._build
+        pending, admin, lats, counts = self.pending, self.admin, self._lats, self.out_counts
+        seq = self.cursor
         while True:
-            seq = self.cursor
-            raw = self.admin.pop(seq, None)
+            raw = admin.pop(seq, None) if admin else None
             if raw is None:
-                raw = self._next_copy(seq, durable_lsn, st, now)
-                if raw is None:
-                    break
+                if self.spill_from is None:
+                    if not pending:
+                        break
+                    item = pending[0]
+                    if item[0] != seq or item[1] > durable_lsn:
+                        break
+                    pending.popleft()
+                    raw = build(item[2], seq, st52)
+                    lats.append(now - item[3])
+                    cat = item[4]
+                    counts[cat] = counts.get(cat, 0) + 1
+                else:
+                    raw = self._from_journal(seq, st)
+                    if raw is None:
+                        break
             out.append(raw)
             size += len(raw)
-            self.cursor = seq + 1
+            seq += 1
             if size >= WRITE_CHUNK:
+                self.cursor = seq
                 self._write(out, conn)
                 out, size = [], 0
                 if conn.write_paused or self.conn is None:
                     break
+        self.cursor = seq
         if out:
             self._write(out, conn)
-        lats = self._lats
         if lats:
+            self.copies_written += len(lats)
             self.latencies.extend(lats)
             if self.observe_latencies is not None:
                 self.observe_latencies(lats)
@@ -279,19 +311,6 @@ class TargetState:
     def _write(self, out: list[bytes], conn: "FixConnection") -> None:
         conn.write_raw(b"".join(out))
         self.written_upto = self.cursor - 1
-
-    def _next_copy(self, seq: int, durable_lsn: int, st: bytes, now: float) -> bytes | None:
-        pending = self.pending
-        if self.spill_from is not None and seq >= self.spill_from:
-            return self._from_journal(seq, st)
-        if not pending or pending[0][0] != seq or pending[0][1] > durable_lsn:
-            return None
-        _, _, src, received, cat = pending.popleft()
-        self.copies_written += 1
-        self.out_counts[cat] = self.out_counts.get(cat, 0) + 1
-        self._lats.append(now - received)
-        return build_copy(src, self.front_end, self.begin_string, self.gateway_comp,
-                          self.comp_bytes, seq, st)
 
     def _from_journal(self, seq: int, st: bytes) -> bytes | None:
         """Catch-up: the copy for ``seq`` read back from the journal (durable entries only)."""

@@ -140,6 +140,37 @@ def build_copy(src: CopySource, front_end: str, begin_string: bytes, gateway_com
                                 orig_sending_time)
 
 
+LiveBuilder = Callable[[CopySource, int, bytes], bytes]
+
+
+def _live_fix(begin_string: bytes, head: bytes) -> LiveBuilder:
+    def build(src: CopySource, seq: int, st52: bytes) -> bytes:
+        tail = src._fix_tail
+        if tail is None:
+            tail = src.fix_tail()
+        return encode(begin_string, src.msg.msg_type, b"%s%d\x01%s%s" % (head, seq, st52, tail),
+                      src.body, src.body_sum)
+    return build
+
+
+def _live_ilink2(begin_string: bytes, head: bytes) -> LiveBuilder:
+    def build(src: CopySource, seq: int, st52: bytes) -> bytes:
+        env, env_sum = src.envelope()
+        return encode(begin_string, _XML_NON_FIX, b"%s%d\x01%s" % (head, seq, st52), env, env_sum)
+    return build
+
+
+_LIVE: dict[str, Callable[[bytes, bytes], LiveBuilder]] = {"fix": _live_fix, "ilink2": _live_ilink2}
+
+
+def live_builder(front_end: str, begin_string: bytes, gateway_comp: bytes,
+                 target_comp: bytes) -> LiveBuilder:
+    """The fan-out's hot path: ``build(src, seq, b"52=<time>SOH")`` makes the first
+    transmission of a copy for one target, byte-identical to :func:`build_copy` without
+    poss_dup, with the target's constant header bytes prepared once."""
+    return _LIVE[front_end](begin_string, b"49=%s\x0156=%s\x0134=" % (gateway_comp, target_comp))
+
+
 def unwrap_rtrf(copy: RawMessage) -> bytes:
     """The original message carried by an ilink2 copy (35=n): XmlData (213) without its
     ``<RTRF>`` wrapper. Raises ValueError when the copy is not such a message."""

@@ -218,3 +218,18 @@ def test_copies_are_valid_and_carry_the_body_unchanged(body, msg_type, begin, su
     inner = unwrap_rtrf(ilink)
     assert inner == orig.raw and codec.checksum_ok(inner)
     assert (ilink.header.get(43) == b"Y") is poss_dup
+
+
+
+@pytest.mark.parametrize("front_end", ["fix", "ilink2"])
+def test_live_builder_is_byte_identical_to_build_copy(front_end):
+    from dcgateway.fix import codec as _codec
+    from dcgateway.fix.dropcopy import CopySource as _CS, build_copy as _bc, live_builder
+    raw = _codec.encode_fields("FIX.4.2", "8", [(49, "ABC123N"), (56, "DCGW"), (34, 9), (50, "T1"),
+                                                (52, "20261124-10:00:00.000")],
+                               [(17, "E1"), (150, "F"), (1, "ACCT01"), (55, "ESZ6")])
+    src = _CS(_codec.Decoder().feed(raw)[0])
+    build = live_builder(front_end, b"FIX.4.4", b"DCGW", b"CLRFIX44")
+    for seq in (1, 57, 123456):
+        assert build(src, seq, b"52=20261124-10:00:01.000\x01") == _bc(
+            src, front_end, b"FIX.4.4", b"DCGW", b"CLRFIX44", seq, b"20261124-10:00:01.000")
