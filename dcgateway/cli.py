@@ -120,6 +120,13 @@ class Output:
 # Helpers for every command (other modules' registrars use these too)
 # ---------------------------------------------------------------------------------------------
 
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of text cells as left-aligned columns (the first row is the heading)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
 def load(args: argparse.Namespace) -> GatewayConfig:
     """The configuration named by --config (raises ConfigError: exit 2 with every problem)."""
     return load_config(args.config)
@@ -242,9 +249,7 @@ def _cmd_groups_list(args: argparse.Namespace, out: Output) -> int:
     rows += [(g.entity, g.name, g.front_end,
               ",".join(c for c in CATEGORIES if c in g.filters.categories),
               _short(g.sources), _short(g.targets)) for g in groups]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     for row in rows) if groups else "no groups"
+    text = format_table(rows) if groups else "no groups"
     out.result({"groups": [group_to_data(g) for g in groups]}, text)
     return 0
 

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-from .cli import Output, add_command, load, require_admin
+from .cli import Output, add_command, format_table, load, require_admin
 from .config import GatewayConfig
 from .errors import UsageError
 
@@ -72,9 +72,7 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
     for i in infos:
         j = i.to_json()
         rows.append((j["session_id"], j["access_key_id"], j["created"], j["expires"], j["status"]))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    text = "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows) \
-        if infos else "no key pairs"
+    text = format_table(rows) if infos else "no key pairs"
     out.result({"keys": [i.to_json() for i in infos]}, text)
     return 0
 
@@ -157,8 +155,7 @@ def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
     table += [(r["comp_id"], r["role"], r["entity"], "yes" if r["connected"] else "no",
                str(r["next_in"]), str(r["next_out"]), "LOCKED" if r["locked"] else "-")
               for r in rows]
-    widths = [max(len(t[c]) for t in table) for c in range(len(table[0]))]
-    text = "\n".join("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip() for t in table)
+    text = format_table(table)
     if not status:
         text += "\n(gateway not running: CONNECTED is unknown, sequences are as last stored)"
     out.result({"gateway_running": bool(status), "sessions": rows}, text)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from .config_yaml import (BAD, REQUIRED, Context, MapNode, Parser, choices_text,
                           expects, is_null, join_path, list_of, name_in, node_line, one_of,
                           parse_name, read_file, record, scalar, sequence_items, text_of)
 from .errors import ConfigError
+from .fsutil import atomic_write
 
 if TYPE_CHECKING:       # config.py imports this module; groups only read these duck-typed
     from .config import Entity, SessionDef
@@ -400,27 +400,8 @@ def write_groups_atomic(path: str | os.PathLike[str], groups: Iterable[GroupDef]
     the new one, never half of one, and a crash leaves one of the two on disk. Temp file in the
     same folder, fsync, os.replace, fsync the folder."""
     path = Path(path)
-    text = dump_groups(groups).encode("utf-8")
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, dump_groups(groups).encode("utf-8"), mode)

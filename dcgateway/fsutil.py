@@ -43,6 +43,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
+            os.fchmod(fd, mode)               # exactly ``mode``, whatever the umask
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
