@@ -268,6 +268,7 @@ class TargetState:
         now = self.clock()
         st = utc_timestamp(now)
         st52 = b"52=" + st + b"\x01"
+        st52_sum = sum(st52)
         build = self._build
         pending, admin, lats, counts = self.pending, self.admin, self._lats, self.out_counts
         seq = self.cursor
@@ -281,7 +282,7 @@ class TargetState:
                     if item[0] != seq or item[1] > durable_lsn:
                         break
                     pending.popleft()
-                    raw = build(item[2], seq, st52)
+                    raw = build(item[2], seq, st52, st52_sum)
                     lats.append(now - item[3])
                     cat = item[4]
                     counts[cat] = counts.get(cat, 0) + 1

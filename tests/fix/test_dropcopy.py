@@ -230,6 +230,26 @@ def test_live_builder_is_byte_identical_to_build_copy(front_end):
                                [(17, "E1"), (150, "F"), (1, "ACCT01"), (55, "ESZ6")])
     src = _CS(_codec.Decoder().feed(raw)[0])
     build = live_builder(front_end, b"FIX.4.4", b"DCGW", b"CLRFIX44")
-    for seq in (1, 57, 123456):
-        assert build(src, seq, b"52=20261124-10:00:01.000\x01") == _bc(
+    st52 = b"52=20261124-10:00:01.000\x01"
+    for seq in (1, 57, 123456, 99999999):
+        assert build(src, seq, st52, sum(st52)) == _bc(
             src, front_end, b"FIX.4.4", b"DCGW", b"CLRFIX44", seq, b"20261124-10:00:01.000")
+
+
+@given(front_end=st.sampled_from(["fix", "ilink2"]), mt=st.sampled_from(["8", "D", "AB", "BZ", "9"]),
+       body=st.lists(st.tuples(st.integers(1, 999).filter(lambda t: t not in (8, 9, 10, 34, 35, 43, 49, 50,
+                                                                            52, 56, 90, 91, 95, 96, 97,
+                                                                            115, 116, 122, 212, 213)),
+                               st.text(alphabet="ABCXYZ0129.-", min_size=1, max_size=12)), max_size=10),
+       seq=st.integers(1, 10**9), sub=st.sampled_from([None, "T1"]))
+@settings(max_examples=200)
+def test_live_builder_matches_build_copy_property(front_end, mt, body, seq, sub):
+    from dcgateway.fix import codec as _codec
+    from dcgateway.fix.dropcopy import CopySource as _CS, build_copy as _bc, live_builder
+    header = [(49, "ABC123N"), (56, "DCGW"), (34, 3)] + ([(50, sub)] if sub else []) + \
+        [(52, "20261124-10:00:00.000")]
+    src = _CS(_codec.Decoder().feed(_codec.encode_fields("FIX.4.2", mt, header, body))[0])
+    st52 = b"52=20261124-10:00:01.123\x01"
+    got = live_builder(front_end, b"FIX.4.2", b"DCGW", b"CLR001N")(src, seq, st52, sum(st52))
+    assert got == _bc(src, front_end, b"FIX.4.2", b"DCGW", b"CLR001N", seq, b"20261124-10:00:01.123")
+    assert _codec.checksum_ok(got)
