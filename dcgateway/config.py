@@ -143,6 +143,8 @@ class GatewaySettings:
     write_buffer_high: int = 1_048_576
     write_buffer_low: int = 262_144
     max_connections: int = 1024
+    journal_commit_delay_s: float = 0.0         # bound on how long an append waits for its fsync to start
+    target_max_pending: int = 10_000            # copies a slow target holds in memory before the journal serves it
     tls: TlsSettings | None = None
     #: "Environment" column of downloaded key files; None = the key manager's default.
     environment: str | None = None
@@ -252,6 +254,8 @@ def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
         "write_buffer_high": (number(1024, 1 << 30, integer=True), 1_048_576),
         "write_buffer_low": (number(0, 1 << 30, integer=True), 262_144),
         "max_connections": (number(1, 1_000_000, integer=True), 1024),
+        "journal_commit_delay_s": (number(0, 1, integer=False), 0.0),
+        "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),
         "tls": (record({"cert_file": (file_path(base, True), REQUIRED),
                         "key_file": (file_path(base, True), REQUIRED),
                         "ca_file": (file_path(base, True), None),

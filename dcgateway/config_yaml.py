@@ -225,7 +225,8 @@ def one_of(choices: Sequence[str], fold: bool = False, unknown: str = "{!r} is n
 def number(lo: float, hi: float, *, integer: bool) -> Parser:
     """A finite number from ``lo`` to ``hi`` (``_`` digit separators allowed)."""
     kind = "a whole number" if integer else "a number"
-    expected = f"{kind} from {lo:g} to {hi:g}"
+    expected = (f"{kind} from {int(lo)} to {int(hi)}" if integer
+                else f"{kind} from {lo:g} to {hi:g}")
 
     @expects(expected)
     def parse(ctx: Context, node: Node, path: str) -> float | int:

@@ -30,7 +30,7 @@ from .auth.canonical import required_tags
 from .auth.verify import SessionAuth
 from .config import Administrator, GatewayConfig, load_groups
 from .errors import ConfigError, DcGatewayError
-from .fanout import DEFAULT_MAX_PENDING, Fanout, TargetState, TargetStore
+from .fanout import Fanout, TargetState, TargetStore
 from .fsutil import atomic_write, stat_signature
 from .journal import GroupCommitter, Journal
 from .metrics import GatewayMetrics, KeyStatus, SessionStatus, Snapshot, TargetStatus
@@ -198,7 +198,7 @@ class Gateway:
             return SessionSlot(sdef.comp_id, sdef.role, cfg, store)
         target = TargetState(sdef.comp_id, sdef.begin_string, sdef.profile,
                              self.config.gateway.comp_id, self.journal, self.clock,
-                             DEFAULT_MAX_PENDING)
+                             self.config.gateway.target_max_pending)
         next_out = max(store.next_out, recovery.target_next_seq.get(sdef.comp_id, 1))
         target.store = TargetStore(target, store, self.journal, next_out)
         target.written_upto = next_out - 1
@@ -423,7 +423,8 @@ class Gateway:
         g = self.config.gateway
         self.committer = GroupCommitter(self.journal, asyncio.get_running_loop(), self._on_durable,
                                         on_error=self._on_journal_error,
-                                        on_fsync=self.metrics.fsync)
+                                        on_fsync=self.metrics.fsync,
+                                        max_delay=g.journal_commit_delay_s)
         self.port = await self.acceptor.start(g.listen.host, g.listen.port,
                                               ssl=server_ssl_context(g.tls))
         self._http = await serve_http(g.metrics.host, g.metrics.port, _PushFirst(self),

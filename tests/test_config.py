@@ -204,6 +204,13 @@ INVALID = [
      "gateway.listen.port", "'98780' is out of range", "expected a whole number from 0 to 65535"),
     ("port-not-a-number", "gateway", "port: 9100}", "port: http}", "port: http",
      "gateway.metrics.port", "'http' is not a whole number", "expected a whole number"),
+    ("commit-delay-too-long", "gateway", "logon_timeout_s: 60",
+     "logon_timeout_s: 60\n  journal_commit_delay_s: 5", "journal_commit_delay_s: 5",
+     "gateway.journal_commit_delay_s", "'5' is out of range", "expected a number from 0 to 1"),
+    ("max-pending-too-small", "gateway", "logon_timeout_s: 60",
+     "logon_timeout_s: 60\n  target_max_pending: 5", "target_max_pending: 5",
+     "gateway.target_max_pending", "'5' is out of range",
+     "expected a whole number from 100 to 10000000"),
     ("bad-tz", "gateway", "tz: America/Chicago}\n  week", "tz: America/Chicgo}\n  week",
      "America/Chicgo", "gateway.market_close.tz", "'America/Chicgo' is not a known time zone "
      "(did you mean 'America/Chicago'?)", "expected an IANA time zone name"),
