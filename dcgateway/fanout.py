@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dcgateway.fanout")
 
+#: Session messages (Heartbeats...) queued behind a target's copies before the gateway gives up on
+#: a target that does not read (it keeps being read, see net/connection.py, so this is its bound).
+MAX_ADMIN_QUEUED = 10_000
 #: Copies a connected target whose socket pushes back may hold in memory before its outbox spills
 #: to the journal; a target that keeps up spills only past SPILL_HARD_FACTOR times that.
 DEFAULT_MAX_PENDING = 10_000
@@ -104,6 +107,12 @@ class TargetStore:
         seq = self._next_out
         self._next_out = seq + 1
         return seq
+
+    def unreserve(self, seq: int) -> None:
+        """The journal refused the record that ``seq`` was reserved for: give it back, so the
+        target's stream has no hole its outbox would wait on forever."""
+        if self._next_out == seq + 1:
+            self._next_out = seq
 
     def resend_limit(self) -> int:
         return self.target.written_upto
@@ -250,9 +259,16 @@ class TargetState:
                 direct.append(item.raw)
             else:
                 self.admin[seq] = item.raw
-        if direct and self.conn is not None:
-            self.conn.write_raw(b"".join(direct))
+        # New messages first: a Logon reply must precede retransmissions answering a
+        # ResendRequest that came in the same packet as the Logon.
         self.flush(self.journal.durable_lsn)
+        conn = self.conn
+        if direct and conn is not None:
+            conn.write_raw(b"".join(direct))
+        if len(self.admin) > MAX_ADMIN_QUEUED and conn is not None:
+            log.warning("target %s is not reading: %d session messages queued; disconnecting",
+                        self.comp_id, len(self.admin))
+            conn.close("target not reading", abort=True)
 
     # -- the writer -------------------------------------------------------------------------------
 
@@ -358,6 +374,7 @@ class Fanout:
         self.sources: dict[str, "SessionSlot"] = {}   # source slots, for backpressure
         self.sources_held = False
         # plain counters the metrics pump reads once a second (no metrics call per message)
+        self.journal_refusals = 0
         self.in_counts: dict[tuple[str, str | None], int] = {}
         self.group_counts: dict[str, int] = {}
         self.journal_bytes = 0
@@ -390,7 +407,13 @@ class Fanout:
         for msg in messages:
             routes = table.route(source, msg)
             assigns = [(r.target, targets[r.target].store.reserve()) for r in routes]
-            lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
+            try:
+                lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
+            except Exception as exc:          # disk full, I/O error: this message is not kept
+                for target, seq in assigns:
+                    targets[target].store.unreserve(seq)
+                self._refuse_rest(slot, msg, exc, now)
+                break
             nbytes += len(msg.raw)
             cat = category(msg)
             key = (source, cat)
@@ -408,6 +431,21 @@ class Fanout:
         self.notify()
         if not self.sources_held and journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE:
             self._hold_sources(True)
+
+    def _refuse_rest(self, slot: "SessionSlot", msg: RawMessage, exc: Exception,
+                     now: float) -> None:
+        """The journal could not take ``msg``: it and the rest of its batch are not accepted.
+        The source's next expected seq goes back to ``msg``'s, so the gateway asks for them
+        again (ResendRequest) once the source logs on again; it is told why and disconnected."""
+        self.journal_refusals += 1
+        seq = msg.seq_num or slot.store.next_in
+        log.error("journal refused a message of %s (MsgSeqNum %d): %s; logging it out, it will "
+                  "be asked for everything from %d", slot.comp_id, seq, exc, seq)
+        slot.store.set_next_in(seq)
+        conn = slot.connection
+        if conn is not None and conn.session is not None and not conn.session.closed:
+            conn.session.logout("gateway cannot store messages right now; log on again later", now)
+            conn.close_after_pump = True
 
     def _from_target(self, slot: "SessionSlot", messages: list[RawMessage], now: float) -> None:
         """ILINK.md: a drop copy target is read-only. Each application message it sends gets a
@@ -439,4 +477,10 @@ class Fanout:
             self._hold_sources(False)
         for t in self.targets.values():
             if t.conn is not None and (t.pending or t.spill_from is not None or t.admin):
-                t.flush(lsn)
+                try:
+                    t.flush(lsn)
+                except Exception:             # one target's fault must not stop the others
+                    log.exception("internal error writing to target %s; disconnecting it",
+                                  t.comp_id)
+                    if t.conn is not None:
+                        t.conn.close("internal error", abort=True)

@@ -260,6 +260,13 @@ class Gateway:
         """Log every session out, then reset every session's sequences to 1 (both directions);
         the journal keeps the old week's messages until retention drops them."""
         log.warning("%s: logging out every session and resetting sequences", reason)
+        self.acceptor.refusing = f"{reason} in progress; log on again in a minute"
+        try:
+            await self._reset_all(reason)
+        finally:
+            self.acceptor.refusing = None
+
+    async def _reset_all(self, reason: str) -> None:
         for slot in self.slots.values():
             conn = slot.connection
             if conn is not None and conn.session is not None and not conn.session.closed:
@@ -271,15 +278,28 @@ class Gateway:
             await asyncio.sleep(0.1)
         for slot in self.slots.values():
             if slot.connection is not None:
-                slot.connection.close(reason)
-        await self.committer.flush()
+                slot.connection.close(reason, abort=True)
+        await asyncio.sleep(0)                # let connection_lost run for the aborted ones
+        await self.committer.flush(timeout=30)
         for slot in self.slots.values():
-            slot.store.reset()
-            if slot.role == "source":
-                self.journal.append_source_next_in(slot.comp_id, 1)
+            try:
+                slot.store.reset()
+                if slot.role == "source":
+                    self.journal.append_source_next_in(slot.comp_id, 1)
+            except Exception as exc:
+                log.error("sequence reset of %s failed: %s", slot.comp_id, exc)
         self.committer.notify()
-        await self.committer.flush()
+        await self.committer.flush(timeout=30)
         self.counts["sequence_resets"] += 1
+
+    def _source_marker(self, name: str, slot: SessionSlot) -> None:
+        """Journal the source's next inbound seq (never raises: a failing disk is logged; the
+        journal then still holds an older, lower value, which only costs a ResendRequest)."""
+        try:
+            self.journal.append_source_next_in(name, slot.store.next_in)
+            self.committer.notify()
+        except Exception as exc:
+            log.error("could not journal the inbound sequence of %s: %s", name, exc)
 
     def _on_durable(self, lsn: int) -> None:
         self.journal_ok = True
@@ -378,10 +398,11 @@ class Gateway:
         if isinstance(ev, LoggedOn):
             log.info("session %s logged on (HeartBtInt=%d%s)", name, ev.heartbeat_interval,
                      ", sequences reset" if ev.reset else "")
-            if ev.reset and slot is not None and slot.role == "source":
-                # 141=Y: the journal must know the source starts again at 1
-                self.journal.append_source_next_in(name, slot.store.next_in)
-                self.committer.notify()
+            if slot is not None and slot.role == "source":
+                if ev.reset:                  # 141=Y: the journal must know it starts again at 1
+                    self._source_marker(name, slot)
+                if self.fanout.sources_held and slot.connection is not None:
+                    slot.connection.hold_reading("journal")   # the journal is behind
             self.counts["logons"] += 1
             self._connected_since[name] = self.clock()
             self.write_status()
@@ -397,8 +418,7 @@ class Gateway:
             if (isinstance(ev, Disconnect) and slot is not None and slot.role == "source"
                     and slot.connection is None and self.committer is not None):
                 # admin messages consumed seqs too: the restart should expect exactly this
-                self.journal.append_source_next_in(name, slot.store.next_in)
-                self.committer.notify()
+                self._source_marker(name, slot)
             if slot is not None and slot.connection is None and \
                     self._connected_since.pop(name, None) is not None:
                 self.write_status()

@@ -78,6 +78,7 @@ class Acceptor:
         self.connections: set[FixConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._our = settings.our_comp_id.encode()
+        self.refusing: str | None = None        # a reason to refuse every Logon (weekly reset)
 
     # -- used by FixConnection --------------------------------------------------------------
 
@@ -105,7 +106,11 @@ class Acceptor:
             slot.connection = None
             if slot.target is not None:
                 slot.target.detach(conn)
-            slot.store.sync()
+            try:
+                slot.store.sync()
+            except Exception as err:           # a failing disk: logged, the slot is free anyway
+                log.error("session %s: could not sync its state on disconnect: %s",
+                          slot.comp_id, err)
             log.info("session %s disconnected (%s)", slot.comp_id,
                      conn.close_reason or (exc and str(exc)) or "peer closed")
             self.on_event(slot, Disconnect(conn.close_reason or "peer closed"))
@@ -124,7 +129,9 @@ class Acceptor:
         target = first.header.get(T.TARGET_COMP_ID, b"")
         slot = self.slots.get(sender.decode("ascii", "replace"))
         reason = None
-        if target != self._our:
+        if self.refusing is not None:
+            reason = self.refusing
+        elif target != self._our:
             reason = f"TargetCompID(56) must be {self.settings.our_comp_id}"
         elif slot is None:
             reason = "unknown SenderCompID(49)"

@@ -30,11 +30,15 @@ log = logging.getLogger("dcgateway.net")
 
 #: Bytes of non-FIX input accepted before a Logon before the connection is dropped.
 MAX_PRE_LOGON_GARBAGE = 4096
+#: After close(), how long the write buffer may take to drain before the connection is aborted
+#: (a peer that stopped reading must not keep its session bound).
+CLOSE_GRACE_S = 2.0
 
 
 class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "session", "slot", "connected_at",
-                 "_decoder", "_garbage", "_closing", "_paused", "_holds", "close_reason")
+                 "_decoder", "_garbage", "_closing", "_lost", "_paused", "_holds", "close_reason",
+                 "close_after_pump")
 
     def __init__(self, acceptor: Acceptor, clock: Callable[[], float], max_message_size: int) -> None:
         self.acceptor = acceptor
@@ -47,6 +51,8 @@ class FixConnection(asyncio.Protocol):
         self._decoder = Decoder(max_message_size)
         self._garbage = 0
         self._closing = False
+        self._lost = False
+        self.close_after_pump = False             # set by the fan-out: Logout out, then close
         self._paused = False
         self._holds: set[str] = set()         # reasons to stop reading from this peer
         self.close_reason = ""
@@ -79,11 +85,18 @@ class FixConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self.acceptor.connection_closed(self, exc)
+        self._lost = True
+        try:
+            self.acceptor.connection_closed(self, exc)
+        except Exception:                      # never into the loop's exception handler
+            log.exception("internal error closing %s", self.name)
 
     def pause_writing(self) -> None:
         self._paused = True
-        self.hold_reading("write_buffer")
+        # A drop copy target is still read while it drains its copies: its Heartbeats and
+        # TestRequests must be heard (its queued session messages are bounded in fanout.py).
+        if self.slot is None or self.slot.target is None:
+            self.hold_reading("write_buffer")
 
     def resume_writing(self) -> None:
         self._paused = False
@@ -160,7 +173,7 @@ class FixConnection(asyncio.Protocol):
                 self.slot.target.session_output(out)    # in sequence order with the copies
             else:
                 self.write_raw(out)
-        if session.closed:
+        if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
 
     def tick(self, now: float) -> None:
@@ -184,10 +197,25 @@ class FixConnection(asyncio.Protocol):
             if self.slot is not None:
                 self.slot.bytes_out += len(data)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """Close after what is buffered is written (a Logout), or at once with ``abort``; a
+        peer that does not drain it within CLOSE_GRACE_S is aborted."""
         if self._closing:
             return
         self._closing = True
         self.close_reason = reason
         if self.transport is not None:
+            if abort:
+                self.transport.abort()
+                return
             self.transport.close()             # flushes what is buffered, then closes
+            try:
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._abort_if_open)
+            except RuntimeError:               # no running loop (shutdown): nothing to wait for
+                pass
+
+    def _abort_if_open(self) -> None:
+        if not self._lost and self.transport is not None:
+            log.warning("connection %s (%s) did not drain within %gs of closing; aborted",
+                        self.peer, self.name, CLOSE_GRACE_S)
+            self.transport.abort()
