@@ -43,7 +43,7 @@ from .config_groups import (CATEGORIES, FILTER_KEYS, FRONT_ENDS, MAX_SOURCES_PER
                             SIDE_CODES, SIDE_NAMES, Filters, GroupDef, IncludeExclude,
                             dump_groups, group_to_data, groups_from_data, load_groups,
                             read_groups, write_groups_atomic)  # noqa: F401
-from .config_yaml import (BAD, NAME_EXPECTED, NAME_RE, REQUIRED, Context, MapNode, Spec,
+from .config_yaml import (BAD, NAME_EXPECTED, NAME_RE, REQUIRED, Context, MapNode, Parser, Spec,
                           file_path, is_null, join_path, list_of, name_in, node_line, number,
                           one_of, parse_bool, parse_hhmm, parse_name, parse_tz, read_file,
                           record, sequence_items, text_of)
@@ -143,6 +143,7 @@ class GatewaySettings:
     write_buffer_high: int = 1_048_576
     write_buffer_low: int = 262_144
     max_connections: int = 1024
+    metrics_tls: TlsSettings | None = None      # TLS on /metrics and /healthz
     journal_commit_delay_s: float = 0.0         # bound on how long an append waits for its fsync to start
     target_max_pending: int = 10_000            # copies a slow target holds in memory before the journal serves it
     tls: TlsSettings | None = None
@@ -233,6 +234,14 @@ _smtp = record({"host": (_host, REQUIRED), "port": (_port, REQUIRED),
                SmtpSettings, "a mapping {host: ..., port: ..., sender: ...}")
 
 
+def _tls(base: Path) -> Parser:
+    return record({"cert_file": (file_path(base, True), REQUIRED),
+                   "key_file": (file_path(base, True), REQUIRED),
+                   "ca_file": (file_path(base, True), None),
+                   "require_client_cert": (parse_bool, False)}, TlsSettings,
+                  "a mapping {cert_file: ..., key_file: ..., [ca_file, require_client_cert]}")
+
+
 def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
     """gateway: key -> (parser, default); paths resolve against ``base``."""
     return {
@@ -256,12 +265,8 @@ def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
         "max_connections": (number(1, 1_000_000, integer=True), 1024),
         "journal_commit_delay_s": (number(0, 1, integer=False), 0.0),
         "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),
-        "tls": (record({"cert_file": (file_path(base, True), REQUIRED),
-                        "key_file": (file_path(base, True), REQUIRED),
-                        "ca_file": (file_path(base, True), None),
-                        "require_client_cert": (parse_bool, False)}, TlsSettings,
-                       "a mapping {cert_file: ..., key_file: ..., [ca_file, "
-                       "require_client_cert]}"), None),
+        "tls": (_tls(base), None),
+        "metrics_tls": (_tls(base), None),
         "environment": (text_of(NAME_RE, NAME_EXPECTED), None),
     }
 

@@ -448,10 +448,10 @@ class Gateway:
         self.port = await self.acceptor.start(g.listen.host, g.listen.port,
                                               ssl=server_ssl_context(g.tls))
         self._http = await serve_http(g.metrics.host, g.metrics.port, _PushFirst(self),
-                                      self.health)
+                                      self.health, ssl=server_ssl_context(g.metrics_tls))
         self.metrics_port = self._http.sockets[0].getsockname()[1]
-        log.info("metrics on http://%s:%d/metrics (health: /healthz)", g.metrics.host,
-                 self.metrics_port)
+        log.info("metrics on %s://%s:%d/metrics (health: /healthz)",
+                 "https" if g.metrics_tls else "http", g.metrics.host, self.metrics_port)
         self.write_status()
         return self.port
 

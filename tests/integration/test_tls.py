@@ -77,3 +77,21 @@ async def test_tls_listener_accepts_trusting_client_and_refuses_wrong_ca(start_g
     with pytest.raises(ssl.SSLCertVerificationError):
         await c.connect()
     await c.close()
+
+
+def _get(url: str, ctx: ssl.SSLContext) -> int:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
+        return r.status
+
+
+async def test_tls_on_the_metrics_endpoint(start_gateway, tls_files):
+    import asyncio
+    gw = await start_gateway(tls_files, extra="metrics_tls: {cert_file: server.pem, key_file: server.key}")
+    port = gw.gw.metrics_port
+    good_ctx = ssl.create_default_context(cafile=str(tls_files / "ca.pem"))
+    assert await asyncio.to_thread(_get, f"https://127.0.0.1:{port}/healthz", good_ctx) == 200
+    bad_ctx = ssl.create_default_context(cafile=str(tls_files / "other-ca.pem"))
+    with pytest.raises(Exception) as err:
+        await asyncio.to_thread(_get, f"https://127.0.0.1:{port}/metrics", bad_ctx)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(err.value)
