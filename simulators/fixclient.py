@@ -360,3 +360,21 @@ def run_main(coro: Any) -> Any:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
+
+
+def command_main(args: Any, amain: Callable[[Any], Any], unbounded: str | None) -> int:
+    """A simulator command's body: refuse an unbounded run (``unbounded`` is the error text, or
+    None when the arguments bound it), run ``amain(args)``, print its summary as one JSON line.
+    Exit 0, 1 when the summary reports an error, 2 for a usage error."""
+    import json
+    import sys
+    if unbounded is not None:
+        print(f"error: {unbounded}", file=sys.stderr)
+        return 2
+    try:
+        summary = run_main(amain(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0 if summary.get("error") is None else 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,7 +30,7 @@ from typing import Any, NamedTuple
 
 import simplefix
 
-from .fixclient import (FixClient, LogonSigner, add_connection_args, get, run_main,
+from .fixclient import (FixClient, LogonSigner, add_connection_args, command_main, get,
                         sending_time, signer_from_args)
 from .orders import DEFAULT_ACCOUNTS, DEFAULT_SYMBOLS, OrderEvent, OrderFlow
 
@@ -510,17 +509,9 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.count is None and args.duration is None:
-        print("error: give --count and/or --duration (the simulator stops by itself)",
-              file=sys.stderr)
-        return 2
-    try:
-        summary = run_main(_amain(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, sort_keys=True), flush=True)
-    return 0 if summary.get("error") is None else 1
+    bounded = args.count is not None or args.duration is not None
+    return command_main(args, _amain, None if bounded else
+                        "give --count and/or --duration (the simulator stops by itself)")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -43,7 +42,8 @@ from dcgateway.fix.codec import DecodeError, Decoder, RawMessage
 from dcgateway.fix.dropcopy import unwrap_rtrf
 from dcgateway.routing import category
 
-from .fixclient import FixClient, LogonSigner, add_connection_args, run_main, signer_from_args
+from .fixclient import (FixClient, LogonSigner, add_connection_args, command_main,
+                        signer_from_args)
 from .orders import message_key
 
 __all__ = ["TargetSimulator", "Delivery", "main"]
@@ -592,17 +592,9 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.count is None and args.duration is None and args.idle is None:
-        print("error: give --count, --duration and/or --idle (the simulator stops by itself)",
-              file=sys.stderr)
-        return 2
-    try:
-        stats = run_main(_amain(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(stats, sort_keys=True), flush=True)
-    return 0 if stats.get("error") is None else 1
+    bounded = args.count is not None or args.duration is not None or args.idle is not None
+    return command_main(args, _amain, None if bounded else
+                        "give --count, --duration and/or --idle (the simulator stops by itself)")
 
 
 if __name__ == "__main__":
