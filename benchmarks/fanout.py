@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -13,7 +13,7 @@ import simplefix
 
 from dcgateway.fix.codec import Decoder
 from dcgateway.fix.dropcopy import unwrap_rtrf
-from simulators.fixclient import FixClient, get, sending_time
+from simulators.fixclient import FixClient, get
 
 from .conftest import REPO, write_config
 

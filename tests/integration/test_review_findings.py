@@ -16,7 +16,7 @@ import pytest
 from simulators.fixclient import FixClient, get
 
 from .conftest import write_config
-from .test_fanout import CONTRACT, connect_all, drain, new_order
+from .test_fanout import CONTRACT, connect_all, new_order
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,7 +14,7 @@ from dcgateway.config import load_config
 from tests.integration.conftest import issue_keys
 
 from .support import (GROUPS, assert_exact, expected, gateway_folder, routing_table,
-                      run_until_all, source, target, wait_for)
+                      source, target, wait_for)
 from .test_gateway_restart import finish, never
 
 pytestmark = pytest.mark.asyncio
