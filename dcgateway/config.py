@@ -144,6 +144,7 @@ class GatewaySettings:
     write_buffer_low: int = 262_144
     max_connections: int = 1024
     metrics_tls: TlsSettings | None = None      # TLS on /metrics and /healthz
+    max_inbound_msgs_per_s: int = 0             # per session; 0: no limit
     journal_commit_delay_s: float = 0.0         # bound on how long an append waits for its fsync to start
     target_max_pending: int = 10_000            # copies a slow target holds in memory before the journal serves it
     tls: TlsSettings | None = None
@@ -264,6 +265,7 @@ def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
         "write_buffer_low": (number(0, 1 << 30, integer=True), 262_144),
         "max_connections": (number(1, 1_000_000, integer=True), 1024),
         "journal_commit_delay_s": (number(0, 1, integer=False), 0.0),
+        "max_inbound_msgs_per_s": (number(0, 10_000_000, integer=True), 0),
         "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),
         "tls": (_tls(base), None),
         "metrics_tls": (_tls(base), None),

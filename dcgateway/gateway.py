@@ -178,7 +178,8 @@ class Gateway:
                              max_message_size=g.max_message_size,
                              write_buffer_high=g.write_buffer_high,
                              write_buffer_low=g.write_buffer_low,
-                             max_connections=g.max_connections),
+                             max_connections=g.max_connections,
+                             max_inbound_rate=g.max_inbound_msgs_per_s),
             self.slots, clock=clock, app_sink=self.fanout.on_app, authenticator=authenticator,
             on_event=self._on_event)
         self.port: int | None = None

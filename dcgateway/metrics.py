@@ -82,7 +82,8 @@ OTHER_CATEGORY = "other"
 #: session). Anything else is counted as ``other``.
 REFUSAL_REASONS: tuple[str, ...] = (
     "max_connections", "first_message_not_logon", "garbage_before_logon", "logon_timeout",
-    "wrong_target_comp_id", "unknown_session", "already_logged_on", "other")
+    "wrong_target_comp_id", "unknown_session", "already_logged_on", "rate_limit",
+    "sequence_reset", "other")
 
 
 # -- the snapshot: what the gateway reports at scrape time ------------------------------------

@@ -62,6 +62,7 @@ class AcceptorSettings:
     write_buffer_low: int = 256 << 10
     max_connections: int = 1024
     shutdown_timeout: float = 5.0
+    max_inbound_rate: int = 0                   # messages/s per session; 0: no limit
 
 
 class Acceptor:
@@ -128,17 +129,17 @@ class Acceptor:
         sender = first.header.get(T.SENDER_COMP_ID, b"")
         target = first.header.get(T.TARGET_COMP_ID, b"")
         slot = self.slots.get(sender.decode("ascii", "replace"))
-        reason = None
+        refusal = None                          # (metric reason, Logout text)
         if self.refusing is not None:
-            reason = self.refusing
+            refusal = ("sequence_reset", self.refusing)
         elif target != self._our:
-            reason = f"TargetCompID(56) must be {self.settings.our_comp_id}"
+            refusal = ("wrong_target_comp_id", f"TargetCompID(56) must be {self.settings.our_comp_id}")
         elif slot is None:
-            reason = "unknown SenderCompID(49)"
+            refusal = ("unknown_session", "unknown SenderCompID(49)")
         elif slot.connection is not None:
-            reason = "session is already logged on"
-        if reason is not None:
-            self._refuse_logon(conn, first, reason, now)
+            refusal = ("already_logged_on", "session is already logged on")
+        if refusal is not None:
+            self._refuse_logon(conn, first, refusal[1], refusal[0], now)
             return None
         assert slot is not None
         if slot.target is not None:
@@ -149,14 +150,16 @@ class Acceptor:
         conn.slot = slot
         return session
 
-    def _refuse_logon(self, conn: FixConnection, logon: RawMessage, reason: str, now: float) -> None:
+    def _refuse_logon(self, conn: FixConnection, logon: RawMessage, reason: str, code: str,
+                      now: float) -> None:
         begin = logon.begin_string or b"FIX.4.2"
         their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")
         out = encode_fields(begin, T.MsgType.LOGOUT, [
             (T.SENDER_COMP_ID, self._our), (T.TARGET_COMP_ID, their), (T.MSG_SEQ_NUM, 1),
             (T.SENDING_TIME, utc_timestamp(now))], [(T.TEXT, reason)])
         conn.write_raw(out)
-        self.refused(conn, reason)
+        log.info("connection %s refused: %s", conn.peer, reason)
+        self.on_event(None, ("refused", code))
         conn.close(reason)
 
     def dispatch(self, conn: FixConnection, events: list, now: float) -> None:

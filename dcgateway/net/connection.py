@@ -38,7 +38,7 @@ CLOSE_GRACE_S = 2.0
 class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "session", "slot", "connected_at",
                  "_decoder", "_garbage", "_closing", "_lost", "_paused", "_holds", "close_reason",
-                 "close_after_pump")
+                 "close_after_pump", "_window", "_window_n")
 
     def __init__(self, acceptor: Acceptor, clock: Callable[[], float], max_message_size: int) -> None:
         self.acceptor = acceptor
@@ -53,6 +53,8 @@ class FixConnection(asyncio.Protocol):
         self._closing = False
         self._lost = False
         self.close_after_pump = False             # set by the fan-out: Logout out, then close
+        self._window = 0.0                        # inbound rate limit: start of this second
+        self._window_n = 0                        # messages received in it
         self._paused = False
         self._holds: set[str] = set()         # reasons to stop reading from this peer
         self.close_reason = ""
@@ -77,6 +79,8 @@ class FixConnection(asyncio.Protocol):
                 self._before_logon(data, now)
             else:
                 self.slot.bytes_in += len(data)   # type: ignore[union-attr]
+                if self.acceptor.settings.max_inbound_rate and self._over_rate(data, now):
+                    return
                 self.session.receive_data(data, now)
                 self.pump(now)
         except Exception:                      # never let a bug escape into the loop
@@ -158,6 +162,27 @@ class FixConnection(asyncio.Protocol):
         if tail:
             session.receive_data(tail, now)
         self.pump(now)
+
+    def _over_rate(self, data: bytes, now: float) -> bool:
+        """Per-session inbound rate limit (``max_inbound_msgs_per_s``): messages are counted by
+        their trailers, in one-second windows. Past the limit the peer is logged out with the
+        reason and disconnected; what it sent in that chunk is not processed (a source is asked
+        for it again when it logs on)."""
+        if now - self._window >= 1.0:
+            self._window, self._window_n = now, 0
+        self._window_n += data.count(b"\x0110=")
+        limit = self.acceptor.settings.max_inbound_rate
+        if self._window_n <= limit:
+            return False
+        text = f"inbound message rate above {limit}/s"
+        log.warning("session %s: %s; logging it out", self.name, text)
+        self.acceptor.on_event(self.slot, ("refused", "rate_limit"))
+        assert self.session is not None
+        if not self.session.closed:
+            self.session.logout(text, now)
+        self.close_after_pump = True
+        self.pump(now)
+        return True
 
     def pump(self, now: float) -> None:
         """Hand the session's events on, make its state durable, then write its bytes."""
