@@ -405,7 +405,12 @@ class Fanout:
         source = slot.comp_id
         nbytes = 0
         for msg in messages:
-            routes = table.route(source, msg)
+            try:
+                routes = table.route(source, msg)
+            except Exception as exc:          # a body the session let through but no filter can read
+                log.error("%s MsgSeqNum %s: cannot route (%s); journaled, not copied",
+                          source, msg.seq_num, exc)
+                routes = ()
             assigns = [(r.target, targets[r.target].store.reserve()) for r in routes]
             try:
                 lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
@@ -415,7 +420,10 @@ class Fanout:
                 self._refuse_rest(slot, msg, exc, now)
                 break
             nbytes += len(msg.raw)
-            cat = category(msg)
+            try:
+                cat = category(msg)
+            except Exception:
+                cat = None
             key = (source, cat)
             in_counts[key] = in_counts.get(key, 0) + 1
             if routes:

@@ -270,7 +270,14 @@ class Decoder:
                 if n - pos > 2 + _MAX_BEGIN_LEN:
                     pos = self._resync(buf, pos + 1, out, "garbled", "BeginString too long", pos)
                     continue
+                if buf.find(b"=", pos + 2) >= 0:     # a "8=FIX..." cut short, then more
+                    pos = self._resync(buf, pos + 1, out, "garbled", "BeginString cut short", pos)
+                    continue
                 break
+            if buf.find(b"=", pos + 2, soh1) >= 0:
+                # the BeginString of a message cut short ran into the next message's "8="
+                pos = self._resync(buf, pos + 1, out, "garbled", "BeginString cut short", pos)
+                continue
             if not buf.startswith(b"9=", soh1 + 1):
                 if n - soh1 < 3:
                     break

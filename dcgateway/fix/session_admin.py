@@ -129,10 +129,12 @@ def _trie(words: list[bytes]) -> bytes:
     return b"(?:" + body + b")?" if optional else body
 
 
-#: An empty field (``SOH SOH``) or a standard-header tag after the body began, in one regex
-#: pass that starts at each SOH; :func:`body_suspect` adds a ``find`` for an empty value
-#: anywhere in the message (header included).
-_SUSPECT = re.compile(rb"\x01(?:\x01|" + _trie(sorted(b"%d" % t for t in _HEADER)) + rb"=)")
+#: An empty field (``SOH SOH``), a standard-header tag after the body began, or a data-length
+#: tag (a data field must match its length, which only the full parse checks), in one regex pass
+#: that starts at each SOH; :func:`body_suspect` adds a ``find`` for an empty value anywhere in
+#: the message (header included) and a count for a field without ``=``.
+_SUSPECT = re.compile(rb"\x01(?:\x01|" + _trie(sorted(
+    b"%d" % t for t in set(_HEADER) | set(T.DATA_LENGTH_TAGS))) + rb"=)")
 
 
 def body_suspect(msg: RawMessage) -> bool:
@@ -140,7 +142,9 @@ def body_suspect(msg: RawMessage) -> bool:
     field parse). A hit only means "look closer": a data field may legitimately contain these
     bytes, so :func:`check_fields` decides."""
     raw, start, end = msg.raw, msg.body_start, msg.body_end
-    return _SUSPECT.search(raw, start - 1, end) is not None or raw.find(b"=\x01", 0, end) >= 0
+    return (_SUSPECT.search(raw, start - 1, end) is not None
+            or raw.find(b"=\x01", 0, end) >= 0
+            or raw.count(b"=", start, end) < raw.count(b"\x01", start, end))
 
 
 def valid_msg_type(mt: bytes) -> bool:

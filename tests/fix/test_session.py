@@ -867,11 +867,11 @@ def test_store_failing_while_sending_still_closes_without_raising():
     assert h.session.state is SessionState.CLOSED
 
 
-def test_header_tag_screen_matches_exactly_the_header_tags():
+def test_header_tag_screen_matches_exactly_the_header_and_data_length_tags():
     from dcgateway.fix.session_admin import _SUSPECT
     for tag in range(1, 2000):
         hit = _SUSPECT.search(b"55=X\x01%d=1\x01" % tag) is not None
-        assert hit == (tag in T.HEADER_TAGS), tag
+        assert hit == (tag in T.HEADER_TAGS or tag in T.DATA_LENGTH_TAGS), tag
     assert _SUSPECT.search(b"55=X\x01\x0158=Y\x01")                # empty field
 
 
