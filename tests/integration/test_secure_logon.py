@@ -188,3 +188,26 @@ async def test_secret_never_in_gateway_log(contract_config, start_gateway, caplo
     await asyncio.sleep(0.05)
     assert key["secret_key"] not in caplog.text
     assert key["access_key_id"] in caplog.text        # ids are fine to log
+
+
+async def test_unreadable_key_store_refuses_new_logons_and_keeps_sessions(contract_config,
+                                                                          start_gateway, caplog):
+    key = create_key(contract_config, "ABC")
+    other = create_key(contract_config, "ABD")
+    gw = await start(start_gateway, contract_config)
+    live = client(gw, "ABC123N", key["access_key_id"], key["secret_key"])
+    assert get(await live.logon(), 35) == "A"
+    store = gw.gw.config.gateway.keystore.path
+    good = store.read_bytes()
+    store.write_bytes(good[:20] + bytes(b ^ 0x5A for b in good[20:60]) + good[60:])   # tampered
+    caplog.set_level("ERROR")
+    assert await refused(client(gw, "ABD123N", other["access_key_id"], other["secret_key"])) \
+        == "authentication failed"
+    assert "keystore_unavailable" in caplog.text
+    live.send("1", [(112, "still-up")])                   # the logged-on session goes on
+    assert get(await live.expect("0", skip=()), 112) == "still-up"
+    store.write_bytes(good)                               # repaired: new Logons work again
+    c = client(gw, "ABD123N", other["access_key_id"], other["secret_key"])
+    assert get(await c.logon(), 35) == "A"
+    await c.close()
+    await live.close()
