@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-from pathlib import Path
 
 import pytest
 
 from simulators.fixclient import FixClient, get
 
-from .conftest import write_config
-from .test_fanout import CONTRACT, connect_all, fill, new_order
+from .test_fanout import connect_all, fill, folder, new_order  # noqa: F401 (folder: fixture)
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,12 +32,6 @@ MIB = 1 << 20
 SEED = 20261124
 
 
-@pytest.fixture
-def folder(tmp_path) -> Path:
-    f = tmp_path / "gw"
-    write_config(f)
-    shutil.copy(CONTRACT / "groups.yaml", f / "groups.yaml")
-    return f
 
 
 def flip(raw: bytes, rng: random.Random) -> bytes:
