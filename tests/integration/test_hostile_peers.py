@@ -46,14 +46,17 @@ async def test_thousands_of_sockets_past_max_connections_are_closed_at_once(star
     for _ in range(n):
         conns.append(await asyncio.open_connection("127.0.0.1", gw.port))
         assert len(gw.gw.acceptor.connections) <= 20  # never more held than configured
-    await asyncio.sleep(0.3)
+    for _ in range(200):                                     # bounded: at most 10 s
+        if gw.gw.counts.get("refused:max_connections", 0) >= n - 20:
+            break
+        await asyncio.sleep(0.05)
     assert len(gw.gw.acceptor.connections) <= 20
     closed = 0
     for reader, _ in conns:
         try:
-            if await asyncio.wait_for(reader.read(1), 0.02) == b"":
+            if await asyncio.wait_for(reader.read(1), 0.5) == b"":
                 closed += 1
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, ConnectionResetError):
             pass
     assert closed >= n - 20
     assert await asyncio.to_thread(refused, gw, "max_connections") >= n - 20

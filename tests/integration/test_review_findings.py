@@ -72,6 +72,25 @@ async def _fill_until_paused(src: FixClient, gw, target: str, prefix: str) -> in
     raise AssertionError("the target's write buffer never filled")
 
 
+async def _in_sync(src: FixClient, timeout: float = 10.0) -> None:
+    """TestRequest round trip after a Logon, answering the gateway's ResendRequests with a gap
+    fill the way a FIX engine would (the messages refused on the full disk are re-sent by the
+    tests that need them; here only the live flow matters)."""
+    src.send("1", [(112, "in-sync")])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        m = await src.recv(max(0.01, deadline - loop.time()))
+        assert m is not None, "the gateway closed the source"
+        if get(m, 35) == "2":
+            begin, end = int(get(m, 7)), int(get(m, 16))
+            src.send("4", [(123, "Y"), (36, end + 1)], seq=begin, poss_dup=True,
+                     orig_sending_time=get(m, 52))
+        elif get(m, 35) == "0" and get(m, 112) == "in-sync":
+            return
+    raise AssertionError("no answer to the TestRequest")
+
+
 # -- disk full while sources keep sending ----------------------------------------------------------
 
 async def _disk_full_burst(gw, n: int = 8000):
@@ -136,13 +155,16 @@ async def test_disk_full_burns_no_target_seq_and_target_keeps_flowing(tmp_path, 
         # log on at the seq the gateway expects (no gap to fill), then one live order
         reply = await src.logon(seq=gw.gw.slots["ABC123N"].store.next_in)
         assert get(reply, 35) == "A"
+        await _in_sync(src)                       # as a FIX engine would, before sending on
+        before = gw.gw.targets["CLRFIX44"].store.next_out
         src.send("D", new_order("LIVE-AFTER-RECOVERY"))
         got = await _collect(tgt, lambda ms: any(get(m, 11) == "LIVE-AFTER-RECOVERY"
                                                  for m in ms), timeout=8)
         st = gw.gw.targets["CLRFIX44"]
-        assert any(get(m, 11) == "LIVE-AFTER-RECOVERY" for m in got), (
-            f"target stalled at seq {st.cursor}; {len(st.pending)} copies and "
-            f"{len(st.admin)} session messages stuck behind it")
+        live = [m for m in got if get(m, 11) == "LIVE-AFTER-RECOVERY"]
+        assert live, (f"target stalled at seq {st.cursor}; {len(st.pending)} copies and "
+                      f"{len(st.admin)} session messages stuck behind it")
+        assert int(get(live[0], 34)) == before    # the next seq: none was burnt
     finally:
         await src.close()
         await tgt.close()
