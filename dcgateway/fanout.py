@@ -404,13 +404,14 @@ class Fanout:
         in_counts, group_counts = self.in_counts, self.group_counts
         source = slot.comp_id
         nbytes = 0
+        classify_route = table.classify_route
         for msg in messages:
             try:
-                routes = table.route(source, msg)
+                cat, routes = classify_route(source, msg)
             except Exception as exc:          # a body the session let through but no filter can read
                 log.error("%s MsgSeqNum %s: cannot route (%s); journaled, not copied",
                           source, msg.seq_num, exc)
-                routes = ()
+                cat, routes = None, ()
             assigns = [(r.target, targets[r.target].store.reserve()) for r in routes]
             try:
                 lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
@@ -420,10 +421,6 @@ class Fanout:
                 self._refuse_rest(slot, msg, exc, now)
                 break
             nbytes += len(msg.raw)
-            try:
-                cat = category(msg)
-            except Exception:
-                cat = None
             key = (source, cat)
             in_counts[key] = in_counts.get(key, 0) + 1
             if routes:

@@ -244,9 +244,11 @@ class _Candidates:
     a predicate shared by several groups (equal filters are compiled to one function) is
     evaluated once per message."""
 
-    __slots__ = ("fixed", "checks", "slow")
+    __slots__ = ("fixed", "checks", "slow", "category")
 
-    def __init__(self, items: Sequence[tuple[Route, FieldPredicate | None]]) -> None:
+    def __init__(self, items: Sequence[tuple[Route, FieldPredicate | None]],
+                 category: str) -> None:
+        self.category = category
         targets = [route.target for route, _ in items]
         preds = [pred for _, pred in items if pred is not None]
         self.slow = (len(set(targets)) != len(targets)
@@ -258,6 +260,9 @@ class _Candidates:
                 r for r, _ in items if not (r.target in seen or seen.add(r.target)))
         else:
             self.fixed = None
+
+    def classify_select(self, msg: RawMessage) -> tuple[str, tuple[Route, ...]]:
+        return self.category, self.select(msg)
 
     def select(self, msg: RawMessage) -> tuple[Route, ...]:
         if self.fixed is not None:
@@ -293,8 +298,12 @@ class _ByCategory:
         self.by_category = dict(by_category)
 
     def select(self, msg: RawMessage) -> tuple[Route, ...]:
-        cands = self.by_category.get(self.classify(msg))
-        return () if cands is None else cands.select(msg)
+        return self.classify_select(msg)[1]
+
+    def classify_select(self, msg: RawMessage) -> tuple[str, tuple[Route, ...]]:
+        cat = self.classify(msg)
+        cands = self.by_category.get(cat)
+        return cat, (() if cands is None else cands.select(msg))
 
 
 _Entry = _Candidates | _ByCategory
@@ -393,10 +402,10 @@ class RoutingTable:
             by_type = table.setdefault(source, {})
             classify = _BY_FIELDS.get(mt)
             if classify is None:
-                by_type[mt] = _Candidates(items)
+                by_type[mt] = _Candidates(items, cat)
             else:
                 entry = by_type.setdefault(mt, _ByCategory(classify, {}))
-                entry.by_category[cat] = _Candidates(items)
+                entry.by_category[cat] = _Candidates(items, cat)
         targets_of: dict[str, set[str]] = {}
         front_end: dict[str, str] = {}
         for g in groups:
@@ -410,13 +419,16 @@ class RoutingTable:
     def route(self, source: str, msg: RawMessage) -> tuple[Route, ...]:
         """The copies to make of ``msg`` from ``source``: one Route per target, named by the
         first matching group in config order. ``()`` when nothing copies it."""
+        return self.classify_route(source, msg)[1]
+
+    def classify_route(self, source: str, msg: RawMessage) -> tuple[str | None, tuple[Route, ...]]:
+        """``(category(msg), route(source, msg))``, classifying the message once (the fan-out
+        counts messages by category and routes them)."""
         by_type = self._table.get(source)
-        if by_type is None:
-            return ()
-        entry = by_type.get(msg.msg_type)
+        entry = None if by_type is None else by_type.get(msg.msg_type)
         if entry is None:
-            return ()
-        return entry.select(msg)
+            return category(msg), ()
+        return entry.classify_select(msg)
 
     def targets_of(self, source: str) -> frozenset[str]:
         """Every target some message of ``source`` may reach (any type, before field filters)."""

@@ -2,7 +2,7 @@
 
 Why not simplefix here: its parser walks the input byte by byte and checks neither BodyLength (9)
 nor CheckSum (10) (DESIGN.md rule 8). This decoder finds frames with ``bytes.find`` and the
-BodyLength, verifies CheckSum with one ``sum()`` over the frame, and parses only the standard
+BodyLength, verifies CheckSum with :func:`byte_sum` over the frame, and parses only the standard
 header into a small dict; the body stays one slice of the original bytes so the fan-out can copy it
 byte for byte. A full, data-field-aware parse of every field is available lazily
 (:meth:`RawMessage.fields`) for admin messages, validation and filters.
@@ -24,6 +24,7 @@ Framing rules (FIX 4.2/4.4 Vol. 1, "Message format" and "Standard Message Traile
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable
 
 from . import tags as T
@@ -36,6 +37,21 @@ _MAX_LEN_DIGITS = 7      # BodyLength up to 9,999,999 digits-wise; max_size caps
 _TRAILER_LEN = 7         # b"10=" + 3 digits + SOH
 
 DEFAULT_MAX_SIZE = 64 * 1024
+
+
+def byte_sum(data: bytes, stop: int | None = None) -> int:
+    """``sum(data[:stop])``, the CheckSum's sum, at C speed: Adler-32's low 16 bits are
+    ``1 + sum(data)`` modulo 65521, exact for any 256 bytes (at most 65,280), so it is taken 256
+    bytes at a time. About twice as fast as ``sum()`` on a 250-byte message (the hot path sums
+    every frame once and every copied body once)."""
+    n = len(data) if stop is None else stop
+    if n <= 256 and stop is None:
+        return (zlib.adler32(data) & 0xFFFF) - 1
+    mv = memoryview(data)
+    total = 0
+    for i in range(0, n, 256):
+        total += (zlib.adler32(mv[i:min(i + 256, n)]) & 0xFFFF) - 1
+    return total
 
 #: Header tag bytes -> int, so the header scan needs no int() per field.
 _HEADER_TAG_IDS: dict[bytes, int] = {str(t).encode(): t for t in T.HEADER_TAGS}
@@ -112,6 +128,11 @@ class RawMessage:
     @property
     def poss_dup(self) -> bool:
         return self.header.get(T.POSS_DUP_FLAG) == b"Y"
+
+    def note_plain_body(self) -> None:
+        """The caller has scanned the body and found no data-length tag (the session's
+        ``body_suspect`` screen does): :meth:`get` can skip its own scan for one."""
+        self._plain = True
 
     def fields(self) -> list[tuple[int, bytes]]:
         """Every field in order (8 .. 10), data fields read by their length tag. Raises
@@ -307,18 +328,18 @@ class Decoder:
                 pos = self._resync(buf, pos + 1, out, "garbled",
                                    "BodyLength(9) does not end at CheckSum(10)", pos)
                 continue
-            cs_b = buf[cs_pos + 3:cs_pos + 6]
-            if not cs_b.isdigit() or sum(buf[pos:cs_pos]) % 256 != int(cs_b):
+            raw = buf[pos:end]
+            stop = cs_pos - pos
+            cs_b = raw[stop + 3:stop + 6]
+            if not cs_b.isdigit() or byte_sum(raw, stop) & 0xFF != int(cs_b):
                 out.append(DecodeError("checksum", "CheckSum(10) mismatch", end - pos))
                 pos = end
                 continue
-            raw = buf[pos:end]
             b0 = body_begin - pos
             if not raw.startswith(b"35=", b0):
                 out.append(DecodeError("garbled", "MsgType(35) is not the third field", end - pos))
                 pos = end
                 continue
-            stop = cs_pos - pos
             soh3 = raw.find(SOH, b0 + 3, stop)
             header, body_start, dup = _scan_header(raw, soh3 + 1, stop)
             out.append(RawMessage(raw, raw[2:soh1 - pos], raw[b0 + 3:soh3], header,
@@ -370,14 +391,14 @@ def encode(begin_string: bytes, msg_type: bytes, header: bytes, body: bytes = b"
     """Build a complete message: ``8``, ``9``, ``35``, then ``header`` (already-encoded header
     fields after 35), then ``body`` (encoded fields, each ending with SOH), then ``10``.
 
-    ``body_sum`` is ``sum(body)`` when the caller already has it: the fan-out computes it once per
+    ``body_sum`` is ``byte_sum(body)`` when the caller already has it: the fan-out computes it once per
     message and reuses it for every target, so per target only the header is summed.
     """
     head = b"35=" + msg_type + SOH + header
     prefix = b"8=" + begin_string + b"\x019=%d\x01" % (len(head) + len(body))
     if body_sum is None:
-        body_sum = sum(body)
-    checksum = (sum(prefix) + sum(head) + body_sum) & 0xFF
+        body_sum = byte_sum(body)
+    checksum = (byte_sum(prefix) + byte_sum(head) + body_sum) & 0xFF
     return b"".join((prefix, head, body, b"10=%03d\x01" % checksum))
 
 

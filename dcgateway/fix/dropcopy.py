@@ -29,9 +29,10 @@ the SendingTime of the copy's first transmission, which the caller must pass.
 from __future__ import annotations
 
 from collections.abc import Callable
+from zlib import adler32 as _adler32
 
 from . import tags as T
-from .codec import RawMessage, encode
+from .codec import RawMessage, byte_sum, encode
 
 __all__ = ["CopySource", "build_copy", "unwrap_rtrf", "FRONT_ENDS", "RTRF_OPEN", "RTRF_CLOSE"]
 
@@ -49,12 +50,13 @@ class CopySource:
     not when the message was first sent)."""
 
     __slots__ = ("msg", "body", "body_sum", "sender_comp_id", "sender_sub_id", "sending_time",
-                 "orig_sending_time", "_fix_tail", "_fix_tail_sum", "_envelope", "_envelope_sum")
+                 "orig_sending_time", "_fix_tail", "_fix_tail_sum", "_envelope", "_envelope_sum",
+                 "fix_live")
 
     def __init__(self, msg: RawMessage) -> None:
         self.msg = msg
         self.body = msg.raw[msg.body_start:msg.body_end]
-        self.body_sum = sum(self.body)
+        self.body_sum = byte_sum(self.body)
         header = msg.header
         self.sender_comp_id: bytes | None = header.get(T.SENDER_COMP_ID)
         self.sender_sub_id: bytes | None = header.get(T.SENDER_SUB_ID)
@@ -65,6 +67,9 @@ class CopySource:
         self._fix_tail_sum = 0
         self._envelope: bytes | None = None
         self._envelope_sum = 0
+        #: (MsgType field, tail + body, their length, their byte sum): what every live ``fix``
+        #: copy of this message shares, made on the first one (:func:`_live_fix`)
+        self.fix_live: tuple[bytes, bytes, int, int] | None = None
 
     def fix_tail(self, orig_sending_time: bytes | None = None) -> bytes:
         """``115=..|116=..|122=..|``: the part of a ``fix`` copy's header that is the same for
@@ -73,7 +78,7 @@ class CopySource:
             tail = self._fix_tail
             if tail is None:
                 self._fix_tail = tail = self._tail(self.orig_sending_time)
-                self._fix_tail_sum = sum(tail)
+                self._fix_tail_sum = byte_sum(tail)
             return tail
         return self._tail(orig_sending_time)
 
@@ -96,7 +101,7 @@ class CopySource:
             data_len = len(RTRF_OPEN) + len(raw) + len(RTRF_CLOSE)
             env = b"".join((b"212=%d\x01213=" % data_len, RTRF_OPEN, raw, RTRF_CLOSE, b"\x01"))
             self._envelope = env
-            self._envelope_sum = sum(env)
+            self._envelope_sum = byte_sum(env)
         return env, self._envelope_sum
 
 
@@ -147,40 +152,56 @@ LiveBuilder = Callable[[CopySource, int, bytes, int], bytes]
 
 # The live builders assemble the whole message themselves and take its CheckSum from sums known
 # in advance (the target's constant header, the copy's SendingTime once per flush, the message's
-# type and 115/116/122 once per message, its body once per message): per copy only the few bytes
-# of 9 and 34 are summed. Byte-identical to build_copy (a test checks it).
+# type, 115/116/122 and body once per message): per copy only the few bytes of 9 and 34 are
+# summed. Byte-identical to build_copy (a test checks it).
+
+#: CheckSum field for each value of the sum modulo 256.
+_TRAILERS: tuple[bytes, ...] = tuple(b"10=%03d\x01" % i for i in range(256))
+
+
+def _fix_live_parts(src: CopySource) -> tuple[bytes, bytes, int, int]:
+    mt = src.msg.msg_type
+    tail = src.fix_tail()
+    mt_field = b"\x0135=" + mt + b"\x01"
+    rest = tail + src.body
+    # BodyLength counts 35=<mt>SOH, the header and the body; the SOH before 35 belongs to 9
+    return (mt_field, rest, len(mt_field) - 1 + len(rest),
+            byte_sum(mt_field) + src._fix_tail_sum + src.body_sum)
+
 
 def _live_fix(begin_string: bytes, head: bytes) -> LiveBuilder:
     start = b"8=" + begin_string + b"\x019="
-    fixed_sum = sum(start) + 1 + sum(b"35=") + 1 + sum(head) + 1      # the SOHs after 9, 35, 34
+    head_len = len(head) + 1                                   # the SOH after 34
+    fixed_sum = byte_sum(start) + byte_sum(head) + 1
+    trailers = _TRAILERS
+    adler = _adler32
 
     def build(src: CopySource, seq: int, st52: bytes, st52_sum: int) -> bytes:
-        tail = src._fix_tail
-        if tail is None:
-            tail = src.fix_tail()
-        mt = src.msg.msg_type
+        parts = src.fix_live
+        if parts is None:
+            src.fix_live = parts = _fix_live_parts(src)
+        mt_field, rest, rest_len, rest_sum = parts
         seq_b = b"%d" % seq
-        length = 4 + len(mt) + len(head) + len(seq_b) + 1 + len(st52) + len(tail) + len(src.body)
-        len_b = b"%d" % length
-        cs = (fixed_sum + sum(len_b) + sum(mt) + sum(seq_b) + st52_sum + src._fix_tail_sum
-              + src.body_sum) & 0xFF
-        return b"".join((start, len_b, b"\x0135=", mt, b"\x01", head, seq_b, b"\x01", st52, tail,
-                         src.body, b"10=%03d\x01" % cs))
+        len_b = b"%d" % (rest_len + head_len + len(seq_b) + len(st52))
+        # Adler-32 of a few digits: its low byte is 1 + their sum's (the high half is masked off)
+        cs = (fixed_sum + rest_sum + st52_sum + adler(len_b) + adler(seq_b) - 2) & 0xFF
+        return b"".join((start, len_b, mt_field, head, seq_b, b"\x01", st52, rest, trailers[cs]))
     return build
 
 
 def _live_ilink2(begin_string: bytes, head: bytes) -> LiveBuilder:
     start = b"8=" + begin_string + b"\x019="
     mt = b"35=" + _XML_NON_FIX + b"\x01"
-    fixed_sum = sum(start) + 1 + sum(mt) + sum(head) + 1
+    fixed_sum = byte_sum(start) + 1 + byte_sum(mt) + byte_sum(head) + 1
+    trailers = _TRAILERS
 
     def build(src: CopySource, seq: int, st52: bytes, st52_sum: int) -> bytes:
         env, env_sum = src.envelope()
         seq_b = b"%d" % seq
         len_b = b"%d" % (len(mt) + len(head) + len(seq_b) + 1 + len(st52) + len(env))
-        cs = (fixed_sum + sum(len_b) + sum(seq_b) + st52_sum + env_sum) & 0xFF
+        cs = (fixed_sum + byte_sum(len_b) + byte_sum(seq_b) + st52_sum + env_sum) & 0xFF
         return b"".join((start, len_b, b"\x01", mt, head, seq_b, b"\x01", st52, env,
-                         b"10=%03d\x01" % cs))
+                         trailers[cs]))
     return build
 
 

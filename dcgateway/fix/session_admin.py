@@ -143,7 +143,10 @@ def body_suspect(msg: RawMessage) -> bool:
     field parse). A hit only means "look closer": a data field may legitimately contain these
     bytes, so :func:`check_fields` decides."""
     raw, start, end = msg.raw, msg.body_start, msg.body_end
-    return _SUSPECT.search(raw, start - 1, end) is not None or raw.find(b"=\x01", 0, end) >= 0
+    if _SUSPECT.search(raw, start - 1, end) is not None:
+        return True
+    msg.note_plain_body()               # _SUSPECT covers every data-length tag
+    return raw.find(b"=\x01", 0, end) >= 0
 
 
 def valid_msg_type(mt: bytes) -> bool:
