@@ -56,6 +56,16 @@ def byte_sum(data: bytes, stop: int | None = None) -> int:
 #: Header tag bytes -> int, so the header scan needs no int() per field.
 _HEADER_TAG_IDS: dict[bytes, int] = {str(t).encode(): t for t in T.HEADER_TAGS}
 _HEADER_DATA_LEN = {T.SECURE_DATA_LEN: T.SECURE_DATA, T.XML_DATA_LEN: T.XML_DATA}
+#: The common case in one match: a well-formed start (8, 9, 35) and the run of standard-header
+#: fields after it. The run leaves out the header's data-length tags (90, 212): a header holding
+#: a data field (whose value may contain SOH) is read by :func:`_scan_header`. Anything the match
+#: does not vouch for (a frame cut short, too large, garbled) goes the careful way.
+_FAST_START = re.compile(
+    rb"8=(FIX[^\x01=]{0,%d})\x019=(\d{1,%d})\x01(35=([^\x01]*)\x01)((?:(?:%s)=[^\x01]*\x01)*)" % (
+        _MAX_BEGIN_LEN - 3, _MAX_LEN_DIGITS,
+        b"|".join(sorted(str(t).encode() for t in T.HEADER_TAGS
+                         if t not in (T.SECURE_DATA_LEN, T.XML_DATA_LEN)))))
+_HEADER_DATA_START = (b"%d=" % T.SECURE_DATA_LEN, b"%d=" % T.XML_DATA_LEN)
 #: Any data-length tag at the start of a body field: when a body has none, a value can be found
 #: with one bytes.find (no data field can hide a fake "SOH tag=" sequence).
 _BODY_DATA_FIELD = re.compile(rb"\x01(?:%s)=" % b"|".join(b"%d" % t for t in sorted(T.DATA_LENGTH_TAGS)))
@@ -250,6 +260,29 @@ def _scan_header(raw: bytes, p: int, stop: int) -> tuple[dict[int, bytes], int, 
     return header, p, dup
 
 
+def _header_fields(raw: bytes, start: int, end: int) -> tuple[dict[int, bytes], int | None]:
+    """The header dict of ``raw[start:end]``, a run of plain header fields that
+    :data:`_FAST_START` matched (each ``tag=value SOH``, tag a known header tag); the first tag
+    seen twice, if any, as :func:`_scan_header` reports it."""
+    if start == end:
+        return {}, None
+    ids = _HEADER_TAG_IDS
+    fields = raw[start:end - 1].split(SOH)
+    header = {}
+    for f in fields:
+        k, _, v = f.partition(b"=")
+        header[ids[k]] = v
+    if len(header) == len(fields):
+        return header, None
+    seen: set[int] = set()
+    for f in fields:
+        tag = ids[f.partition(b"=")[0]]
+        if tag in seen:
+            return header, tag
+        seen.add(tag)
+    return header, None                 # unreachable: fewer keys than fields means a repeat
+
+
 class Decoder:
     """Incremental framer: ``feed(bytes)`` returns the complete messages (and framing errors) in
     the order they were found; an incomplete tail is kept for the next call.
@@ -280,7 +313,33 @@ class Decoder:
         n = len(buf)
         pos = 0
         max_size = self.max_size
+        fast = _FAST_START.match
         while pos < n:
+            m = fast(buf, pos)
+            if m is not None:
+                body_begin = m.start(3)
+                cs_pos = body_begin + int(m.group(2))
+                end = cs_pos + _TRAILER_LEN
+                hend = m.end()
+                if (hend <= cs_pos and end <= n and end - pos <= max_size
+                        and buf[end - 1] == _SOH_INT and buf[cs_pos - 1] == _SOH_INT
+                        and buf.startswith(b"10=", cs_pos)):
+                    raw = buf[pos:end]
+                    stop = cs_pos - pos
+                    cs_b = raw[stop + 3:stop + 6]
+                    if not cs_b.isdigit() or byte_sum(raw, stop) & 0xFF != int(cs_b):
+                        out.append(DecodeError("checksum", "CheckSum(10) mismatch", end - pos))
+                    else:
+                        hstart = m.start(5) - pos
+                        if buf.startswith(_HEADER_DATA_START, hend):
+                            header, body_start, dup = _scan_header(raw, hstart, stop)
+                        else:
+                            body_start = hend - pos
+                            header, dup = _header_fields(raw, hstart, body_start)
+                        out.append(RawMessage(raw, m.group(1), m.group(4), header, body_start,
+                                              stop, dup))
+                    pos = end
+                    continue
             if not buf.startswith(_BEGIN_MARK, pos):
                 if n - pos < len(_BEGIN_MARK) and _BEGIN_MARK.startswith(buf[pos:]):
                     break                               # maybe the start of "8=FIX": wait

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import simplefix
 from hypothesis import given, settings, strategies as st
 
@@ -245,3 +248,69 @@ def test_session_screen_flags_every_data_length_tag_before_get_trusts_it():
     msg = _plain_message(b"1=ACCT\x0155=ESZ6\x01")
     assert not body_suspect(msg)
     assert msg._plain is True and msg.get(55) == b"ESZ6"
+
+
+# ----------------------------------------- the decoder's fast path agrees with the careful one
+
+header_extra = st.lists(st.one_of(
+    st.tuples(st.sampled_from(sorted(T.HEADER_TAGS - {8, 9, 35, 10, 90, 91, 212, 213})), values),
+    st.just((90, "3")).map(lambda f: [f, (91, "a\x01b")]),        # data field holding a SOH
+    st.just((212, "4")).map(lambda f: [f, (213, "<x/>")]),
+    st.just((49, "DUP")),                                           # a header tag twice
+), max_size=4)
+
+
+def _stream_piece(msg_type: str, extra: list, body: list, seq: int, damage: int) -> bytes:
+    fields: list = [(49, "S"), (56, "T"), (34, seq)]
+    for f in extra:
+        fields.extend(f if isinstance(f, list) else [f])
+    raw = codec.encode_fields("FIX.4.4", msg_type, fields, body)
+    if damage == 1:                     # bit flip somewhere
+        i = seq % len(raw)
+        raw = raw[:i] + bytes([raw[i] ^ (1 << (seq % 8))]) + raw[i + 1:]
+    elif damage == 2:                   # cut short, then the next message
+        raw = raw[:seq % len(raw)]
+    elif damage == 3:                   # garbage before it
+        raw = b"garbage\x01" + raw
+    return raw
+
+
+def _decoded(stream: bytes, cuts: list[int]) -> list:
+    d = Decoder(max_size=2048)
+    items = []
+    prev = 0
+    for c in cuts + [len(stream)]:
+        items += d.feed(stream[prev:c])
+        prev = c
+    return [(i.kind, i.discarded) if isinstance(i, DecodeError) else
+            (i.raw, i.begin_string, i.msg_type, i.header, i.body_start, i.body_end,
+             i.header_error) for i in items] + [d.buffered]
+
+
+@given(st.lists(st.tuples(msg_types, header_extra, bodies, st.integers(1, 10**6),
+                          st.sampled_from([0, 0, 0, 1, 2, 3])), min_size=1, max_size=6),
+       st.data())
+@settings(max_examples=300)
+def test_fast_frame_path_agrees_with_the_careful_path(specs, data):
+    """Decoder.feed takes one regex match for a well-formed frame and its plain header; whatever
+    the stream, chunking, damage or header (data fields, a repeated tag), it must decode exactly
+    as the field-by-field path does."""
+    stream = b"".join(_stream_piece(*s) for s in specs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    fast = _decoded(stream, cuts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "_FAST_START", re.compile(rb"(?!)"))       # never matches
+        careful = _decoded(stream, cuts)
+    assert fast == careful
+
+
+def test_fast_frame_path_reads_header_data_fields_and_repeats():
+    raw = codec.encode_fields("FIX.4.4", "8", [(49, "S"), (56, "T"), (34, 7), (90, 3),
+                                              (91, "a\x01b"), (52, "20261124-20:10:11.123")],
+                              [(1, "A")])
+    [m] = Decoder().feed(raw)
+    assert m.header[91] == b"a\x01b" and m.header[52] == b"20261124-20:10:11.123"
+    assert m.body == b"1=A\x01" and m.header_error is None
+    raw = codec.encode_fields("FIX.4.4", "8", [(49, "S"), (56, "T"), (34, 7), (56, "U")], [(1, "A")])
+    [m] = Decoder().feed(raw)
+    assert m.header_error == 56 and m.header[56] == b"U"
