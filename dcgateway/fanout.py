@@ -432,7 +432,11 @@ class Fanout:
                 self.copies_routed += len(routes)
         self.journal_bytes += nbytes
         self.messages_in += len(messages)
-        journal.append_source_next_in(source, slot.store.next_in)
+        try:
+            journal.append_source_next_in(source, slot.store.next_in)
+        except Exception as exc:              # disk full: the records above stay buffered for the
+            # committer's retry, and the next append refuses the source (_refuse_rest)
+            log.error("could not journal the inbound sequence of %s: %s", source, exc)
         self.notify()
         if not self.sources_held and journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE:
             self._hold_sources(True)

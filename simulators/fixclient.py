@@ -128,7 +128,8 @@ class FixClient:
             try:
                 await asyncio.wait_for(self.writer.wait_closed(), 2.0)
             except (ConnectionError, asyncio.TimeoutError):
-                pass
+                # what we sent was never read (a peer that stopped reading): drop it
+                self.writer.transport.abort()
             self.writer = None
 
     # -- building and sending ---------------------------------------------------------------

@@ -25,7 +25,7 @@ from ..fix import tags as T
 from ..fix.codec import RawMessage, encode_fields
 from ..fix.session import AppMessage, Authenticator, Disconnect, FixSession, SessionConfig
 from ..fix.timefmt import utc_timestamp
-from .connection import FixConnection
+from .connection import CLOSE_GRACE_S, FixConnection
 
 log = logging.getLogger("dcgateway.net")
 
@@ -217,6 +217,12 @@ class Acceptor:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close(text)
+        # A peer that does not drain what is buffered for it is aborted, not left half-closed.
+        deadline = self.clock() + CLOSE_GRACE_S
+        while self.connections and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort_if_open()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

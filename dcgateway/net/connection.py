@@ -30,6 +30,8 @@ log = logging.getLogger("dcgateway.net")
 
 #: Bytes of non-FIX input accepted before a Logon before the connection is dropped.
 MAX_PRE_LOGON_GARBAGE = 4096
+#: A read at least this large ends the connection's turn (see ``FixConnection._end_turn``).
+TURN_READ_BYTES = 16 * 1024
 #: After close(), how long the write buffer may take to drain before the connection is aborted
 #: (a peer that stopped reading must not keep its session bound).
 CLOSE_GRACE_S = 2.0
@@ -83,6 +85,8 @@ class FixConnection(asyncio.Protocol):
                     return
                 self.session.receive_data(data, now)
                 self.pump(now)
+                if len(data) >= TURN_READ_BYTES and not self._closing:
+                    self._end_turn()
         except Exception:                      # never let a bug escape into the loop
             log.exception("internal error on connection %s (%s); closing it", self.peer, self.name)
             self.close("internal error")
@@ -115,6 +119,15 @@ class FixConnection(asyncio.Protocol):
                     self.close("internal error")
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _end_turn(self) -> None:
+        """Let the rest of the loop run before the next read from this peer. libuv reads a busy
+        socket up to 32 times per loop iteration (uvloop's buffer is 256 KiB: up to 8 MiB of
+        messages) before any other callback, so the journal's group commit and the writes to the
+        targets would wait for all of it while appended records pile up; one read per turn keeps
+        commits, copies and other peers interleaved with a flooding source."""
+        self.hold_reading("turn")
+        asyncio.get_running_loop().call_soon(self.release_reading, "turn")
 
     def hold_reading(self, reason: str) -> None:
         """Stop reading from the peer (TCP pushes back on it) until every reason is released:
@@ -235,11 +248,12 @@ class FixConnection(asyncio.Protocol):
                 return
             self.transport.close()             # flushes what is buffered, then closes
             try:
-                asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._abort_if_open)
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort_if_open)
             except RuntimeError:               # no running loop (shutdown): nothing to wait for
                 pass
 
-    def _abort_if_open(self) -> None:
+    def abort_if_open(self) -> None:
+        """Drop the connection now if it is still open (a closed peer that never drained)."""
         if not self._lost and self.transport is not None:
             log.warning("connection %s (%s) did not drain within %gs of closing; aborted",
                         self.peer, self.name, CLOSE_GRACE_S)

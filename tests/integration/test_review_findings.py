@@ -158,8 +158,10 @@ async def test_disk_full_burns_no_target_seq_and_target_keeps_flowing(tmp_path, 
         await _in_sync(src)                       # as a FIX engine would, before sending on
         before = gw.gw.targets["CLRFIX44"].store.next_out
         src.send("D", new_order("LIVE-AFTER-RECOVERY"))
+        # the target reads the whole burst's copies first (thousands, parsed by simplefix: slow
+        # on a loaded machine); a stall never ends, so the bound only needs to be generous
         got = await _collect(tgt, lambda ms: any(get(m, 11) == "LIVE-AFTER-RECOVERY"
-                                                 for m in ms), timeout=8)
+                                                 for m in ms), timeout=40)
         st = gw.gw.targets["CLRFIX44"]
         live = [m for m in got if get(m, 11) == "LIVE-AFTER-RECOVERY"]
         assert live, (f"target stalled at seq {st.cursor}; {len(st.pending)} copies and "
