@@ -91,38 +91,65 @@ def issue_keys(config_path: Path) -> dict[str, tuple[str, str]]:
 
 def execution_report(seq: int, stamp: int = 0, sending_time: bytes | None = None) -> bytes:
     st = sending_time or utc_timestamp(time.time())
-    header = [(49, "SRC"), (56, "DCGW"), (34, seq), (50, "TRADER1"), (52, st)]
-    body = [(37, "ORD123456"), (11, "CL%010d" % seq), (17, "EX%014d" % seq), (150, "F"), (39, "1"),
-            (1, "ACCT01"), (55, "ESZ6"), (207, "XCME"), (54, 1), (38, 100), (44, "4512.25"),
-            (32, 10), (31, "4512.25"), (151, 90), (14, 10), (60, "20261124-20:10:11.123"),
-            (5000, stamp)]
-    return codec.encode_fields("FIX.4.4", "8", header, body)
+    return codec.encode(b"FIX.4.4", b"8", _header(seq, st), _body(seq) + b"5000=%d\x01" % stamp)
 
 
-class Counter:
+def _header(seq: int, sending_time: bytes) -> bytes:
+    return codec.fields_bytes([(49, "SRC"), (56, "DCGW"), (34, seq), (50, "TRADER1"),
+                               (52, sending_time)])
+
+
+def _body(seq: int) -> bytes:
+    """Every field but the timestamp (5000), which ends the body."""
+    return codec.fields_bytes([
+        (37, "ORD123456"), (11, "CL%010d" % seq), (17, "EX%014d" % seq), (150, "F"), (39, "1"),
+        (1, "ACCT01"), (55, "ESZ6"), (207, "XCME"), (54, 1), (38, 100), (44, "4512.25"),
+        (32, 10), (31, "4512.25"), (151, 90), (14, 10), (60, "20261124-20:10:11.123")])
+
+
+class Counter(asyncio.Protocol):
     """Reads one target's socket: counts complete messages (by their "SOH 10=" trailer), and in
-    the latency phase records receipt - send for each."""
+    the latency phase records receipt - send for each. A Protocol, so the receipt time is taken
+    in the read callback itself (a StreamReader would add a task wake-up per read to what is
+    measured as gateway latency)."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
+    def __init__(self) -> None:
         self.count = 0
         self.last_at = 0.0
         self.measure = False
         self.lat_ns: list[int] = []
         self._tail = b""
+        self.transport: asyncio.Transport | None = None
 
-    async def run(self) -> None:
-        while True:
-            data = await self.reader.read(1 << 18)
-            if not data:
-                return
-            now = time.perf_counter_ns()
-            buf = self._tail + data
-            self.count += buf.count(TRAILER) - self._tail.count(TRAILER)
-            self._tail = buf[-4:]
-            self.last_at = time.perf_counter()
-            if self.measure:
-                self.lat_ns.extend(now - int(m) for m in TS_RE.findall(data) if m != b"0")
+    @classmethod
+    def take_over(cls, client: FixClient) -> "Counter":
+        """Read a logged-on client's socket from now on (what its stream already buffered is
+        counted too)."""
+        assert client.writer is not None and client.reader is not None
+        counter = cls()
+        counter.transport = client.writer.transport
+        buffered = bytes(client.reader._buffer)     # noqa: SLF001 - bytes read past the Logon
+        client.reader._buffer.clear()               # noqa: SLF001
+        counter.transport.set_protocol(counter)
+        if buffered:
+            counter.data_received(buffered)
+        return counter
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter_ns()
+        buf = self._tail + data
+        self.count += buf.count(TRAILER) - self._tail.count(TRAILER)
+        self._tail = buf[-4:]
+        self.last_at = time.perf_counter()
+        if self.measure:
+            self.lat_ns.extend(now - int(m) for m in TS_RE.findall(data) if m != b"0")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 async def wait_counts(counters: list[Counter], target: int, timeout: float) -> bool:
@@ -165,12 +192,16 @@ async def latency(writer: asyncio.StreamWriter, counters: list[Counter], first_s
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        batch = []
-        for _ in range(min(per_tick, n - sent)):
-            batch.append(execution_report(seq, time.perf_counter_ns()))
-            seq += 1
-            sent += 1
-        writer.write(b"".join(batch))
+        # This tick's messages are written together, so they share one send time, taken just
+        # before they are encoded (the encoding is not gateway latency).
+        count = min(per_tick, n - sent)
+        bodies = [_body(s) for s in range(seq, seq + count)]
+        st = utc_timestamp(time.time())
+        stamp = b"5000=%d\x01" % time.perf_counter_ns()
+        writer.write(b"".join(codec.encode(b"FIX.4.4", b"8", _header(s, st), body + stamp)
+                              for s, body in zip(range(seq, seq + count), bodies)))
+        seq += count
+        sent += count
     await wait_counts(counters, baseline + n, timeout)
     lost = sum(max(0, baseline + n - c.count) for c in counters)
     lat = [x for c in counters for x in c.lat_ns]
@@ -207,18 +238,16 @@ async def run_gateway(k: int, args) -> dict:
             src = FixClient("127.0.0.1", port, "SRC", begin_string="FIX.4.4", heartbeat=60,
                             signer=logon_signer(*creds["SRC"]), sender_sub_id="OPS")
             assert (await src.logon()).get(35) == b"A"
-            counters = [Counter(c.reader) for c in clients]
-            tasks = [asyncio.create_task(c.run()) for c in counters]
+            counters = [Counter.take_over(c) for c in clients]
             assert src.writer is not None
             first = src.next_seq
             msgs_in, deliveries, lost1 = await throughput(src.writer, counters, first,
                                                           args.messages, 0, args.timeout)
             lat, lost2 = await latency(src.writer, counters, first + args.messages, args.rate,
                                        args.seconds, args.messages, args.timeout)
-            for t in tasks:
-                t.cancel()
-            for c in clients + [src]:
-                await c.close()
+            for counter in counters:
+                counter.close()
+            await src.close()
             return {"msgs_in_per_s": msgs_in, "deliveries_per_s": deliveries,
                     "lat": lat, "lost": lost1 + lost2}
         finally:
@@ -258,18 +287,16 @@ async def run_relay(k: int, args) -> dict:
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
         sport, tport = map(int, line.split())
-        conns = [await asyncio.open_connection("127.0.0.1", tport) for _ in range(k)]
+        loop = asyncio.get_running_loop()
+        counters = [(await loop.create_connection(Counter, "127.0.0.1", tport))[1]
+                    for _ in range(k)]
         await asyncio.sleep(0.2)
         _, swriter = await asyncio.open_connection("127.0.0.1", sport)
-        counters = [Counter(r) for r, _ in conns]
-        tasks = [asyncio.create_task(c.run()) for c in counters]
         msgs_in, deliveries, lost = await throughput(swriter, counters, 1, args.messages, 0,
                                                      args.timeout)
-        for t in tasks:
-            t.cancel()
         swriter.close()
-        for _, w in conns:
-            w.close()
+        for counter in counters:
+            counter.close()
         return {"deliveries_per_s": deliveries, "lost": lost}
     finally:
         proc.kill()
