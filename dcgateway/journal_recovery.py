@@ -164,6 +164,19 @@ def _plan(directory: Path, index: TargetIndexes, ck: Checkpoint | None,
     return ck.segment, ck.offset
 
 
+def _all_zero(fd: int, start: int, end: int) -> bool:
+    """Whether bytes ``start..end`` of the file are all zero (read a MiB at a time)."""
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(end - pos, 1 << 20), pos)
+        if not data:
+            break
+        if data.count(0) != len(data):
+            return False
+        pos += len(data)
+    return True
+
+
 def _scan(directory: Path, segs: list[int], start: tuple[int, int], expect: int | None,
           replay: _Replay, fsync: bool) -> tuple[int, int, int, int]:
     """Replay segments from ``start``; returns (last segment fd, its size, torn bytes, last lsn)."""
@@ -185,7 +198,8 @@ def _scan(directory: Path, segs: list[int], start: tuple[int, int], expect: int 
                                    f"{res.error}; it is not the last segment, so this is not a "
                                    "torn write (restore it or move the journal aside)")
             if res.error is not None:
-                torn = size - res.end
+                # the zeros a live segment is kept filled with ahead of its data end it cleanly
+                torn = 0 if _all_zero(fd, res.end, size) else size - res.end
                 os.ftruncate(fd, res.end)
                 size = res.end
             if fsync and last:

@@ -34,6 +34,12 @@ def reopen(path, **kw):
     return j, j.recover()
 
 
+def data_end(seg) -> int:
+    """Where a live segment's records end: it is kept zero-filled ahead of them (a record never
+    ends in a zero byte in these tests: each ends with its message's SOH or a name)."""
+    return len(seg.read_bytes().rstrip(b"\0"))
+
+
 def crash(j: Journal) -> None:
     """Process death: what was written stays in the page cache; nothing buffered is flushed and
     nothing is synced or checkpointed."""
@@ -181,8 +187,7 @@ def test_torn_tail_is_cut_and_later_appends_work(jdir):
     j.sync()
     crash(j)
     seg = jdir / segment_name(1)
-    size = seg.stat().st_size
-    os.truncate(seg, size - 40)                      # cut the last record in half
+    os.truncate(seg, data_end(seg) - 40)             # cut the last record in half
     j, rec = reopen(jdir)
     assert 0 < rec.torn_bytes < len(msg(20)) + 100
     assert rec.target_next_seq == {"T": 20} and rec.source_next_in == {"S": 20}
@@ -204,7 +209,7 @@ def test_corrupted_last_record_is_dropped(jdir):
     crash(j)
     seg = jdir / segment_name(1)
     data = bytearray(seg.read_bytes())
-    data[-10] ^= 0xFF
+    data[data_end(seg) - 10] ^= 0xFF
     seg.write_bytes(bytes(data))
     j, rec = reopen(jdir)
     assert rec.torn_bytes > 0 and rec.target_next_seq == {"T": 10}
@@ -474,7 +479,7 @@ def test_half_written_batch_leaves_no_half_record(jdir, monkeypatch):
     j = open_journal(jdir)
     j.append("S", 1, 1.0, msg(1), [("T", 1)])
     j.sync()
-    size = (jdir / segment_name(1)).stat().st_size
+    size = data_end(jdir / segment_name(1))
     real = journal_mod.pwrite_all
 
     def half_then_enospc(fd, data, off):
@@ -601,4 +606,46 @@ def test_roll_after_failed_fsync_rewrites_unsynced_bytes(jdir, monkeypatch):
     j.close()
     j, _ = reopen(jdir, segment_bytes=8192)
     assert seqs(j.read_target("T", 1, 1000)) == list(range(1, i + 1))
+    j.close()
+
+
+# -- zeroed ahead -----------------------------------------------------------------------------------
+
+def test_live_segment_is_zero_filled_ahead_and_a_crash_leaves_a_clean_end(jdir):
+    j = open_journal(jdir)
+    for i in range(1, 31):
+        j.append("S", i, 1.0, msg(i), [("T", i)])
+    j.sync()
+    seg = jdir / segment_name(1)
+    end = data_end(seg)
+    assert seg.stat().st_size >= end + journal_mod.ZERO_AHEAD_BYTES // 2   # zeros past the data
+    crash(j)
+    j, rec = reopen(jdir)
+    assert rec.torn_bytes == 0                      # zeros are the clean end, not a torn record
+    assert seqs(j.read_target("T", 1, 100)) == list(range(1, 31))
+    for i in range(31, 41):                         # appends go on over the zeros
+        j.append("S", i, 1.0, msg(i), [("T", i)])
+    j.sync()
+    crash(j)
+    j, rec = reopen(jdir)
+    assert rec.torn_bytes == 0 and seqs(j.read_target("T", 1, 100)) == list(range(1, 41))
+    j.close()
+    assert seg.stat().st_size == data_end(seg)      # a closed segment ends at its data
+
+
+def test_torn_record_inside_the_zeroed_area_is_still_torn(jdir):
+    j = open_journal(jdir)
+    for i in range(1, 11):
+        j.append("S", i, 1.0, msg(i), [("T", i)])
+    j.sync()
+    seg = jdir / segment_name(1)
+    end = data_end(seg)
+    crash(j)
+    with open(seg, "r+b") as f:                     # the first bytes of record 11 reached disk
+        f.seek(end)
+        f.write(b"\x17\x2a\x00\x01\x99")
+    j, rec = reopen(jdir)
+    assert rec.torn_bytes > 0 and rec.target_next_seq == {"T": 11}
+    assert seg.stat().st_size == end                # cut back to the last whole record
+    assert seqs(j.read_target("T", 1, 100)) == list(range(1, 11))
     j.close()
