@@ -293,11 +293,17 @@ class Gateway:
         await self.committer.flush(timeout=30)
         self.counts["sequence_resets"] += 1
 
-    def _source_marker(self, name: str, slot: SessionSlot) -> None:
+    def _source_marker(self, name: str, slot: SessionSlot, *, durable: bool = False) -> None:
         """Journal the source's next inbound seq (never raises: a failing disk is logged; the
-        journal then still holds an older, lower value, which only costs a ResendRequest)."""
+        journal then still holds an older, lower value, which only costs a ResendRequest).
+        ``durable``: fsync it now, before the caller's reply leaves (a sequence reset, 141=Y:
+        after a crash the journal must not expect the old, higher seq of a source that was told
+        it starts again at 1; a rare, blocking fsync, as for a target's Logon)."""
         try:
             self.journal.append_source_next_in(name, slot.store.next_in)
+            if durable:
+                self.journal.flush_writes()
+                self.journal.sync()
             self.committer.notify()
         except Exception as exc:
             log.error("could not journal the inbound sequence of %s: %s", name, exc)
@@ -401,7 +407,7 @@ class Gateway:
                      ", sequences reset" if ev.reset else "")
             if slot is not None and slot.role == "source":
                 if ev.reset:                  # 141=Y: the journal must know it starts again at 1
-                    self._source_marker(name, slot)
+                    self._source_marker(name, slot, durable=True)
                 if self.fanout.sources_held and slot.connection is not None:
                     slot.connection.hold_reading("journal")   # the journal is behind
             self.counts["logons"] += 1

@@ -356,3 +356,31 @@ async def test_copies_reserved_just_before_logon_are_resent_not_gap_filled(tmp_p
             assert int(get(m, 34)) == reply_seq and int(get(m, 36)) == reply_seq + 1
     await t.close()
     await src.close()
+
+
+# -- a source's sequence reset ---------------------------------------------------------------------
+
+async def test_source_reset_marker_is_durable_before_the_logon_reply(tmp_path, start_gateway):
+    """A source that logs on with 141=Y is told (Logon reply) that both sides start again at 1.
+    The journal's marker saying so must be fsynced before that reply leaves: after a kill -9 the
+    journal would otherwise still expect the source's old, higher seq and log it out as too low.
+    The group commit is delayed here, so only a sync made for the Logon makes it durable."""
+    gw = await start_gateway(_folder(tmp_path, "journal_commit_delay_s: 0.5"))
+    cl = await connect_all(gw, "ABC123N")
+    src = cl["ABC123N"]
+    for i in range(5):
+        src.send("D", new_order(f"R{i}"))
+    await src.logout()
+    await src.close()
+    await gw.gw.committer.flush(timeout=5)
+    j = gw.gw.journal
+    assert j._source_next["ABC123N"] > 5
+    c = gw.client("ABC123N")
+    try:
+        reply = await c.logon(reset=True)
+        assert get(reply, 35) == "A" and get(reply, 141) == "Y"
+        # at the moment the reply is read, the marker (next in = 2) is durable
+        assert j.durable_lsn == j.appended_lsn
+        assert j._source_next["ABC123N"] == 2
+    finally:
+        await c.close()
