@@ -265,3 +265,29 @@ async def test_state_survives_kill_9(tmp_path, gateway_process):
     gp2.signal(signal.SIGTERM)
     code, _ = await asyncio.to_thread(gp2.wait)
     assert code == 0
+
+
+async def test_flooding_source_is_read_one_chunk_per_turn_so_commits_keep_up(tmp_path,
+                                                                              gateway_process):
+    """A source that sends a burst of megabytes is read one chunk per loop turn: under uvloop,
+    libuv would otherwise read up to 32 x 256 KiB from it before the journal's group commit ran
+    once, and the gateway would pause every source (20,000 records not durable). The real
+    process (uvloop) is used; the burst is processed whole, in order, and no pause is logged."""
+    cfg = write_config(tmp_path / "gw")
+    creds = issue_keys(load_config(cfg))
+    gp = gateway_process(cfg)
+    port = gp.start()
+    c = signed_client(port, "ABC123N", creds)
+    assert get(await c.logon(), 35) == "A"
+    n = 30_000
+    c.send_raw(b"".join(c.build("D", [(11, f"B{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
+                        for i in range(n)))
+    c.send("1", [(112, "after-burst")])
+    hb = await c.expect("0", skip=(), timeout=60)
+    assert get(hb, 112) == "after-burst"
+    await c.logout()
+    await c.close()
+    gp.signal(signal.SIGTERM)
+    code, err = await asyncio.to_thread(gp.wait, 30)
+    assert code == 0, err
+    assert "pausing reads from sources" not in err, err[-2000:]
