@@ -32,8 +32,8 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import Counter, deque
-from operator import itemgetter
 from collections.abc import Callable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .fix import tags as T
