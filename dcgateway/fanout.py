@@ -277,8 +277,7 @@ class TargetState:
         durable (so a ResendRequest can serve it), and the outbox starts at the next seq."""
         assert self.store is not None
         if self.last_reserved_lsn > self.journal.durable_lsn:
-            self.journal.flush_writes()
-            self.journal.sync()
+            self.journal.sync()               # on the owner thread, it writes the buffer first
         self.conn = conn
         self.cursor = self.store.next_out
         self.written_upto = self.cursor - 1

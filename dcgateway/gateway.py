@@ -302,8 +302,7 @@ class Gateway:
         try:
             self.journal.append_source_next_in(name, slot.store.next_in)
             if durable:
-                self.journal.flush_writes()
-                self.journal.sync()
+                self.journal.sync()           # on the owner thread, it writes the buffer first
             self.committer.notify()
         except Exception as exc:
             log.error("could not journal the inbound sequence of %s: %s", name, exc)
