@@ -34,6 +34,15 @@ def reopen(path, **kw):
     return j, j.recover()
 
 
+def synced(jdir, n: int) -> Journal:
+    """A journal holding source S's messages 1..n, copied to target T as seqs 1..n, fsynced."""
+    j = open_journal(jdir)
+    for i in range(1, n + 1):
+        j.append("S", i, 1.0, msg(i), [("T", i)])
+    j.sync()
+    return j
+
+
 def data_end(seg) -> int:
     """Where a live segment's records end: it is kept zero-filled ahead of them (a record never
     ends in a zero byte in these tests: each ends with its message's SOH or a name)."""
@@ -117,10 +126,7 @@ def test_read_target_ranges_with_gaps(jdir):
 
 
 def test_durable_only_hides_unsynced_entries(jdir):
-    j = open_journal(jdir)
-    for i in range(1, 6):
-        j.append("S", i, 1.0, msg(i), [("T", i)])
-    j.sync()
+    j = synced(jdir, 5)
     for i in range(6, 9):
         j.append("S", i, 1.0, msg(i), [("T", i)])
     assert seqs(j.read_target("T", 1, 10)) == [1, 2, 3, 4, 5]
@@ -181,10 +187,7 @@ def test_recovery_after_clean_close(jdir):
 
 
 def test_torn_tail_is_cut_and_later_appends_work(jdir):
-    j = open_journal(jdir)
-    for i in range(1, 21):
-        j.append("S", i, 1.0, msg(i), [("T", i)])
-    j.sync()
+    j = synced(jdir, 20)
     crash(j)
     seg = jdir / segment_name(1)
     os.truncate(seg, data_end(seg) - 40)             # cut the last record in half
@@ -202,10 +205,7 @@ def test_torn_tail_is_cut_and_later_appends_work(jdir):
 
 
 def test_corrupted_last_record_is_dropped(jdir):
-    j = open_journal(jdir)
-    for i in range(1, 11):
-        j.append("S", i, 1.0, msg(i), [("T", i)])
-    j.sync()
+    j = synced(jdir, 10)
     crash(j)
     seg = jdir / segment_name(1)
     data = bytearray(seg.read_bytes())
@@ -612,10 +612,7 @@ def test_roll_after_failed_fsync_rewrites_unsynced_bytes(jdir, monkeypatch):
 # -- zeroed ahead -----------------------------------------------------------------------------------
 
 def test_live_segment_is_zero_filled_ahead_and_a_crash_leaves_a_clean_end(jdir):
-    j = open_journal(jdir)
-    for i in range(1, 31):
-        j.append("S", i, 1.0, msg(i), [("T", i)])
-    j.sync()
+    j = synced(jdir, 30)
     seg = jdir / segment_name(1)
     end = data_end(seg)
     assert seg.stat().st_size >= end + journal_mod.ZERO_AHEAD_BYTES // 2   # zeros past the data
@@ -634,10 +631,7 @@ def test_live_segment_is_zero_filled_ahead_and_a_crash_leaves_a_clean_end(jdir):
 
 
 def test_torn_record_inside_the_zeroed_area_is_still_torn(jdir):
-    j = open_journal(jdir)
-    for i in range(1, 11):
-        j.append("S", i, 1.0, msg(i), [("T", i)])
-    j.sync()
+    j = synced(jdir, 10)
     seg = jdir / segment_name(1)
     end = data_end(seg)
     crash(j)

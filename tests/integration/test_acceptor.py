@@ -209,13 +209,19 @@ async def test_flooding_client_that_does_not_read_is_bounded(start_gateway):
     await c.close()
 
 
-async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_process):
+async def _subprocess_source(tmp_path, gateway_process):
+    """A real gateway process on the default config, and source ABC123N logged on to it.
+    Returns (config path, credentials, process, client)."""
     cfg = write_config(tmp_path / "gw")
     creds = issue_keys(load_config(cfg))
     gp = gateway_process(cfg)
-    port = gp.start()
-    c = signed_client(port, "ABC123N", creds)
+    c = signed_client(gp.start(), "ABC123N", creds)
     assert get(await c.logon(), 35) == "A"
+    return cfg, creds, gp, c
+
+
+async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_process):
+    _, _, gp, c = await _subprocess_source(tmp_path, gateway_process)
     gp.signal(signal.SIGTERM)
     lo = await c.expect("5", timeout=10)
     assert "shutting down" in get(lo, 58)
@@ -227,12 +233,7 @@ async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_pr
 
 
 async def test_state_survives_kill_9(tmp_path, gateway_process):
-    cfg = write_config(tmp_path / "gw")
-    creds = issue_keys(load_config(cfg))
-    gp = gateway_process(cfg)
-    port = gp.start()
-    c = signed_client(port, "ABC123N", creds)
-    await c.logon()
+    cfg, creds, gp, c = await _subprocess_source(tmp_path, gateway_process)
     for i in range(20):
         c.send("D", [(11, f"K{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
     c.send("1", [(112, "synced")])
@@ -273,12 +274,7 @@ async def test_flooding_source_is_read_one_chunk_per_turn_so_commits_keep_up(tmp
     libuv would otherwise read up to 32 x 256 KiB from it before the journal's group commit ran
     once, and the gateway would pause every source (20,000 records not durable). The real
     process (uvloop) is used; the burst is processed whole, in order, and no pause is logged."""
-    cfg = write_config(tmp_path / "gw")
-    creds = issue_keys(load_config(cfg))
-    gp = gateway_process(cfg)
-    port = gp.start()
-    c = signed_client(port, "ABC123N", creds)
-    assert get(await c.logon(), 35) == "A"
+    _, _, gp, c = await _subprocess_source(tmp_path, gateway_process)
     n = 30_000
     c.send_raw(b"".join(c.build("D", [(11, f"B{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
                         for i in range(n)))
