@@ -16,31 +16,23 @@ handlers, so that ``dcgateway --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import getpass
 import importlib
 import json
 import logging
-import os
 import re
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import yaml
 
 from . import __version__
 from .config import (CATEGORIES, FILTER_KEYS, FRONT_ENDS, GatewayConfig, GroupDef,
-                     group_to_data, groups_from_data, load_config, load_groups,
-                     write_groups_atomic)
+                     group_to_data, load_config)
 from .errors import ConfigError, DcGatewayError, UsageError
+from .state import find_group, open_state
 
 DEFAULT_CONFIG = "config/gateway.yaml"
-GROUPS_AUDIT_FILE = "groups-audit.jsonl"   # in data_dir, next to the key audit log
-LOCK_TIMEOUT_S = 10.0
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 Registrar = Callable[[Any, argparse.ArgumentParser], None]
@@ -146,39 +138,6 @@ def administered(config: GatewayConfig, actor: str) -> list[str]:
     return [e.name for e in config.entities if e.administers(actor)]
 
 
-def audit(config: GatewayConfig, actor: str | None, action: str, file: str = GROUPS_AUDIT_FILE,
-          **fields: Any) -> None:
-    """Append an audit record (JSON line, fsynced) to ``data_dir/file``; never pass secrets."""
-    from .auth.audit import AuditLog        # lazily: keeps the CLI's start-up light
-    try:
-        os_user = getpass.getuser()
-    except (OSError, KeyError):
-        os_user = None
-    AuditLog(config.gateway.data_dir / file).record(
-        action, who=actor, access_key_id=None, session_id=None, os_user=os_user, **fields)
-
-
-@contextlib.contextmanager
-def _folder_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Exclusive flock on the groups file's folder, so two ``groups`` edits never lose each
-    other's change (read-modify-write); no lock file is left behind."""
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DcGatewayError(f"{path.parent}: another dcgateway command is editing "
-                                         f"groups (waited {timeout:g}s)") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------------
 # check-config, run
 # ---------------------------------------------------------------------------------------------
@@ -221,15 +180,10 @@ def _register_run(subparsers: Any, common: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _find_group(groups: Sequence[GroupDef], name: str, entity: str | None) -> GroupDef:
-    found = [g for g in groups if g.name == name and (entity is None or g.entity == entity)]
-    if not found:
-        where = f" in entity {entity}" if entity else ""
-        raise UsageError(f"no group named {name!r}{where}; see `dcgateway groups list`")
-    if len(found) > 1:
-        owners = ", ".join(sorted(g.entity for g in found))
-        raise UsageError(f"group name {name!r} is used by entities {owners}; expected --entity "
-                         "ENTITY to say which")
-    return found[0]
+    try:
+        return find_group(groups, name, entity)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; see `dcgateway groups list`") from None
 
 
 def _short(items: Sequence[str], limit: int = 3) -> str:
@@ -266,12 +220,10 @@ def _cmd_groups_show(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd_groups_delete(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
-    with _folder_lock(config.groups_file):
-        current = load_groups(config.groups_file, config.sessions, config.entities)
-        group = _find_group(current, args.name, args.entity)
-        require_admin(config, args.actor, group.entity)
-        write_groups_atomic(config.groups_file, [g for g in current if g is not group])
-    audit(config, args.actor, "group_delete", entity=group.entity, group=group.name)
+    state = open_state(config)
+    group = _find_group(state.groups.current(), args.name, args.entity)
+    require_admin(config, args.actor, group.entity)
+    state.groups.delete(group.entity, group.name, actor=args.actor)
     out.result({"ok": True, "deleted": group_to_data(group)},
                f"deleted group {group.entity}/{group.name} from {config.groups_file}")
     return 0
@@ -422,16 +374,7 @@ def _create_data(args: argparse.Namespace, config: GatewayConfig) -> dict[str, A
 def _cmd_groups_create(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     data = _create_data(args, config)
-    with _folder_lock(config.groups_file):
-        current = load_groups(config.groups_file, config.sessions, config.entities)
-        try:
-            groups = groups_from_data([group_to_data(g) for g in current] + [data],
-                                      config.sessions, config.entities)
-        except ConfigError as exc:
-            raise ConfigError([f"refused: {p}" for p in exc.problems]) from None
-        write_groups_atomic(config.groups_file, groups)
-    created = groups[-1]
-    audit(config, args.actor, "group_create", entity=created.entity, group=created.name)
+    created = open_state(config).groups.create(data, actor=args.actor)
     out.result({"ok": True, "created": group_to_data(created)},
                f"created group {created.entity}/{created.name} in {config.groups_file}")
     return 0

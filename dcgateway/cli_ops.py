@@ -13,8 +13,6 @@ while the pid in it is alive); ``sessions unlock`` lifts a port closure.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from typing import Any
 
 from .cli import Output, add_command, format_table, load, require_admin
@@ -23,13 +21,8 @@ from .errors import UsageError
 
 
 def _manager(config: GatewayConfig) -> Any:
-    from .auth import AUDIT_FILE_NAME, open_key_manager
-    g = config.gateway
-    return open_key_manager(
-        g.keystore.path, g.keystore.master_key_file, g.data_dir / AUDIT_FILE_NAME,
-        market_close=g.market_close.time.strftime("%H:%M"), market_close_tz=g.market_close.tz.key,
-        environment=g.environment or "DCGW",
-        session_ids={s.key_scope for s in config.sessions})
+    from .state import open_state
+    return open_state(config).keys
 
 
 def _entity_of_scope(config: GatewayConfig, session_id: str) -> str | None:
@@ -127,30 +120,13 @@ def register_keys(subparsers: Any, common: argparse.ArgumentParser) -> None:
 # sessions list / unlock
 # ---------------------------------------------------------------------------------------------
 
-def _status(config: GatewayConfig) -> dict[str, Any]:
-    from .gateway import STATUS_FILE_NAME
-    try:
-        doc = json.loads((config.gateway.data_dir / STATUS_FILE_NAME).read_text())
-        os.kill(int(doc["pid"]), 0)            # a stale file from a dead gateway says nothing
-        return doc
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
 def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
-    from .auth import locked_sessions
-    from .store import peek_sequences
+    from .state import open_state, read_status, session_rows
     config = load(args)
-    g = config.gateway
-    locked = set(locked_sessions(g.data_dir))
-    status = _status(config)
-    connected = status.get("connected", {})
-    rows = []
-    for s in config.sessions:
-        seqs = peek_sequences(g.data_dir / "sessions" / f"{s.comp_id}.log") or (1, 1)
-        rows.append({"comp_id": s.comp_id, "role": s.role, "entity": s.entity,
-                     "connected": s.comp_id in connected, "next_in": seqs[0],
-                     "next_out": seqs[1], "locked": s.comp_id in locked})
+    status = read_status(config.gateway.data_dir)
+    rows = session_rows(config, open_state(config).closures, status)
+    for r in rows:
+        r["locked"] = r["port_closed"]
     table = [("COMP_ID", "ROLE", "ENTITY", "CONNECTED", "NEXT_IN", "NEXT_OUT", "LOCKED")]
     table += [(r["comp_id"], r["role"], r["entity"], "yes" if r["connected"] else "no",
                str(r["next_in"]), str(r["next_out"]), "LOCKED" if r["locked"] else "-")
@@ -163,15 +139,16 @@ def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_sessions_unlock(args: argparse.Namespace, out: Output) -> int:
-    from .auth import AUDIT_FILE_NAME, AuditLog, unlock_session
+    from .state import open_state
     config = load(args)
     sdef = config.session(args.comp_id)
     if sdef is None:
         raise UsageError(f"no session {args.comp_id!r} in {config.path}; see `dcgateway sessions list`")
     require_admin(config, args.actor, sdef.entity)
-    g = config.gateway
-    was = unlock_session(g.data_dir, args.comp_id, who=args.actor or "unknown",
-                         audit=AuditLog(g.data_dir / AUDIT_FILE_NAME))
+    state = open_state(config)
+    was = state.closures.unlock(args.comp_id)
+    state.audit.record("sessions", "unlock", who=args.actor or "unknown", entity=sdef.entity,
+                       comp_id=args.comp_id, was_locked=was)
     out.result({"comp_id": args.comp_id, "was_locked": was},
                f"{args.comp_id}: port closure lifted" if was else f"{args.comp_id} was not locked")
     return 0

@@ -153,6 +153,17 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PortalSettings:
+    """The self-service portal (``dcgateway portal``): where it listens, the URL users reach it
+    at (links in e-mails, the Origin check), optional TLS and session timeouts."""
+    listen: HostPort
+    public_url: str
+    tls: TlsSettings | None = None
+    idle_timeout_s: float = 900.0
+    absolute_timeout_s: float = 43200.0
+
+
+@dataclass(frozen=True, slots=True)
 class Administrator:
     name: str
     email: str
@@ -185,6 +196,8 @@ class GatewayConfig:
     sessions: tuple[SessionDef, ...]
     groups: tuple[GroupDef, ...]
     groups_file: Path
+    operators: tuple[Administrator, ...] = ()
+    portal: PortalSettings | None = None
     _sessions: Mapping[str, SessionDef] = field(init=False, repr=False, compare=False)
     _entities: Mapping[str, Entity] = field(init=False, repr=False, compare=False)
 
@@ -457,7 +470,51 @@ def _parse_sessions(ctx: Context, node: Node, entity_names: set[str] | None,
 # load_config
 # ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("gateway", "entities", "sessions", "groups_file")
+_TOP_KEYS = ("gateway", "entities", "sessions", "groups_file", "operators", "portal")
+_URL_RE = re.compile(r"https?://[^\s/]+(?::\d+)?/?")
+
+
+def _portal_spec(base: Path) -> Spec:
+    return {"listen": (_host_port, REQUIRED),
+            "public_url": (text_of(_URL_RE, "an http(s)://host[:port] URL"), REQUIRED),
+            "tls": (_tls(base), None),
+            "idle_timeout_s": (number(10, 86400, integer=False), 900.0),
+            "absolute_timeout_s": (number(60, 7 * 86400, integer=False), 43200.0)}
+
+
+def _parse_portal(ctx: Context, m: MapNode, base: Path) -> PortalSettings | None:
+    node = m.nodes.get("portal")
+    if is_null(node):
+        return None
+    p = MapNode.of(ctx, node, "portal", "a mapping {listen, public_url, [tls, idle_timeout_s, "
+                   "absolute_timeout_s]}")
+    values = p.fields(_portal_spec(base)) if p is not None else None
+    if values is None:
+        return None
+    values["public_url"] = values["public_url"].rstrip("/")
+    return PortalSettings(**values)
+
+
+def _parse_operators(ctx: Context, m: MapNode, entities: tuple[Entity, ...]
+                     ) -> tuple[Administrator, ...]:
+    node = m.nodes.get("operators")
+    if is_null(node):
+        return ()
+    items = sequence_items(ctx, node, "operators", "a list of {name: ..., email: ...}")
+    if items is BAD:
+        return ()
+    admins = {a.name for e in entities for a in e.administrators}
+    out: list[Administrator] = []
+    for item, path in items:
+        op = _administrator(ctx, item, path)
+        if op is BAD:
+            continue
+        if op.name in admins or any(o.name == op.name for o in out):
+            ctx.problem(node_line(item), join_path(path, "name"), f"user {op.name!r} is "
+                        "already an administrator or operator", "each user name once")
+            continue
+        out.append(op)
+    return tuple(out)
 
 
 def _section(ctx: Context, m: MapNode, key: str, expected: str) -> Node | None:
@@ -502,6 +559,8 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     sessions, known = (
         _parse_sessions(ctx, node, entity_names, _raw_comp_id(m.nodes.get("gateway")))
         if node is not None else ((), None))
+    operators = _parse_operators(ctx, m, entities)
+    portal = _parse_portal(ctx, m, base)
     groups_file = m.get("groups_file", file_path(base), base / "groups.yaml")
     groups: tuple[GroupDef, ...] = ()
     problems = ctx.problems
@@ -514,4 +573,5 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     if problems:
         raise ConfigError(problems)
     return GatewayConfig(path=file, gateway=gateway, entities=entities, sessions=sessions,
-                         groups=groups, groups_file=groups_file)
+                         groups=groups, groups_file=groups_file, operators=operators,
+                         portal=portal)

@@ -1,0 +1,58 @@
+"""The state store: groups, key pairs, port closures, portal users and the audit trail.
+
+The gateway, the command line and the portal share one :class:`StateStore`; each of its parts is
+an interface (:mod:`.base`) with the files under ``data_dir`` as the embedded implementation
+(:func:`open_state`). Cluster mode swaps in replicated key-value buckets behind the same calls.
+
+* ``groups``    :class:`~.base.GroupStore`: drop copy groups, validated whole on every change
+* ``keys``      :class:`~dcgateway.auth.KeyManager`: the venue's key-pair lifecycle on top of
+  ``keys.store`` (:class:`~.base.KeyRecords`, encrypted at rest)
+* ``closures``  :class:`~.base.ClosureStore`: port closures
+* ``audit``     :class:`~.base.AuditSink`: who did what, when, from where, with what outcome
+* :func:`session_rows`: the sessions as a running gateway reports them
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..auth import KeyManager, KeyStore, MarketClose, PortClosures
+from ..auth.lockout import state_path
+from ..config import GatewayConfig
+from .audit import KINDS, AuditTrail
+from .base import AuditSink, ClosureStore, GroupStore, KeyRecords
+from .groups import FileGroupStore, find_group, folder_lock
+from .status import STATUS_FILE_NAME, read_status, session_rows
+
+__all__ = [
+    "AuditSink", "AuditTrail", "ClosureStore", "FileGroupStore", "GroupStore", "KINDS",
+    "KeyRecords", "STATUS_FILE_NAME", "StateStore", "entity_of_session_id", "find_group",
+    "folder_lock", "open_state", "read_status", "session_rows",
+]
+
+
+@dataclass(frozen=True)
+class StateStore:
+    config: GatewayConfig
+    groups: GroupStore
+    keys: KeyManager
+    closures: ClosureStore
+    audit: AuditSink
+
+
+def entity_of_session_id(config: GatewayConfig, session_id: str) -> str | None:
+    """The registered entity whose sessions use the key scope (Session ID) ``session_id``."""
+    return next((s.entity for s in config.sessions if s.key_scope == session_id), None)
+
+
+def open_state(config: GatewayConfig) -> StateStore:
+    """The embedded (file) state store of ``config``."""
+    g = config.gateway
+    audit = AuditTrail(g.data_dir, lambda sid: entity_of_session_id(config, sid))
+    keys = KeyManager(KeyStore(g.keystore.path, g.keystore.master_key_file),
+                      MarketClose.parse(g.market_close.time.strftime("%H:%M"),
+                                        g.market_close.tz.key),
+                      audit.log("keys"), environment=g.environment or "DCGW",
+                      session_ids={s.key_scope for s in config.sessions})
+    return StateStore(config=config, groups=FileGroupStore(config, audit), keys=keys,
+                      closures=PortClosures(state_path(g.data_dir)), audit=audit)
