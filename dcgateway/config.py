@@ -148,6 +148,8 @@ class GatewaySettings:
     journal_commit_delay_s: float = 0.0         # bound on how long an append waits for its fsync to start
     target_max_pending: int = 10_000            # copies a slow target holds in memory before the journal serves it
     tls: TlsSettings | None = None
+    #: A file holding the bearer token ``/metrics`` requires (None: open to whoever reaches it).
+    metrics_token_file: Path | None = None
     #: "Environment" column of downloaded key files; None = the key manager's default.
     environment: str | None = None
 
@@ -282,6 +284,7 @@ def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
         "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),
         "tls": (_tls(base), None),
         "metrics_tls": (_tls(base), None),
+        "metrics_token_file": (file_path(base, True), None),
         "environment": (text_of(NAME_RE, NAME_EXPECTED), None),
     }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ import uvloop
 
 from .auth import AUDIT_FILE_NAME, logon_signer, open_key_manager
 from .config import GatewayConfig
-from .fsutil import atomic_write
+from .fsutil import atomic_write, private_dir
 from .gateway import Gateway, tune_gc
 
 log = logging.getLogger("dcgateway.demo")
@@ -54,7 +55,7 @@ def demo_credentials(config: GatewayConfig) -> dict[str, tuple[str, str]]:
             log.info("demo: created key pair %s for Session ID %s", rec.access_key_id, scope)
         saved[scope] = pair
         creds[scope] = (pair[0], pair[1])
-    g.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(g.data_dir)
     atomic_write(path, json.dumps(saved, indent=1).encode(), 0o600)
     return {s.comp_id: creds[s.key_scope] for s in config.sessions}
 
@@ -155,7 +156,9 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
 
 def demo(config: GatewayConfig, *, rate: float = 500.0, duration: float | None = None) -> int:
     g = config.gateway
-    g.data_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)                       # everything under data_dir is private (0600/0700)
+    private_dir(g.data_dir)
+    os.close(os.open(Path(g.data_dir) / "demo.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     logging.basicConfig(level=logging.INFO, filename=str(Path(g.data_dir) / "demo.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"gateway log: {Path(g.data_dir) / 'demo.log'}", flush=True)

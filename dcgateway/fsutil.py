@@ -25,6 +25,33 @@ replace = os.replace
 StatSignature = tuple[int, int, int, int, int]
 
 
+#: Everything the gateway writes under its data_dir is private to its user: files 0600,
+#: directories 0700, whatever the umask and whichever path creates them.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(directory: Path) -> Path:
+    """``mkdir -p`` with every directory it creates at mode 0700 (``Path.mkdir(parents=True)``
+    creates the parents with the umask's default mode). Existing directories are left as they
+    are. Returns ``directory``."""
+    directory = Path(directory)
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)
+    return directory
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -37,8 +64,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically and durably. On any failure the old file is
     untouched and the temp file is removed."""
     path = Path(path)
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(path.parent)
     tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -65,7 +91,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``<path>.lock`` (created 0600 if absent) for the block."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     lock_path = path.with_name(path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -93,7 +119,7 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
     ``O_CREAT|O_EXCL`` and ``mode``, then hard-linked into place (``link`` fails if the name
     exists), so two processes racing to create it cannot see or produce a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -31,7 +31,7 @@ from .auth.verify import SessionAuth
 from .config import Administrator, GatewayConfig, load_groups
 from .errors import ConfigError, DcGatewayError
 from .fanout import Fanout, TargetState, TargetStore
-from .fsutil import atomic_write, stat_signature
+from .fsutil import atomic_write, private_dir, stat_signature
 from .journal import GroupCommitter, Journal
 from .metrics import GatewayMetrics, KeyStatus, SessionStatus, Snapshot, TargetStatus
 from .net.http import serve_http
@@ -93,6 +93,23 @@ def server_ssl_context(tls: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+def metrics_token(path: Path | None) -> bytes | None:
+    """The bearer token ``/metrics`` requires, read from ``gateway.metrics_token_file`` (kept out
+    of gateway.yaml: it is a secret). An empty or unreadable file stops the start with a reason
+    that names the file, never the token."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"gateway.metrics_token_file {path}: cannot read it "
+                          f"({exc.strerror})") from None
+    if not token or not all(0x21 <= b <= 0x7e for b in token):
+        raise ConfigError(f"gateway.metrics_token_file {path}: expected one line of printable "
+                          "ASCII (the bearer token), without spaces")
+    return token
+
+
 def tune_gc() -> None:
     """Latency: the hot path allocates no reference cycles, so the cyclic GC's full collections
     (tens of ms once a burst leaves many objects alive) buy nothing; freeze what start-up built
@@ -135,7 +152,7 @@ class Gateway:
         self.counts: Counter[str] = Counter()
         g = config.gateway
         self.data_dir = Path(g.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         self.keystore = KeyStore(g.keystore.path, g.keystore.master_key_file)
         if self.keystore.ensure_master_key():
             log.info("created master key %s (mode 0600)", g.keystore.master_key_file)
@@ -392,7 +409,7 @@ class Gateway:
         doc = {"pid": os.getpid(), "port": self.port,
                "connected": {k: v for k, v in sorted(self._connected_since.items())}}
         try:
-            atomic_write(self.data_dir / STATUS_FILE_NAME, json.dumps(doc).encode(), 0o644)
+            atomic_write(self.data_dir / STATUS_FILE_NAME, json.dumps(doc).encode(), 0o600)
         except OSError as exc:
             log.warning("could not write %s: %s", STATUS_FILE_NAME, exc)
 
@@ -454,7 +471,8 @@ class Gateway:
         self.port = await self.acceptor.start(g.listen.host, g.listen.port,
                                               ssl=server_ssl_context(g.tls))
         self._http = await serve_http(g.metrics.host, g.metrics.port, _PushFirst(self),
-                                      self.health, ssl=server_ssl_context(g.metrics_tls))
+                                      self.health, ssl=server_ssl_context(g.metrics_tls),
+                                      bearer_token=metrics_token(g.metrics_token_file))
         self.metrics_port = self._http.sockets[0].getsockname()[1]
         log.info("metrics on %s://%s:%d/metrics (health: /healthz)",
                  "https" if g.metrics_tls else "http", g.metrics.host, self.metrics_port)
@@ -519,5 +537,6 @@ async def _main(config: GatewayConfig) -> int:
 
 def run(config: GatewayConfig) -> int:
     """Run the gateway in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    os.umask(0o077)                       # everything under data_dir is private (0600/0700)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_main(config))

@@ -60,7 +60,7 @@ from .journal_format import (APP_FIXED, HDR_REST, HDR_SIZE, IDX, IDX_SIZE, MARK_
                              write_checkpoint)
 from .journal_index import SegmentReader, TargetIndexes, pwrite_all
 from .journal_recovery import Recovery, recover_journal
-from .store import fsync_dir
+from .fsutil import fsync_dir, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Journal:
             raise JournalError(f"journal {self.directory}: recover() must be called exactly once")
         self._owner = threading.get_ident()
         try:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.index_dir)
             self._take_dir_lock()
             rec, state = recover_journal(self.directory, self._index, self._fsync,
                                          self._create_segment)
@@ -182,7 +182,7 @@ class Journal:
 
     def _take_dir_lock(self) -> None:
         """One process per journal: two writers would interleave records and LSNs."""
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -428,7 +428,7 @@ class Journal:
         data = segment_header(seg) + frame(T_SNAPSHOT, lsn, snapshot_payload(targets, sources, hw))
         path = self._seg_path(seg)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as e:
             raise JournalError(f"cannot create journal segment {path}: {e.strerror}") from None
         try:

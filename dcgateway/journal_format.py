@@ -244,7 +244,7 @@ def write_checkpoint(path: Path, ck: Checkpoint, fsync: bool) -> None:
                          separators=(",", ":"), sort_keys=True).encode()
     data = CKPT_HEAD.pack(CKPT_MAGIC, zlib.crc32(payload), len(payload)) + payload
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
         while view:

@@ -71,7 +71,7 @@ class TargetIndexes:
     def fd(self, target: str) -> int:
         fd = self._fds.get(target)
         if fd is None:
-            fd = os.open(self.dir / index_filename(target), os.O_RDWR | os.O_CREAT, 0o640)
+            fd = os.open(self.dir / index_filename(target), os.O_RDWR | os.O_CREAT, 0o600)
             self._fds[target] = fd
         return fd
 

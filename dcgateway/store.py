@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 
 from .errors import StoreError
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, private_dir
 
 MAGIC = b"DCGWSS01"
 _REC = struct.Struct("<IBQI")          # crc32, type, seq, payload length
@@ -72,7 +72,7 @@ class FileSessionStore:
         self._dirty = False
         self._pending_in: int | None = None
         self.recovered_torn_bytes = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self._fd = -1
         self._open()
 
@@ -80,7 +80,7 @@ class FileSessionStore:
 
     def _open(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
             raise StoreError(f"cannot open session store {self.path}: {e.strerror}") from None
         self._fd = fd
@@ -170,10 +170,13 @@ class FileSessionStore:
     def reset(self) -> None:
         """Start a fresh file (atomic rename), both sequences at 1."""
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, MAGIC)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
         os.close(self._fd)

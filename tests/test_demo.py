@@ -5,11 +5,14 @@ keys."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .fsmodes import loose_modes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 def run_demo(folder: Path, seconds: float) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dcgateway", "demo", "--duration", str(seconds),
                            "--rate", "300", "--config", str(folder / "gateway.yaml")],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          preexec_fn=lambda: os.umask(0o022))
 
 
 def test_demo_shows_traffic_and_stops_cleanly(tmp_path):
@@ -45,3 +49,5 @@ def test_demo_shows_traffic_and_stops_cleanly(tmp_path):
     assert again.returncode == 0, again.stderr
     assert json.loads((folder / "var" / "demo-credentials.json").read_text()) == creds
     assert "error" not in (folder / "var" / "demo.log").read_text().lower()
+    # a run that included a sequence reset, started with a permissive umask: data_dir is private
+    assert loose_modes(folder / "var") == []

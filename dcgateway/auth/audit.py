@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import private_dir
+
 #: Default file name inside the gateway's data_dir.
 AUDIT_FILE_NAME = "keys-audit.jsonl"
 
@@ -46,7 +48,7 @@ class AuditLog:
                  "who": who or "unknown", "action": action,
                  "access_key_id": access_key_id, "session_id": session_id, **extra}
         line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line)

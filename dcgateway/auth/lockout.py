@@ -60,7 +60,7 @@ class PortClosures:
 
     def _write(self, locked: dict[str, dict[str, Any]]) -> None:
         doc = {"version": 1, "locked": locked}
-        atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", 0o644)
+        atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", 0o600)
 
     def refresh(self) -> None:
         """Re-read the file if another process changed it. Never raises (the gateway path): an

@@ -111,7 +111,7 @@ class NoticeLog:
             if live_key_ids is not None:
                 entries = [e for e in entries if e["access_key_id"] in live_key_ids]
             atomic_write(self.path, json.dumps({"version": 1, "sent": entries},
-                                               indent=1).encode() + b"\n", 0o644)
+                                               indent=1).encode() + b"\n", 0o600)
 
 
 __all__ = ["Notice", "NoticeLog", "THRESHOLDS_DAYS", "NOTICES_FILE_NAME", "due_notices"]

@@ -28,6 +28,7 @@ The exposition is generated on the event loop, not in a thread, on purpose:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import ssl as _ssl
 from collections.abc import Callable
@@ -50,7 +51,7 @@ WRITE_TIMEOUT = 10.0            # seconds for the client to take a response
 MAX_CONNECTIONS = 32
 MAX_REQUESTS = 1000             # per connection
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             413: "Content Too Large", 431: "Request Header Fields Too Large",
             500: "Internal Server Error", 503: "Service Unavailable",
             505: "HTTP Version Not Supported"}
@@ -116,8 +117,9 @@ class _Handler:
 
     def __init__(self, registry: CollectorRegistry, health: Health, *, max_request_bytes: int,
                  request_timeout: float, write_timeout: float, max_connections: int,
-                 max_requests: int) -> None:
+                 max_requests: int, bearer_token: bytes | None = None) -> None:
         self.registry = registry
+        self.bearer = None if bearer_token is None else b"Bearer " + bearer_token
         self.health = health
         self.max_request_bytes = max_request_bytes
         self.request_timeout = request_timeout
@@ -156,6 +158,10 @@ class _Handler:
             return _Response(404, b"not found\n")
         if req.method not in ("GET", "HEAD"):
             return _Response(405, b"method not allowed\n", extra=(("Allow", "GET, HEAD"),))
+        if self.bearer is not None and req.path == "/metrics" and not hmac.compare_digest(
+                req.headers.get("authorization", "").encode("latin-1"), self.bearer):
+            return _Response(401, b"a bearer token is required\n",
+                             extra=(("WWW-Authenticate", 'Bearer realm="dcgateway metrics"'),))
         return route()
 
     # -- connections ----------------------------------------------------------------------------
@@ -252,15 +258,21 @@ async def serve_http(host: str, port: int, registry: CollectorRegistry, health: 
                      request_timeout: float = REQUEST_TIMEOUT,
                      write_timeout: float = WRITE_TIMEOUT,
                      max_connections: int = MAX_CONNECTIONS,
-                     max_requests: int = MAX_REQUESTS) -> asyncio.Server:
+                     max_requests: int = MAX_REQUESTS,
+                     bearer_token: bytes | None = None) -> asyncio.Server:
     """Start serving ``/metrics`` (``registry``) and ``/healthz`` (``health``) on
     ``host:port`` (port 0: any free port; read it from ``server.sockets``). Returns the started
-    server; the caller closes it (``close()`` then ``await wait_closed()``). ``ssl``: TLS."""
+    server; the caller closes it (``close()`` then ``await wait_closed()``). ``ssl``: TLS (with a
+    client-certificate requirement when the context asks for one). ``bearer_token``: ``/metrics``
+    answers 401 unless the request carries ``Authorization: Bearer <token>`` (RFC 6750 section
+    2.1; compared in constant time); ``/healthz`` stays open for load balancers (it says only
+    ok or why not)."""
     if registry is None:
         raise ValueError("serve_http needs the gateway's CollectorRegistry")
     handler = _Handler(registry, health, max_request_bytes=max_request_bytes,
                        request_timeout=request_timeout, write_timeout=write_timeout,
-                       max_connections=max_connections, max_requests=max_requests)
+                       max_connections=max_connections, max_requests=max_requests,
+                       bearer_token=bearer_token)
     server = await asyncio.start_server(handler, host, port, limit=max_request_bytes, ssl=ssl,
                                         ssl_handshake_timeout=request_timeout if ssl else None)
     handler.server = server

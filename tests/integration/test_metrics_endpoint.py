@@ -97,3 +97,43 @@ async def test_metrics_cover_traffic_logons_resends_and_keys(tmp_path, start_gat
     gw.gw.journal_ok = True
     for c in cl.values():
         await c.close()
+
+
+def scrape_with(port: int, headers: dict[str, str]) -> tuple[int, str, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode(), ""
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers.get("WWW-Authenticate", "")
+
+
+async def test_metrics_can_require_a_bearer_token_and_health_stays_open(tmp_path, start_gateway):
+    folder = tmp_path / "gw"
+    write_config(folder, extra="metrics_token_file: metrics.token")
+    (folder / "metrics.token").write_text("s3cr3t-Token_value\n")
+    gw = await start_gateway(folder)
+    port = gw.gw.metrics_port
+    code, body, challenge = await asyncio.to_thread(scrape_with, port, {})
+    assert code == 401 and "dcgateway_" not in body and challenge.startswith("Bearer")
+    code, body, _ = await asyncio.to_thread(scrape_with, port, {"Authorization": "Bearer nope"})
+    assert code == 401 and "dcgateway_" not in body
+    code, body, _ = await asyncio.to_thread(
+        scrape_with, port, {"Authorization": "Bearer s3cr3t-Token_value"})
+    assert code == 200 and "dcgateway_session_connected" in body
+    assert "s3cr3t" not in body
+    code, body = await asyncio.to_thread(scrape, port, "/healthz")
+    assert code == 200 and body.strip() == "ok"
+
+
+async def test_an_unusable_metrics_token_file_is_named_and_stops_the_start(tmp_path):
+    from dcgateway.errors import ConfigError
+    from dcgateway.gateway import metrics_token
+
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="empty.token: expected one line"):
+        metrics_token(empty)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        metrics_token(tmp_path / "absent.token")
+    assert metrics_token(None) is None
