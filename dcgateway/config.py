@@ -143,6 +143,9 @@ class GatewaySettings:
     write_buffer_high: int = 1_048_576
     write_buffer_low: int = 262_144
     max_connections: int = 1024
+    max_pending_logons: int = 1000              # unauthenticated connections at once (stale ones evicted)
+    max_pending_logons_per_address: int = 0     # the same from one address; 0: no own bound
+    pre_logon_idle_s: float = 5.0               # a connection silent this long is closed; 0: off
     metrics_tls: TlsSettings | None = None      # TLS on /metrics and /healthz
     max_inbound_msgs_per_s: int = 0             # per session; 0: no limit
     journal_commit_delay_s: float = 0.0         # bound on how long an append waits for its fsync to start
@@ -279,6 +282,9 @@ def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
         "write_buffer_high": (number(1024, 1 << 30, integer=True), 1_048_576),
         "write_buffer_low": (number(0, 1 << 30, integer=True), 262_144),
         "max_connections": (number(1, 1_000_000, integer=True), 1024),
+        "max_pending_logons": (number(1, 1_000_000, integer=True), 1000),
+        "max_pending_logons_per_address": (number(0, 1_000_000, integer=True), 0),
+        "pre_logon_idle_s": (number(0, 3600, integer=False), 5.0),
         "journal_commit_delay_s": (number(0, 1, integer=False), 0.0),
         "max_inbound_msgs_per_s": (number(0, 10_000_000, integer=True), 0),
         "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),

@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import signal
 import ssl
 import time
@@ -110,6 +111,31 @@ def metrics_token(path: Path | None) -> bytes | None:
     return token
 
 
+#: Descriptors kept for everything but FIX connections: journal segments and indexes, session
+#: files, the metrics server and its scrapers, the key store, logs.
+FD_RESERVE = 128
+
+
+def fit_descriptor_limit(max_connections: int, sessions: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, then bound the FIX connections to what
+    fits under it, so a flood of connections meets a clean refusal instead of EMFILE in the
+    journal, the metrics server or the key store."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    room = max(16, soft - FD_RESERVE - 2 * sessions)
+    if room < max_connections:
+        log.warning("max_connections lowered from %d to %d to fit the open-file limit (%d)",
+                    max_connections, room, soft)
+        return room
+    return max_connections
+
+
 def tune_gc() -> None:
     """Latency: the hot path allocates no reference cycles, so the cyclic GC's full collections
     (tens of ms once a burst leaves many objects alive) buy nothing; freeze what start-up built
@@ -196,7 +222,10 @@ class Gateway:
                              write_buffer_high=g.write_buffer_high,
                              write_buffer_low=g.write_buffer_low,
                              max_connections=g.max_connections,
-                             max_inbound_rate=g.max_inbound_msgs_per_s),
+                             max_inbound_rate=g.max_inbound_msgs_per_s,
+                             max_pending_logons=g.max_pending_logons,
+                             max_pending_logons_per_address=g.max_pending_logons_per_address,
+                             pre_logon_idle=g.pre_logon_idle_s),
             self.slots, clock=clock, app_sink=self.fanout.on_app, authenticator=authenticator,
             on_event=self._on_event)
         self.port: int | None = None
@@ -429,8 +458,7 @@ class Gateway:
             self.counts["logons"] += 1
             self._connected_since[name] = self.clock()
             self.write_status()
-        elif isinstance(ev, AuthFailed):
-            log.warning("session %s: logon refused: %s", name, ev.reason)
+        elif isinstance(ev, AuthFailed):            # logged by the authenticator (rate limited)
             self.counts[f"auth_failed:{ev.reason}"] += 1
             is_locked = getattr(self.authenticator, "is_locked", None)
             if is_locked is not None and name not in self._locked and is_locked(name):
@@ -468,6 +496,8 @@ class Gateway:
                                         on_error=self._on_journal_error,
                                         on_fsync=self.metrics.fsync,
                                         max_delay=g.journal_commit_delay_s)
+        self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,
+                                                             len(self.slots))
         self.port = await self.acceptor.start(g.listen.host, g.listen.port,
                                               ssl=server_ssl_context(g.tls))
         self._http = await serve_http(g.metrics.host, g.metrics.port, _PushFirst(self),

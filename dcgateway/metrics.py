@@ -83,7 +83,8 @@ OTHER_CATEGORY = "other"
 REFUSAL_REASONS: tuple[str, ...] = (
     "max_connections", "first_message_not_logon", "garbage_before_logon", "logon_timeout",
     "wrong_target_comp_id", "unknown_session", "already_logged_on", "rate_limit",
-    "sequence_reset", "other")
+    "sequence_reset", "evicted_before_logon", "max_pending_logons", "idle_before_logon", "invalid_first_message",
+    "other")
 
 
 # -- the snapshot: what the gateway reports at scrape time ------------------------------------

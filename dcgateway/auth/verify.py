@@ -31,7 +31,15 @@ incomplete_logon      a canonical tag the session's profile requires is absent o
 bad_sending_time      52 is not a UTCTimestamp
 stale_sending_time    52 is further than the tolerance from ``now`` (replay protection)
 bad_signature         the HMAC does not match (constant-time comparison)
+replayed_logon        this exact signature was already accepted (within the tolerance window)
 ====================  ==========================================================================
+
+Each signed Logon is accepted once. The signature covers SendingTime, so a Logon can only be
+replayed while its 52 is within the tolerance; the authenticator remembers every signature it
+accepted for twice the tolerance and refuses a second use like any other authentication failure.
+That closes the replays the canonical string alone cannot: ResetSeqNumFlag (141) is not signed,
+so a captured Logon with 141=Y replayed after its owner logged out would otherwise reset the
+session's sequences.
 
 Key pairs are read through a provider's ``snapshot()`` (:class:`~.keystore.KeyStore`), which
 re-reads the store only when its file changed: keys created or deleted by the CLI in another
@@ -51,6 +59,7 @@ from typing import NamedTuple, Protocol
 from ..fix import tags as T
 from ..fix.codec import FieldError, RawMessage
 from ..fix.timefmt import parse_utc_timestamp
+from ..ratelog import RateLimitedLog
 from .canonical import CANONICAL_TAGS, canonical_values, key_scope, required_tags
 from .keystore import KeyRecord
 from .lockout import PORT_CLOSURE_TEXT, PortClosures, state_path
@@ -64,7 +73,7 @@ REASONS: tuple[str, ...] = (
     "unknown_session", "port_closed", "not_logon", "orig_sending_time", "missing_credentials",
     "length_mismatch", "malformed_logon", "bad_method", "keystore_unavailable", "unknown_key",
     "deleted_key", "expired_key", "wrong_session_id", "incomplete_logon", "bad_sending_time",
-    "stale_sending_time", "bad_signature", "internal_error",
+    "stale_sending_time", "bad_signature", "replayed_logon", "internal_error",
 )
 #: Refusals that are not the client's fault, or have no session: they never lock a session.
 _NOT_COUNTED = frozenset({"unknown_session", "port_closed", "keystore_unavailable",
@@ -142,6 +151,9 @@ class LogonAuthenticator:
         self.max_invalid_logons = max_invalid_logons
         self.invalid_logon_window_s = float(invalid_logon_window_s)
         self._failures: dict[str, deque[float]] = {}
+        self._log = RateLimitedLog(log)         # refusals: one line per session and reason
+        #: signatures accepted, with when they may be forgotten (see "accepted once" above)
+        self._accepted: dict[bytes, float] = {}
 
     def __repr__(self) -> str:
         return (f"LogonAuthenticator(sessions={len(self._sessions)}, "
@@ -175,14 +187,17 @@ class LogonAuthenticator:
             comp_id = (logon.header.get(T.SENDER_COMP_ID) or b"").decode("ascii", "replace")
             session = self._sessions.get(comp_id)
             if session is None:
-                log.warning("logon refused: comp_id=%r reason=unknown_session", comp_id[:32])
+                self._log.log("unknown_session", logging.WARNING,
+                              "logon refused: comp_id=%r reason=unknown_session", comp_id[:32])
                 return AuthDecision(False, "unknown_session", AUTH_FAILED_TEXT)
             if self._closures.is_locked(comp_id):
-                log.warning("logon refused: comp_id=%s reason=port_closed (locked until an "
-                            "operator unlocks it)", comp_id)
+                self._log.log((comp_id, "port_closed"), logging.WARNING,
+                              "logon refused: comp_id=%s reason=port_closed (locked until an "
+                              "operator unlocks it)", comp_id)
                 return AuthDecision(False, "port_closed", PORT_CLOSURE_TEXT)
             try:
-                key_id = self._check(logon, session, now)
+                key_id, sig = self._check(logon, session, now)
+                self._accept_once(sig, key_id, now)
             except _Rejection as r:
                 return self._reject(comp_id, r, now)
             self._failures.pop(comp_id, None)
@@ -196,7 +211,8 @@ class LogonAuthenticator:
         detail = f" ({r.detail})" if r.detail else ""
         if r.reason in _NOT_COUNTED:
             level = logging.ERROR if r.reason == "keystore_unavailable" else logging.WARNING
-            log.log(level, "logon refused: comp_id=%s reason=%s%s", comp_id, r.reason, detail)
+            self._log.log((comp_id, r.reason), level, "logon refused: comp_id=%s reason=%s%s",
+                          comp_id, r.reason, detail)
             return AuthDecision(False, r.reason, AUTH_FAILED_TEXT)
         window = self._failures.setdefault(comp_id, deque(maxlen=self.max_invalid_logons))
         window.append(now)
@@ -209,10 +225,23 @@ class LogonAuthenticator:
                         "logons within %g s (until an operator unlocks it)", comp_id, r.reason,
                         detail, self.max_invalid_logons, self.invalid_logon_window_s)
             return AuthDecision(False, r.reason, PORT_CLOSURE_TEXT)
-        log.warning("logon refused: comp_id=%s reason=%s%s (invalid logon %d of %d allowed "
-                    "within %g s)", comp_id, r.reason, detail, len(window),
-                    self.max_invalid_logons - 1, self.invalid_logon_window_s)
+        self._log.log((comp_id, r.reason), logging.WARNING,
+                      "logon refused: comp_id=%s reason=%s%s (invalid logon %d of %d allowed "
+                      "within %g s)", comp_id, r.reason, detail, len(window),
+                      self.max_invalid_logons - 1, self.invalid_logon_window_s)
         return AuthDecision(False, r.reason, AUTH_FAILED_TEXT)
+
+    def _accept_once(self, sig: bytes, key_id: str, now: float) -> None:
+        """Remember ``sig`` for twice the SendingTime tolerance (a Logon signed at 52 = t can
+        pass the time check until t + tolerance, and ``now`` may run behind t by as much);
+        a second use is a replay."""
+        accepted = self._accepted
+        if accepted.get(sig, 0.0) > now:
+            raise _Rejection("replayed_logon", f"access_key_id={key_id}, signature already used")
+        if len(accepted) > 64:
+            for old in [s for s, until in accepted.items() if until <= now]:
+                del accepted[old]
+        accepted[sig] = now + 2 * self.sending_time_tolerance_s
 
     def _read_fields(self, logon: RawMessage) -> tuple[list[bytes | None], list[bytes]]:
         try:
@@ -245,8 +274,9 @@ class LogonAuthenticator:
                                                  f"{record.session_id}, not {session.key_scope}")
         return record
 
-    def _check(self, logon: RawMessage, session: SessionAuth, now: float) -> str:
-        """Raise :class:`_Rejection` or return the access key id that authenticated."""
+    def _check(self, logon: RawMessage, session: SessionAuth, now: float) -> tuple[str, bytes]:
+        """Raise :class:`_Rejection` or return the access key id that authenticated and the
+        signature."""
         if logon.msg_type != T.MsgType.LOGON:
             raise _Rejection("not_logon")
         creds, canonical = self._read_fields(logon)
@@ -278,4 +308,4 @@ class LogonAuthenticator:
         expected = signature_bytes(secret, b"\n".join(canonical)).encode("ascii")
         if not hmac.compare_digest(expected, sig):
             raise _Rejection("bad_signature", who)
-        return record.access_key_id
+        return record.access_key_id, bytes(sig)

@@ -1,13 +1,23 @@
 """The acceptor: one listening port for every configured session, told apart by the Logon's 49/56.
 
-Binding rules (../shared/ILINK.md "Logon rules", FIX Vol. 2 "Logon"):
+Binding rules (FIX Vol. 2 "Logon" and Test Cases 1S; the venue's Logon rules):
 
-* The first message on a connection must be a Logon (35=A); anything else: disconnect.
-* 56 must be the gateway's CompID and 49 a configured session, else Logout with a reason text and
-  disconnect (the sequence number of that Logout is 1: there is no session to consume one of).
-* A session already logged on keeps its connection: a second Logon for it is refused with a
-  Logout and the newcomer is disconnected.
-* A connection that has not logged on within ``logon_timeout`` seconds is closed.
+* The first message on a connection must be a valid Logon (35=A); anything else, a garbled first
+  message included (Test Case 1S.d: wrong BodyLength or CheckSum), disconnects at once.
+* Before a Logon is authenticated nothing about the gateway's state is revealed: an unknown
+  SenderCompID, a wrong TargetCompID, a bad or missing signature all get the same Logout,
+  ``authentication failed`` (the precise reason goes to the log and the metric's label). The one
+  other answer is the venue's port-closure text for a locked session.
+* A session already logged on keeps its connection (Test Case 1S.b): a correctly signed second
+  Logon for it is disconnected without a word; one that does not authenticate gets the same
+  ``authentication failed`` as anyone else, so a peer without the key learns nothing.
+* Unauthenticated connections are cheap and cannot crowd out Logons: at most
+  ``max_pending_logons`` of them (and ``max_pending_logons_per_address`` from one address) wait
+  for their Logon; a newcomer past the bound evicts the oldest. A connection that sends nothing
+  within ``pre_logon_idle`` seconds is closed, one still sending its Logon after
+  ``logon_timeout`` seconds too. Logged-on sessions never compete with them for a slot, and the
+  total stays under the process's descriptor limit so a flood meets a clean refusal, not EMFILE.
+  Refusals are counted per reason and logged as one summary line per interval, not one line each.
 
 Everything after binding is the session engine's business; the acceptor only routes events
 (application messages go to the ``app_sink``, the rest to ``on_event`` for logs and metrics) and
@@ -18,20 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..fix import tags as T
 from ..fix.codec import RawMessage, encode_fields
-from ..fix.session import AppMessage, Authenticator, Disconnect, FixSession, SessionConfig
+from ..fix.session import (AppMessage, AuthDecision, Authenticator, AuthFailed, Disconnect,
+                           FixSession, SessionConfig)
 from ..fix.timefmt import utc_timestamp
 from .connection import CLOSE_GRACE_S, FixConnection
 
 log = logging.getLogger("dcgateway.net")
 
 
-class Store(Protocol):
-    def sync(self) -> None: ...
+#: The Logout text of every refusal before authentication (the venue's rule: never say which
+#: check failed).
+AUTH_FAILED_TEXT = "authentication failed"
+#: Refusals are summarised in one log line at most this often (seconds).
+REFUSAL_LOG_INTERVAL = 10.0
+#: Listen backlog: completed handshakes the kernel queues for accept() (capped by somaxconn).
+#: A flood of connections must not fill it, or a client's SYN is dropped and retried a second
+#: later: the gateway accepts and sheds them quickly instead.
+LISTEN_BACKLOG = 4096
 
 
 @dataclass
@@ -63,6 +82,9 @@ class AcceptorSettings:
     max_connections: int = 1024
     shutdown_timeout: float = 5.0
     max_inbound_rate: int = 0                   # messages/s per session; 0: no limit
+    max_pending_logons: int = 1000              # unauthenticated connections at once
+    max_pending_logons_per_address: int = 0     # from one peer address; 0: no own bound
+    pre_logon_idle: float = 5.0                 # close a connection silent this long; 0: off
 
 
 class Acceptor:
@@ -77,9 +99,14 @@ class Acceptor:
         self.authenticator = authenticator
         self.on_event = on_event or (lambda slot, ev: None)
         self.connections: set[FixConnection] = set()
+        self.pending: dict[FixConnection, None] = {}   # unbound connections, oldest first
+        self._per_address: Counter[str] = Counter()
         self._server: asyncio.base_events.Server | None = None
         self._our = settings.our_comp_id.encode()
         self.refusing: str | None = None        # a reason to refuse every Logon (weekly reset)
+        self.max_connections = settings.max_connections   # lowered to fit the fd limit
+        self._refusals: Counter[str] = Counter()
+        self._refusals_logged_at = float("-inf")
 
     # -- used by FixConnection --------------------------------------------------------------
 
@@ -92,16 +119,59 @@ class Acceptor:
         return self.settings.logon_timeout
 
     def connection_opened(self, conn: FixConnection) -> None:
-        if len(self.connections) >= self.settings.max_connections:
-            log.warning("refusing connection from %s: max_connections=%d reached",
-                        conn.peer, self.settings.max_connections)
-            self.refused(conn, "max_connections")
-            conn.close("max connections")
-            return
+        """Admit a new connection. When the pending bound (or the total) is reached, room is
+        made by evicting the oldest unauthenticated connection that has sent nothing; when every
+        one waiting has sent something (Logons being read), the newcomer is refused. A client
+        whose Logon was already waiting in its socket when it was accepted counts as having
+        sent something, so a flood of silent connections cannot push a Logon out before it is
+        read. Logged-on sessions never compete for these slots."""
+        st = self.settings
+        address = conn.peer.rsplit(":", 1)[0]
+        crowded: list[bool] = [
+            bool(st.max_pending_logons_per_address
+                 and self._per_address[address] >= st.max_pending_logons_per_address),
+            len(self.pending) >= st.max_pending_logons,
+            len(self.connections) >= self.max_connections]
+        for i, full in enumerate(crowded):
+            if not full:
+                continue
+            victim = self._silent(address if i == 0 else None)
+            if victim is None:
+                self.refused(conn, "max_connections" if i == 2 else "max_pending_logons")
+                conn.close("too many connections waiting for a Logon", abort=True)
+                return
+            self._evict(victim)
+        conn.address = address
         self.connections.add(conn)
+        self.pending[conn] = None
+        self._per_address[address] += 1
+
+    def _silent(self, address: str | None) -> FixConnection | None:
+        """The oldest pending connection (from ``address`` when given) that has sent nothing,
+        looking at the oldest few only (Logons being dribbled in are not silent)."""
+        for i, c in enumerate(self.pending):
+            if i >= 64:
+                return None
+            if (address is None or c.address == address) and not c.heard:
+                return c
+        return None
+
+    def _evict(self, conn: FixConnection) -> None:
+        self._unpend(conn)
+        self.refused(conn, "evicted_before_logon")
+        conn.close("evicted: too many connections waiting for a Logon", abort=True)
+
+    def _unpend(self, conn: FixConnection) -> None:
+        if self.pending.pop(conn, 0) is None:
+            n = self._per_address[conn.address] - 1
+            if n > 0:
+                self._per_address[conn.address] = n
+            else:
+                del self._per_address[conn.address]
 
     def connection_closed(self, conn: FixConnection, exc: Exception | None) -> None:
         self.connections.discard(conn)
+        self._unpend(conn)
         slot = conn.slot
         if slot is not None and slot.connection is conn:
             slot.connection = None
@@ -117,8 +187,20 @@ class Acceptor:
             self.on_event(slot, Disconnect(conn.close_reason or "peer closed"))
 
     def refused(self, conn: FixConnection, reason: str) -> None:
-        log.info("connection %s refused: %s", conn.peer, reason)
+        """Count a refusal (the metric's ``reason``) and log a summary at most once per
+        REFUSAL_LOG_INTERVAL: a flood of refused connections must not flood the log."""
         self.on_event(None, ("refused", reason))
+        self._refusals[reason] += 1
+        if self.clock() - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+            self.log_refusals()
+
+    def log_refusals(self) -> None:
+        if self._refusals:
+            counts = ", ".join(f"{r} {n}" for r, n in self._refusals.most_common())
+            log.warning("refused %d connection(s) since the last report: %s",
+                        sum(self._refusals.values()), counts)
+            self._refusals.clear()
+        self._refusals_logged_at = self.clock()
 
     def bind(self, conn: FixConnection, first: RawMessage, now: float) -> FixSession | None:
         """Route a connection by its first message; None when refused (already answered)."""
@@ -129,19 +211,20 @@ class Acceptor:
         sender = first.header.get(T.SENDER_COMP_ID, b"")
         target = first.header.get(T.TARGET_COMP_ID, b"")
         slot = self.slots.get(sender.decode("ascii", "replace"))
-        refusal = None                          # (metric reason, Logout text)
-        if self.refusing is not None:
-            refusal = ("sequence_reset", self.refusing)
-        elif target != self._our:
-            refusal = ("wrong_target_comp_id", f"TargetCompID(56) must be {self.settings.our_comp_id}")
+        refusal = None                          # metric reason
+        if target != self._our:
+            refusal = "wrong_target_comp_id"
         elif slot is None:
-            refusal = ("unknown_session", "unknown SenderCompID(49)")
+            refusal = "unknown_session"
+        elif self.refusing is not None:
+            refusal = "sequence_reset"
         elif slot.connection is not None:
-            refusal = ("already_logged_on", "session is already logged on")
+            refusal = "already_logged_on"
         if refusal is not None:
-            self._refuse_logon(conn, first, refusal[1], refusal[0], now)
+            self._refuse_logon(conn, first, refusal, slot, now)
             return None
         assert slot is not None
+        self._unpend(conn)
         if slot.target is not None:
             slot.target.attach(conn)            # before its Logon is processed: see fanout.py
         session = FixSession(slot.config, slot.store, self.authenticator, now)
@@ -150,17 +233,38 @@ class Acceptor:
         conn.slot = slot
         return session
 
-    def _refuse_logon(self, conn: FixConnection, logon: RawMessage, reason: str, code: str,
-                      now: float) -> None:
+    def _refuse_logon(self, conn: FixConnection, logon: RawMessage, code: str,
+                      slot: SessionSlot | None, now: float) -> None:
+        """A Logon that cannot bind. It is authenticated first (a configured session's failures
+        count towards its port closure, as they would when it binds); only a peer that holds the
+        key learns more than ``authentication failed``: a duplicate identity is disconnected
+        silently (Test Case 1S.b), a weekly reset in progress is named."""
+        decision = self._authenticate(logon, now) if slot is not None else AuthDecision(
+            False, "unknown_session", AUTH_FAILED_TEXT)
+        if slot is not None and not decision.ok:
+            self.on_event(slot, AuthFailed(decision.reason or "refused"))
+        self.refused(conn, code)
+        if decision.ok and code == "already_logged_on":
+            conn.close("duplicate Logon for a session already logged on", abort=True)
+            return
+        text = (self.refusing or AUTH_FAILED_TEXT) if decision.ok else (
+            decision.text or AUTH_FAILED_TEXT)
         begin = logon.begin_string or b"FIX.4.2"
-        their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")
+        their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")[:64]
         out = encode_fields(begin, T.MsgType.LOGOUT, [
             (T.SENDER_COMP_ID, self._our), (T.TARGET_COMP_ID, their), (T.MSG_SEQ_NUM, 1),
-            (T.SENDING_TIME, utc_timestamp(now))], [(T.TEXT, reason)])
+            (T.SENDING_TIME, utc_timestamp(now))], [(T.TEXT, text)])
         conn.write_raw(out)
-        log.info("connection %s refused: %s", conn.peer, reason)
-        self.on_event(None, ("refused", code))
-        conn.close(reason)
+        conn.close(code)
+
+    def _authenticate(self, logon: RawMessage, now: float) -> AuthDecision:
+        if self.authenticator is None:
+            return AuthDecision(True)
+        try:
+            return self.authenticator(logon, now)
+        except Exception:                       # an authenticator bug must not leak or escape
+            log.exception("authenticator failed")
+            return AuthDecision(False, "internal_error", AUTH_FAILED_TEXT)
 
     def dispatch(self, conn: FixConnection, events: list, now: float) -> None:
         slot = conn.slot
@@ -180,7 +284,7 @@ class Acceptor:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: FixConnection(self, self.clock, self.settings.max_message_size),
-            host, port, ssl=ssl, reuse_address=True)
+            host, port, ssl=ssl, reuse_address=True, backlog=LISTEN_BACKLOG)
         bound = self._server.sockets[0].getsockname()[1]
         log.info("FIX listener on %s:%d", host, bound)
         return bound
@@ -196,6 +300,8 @@ class Acceptor:
             now = self.clock()
             for conn in list(self.connections):
                 conn.tick(now)
+            if self._refusals and now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+                self.log_refusals()
 
     async def shutdown(self, text: str = "gateway shutting down") -> None:
         """Stop listening, send Logout on every logged-on session, wait (bounded) for the peers'

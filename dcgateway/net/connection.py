@@ -17,10 +17,13 @@ floods requests but does not read the answers cannot grow our memory (DESIGN.md 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import sys
+import termios
 from typing import TYPE_CHECKING, Callable
 
-from ..fix.codec import Decoder, DecodeError, RawMessage
+from ..fix.codec import Decoder, DecodeError
 
 if TYPE_CHECKING:
     from ..fix.session import FixSession
@@ -37,9 +40,24 @@ TURN_READ_BYTES = 16 * 1024
 CLOSE_GRACE_S = 2.0
 
 
+def _bytes_waiting(transport: asyncio.BaseTransport) -> int:
+    """Bytes already in the socket's receive queue (FIONREAD): a client's Logon that
+    arrived with its connection. 0 when it cannot be known (TLS: the handshake is read by
+    the transport first)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return 0
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int.from_bytes(buf, sys.byteorder)
+
+
 class FixConnection(asyncio.Protocol):
-    __slots__ = ("acceptor", "clock", "transport", "peer", "session", "slot", "connected_at",
-                 "_decoder", "_garbage", "_closing", "_lost", "_paused", "_holds", "close_reason",
+    __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
+                 "connected_at", "heard",
+                 "_decoder", "_closing", "_lost", "_paused", "_holds", "close_reason",
                  "close_after_pump", "_window", "_window_n")
 
     def __init__(self, acceptor: Acceptor, clock: Callable[[], float], max_message_size: int) -> None:
@@ -47,11 +65,12 @@ class FixConnection(asyncio.Protocol):
         self.clock = clock
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.address = "?"                        # peer host, set by the acceptor
+        self.heard = False                       # any byte received yet
         self.session: FixSession | None = None
         self.slot: SessionSlot | None = None
         self.connected_at = clock()
         self._decoder = Decoder(max_message_size)
-        self._garbage = 0
         self._closing = False
         self._lost = False
         self.close_after_pump = False             # set by the fan-out: Logout out, then close
@@ -70,6 +89,7 @@ class FixConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         high, low = self.acceptor.write_buffer_limits
         transport.set_write_buffer_limits(high=high, low=low)
+        self.heard = _bytes_waiting(transport) > 0
         self.acceptor.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -77,6 +97,7 @@ class FixConnection(asyncio.Protocol):
             return
         try:
             now = self.clock()
+            self.heard = True
             if self.session is None:
                 self._before_logon(data, now)
             else:
@@ -152,19 +173,20 @@ class FixConnection(asyncio.Protocol):
         return self._paused
 
     def _before_logon(self, data: bytes, now: float) -> None:
+        """The first message must be a valid Logon: anything the decoder could not frame before
+        it (garbage, a wrong BodyLength or CheckSum: FIX Test Case 1S.d) disconnects at once,
+        and so does a first frame that would not fit ``MAX_PRE_LOGON_GARBAGE``."""
         items = self._decoder.feed(data)
-        first = None
-        for i, item in enumerate(items):
-            if isinstance(item, RawMessage):
-                first = i
-                break
-            assert isinstance(item, DecodeError)
-            self._garbage += item.discarded
-        if first is None:
-            if self._garbage + self._decoder.buffered > MAX_PRE_LOGON_GARBAGE:
-                self.acceptor.refused(self, "garbage_before_logon")
-                self.close("garbage before Logon")
+        if items and isinstance(items[0], DecodeError):
+            self.acceptor.refused(self, "invalid_first_message")
+            self.close(f"invalid first message ({items[0].kind})", abort=True)
             return
+        if not items:
+            if self._decoder.buffered > MAX_PRE_LOGON_GARBAGE:
+                self.acceptor.refused(self, "garbage_before_logon")
+                self.close("no Logon in the first bytes", abort=True)
+            return
+        first = 0
         session = self.acceptor.bind(self, items[first], now)
         if session is None:
             return                             # refused: the acceptor answered and closed
@@ -219,9 +241,13 @@ class FixConnection(asyncio.Protocol):
             return
         try:
             if self.session is None:
-                if now - self.connected_at > self.acceptor.logon_timeout:
+                idle = self.acceptor.settings.pre_logon_idle
+                if not self.heard and idle and now - self.connected_at > idle:
+                    self.acceptor.refused(self, "idle_before_logon")
+                    self.close("nothing received within %gs" % idle, abort=True)
+                elif now - self.connected_at > self.acceptor.logon_timeout:
                     self.acceptor.refused(self, "logon_timeout")
-                    self.close("no Logon within %gs" % self.acceptor.logon_timeout)
+                    self.close("no Logon within %gs" % self.acceptor.logon_timeout, abort=True)
                 return
             self.session.on_timer(now)
             self.pump(now)

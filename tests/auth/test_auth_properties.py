@@ -1,5 +1,6 @@
-"""Property: whatever the Logon's field values, a Logon signed with the client helpers verifies,
-and changing any canonical value after signing makes it fail (hypothesis)."""
+"""Property: whatever the Logon's field values, a Logon signed with the client helpers verifies
+once (a second use is a replay), and changing any canonical value after signing makes it fail
+(hypothesis)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,22 @@ VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def keys(tmp_path_factory):
     root = tmp_path_factory.mktemp("props")
     m = open_key_manager(root / "keys.db", root / "master.key", root / "audit.jsonl")
     key = m.create("CLRFIX44", now=datetime(2026, 3, 1, tzinfo=timezone.utc))
-    auth = LogonAuthenticator(m.store, {"CLRFIX44": session_auth("CLRFIX44", "fix")},
+    return root, m, key
+
+
+def _authenticator(keys):
+    root, m, _ = keys
+    return LogonAuthenticator(m.store, {"CLRFIX44": session_auth("CLRFIX44", "fix")},
                               state_dir=root, max_invalid_logons=10**9)
-    return auth, key
+
+
+@pytest.fixture(scope="module")
+def env(keys):
+    return _authenticator(keys), keys[2]
 
 
 def _logon(key, values: dict[int, str], tamper: tuple[int, str] | None = None):
@@ -51,9 +61,13 @@ def _logon(key, values: dict[int, str], tamper: tuple[int, str] | None = None):
 
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.sampled_from(OPTIONAL), VALUE))
-def test_signed_logon_always_verifies(env, values):
-    auth, key = env
-    assert auth(_logon(key, values), NOW).ok
+def test_signed_logon_verifies_once(keys, values):
+    auth, key = _authenticator(keys), keys[2]
+    logon = _logon(key, values)
+    assert auth(logon, NOW).ok
+    again = auth(logon, NOW + 1)
+    assert not again.ok and again.reason == "replayed_logon"
+    assert again.text == "authentication failed"
 
 
 @settings(max_examples=150, deadline=None)

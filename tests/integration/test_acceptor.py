@@ -10,6 +10,7 @@ import pytest
 
 from simulators.fixclient import FixClient, get, sending_time
 
+from dcgateway.auth import logon_signer
 from dcgateway.config import load_config
 
 from .conftest import issue_keys, signed_client, write_config
@@ -32,22 +33,33 @@ async def test_logon_heartbeat_testrequest_logout(start_gateway):
     await c.close()
 
 
-async def test_unknown_comp_id_gets_logout_with_reason(start_gateway):
+async def test_refusals_before_authentication_all_look_the_same(start_gateway):
+    """An unauthenticated peer learns nothing: an unknown SenderCompID, a wrong TargetCompID
+    (even with a valid signature), a bad signature and a bad signature for a session that is
+    logged on all get the same Logout, seq 1, ``authentication failed``; the precise reason is
+    only in the metric's label."""
     gw = await start_gateway()
-    c = gw.client("NOSUCH1")
-    reply = await c.logon()
-    assert get(reply, 35) == "5"
-    assert "unknown SenderCompID" in get(reply, 58)
-    assert await c.wait_closed() == []
-    await c.close()
-
-
-async def test_wrong_target_comp_id_gets_logout(start_gateway):
-    gw = await start_gateway()
-    c = FixClient("127.0.0.1", gw.port, "ABC123N", target="NOTUS")
-    reply = await c.logon()
-    assert get(reply, 35) == "5" and "DCGW" in get(reply, 58)
-    await c.close()
+    live = gw.client("ABC123N")
+    assert get(await live.logon(), 35) == "A"
+    wrong_sig = lambda header, body: [(354, 20), (355, gw.creds["ABD123N"][0]),   # noqa: E731
+                                      (1400, "CME-1-SHA-256"), (1401, 43), (1402, "A" * 43)]
+    peers = [gw.client("NOSUCH1"),
+             FixClient("127.0.0.1", gw.port, "ABD123N", target="NOTUS", sender_sub_id="OPS",
+                       signer=logon_signer(*gw.creds["ABD123N"])),
+             gw.client("ABD123N", signer=wrong_sig),
+             gw.client("ABC123N", signer=wrong_sig)]
+    answers = []
+    for c in peers:
+        reply = await c.logon()
+        answers.append((get(reply, 35), get(reply, 34), get(reply, 58), get(reply, 789)))
+        assert await c.wait_closed() == []
+        await c.close()
+    assert answers == [("5", "1", "authentication failed", None)] * 4
+    counts = gw.gw.counts
+    assert counts["refused:unknown_session"] == 1 and counts["refused:wrong_target_comp_id"] == 1
+    assert counts["refused:already_logged_on"] == 1
+    await live.logout()
+    await live.close()
 
 
 async def test_first_message_not_logon_disconnects(start_gateway):
@@ -59,18 +71,39 @@ async def test_first_message_not_logon_disconnects(start_gateway):
     await c.close()
 
 
-async def test_second_logon_refused_first_stays_up(start_gateway):
+async def test_1S_b_duplicate_identity_is_disconnected_silently(start_gateway):
+    """FIX Test Case 1S.b: a correctly signed Logon for a session already logged on is
+    disconnected without a message; the logged-on session is not disturbed."""
     gw = await start_gateway()
     first = gw.client("ABC123N")
     assert get(await first.logon(), 35) == "A"
+    await asyncio.sleep(0.002)               # another millisecond: another signature
     second = gw.client("ABC123N")
-    reply = await second.logon()
-    assert get(reply, 35) == "5" and "already logged on" in get(reply, 58)
+    await second.connect()
+    second.send_raw(second.logon_message())
+    assert await second.wait_closed() == []  # nothing received before the close
     await second.close()
     first.send("1", [(112, "still-here")])
     assert get(await first.expect("0", skip=()), 112) == "still-here"
     await first.logout()
     await first.close()
+
+
+async def test_1S_d_logon_with_a_wrong_body_length_disconnects_at_once(start_gateway):
+    """FIX Test Case 1S.d: an invalid first message (here a Logon whose BodyLength is off)
+    disconnects at once, well before the Logon timeout."""
+    gw = await start_gateway(logon_timeout=30)
+    c = gw.client("ABC123N")
+    await c.connect()
+    raw = c.logon_message()
+    body_len = raw.split(b"\x01")[1]
+    bad = raw.replace(body_len, b"9=%d" % (int(body_len[2:]) + 3), 1)
+    t0 = asyncio.get_running_loop().time()
+    c.send_raw(bad + b"\x01" * 3)
+    assert await c.wait_closed(timeout=5) == []
+    assert asyncio.get_running_loop().time() - t0 < 5
+    await c.close()
+    assert gw.gw.counts["refused:invalid_first_message"] == 1
 
 
 async def test_connection_that_never_logs_on_is_closed(start_gateway):
@@ -82,7 +115,7 @@ async def test_connection_that_never_logs_on_is_closed(start_gateway):
     await writer.wait_closed()
 
 
-async def test_garbage_before_logon_is_dropped(start_gateway):
+async def test_garbage_before_logon_disconnects(start_gateway):
     gw = await start_gateway()
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET / HTTP/1.1\r\n" * 400)

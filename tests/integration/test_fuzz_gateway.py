@@ -123,8 +123,13 @@ async def hostile_unauthenticated(port: int, payload: bytes, rng: random.Random,
     try:
         if byte_by_byte:
             for k in range(len(payload)):
+                if writer.transport.is_closing():
+                    break
                 writer.write(payload[k:k + 1])
-                await asyncio.wait_for(writer.drain(), 5)
+                try:
+                    await asyncio.wait_for(writer.drain(), 5)
+                except ConnectionError:              # the gateway disconnected us: done
+                    break
                 if k % 8 == 0:
                     await asyncio.sleep(0.001)
         else:
@@ -211,7 +216,7 @@ async def test_fuzzing_clients_beside_a_normal_flow(folder, start_gateway):
     kinds = {k.split(":", 1)[1] for k in counts if k.startswith("protocol_error:")}
     assert {"too_large", "garbled", "checksum"} <= kinds, counts
     assert "internal_error" not in kinds, counts
-    assert counts["refused:garbage_before_logon"] >= 1, counts
+    assert counts["refused:invalid_first_message"] >= 1, counts   # garbage: disconnected
     for r in replies:                              # unauthenticated peers learn nothing useful
         assert b"Traceback" not in r and b"internal" not in r
 

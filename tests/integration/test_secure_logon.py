@@ -211,3 +211,35 @@ async def test_unreadable_key_store_refuses_new_logons_and_keeps_sessions(contra
     assert get(await c.logon(), 35) == "A"
     await c.close()
     await live.close()
+
+
+async def test_a_signed_logon_is_accepted_once(contract_config, start_gateway):
+    """A captured Logon replayed byte for byte is refused like any authentication failure,
+    whether its owner is still connected (no 789, no session state revealed) or has logged out
+    (141=Y is not signed: a replay must not reset the session's sequences)."""
+    key = create_key(contract_config, "ABC")
+    gw = await start(start_gateway, contract_config)
+    owner = client(gw, "ABC123N", key["access_key_id"], key["secret_key"])
+    await owner.connect()
+    captured = owner.logon_message(reset=True)
+    owner.send_raw(captured)
+    assert get(await owner.recv(), 35) == "A"
+    for i in range(3):
+        owner.send("D", [(11, f"R{i}"), (1, "ACCT01"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1),
+                         (60, "20261124-10:00:00")])
+
+    async def replay() -> tuple:
+        thief = client(gw, "ABC123N", key["access_key_id"], key["secret_key"])
+        await thief.connect()
+        thief.send_raw(captured)
+        reply = await thief.recv()
+        await thief.wait_closed()
+        await thief.close()
+        return get(reply, 35), get(reply, 58), get(reply, 789)
+
+    assert await replay() == ("5", "authentication failed", None)        # owner connected
+    await owner.logout()
+    await owner.close()
+    assert await replay() == ("5", "authentication failed", None)        # owner gone
+    assert gw.gw.slots["ABC123N"].store.next_in == 6      # Logon, 3 orders, Logout: no reset
+    assert gw.gw.counts["auth_failed:replayed_logon"] == 2
