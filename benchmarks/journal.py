@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from dcgateway.fix import codec
-from dcgateway.journal import GroupCommitter, Journal
+from dcgateway.journal import GroupCommitter, SegmentJournal
 
 TARGETS = ("CLR1", "CLR2", "RISK", "AUDIT")
 
@@ -44,7 +44,7 @@ def execution_report(seq: int) -> bytes:
 def bench_append(root: Path, n: int, batch: int, msgs: list[bytes]) -> tuple[float, float]:
     """(µs per append, µs per append including its share of flush_writes), fsync off."""
     d = Path(tempfile.mkdtemp(dir=root))
-    j = Journal(d, fsync=False, segment_bytes=1 << 30)
+    j = SegmentJournal(d, fsync=False, segment_bytes=1 << 30)
     j.recover()
     append, flush = j.append, j.flush_writes
     t_append = 0.0
@@ -61,7 +61,7 @@ def bench_append(root: Path, n: int, batch: int, msgs: list[bytes]) -> tuple[flo
     return t_append / n * 1e6, total / n * 1e6
 
 
-async def group_commit(j: Journal, n: int, batch: int, msgs: list[bytes]) -> dict:
+async def group_commit(j: SegmentJournal, n: int, batch: int, msgs: list[bytes]) -> dict:
     fsyncs: list[tuple[float, int]] = []
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None,
                         on_fsync=lambda s, k: fsyncs.append((s, k)))
@@ -86,7 +86,7 @@ async def group_commit(j: Journal, n: int, batch: int, msgs: list[bytes]) -> dic
             "batch_mean": round(statistics.mean(sizes), 1), "batch_max": sizes[-1]}
 
 
-async def paced(j: Journal, rate: int, seconds: float, batch: int, msgs: list[bytes]) -> dict:
+async def paced(j: SegmentJournal, rate: int, seconds: float, batch: int, msgs: list[bytes]) -> dict:
     """--rate messages/s in batches of --batch (one socket read's worth), as a live gateway would
     see them: fsync latency, batch sizes and append-to-durable latency at that load."""
     fsyncs: list[tuple[float, int]] = []
@@ -151,20 +151,20 @@ def run_loop(coro):
 
 def bench_reads_and_recovery(d: Path, n: int) -> dict:
     out = {}
-    j = Journal(d)
+    j = SegmentJournal(d)
     j.recover()
     t0 = time.perf_counter()
     got = j.read_target("CLR2", n // 2, n // 2 + 2499)
     out["resend_2500_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
     assert len(got) == 2500
     j.close()
-    j = Journal(d)
+    j = SegmentJournal(d)
     t0 = time.perf_counter()
     j.recover()
     out["recover_checkpoint_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
     j.close()
     (d / "index" / "checkpoint").unlink()
-    j = Journal(d)
+    j = SegmentJournal(d)
     t0 = time.perf_counter()
     rec = j.recover()
     out["recover_rebuild_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
@@ -188,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = [bench_append(root, args.messages, args.batch, msgs) for _ in range(args.rounds)]
         d = root / "gc"
-        j = Journal(d)
+        j = SegmentJournal(d)
         j.recover()
         gc, uv = run_loop(group_commit(j, args.messages, args.batch, msgs))
         j.close()
         rr = bench_reads_and_recovery(d, args.messages)
-        j = Journal(root / "paced")
+        j = SegmentJournal(root / "paced")
         j.recover()
         pc, _ = run_loop(paced(j, args.rate, args.seconds, args.paced_batch, msgs))
         j.close()

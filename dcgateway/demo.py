@@ -22,10 +22,12 @@ from typing import Any
 
 import uvloop
 
-from .auth import AUDIT_FILE_NAME, logon_signer, open_key_manager
+from .auth import logon_signer
 from .config import GatewayConfig
 from .fsutil import atomic_write, private_dir
 from .gateway import Gateway, tune_gc
+from .state import open_state
+from .vocab import Role
 
 log = logging.getLogger("dcgateway.demo")
 CREDENTIALS_FILE = "demo-credentials.json"
@@ -35,9 +37,7 @@ def demo_credentials(config: GatewayConfig) -> dict[str, tuple[str, str]]:
     """comp_id -> (access key id, secret); key pairs are created on first run and reused."""
     g = config.gateway
     path = g.data_dir / CREDENTIALS_FILE
-    km = open_key_manager(g.keystore.path, g.keystore.master_key_file, g.data_dir / AUDIT_FILE_NAME,
-                          market_close=g.market_close.time.strftime("%H:%M"),
-                          market_close_tz=g.market_close.tz.key)
+    km = open_state(config).keys
     km.store.ensure_master_key()
     try:
         saved: dict[str, list[str]] = json.loads(path.read_text())
@@ -83,7 +83,7 @@ class Totals:
         self.last_in = n_in
         lat: list[float] = []
         parts = []
-        for name, t in gw.targets.items():
+        for name, t in gw.outboxes.items():
             lat.extend(t.latencies)
             parts.append(f"{name} out {t.copies_written:>8,} backlog {t.backlog:>5,}")
         return (f"[{time.monotonic() - self.t0:6.0f}s] in {n_in:>9,} ({rate:>6,}/s) | "
@@ -117,7 +117,7 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     sources, targets = [], []
     for sdef in config.sessions:
         signer = logon_signer(*creds[sdef.comp_id])
-        if sdef.role == "target":
+        if sdef.role == Role.TARGET:
             targets.append(TargetSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
                                            gateway=config.gateway.comp_id,
                                            begin_string=sdef.begin_string, reset=True))

@@ -32,6 +32,7 @@ from .config import Filters, GroupDef, IncludeExclude, SessionDef
 from .errors import ConfigError
 from .fix import tags as T
 from .fix.codec import RawMessage
+from .vocab import CATEGORIES, Category
 
 __all__ = [
     "EXECUTION", "ACKNOWLEDGMENT", "ORDER", "MASS_ACTION", "REJECT", "CATEGORIES",
@@ -39,12 +40,12 @@ __all__ = [
     "compile_fields", "compile_filter", "group_key", "Route", "RoutingTable",
 ]
 
-EXECUTION = "execution"
-ACKNOWLEDGMENT = "acknowledgment"
-ORDER = "order"
-MASS_ACTION = "mass_action"
-REJECT = "reject"
-CATEGORIES = (EXECUTION, ACKNOWLEDGMENT, ORDER, MASS_ACTION, REJECT)
+# The categories by their plain values (hot-path dict values and metric labels).
+EXECUTION: str = Category.EXECUTION.value
+ACKNOWLEDGMENT: str = Category.ACKNOWLEDGMENT.value
+ORDER: str = Category.ORDER.value
+MASS_ACTION: str = Category.MASS_ACTION.value
+REJECT: str = Category.REJECT.value
 
 #: MsgType -> category for every type whose category does not depend on the message's fields.
 #: A type absent here (and from ``_BY_FIELDS``) is not copied.

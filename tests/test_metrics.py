@@ -430,15 +430,26 @@ async def test_resend_metrics(scrape) -> None:
 
 
 @pytest.mark.asyncio
-async def test_session_events_map_to_metrics(scrape) -> None:
+async def test_session_events_map_to_metrics_and_status(scrape, tmp_path) -> None:
+    """The one event sink (runtime.events): each event type's metric, and the status file."""
+    from dcgateway.net.acceptor import Refused
+    from dcgateway.net.slot import SessionSlot
+    from dcgateway.runtime import EventSink, StatusFile
     m = make()
+    status = StatusFile(tmp_path, lambda: 1.0, lambda: {"CLR001N": (7, 9)})
+    sink = EventSink(m, status, is_locked=lambda name: False)
+    slot = SessionSlot("CLR001N", "target", None, None)   # type: ignore[arg-type]
     for ev in (LoggedOn(30, False), AuthFailed("stale_sending_time"), ResendServed(1, 10, 8, 2),
                ResendRequested(5, 9), SessionRejectSent(3, 5, "bad"),
-               ProtocolError("seq_too_low", "34 too low"), Disconnect("peer closed")):
-        m.session_event("CLR001N", ev)
-    m.session_event(None, AuthFailed("unknown_session"))
-    m.session_event("-", ("refused", "first_message_not_logon"))
-    m.session_event("-", object())                        # anything else: ignored
+               ProtocolError("seq_too_low", "34 too low")):
+        sink(slot, ev)
+    assert '"CLR001N": 1.0' in status.path.read_text()      # connected since
+    sink(slot, Disconnect("peer closed"))
+    assert '"connected": {}' in status.path.read_text()
+    assert '"CLR001N": [7, 9]' in status.path.read_text()
+    sink(None, AuthFailed("unknown_session"))
+    sink(None, Refused("first_message_not_logon"))
+    sink(None, object())                                  # anything else: ignored
     fams = await scrape(m)
     assert value(fams, "dcgateway_logons_accepted", session="CLR001N") == 1
     assert value(fams, "dcgateway_logons_rejected", session="CLR001N",

@@ -29,12 +29,21 @@ the SendingTime of the copy's first transmission, which the caller must pass.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from zlib import adler32 as _adler32
 
 from . import tags as T
 from .codec import RawMessage, byte_sum, encode
 
-__all__ = ["CopySource", "build_copy", "unwrap_rtrf", "FRONT_ENDS", "RTRF_OPEN", "RTRF_CLOSE"]
+__all__ = ["CopySource", "FrontEnd", "build_copy", "unwrap_rtrf", "FRONT_ENDS", "RTRF_OPEN",
+           "RTRF_CLOSE"]
+
+
+class FrontEnd(StrEnum):
+    """The front end system of a drop copy group: the format its copies take."""
+
+    ILINK2 = "ilink2"       # the venue's 35=n RTRF envelope
+    FIX = "fix"             # the original message under a rebuilt header
 
 RTRF_OPEN = b"<RTRF>"
 RTRF_CLOSE = b"</RTRF>"
@@ -129,8 +138,8 @@ def _build_ilink2(src: CopySource, begin_string: bytes, head: bytes, sending_tim
 _Builder = Callable[[CopySource, bytes, bytes, bytes, bool, "bytes | None"], bytes]
 
 #: front end system -> copy builder (DESIGN.md rule 2: a table, not an if-chain).
-_BUILDERS: dict[str, _Builder] = {"fix": _build_fix, "ilink2": _build_ilink2}
-FRONT_ENDS = tuple(_BUILDERS)
+_BUILDERS: dict[str, _Builder] = {FrontEnd.FIX: _build_fix, FrontEnd.ILINK2: _build_ilink2}
+FRONT_ENDS: tuple[str, ...] = tuple(f.value for f in FrontEnd)
 
 
 def build_copy(src: CopySource, front_end: str, begin_string: bytes, gateway_comp: bytes,
@@ -205,7 +214,8 @@ def _live_ilink2(begin_string: bytes, head: bytes) -> LiveBuilder:
     return build
 
 
-_LIVE: dict[str, Callable[[bytes, bytes], LiveBuilder]] = {"fix": _live_fix, "ilink2": _live_ilink2}
+_LIVE: dict[str, Callable[[bytes, bytes], LiveBuilder]] = {FrontEnd.FIX: _live_fix,
+                                                           FrontEnd.ILINK2: _live_ilink2}
 
 
 def live_builder(front_end: str, begin_string: bytes, gateway_comp: bytes,

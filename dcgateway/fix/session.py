@@ -49,9 +49,9 @@ from .session_admin import (Problem, Resender, SendingTimeParser, body_suspect, 
                             logon_problem, logon_reply_body, possdup_problem, reject_body,
                             text_value, valid_msg_type)
 from .session_types import (TRANSITIONS, AppMessage, AuthDecision, AuthFailed, Authenticator,
-                            Disconnect, Event, LoggedOn, LoggedOut, ProtocolError, ResendRequested,
-                            ResendServed, SessionConfig, SessionNotReady, SessionRejectSent,
-                            SessionState, accept_all)
+                            Disconnect, Event, LoggedOn, LoggedOut, Outgoing, ProtocolError,
+                            ResendRequested, ResendServed, SessionConfig, SessionNotReady,
+                            SessionRejectSent, SessionState, accept_all)
 from .store import SessionStore
 from .timefmt import utc_timestamp
 
@@ -61,7 +61,8 @@ S = SessionState
 
 __all__ = [
     "AppMessage", "AuthDecision", "AuthFailed", "Authenticator", "Disconnect", "Event",
-    "FixSession", "LoggedOn", "LoggedOut", "ProtocolError", "ResendRequested", "ResendServed",
+    "FixSession", "LoggedOn", "LoggedOut", "Outgoing", "ProtocolError", "ResendRequested",
+    "ResendServed",
     "SessionConfig", "SessionNotReady", "SessionRejectSent", "SessionState", "TRANSITIONS",
 ]
 
@@ -84,7 +85,7 @@ class FixSession:
         self._decoder = Decoder(config.max_message_size)
         self._times = SendingTimeParser()
         self._events: list[Event] = []
-        self._out: list[bytes] = []
+        self._out: list[Outgoing] = []
         self._closed = False
         self._created = now
         self._last_recv = now
@@ -121,10 +122,16 @@ class FixSession:
         return out
 
     def data_to_send(self) -> bytes:
+        """Everything to write to the peer, in order, as one bytes object."""
         if not self._out:
             return b""
-        out = b"".join(self._out)
+        out = b"".join(o.raw for o in self._out)
         self._out.clear()
+        return out
+
+    def items_to_send(self) -> list[Outgoing]:
+        """The same as :meth:`data_to_send`, message by message with seq and PossDupFlag."""
+        out, self._out = self._out, []
         return out
 
     def receive_data(self, data: bytes, now: float) -> None:
@@ -214,7 +221,7 @@ class FixSession:
         # else: the answer to a Logon that was refused before it was authenticated. It carries
         # our next seq but does not consume it, so an unauthenticated peer cannot move the
         # session's outbound sequence (nor fill its store) however often it tries.
-        self._out.append(raw)
+        self._out.append(Outgoing(seq, False, raw))
         self._last_sent = now
         return seq
 
@@ -545,7 +552,7 @@ class FixSession:
         resender = Resender(self.config.begin_string, self.config.our_comp_id,
                             self.config.their_comp_id, utc_timestamp(now))
         out, resent, filled = resender.serve(self.store.get_outbound(begin, end), begin, end)
-        self._out.extend(out)
+        self._out.extend(Outgoing(seq, True, raw) for seq, raw in out)
         self._last_sent = now
         self._events.append(ResendServed(begin, end, resent, filled))
 

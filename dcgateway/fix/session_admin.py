@@ -20,7 +20,7 @@ from .codec import Decoder, FieldError, RawMessage, encode, fields_bytes
 from .timefmt import parse_utc_timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import SessionConfig
+    from .session_types import SessionConfig
 
 R = T.SessionRejectReason
 M = T.MsgType
@@ -367,12 +367,12 @@ class Resender:
         return encode(self.begin_string, msg.msg_type, b"".join(parts), msg.body)
 
     def serve(self, stored: list[tuple[int, bytes]], begin: int, end: int
-              ) -> tuple[list[bytes], int, int]:
+              ) -> tuple[list[tuple[int, bytes]], int, int]:
         """Messages answering a ResendRequest for ``begin..end`` (already clamped): application
         messages re-sent, admin messages and missing or unreadable seqs coalesced into gap fills.
-        Returns (messages, resent count, count of seqs covered by gap fills)."""
+        Returns ((seq, message) in order, resent count, count of seqs covered by gap fills)."""
         by_seq = dict(stored)
-        out: list[bytes] = []
+        out: list[tuple[int, bytes]] = []
         resent = 0
         gap_start: int | None = None
         for seq in range(begin, end + 1):
@@ -382,12 +382,12 @@ class Resender:
                     gap_start = seq
                 continue
             if gap_start is not None:
-                out.append(self.gap_fill(gap_start, seq))
+                out.append((gap_start, self.gap_fill(gap_start, seq)))
                 gap_start = None
-            out.append(self.resend(msg, seq))
+            out.append((seq, self.resend(msg, seq)))
             resent += 1
         if gap_start is not None:
-            out.append(self.gap_fill(gap_start, end + 1))
+            out.append((gap_start, self.gap_fill(gap_start, end + 1)))
         return out, resent, end - begin + 1 - resent
 
 

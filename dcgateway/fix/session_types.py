@@ -57,6 +57,17 @@ class SessionConfig:
     max_message_size: int = DEFAULT_MAX_SIZE    # codec frame cap for this session's decoder
 
 
+class Outgoing(NamedTuple):
+    """One message the session sends, as the shell needs it: its MsgSeqNum, whether it is a
+    retransmission (PossDupFlag=Y: it reuses an old seq and may go out at once) and its bytes.
+    A drop copy target's outbox interleaves these with copies by ``seq``, so nothing has to
+    decode the session's own output again."""
+
+    seq: int
+    poss_dup: bool
+    raw: bytes
+
+
 class AuthDecision(NamedTuple):
     ok: bool
     reason: str = ""      # precise reason for logs/metrics, never sent to the peer

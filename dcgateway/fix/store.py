@@ -2,7 +2,7 @@
 sent (for ResendRequest). FIX Vol. 2, "Message recovery".
 
 :class:`SessionStore` is the interface the session engine calls synchronously; it must not block
-for long. The durable implementation (``dcgateway.store.FileSessionStore``) buffers writes and is
+for long. The durable implementation (``dcgateway.state.session_files.FileSessionStore``) buffers writes and is
 made durable by the I/O shell with one ``sync()`` per batch of input (group commit), before any of
 the bytes that batch produced are written to the socket. :class:`MemoryStore` is for tests and
 for sessions that need no persistence.

@@ -35,11 +35,19 @@ from typing import Any, Callable, Protocol
 from ..fix import tags as T
 from ..fix.codec import RawMessage, encode_fields
 from ..fix.session import (AppMessage, AuthDecision, Authenticator, AuthFailed, Disconnect,
-                           FixSession, SessionConfig)
+                           FixSession)
 from ..fix.timefmt import utc_timestamp
 from .connection import CLOSE_GRACE_S, FixConnection
+from .slot import SessionSlot
 
 log = logging.getLogger("dcgateway.net")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A connection turned away before a session was bound (the metric's ``reason``)."""
+
+    reason: str
 
 
 #: The Logout text of every refusal before authentication (the venue's rule: never say which
@@ -53,23 +61,11 @@ REFUSAL_LOG_INTERVAL = 10.0
 LISTEN_BACKLOG = 4096
 
 
-@dataclass
-class SessionSlot:
-    """A configured session: its durable store and, while logged on, its connection."""
-
-    comp_id: str
-    role: str
-    config: SessionConfig
-    store: Any                                  # SessionStore with sync()/close()
-    connection: FixConnection | None = None
-    logons: int = 0
-    target: Any = None                          # fanout.TargetState for a drop copy target
-    bytes_in: int = 0                           # cumulative, read by the metrics pump
-    bytes_out: int = 0
-
-
 class AppSink(Protocol):
-    def __call__(self, slot: SessionSlot, messages: list[RawMessage], now: float) -> None: ...
+    """Where a logged-on session's application messages go (the composition root wires the
+    fan-out here); it may act on the connection (log it out, hold its reads)."""
+
+    def __call__(self, conn: FixConnection, messages: list[RawMessage], now: float) -> None: ...
 
 
 @dataclass
@@ -103,7 +99,9 @@ class Acceptor:
         self._per_address: Counter[str] = Counter()
         self._server: asyncio.base_events.Server | None = None
         self._our = settings.our_comp_id.encode()
-        self.refusing: str | None = None        # a reason to refuse every Logon (weekly reset)
+        #: reasons to refuse every authenticated Logon, by metric reason: "sequence_reset"
+        #: (the weekly reset in progress), "journal_unwritable" (a storage fault) -> Logout text
+        self.refusals: dict[str, str] = {}
         self.max_connections = settings.max_connections   # lowered to fit the fd limit
         self._refusals: Counter[str] = Counter()
         self._refusals_logged_at = float("-inf")
@@ -175,8 +173,9 @@ class Acceptor:
         slot = conn.slot
         if slot is not None and slot.connection is conn:
             slot.connection = None
-            if slot.target is not None:
-                slot.target.detach(conn)
+            if slot.outbox is not None:
+                slot.store.note_delivered()         # a later reset knows what never left
+                slot.outbox.detach()
             try:
                 slot.store.sync()
             except Exception as err:           # a failing disk: logged, the slot is free anyway
@@ -189,7 +188,7 @@ class Acceptor:
     def refused(self, conn: FixConnection, reason: str) -> None:
         """Count a refusal (the metric's ``reason``) and log a summary at most once per
         REFUSAL_LOG_INTERVAL: a flood of refused connections must not flood the log."""
-        self.on_event(None, ("refused", reason))
+        self.on_event(None, Refused(reason))
         self._refusals[reason] += 1
         if self.clock() - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
             self.log_refusals()
@@ -216,8 +215,8 @@ class Acceptor:
             refusal = "wrong_target_comp_id"
         elif slot is None:
             refusal = "unknown_session"
-        elif self.refusing is not None:
-            refusal = "sequence_reset"
+        elif self.refusals:
+            refusal = next(iter(self.refusals))
         elif slot.connection is not None:
             refusal = "already_logged_on"
         if refusal is not None:
@@ -225,8 +224,8 @@ class Acceptor:
             return None
         assert slot is not None
         self._unpend(conn)
-        if slot.target is not None:
-            slot.target.attach(conn)            # before its Logon is processed: see fanout.py
+        if slot.outbox is not None:
+            slot.outbox.attach()                # before its Logon is processed: see fanout
         session = FixSession(slot.config, slot.store, self.authenticator, now)
         slot.connection = conn
         slot.logons += 1
@@ -238,7 +237,7 @@ class Acceptor:
         """A Logon that cannot bind. It is authenticated first (a configured session's failures
         count towards its port closure, as they would when it binds); only a peer that holds the
         key learns more than ``authentication failed``: a duplicate identity is disconnected
-        silently (Test Case 1S.b), a weekly reset in progress is named."""
+        silently (Test Case 1S.b), a weekly reset or a storage fault is named."""
         decision = self._authenticate(logon, now) if slot is not None else AuthDecision(
             False, "unknown_session", AUTH_FAILED_TEXT)
         if slot is not None and not decision.ok:
@@ -247,7 +246,7 @@ class Acceptor:
         if decision.ok and code == "already_logged_on":
             conn.close("duplicate Logon for a session already logged on", abort=True)
             return
-        text = (self.refusing or AUTH_FAILED_TEXT) if decision.ok else (
+        text = self.refusals.get(code, AUTH_FAILED_TEXT) if decision.ok else (
             decision.text or AUTH_FAILED_TEXT)
         begin = logon.begin_string or b"FIX.4.2"
         their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")[:64]
@@ -276,7 +275,7 @@ class Acceptor:
             else:
                 self.on_event(slot, ev)
         if app and self.app_sink is not None:
-            self.app_sink(slot, app, now)
+            self.app_sink(conn, app, now)
 
     # -- lifecycle --------------------------------------------------------------------------
 

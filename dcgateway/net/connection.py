@@ -21,15 +21,39 @@ import fcntl
 import logging
 import sys
 import termios
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..fix.codec import Decoder, DecodeError
+from ..errors import StoreError
+from ..fix.codec import Decoder, DecodeError, RawMessage
+from .slot import SessionSlot
 
 if TYPE_CHECKING:
     from ..fix.session import FixSession
-    from .acceptor import Acceptor, SessionSlot
 
 log = logging.getLogger("dcgateway.net")
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs of the acceptor that made it (a narrow seam: the acceptor
+    imports this module, never the other way round)."""
+
+    settings: Any
+    write_buffer_limits: tuple[int, int]
+    logon_timeout: float
+
+    def connection_opened(self, conn: FixConnection) -> None: ...
+
+    def connection_closed(self, conn: FixConnection, exc: Exception | None) -> None: ...
+
+    def refused(self, conn: FixConnection, reason: str) -> None: ...
+
+    def bind(self, conn: FixConnection, first: RawMessage, now: float) -> FixSession | None: ...
+
+    def dispatch(self, conn: FixConnection, events: list[Any], now: float) -> None: ...
+
+    def on_event(self, slot: SessionSlot | None, ev: Any) -> None: ...
+
 
 #: Bytes of non-FIX input accepted before a Logon before the connection is dropped.
 MAX_PRE_LOGON_GARBAGE = 4096
@@ -56,11 +80,11 @@ def _bytes_waiting(transport: asyncio.BaseTransport) -> int:
 
 class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
-                 "connected_at", "heard",
-                 "_decoder", "_closing", "_lost", "_paused", "_holds", "close_reason",
-                 "close_after_pump", "_window", "_window_n")
+                 "connected_at", "heard", "_decoder", "_closing", "_lost", "_paused", "_holds",
+                 "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled")
 
-    def __init__(self, acceptor: Acceptor, clock: Callable[[], float], max_message_size: int) -> None:
+    def __init__(self, acceptor: ConnectionOwner, clock: Callable[[], float],
+                 max_message_size: int) -> None:
         self.acceptor = acceptor
         self.clock = clock
         self.transport: asyncio.Transport | None = None
@@ -78,6 +102,7 @@ class FixConnection(asyncio.Protocol):
         self._window_n = 0                        # messages received in it
         self._paused = False
         self._holds: set[str] = set()         # reasons to stop reading from this peer
+        self._feed_scheduled = False          # a drop copy target's next take is on the loop
         self.close_reason = ""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -108,6 +133,9 @@ class FixConnection(asyncio.Protocol):
                 self.pump(now)
                 if len(data) >= TURN_READ_BYTES and not self._closing:
                     self._end_turn()
+        except StoreError as exc:              # a full or failing disk: no traceback, a reason
+            log.error("session %s: %s; disconnecting it", self.name, exc)
+            self.close("cannot store session state")
         except Exception:                      # never let a bug escape into the loop
             log.exception("internal error on connection %s (%s); closing it", self.peer, self.name)
             self.close("internal error")
@@ -122,22 +150,41 @@ class FixConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
-        # A drop copy target is still read while it drains its copies: its Heartbeats and
-        # TestRequests must be heard (its queued session messages are bounded in fanout.py).
-        if self.slot is None or self.slot.target is None:
+        outbox = self.slot.outbox if self.slot is not None else None
+        if outbox is not None:
+            # A drop copy target is still read while it drains its copies: its Heartbeats and
+            # TestRequests must be heard (its queued session messages are bounded).
+            outbox.pushback = True
+        else:
             self.hold_reading("write_buffer")
 
     def resume_writing(self) -> None:
         self._paused = False
         self.release_reading("write_buffer")
-        if self.transport is not None and not self._closing:
-            target = self.slot.target if self.slot is not None else None
-            if target is not None:              # a drop copy target drained: keep it fed
-                try:
-                    target.flush(target.journal.durable_lsn)
-                except Exception:
-                    log.exception("internal error feeding %s; closing it", self.name)
-                    self.close("internal error")
+        outbox = self.slot.outbox if self.slot is not None else None
+        if outbox is not None:
+            outbox.pushback = False
+            self.feed()
+
+    def feed(self) -> None:
+        """A drop copy target: write what its outbox hands out now (one budgeted take), and if
+        more is ready, take again on the next turn of the loop, so a target catching up shares
+        the loop with every other session, the journal and the metrics endpoint."""
+        self._feed_scheduled = False
+        outbox = self.slot.outbox if self.slot is not None else None
+        if outbox is None or self._paused or self._closing or self.transport is None:
+            return
+        try:
+            durable = outbox.journal.durable_lsn
+            out = outbox.take(durable, self.clock())
+            if out:
+                self.write_raw(b"".join(out))
+            if outbox.ready(durable) and not self._paused and not self._feed_scheduled:
+                self._feed_scheduled = True
+                asyncio.get_running_loop().call_soon(self.feed)
+        except Exception:                      # one target's fault must not stop the others
+            log.exception("internal error feeding %s; closing it", self.name)
+            self.close("internal error", abort=True)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -211,7 +258,7 @@ class FixConnection(asyncio.Protocol):
             return False
         text = f"inbound message rate above {limit}/s"
         log.warning("session %s: %s; logging it out", self.name, text)
-        self.acceptor.on_event(self.slot, ("refused", "rate_limit"))
+        self.acceptor.refused(self, "rate_limit")
         assert self.session is not None
         if not self.session.closed:
             self.session.logout(text, now)
@@ -220,19 +267,29 @@ class FixConnection(asyncio.Protocol):
         return True
 
     def pump(self, now: float) -> None:
-        """Hand the session's events on, make its state durable, then write its bytes."""
+        """Hand the session's events on, make its state durable, then write its bytes (a drop
+        copy target's through its outbox, in sequence order with the copies)."""
         session = self.session
         assert session is not None and self.slot is not None
         events = session.events()
         if events:
             self.acceptor.dispatch(self, events, now)
         self.slot.store.sync()
-        out = session.data_to_send()
-        if out and not self._closing and self.transport is not None:
-            if self.slot.target is not None:
-                self.slot.target.session_output(out)    # in sequence order with the copies
-            else:
+        outbox = self.slot.outbox
+        if outbox is None:
+            out = session.data_to_send()
+            if out:
                 self.write_raw(out)
+        else:
+            items = session.items_to_send()
+            if items and not self._closing:
+                outbox.add_session(items)
+                if outbox.stalled:
+                    log.warning("target %s is not reading: %d session messages queued; "
+                                "disconnecting", self.name, len(outbox.admin))
+                    self.close("target not reading", abort=True)
+                    return
+                self.feed()
         if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
 
@@ -251,6 +308,9 @@ class FixConnection(asyncio.Protocol):
                 return
             self.session.on_timer(now)
             self.pump(now)
+        except StoreError as exc:
+            log.error("session %s: %s; disconnecting it", self.name, exc)
+            self.close("cannot store session state")
         except Exception:
             log.exception("internal error on timer of %s; closing it", self.name)
             self.close("internal error")

@@ -117,8 +117,10 @@ class _Handler:
 
     def __init__(self, registry: CollectorRegistry, health: Health, *, max_request_bytes: int,
                  request_timeout: float, write_timeout: float, max_connections: int,
-                 max_requests: int, bearer_token: bytes | None = None) -> None:
+                 max_requests: int, bearer_token: bytes | None = None,
+                 before_scrape: Callable[[], None] | None = None) -> None:
         self.registry = registry
+        self.before_scrape = before_scrape
         self.bearer = None if bearer_token is None else b"Bearer " + bearer_token
         self.health = health
         self.max_request_bytes = max_request_bytes
@@ -135,6 +137,8 @@ class _Handler:
 
     def metrics(self) -> _Response:
         try:
+            if self.before_scrape is not None:
+                self.before_scrape()            # hot-path counters handed over first
             body = generate_latest(self.registry)
         except Exception:                           # a collector bug: answer, do not hang up
             log.exception("metrics exposition failed")
@@ -259,7 +263,8 @@ async def serve_http(host: str, port: int, registry: CollectorRegistry, health: 
                      write_timeout: float = WRITE_TIMEOUT,
                      max_connections: int = MAX_CONNECTIONS,
                      max_requests: int = MAX_REQUESTS,
-                     bearer_token: bytes | None = None) -> asyncio.Server:
+                     bearer_token: bytes | None = None,
+                     before_scrape: Callable[[], None] | None = None) -> asyncio.Server:
     """Start serving ``/metrics`` (``registry``) and ``/healthz`` (``health``) on
     ``host:port`` (port 0: any free port; read it from ``server.sockets``). Returns the started
     server; the caller closes it (``close()`` then ``await wait_closed()``). ``ssl``: TLS (with a
@@ -272,7 +277,7 @@ async def serve_http(host: str, port: int, registry: CollectorRegistry, health: 
     handler = _Handler(registry, health, max_request_bytes=max_request_bytes,
                        request_timeout=request_timeout, write_timeout=write_timeout,
                        max_connections=max_connections, max_requests=max_requests,
-                       bearer_token=bearer_token)
+                       bearer_token=bearer_token, before_scrape=before_scrape)
     server = await asyncio.start_server(handler, host, port, limit=max_request_bytes, ssl=ssl,
                                         ssl_handshake_timeout=request_timeout if ssl else None)
     handler.server = server

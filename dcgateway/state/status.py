@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GatewayConfig
-from ..store import peek_sequences
+from .session_files import peek_sequences
 from .base import ClosureStore
 
 STATUS_FILE_NAME = "status.json"

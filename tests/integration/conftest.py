@@ -111,6 +111,26 @@ class RunningGateway:
         self.stop_event.set()
         await asyncio.wait_for(self.task, 15)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the gateway's Prometheus registry (hot-path counters pushed first); 0
+        when the series does not exist."""
+        return metric(self.gw, name, **labels)
+
+    def metric_labels(self, name: str, label: str) -> dict[str, float]:
+        """``{label value: sample}`` of every non-zero series of ``name``."""
+        self.gw.pump.push()
+        out = {}
+        for fam in self.gw.registry.collect():
+            for s in fam.samples:
+                if s.name == name and s.value and label in s.labels:
+                    out[s.labels[label]] = out.get(s.labels[label], 0) + s.value
+        return out
+
+
+def metric(gw: Gateway, name: str, **labels: str) -> float:
+    gw.pump.push()
+    return gw.registry.get_sample_value(name, labels) or 0.0
+
 
 @pytest.fixture
 def loop_errors():

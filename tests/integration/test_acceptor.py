@@ -55,9 +55,9 @@ async def test_refusals_before_authentication_all_look_the_same(start_gateway):
         assert await c.wait_closed() == []
         await c.close()
     assert answers == [("5", "1", "authentication failed", None)] * 4
-    counts = gw.gw.counts
-    assert counts["refused:unknown_session"] == 1 and counts["refused:wrong_target_comp_id"] == 1
-    assert counts["refused:already_logged_on"] == 1
+    refused = gw.metric_labels("dcgateway_connections_refused_total", "reason")
+    assert refused["unknown_session"] == 1 and refused["wrong_target_comp_id"] == 1
+    assert refused["already_logged_on"] == 1
     await live.logout()
     await live.close()
 
@@ -103,7 +103,7 @@ async def test_1S_d_logon_with_a_wrong_body_length_disconnects_at_once(start_gat
     assert await c.wait_closed(timeout=5) == []
     assert asyncio.get_running_loop().time() - t0 < 5
     await c.close()
-    assert gw.gw.counts["refused:invalid_first_message"] == 1
+    assert gw.metric("dcgateway_connections_refused_total", reason="invalid_first_message") == 1
 
 
 async def test_connection_that_never_logs_on_is_closed(start_gateway):

@@ -196,16 +196,16 @@ async def test_groups_change_is_picked_up_without_restart(folder, start_gateway)
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     for _ in range(50):                                       # picked up within ~1 s (bounded)
-        if gw.gw.table.targets_of("ABD123N") >= {"CLRFIX44"}:
+        if gw.gw.fanout.table.targets_of("ABD123N") >= {"CLRFIX44"}:
             break
         await asyncio.sleep(0.1)
     cl["ABD123N"].send("D", new_order("AFTER"))
     got = await drain(cl["CLRFIX44"])
     assert [get(m, 11) for m in got] == ["AFTER"]
     # a broken groups file is refused and the running table stays
-    version = gw.gw.table.version
+    version = gw.gw.fanout.table.version
     (folder / "groups.yaml").write_text("groups:\n  - entity: NOPE\n")
-    assert gw.gw.reload_groups() is False and gw.gw.table.version == version
+    assert gw.gw.reload_groups() is False and gw.gw.fanout.table.version == version
     await close_all(cl)
 
 
@@ -238,7 +238,7 @@ async def test_sequence_reset_logs_out_and_starts_every_session_at_one(folder, s
     for i in range(3):
         cl["ABC123N"].send("D", new_order(f"W{i}"))
     assert len(await drain(cl["CLRFIX44"])) == 3
-    resetting = asyncio.create_task(gw.gw.reset_sequences("weekly sequence reset"))
+    resetting = asyncio.create_task(gw.gw.maintenance.reset_sequences("weekly sequence reset"))
     for c in cl.values():
         lo = await c.expect("5")
         assert get(lo, 58) == "weekly sequence reset"
@@ -261,7 +261,7 @@ async def test_week_start_before_is_the_last_configured_start(folder):
     from zoneinfo import ZoneInfo
 
     from dcgateway.config import load_config
-    from dcgateway.gateway import week_start_before
+    from dcgateway.runtime import week_start_before
     cfg = load_config(folder / "gateway.yaml")           # sunday 16:00 America/Chicago
     chicago = ZoneInfo("America/Chicago")
     wed = datetime(2026, 11, 25, 12, 0, tzinfo=chicago).timestamp()

@@ -57,9 +57,9 @@ async def test_thousands_of_idle_sockets_are_bounded_and_a_logon_still_gets_in(s
         conns.append(await asyncio.open_connection("127.0.0.1", gw.port))
         assert len(gw.gw.acceptor.connections) <= 20  # never more held than configured
 
-    def evicted() -> int:
-        c = gw.gw.counts
-        return c.get("refused:evicted_before_logon", 0) + c.get("refused:max_connections", 0)
+    def evicted() -> float:
+        return (gw.metric("dcgateway_connections_refused_total", reason="evicted_before_logon")
+                + gw.metric("dcgateway_connections_refused_total", reason="max_connections"))
     for _ in range(200):                                     # bounded: at most 10 s
         if evicted() >= n - 20:
             break

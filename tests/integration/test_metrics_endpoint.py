@@ -91,10 +91,10 @@ async def test_metrics_cover_traffic_logons_resends_and_keys(tmp_path, start_gat
 
     code, body = await asyncio.to_thread(scrape, gw.gw.metrics_port, "/healthz")
     assert code == 200 and body.strip() == "ok"
-    gw.gw.journal_ok = False
+    gw.gw.health.failed("No space left on device")
     code, body = await asyncio.to_thread(scrape, gw.gw.metrics_port, "/healthz")
-    assert code == 503 and "journal" in body
-    gw.gw.journal_ok = True
+    assert code == 503 and "journal" in body and "No space left" in body
+    gw.gw.health.committed()
     for c in cl.values():
         await c.close()
 
@@ -128,7 +128,7 @@ async def test_metrics_can_require_a_bearer_token_and_health_stays_open(tmp_path
 
 async def test_an_unusable_metrics_token_file_is_named_and_stops_the_start(tmp_path):
     from dcgateway.errors import ConfigError
-    from dcgateway.gateway import metrics_token
+    from dcgateway.runtime import metrics_token
 
     empty = tmp_path / "empty.token"
     empty.write_text("\n")

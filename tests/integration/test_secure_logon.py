@@ -98,7 +98,7 @@ async def test_key_made_by_cli_logs_on_and_bad_cases_are_refused(contract_config
     text = await refused(c, extra_header=[(122, sending_time())])
     assert text
 
-    reasons = {k.split(":", 1)[1] for k in gw.gw.counts if k.startswith("auth_failed:")}
+    reasons = set(gw.metric_labels("dcgateway_logons_rejected_total", "reason"))
     assert {"bad_signature", "wrong_session_id", "stale_sending_time"} <= reasons
 
     # after four failures within 60 s, the next good Logon still works (it resets the count)
@@ -130,7 +130,7 @@ async def test_expired_deleted_and_new_keys_take_effect_without_restart(contract
     assert proc.returncode == 0, proc.stderr
     assert await refused(client(gw, "ABC123N", key["access_key_id"], key["secret_key"])) \
         == "authentication failed"
-    reasons = {k.split(":", 1)[1] for k in gw.gw.counts if k.startswith("auth_failed:")}
+    reasons = set(gw.metric_labels("dcgateway_logons_rejected_total", "reason"))
     assert {"expired_key", "deleted_key"} <= reasons
 
 
@@ -242,4 +242,5 @@ async def test_a_signed_logon_is_accepted_once(contract_config, start_gateway):
     await owner.close()
     assert await replay() == ("5", "authentication failed", None)        # owner gone
     assert gw.gw.slots["ABC123N"].store.next_in == 6      # Logon, 3 orders, Logout: no reset
-    assert gw.gw.counts["auth_failed:replayed_logon"] == 2
+    assert gw.metric("dcgateway_logons_rejected_total", session="ABC123N",
+                     reason="replayed_logon") == 2

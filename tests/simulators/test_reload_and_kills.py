@@ -80,7 +80,7 @@ async def test_groups_reloads_under_traffic_lose_and_duplicate_nothing(tmp_path,
         assert gw.gw.reload_groups()
     summary = await asyncio.wait_for(run, 20)
     assert summary["sent"] == 3000
-    assert gw.gw.counts["reloads"] >= 6
+    assert gw.metric("dcgateway_config_reloads_total") >= 6
     want = expected(routing_table(folder), abc)["CLR001N"]
     await finish(ilink, task, len(want))
     assert_exact(ilink, want)

@@ -60,7 +60,7 @@ async def test_stalled_target_spills_to_the_journal_and_catches_up(tmp_path, sta
     await abc.run()
     want = expected(routing_table(folder), abc)["CLRFIX44"]
     assert len(stalled.delivered) < 1000                 # it really was stalled
-    state = gw.gw.targets["CLRFIX44"]
+    state = gw.gw.outboxes["CLRFIX44"]
     if hasattr(state, "spill_from"):                    # the gateway's outbox did spill
         assert state.spill_from is not None
     stalled.read_delay, stalled.client.read_size = 0.0, 65536

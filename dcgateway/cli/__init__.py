@@ -1,0 +1,75 @@
+"""The ``dcgateway`` command line (the operator contract: docs/cli.md and the README).
+
+Exit codes: 0 success; 2 a usage or validation error (argparse errors, :class:`UsageError`,
+:class:`ConfigError`, :class:`KeyLifecycleError`: anything whose ``exit_code`` is 2); 1 any other
+failure. A :class:`DcGatewayError` or a configuration problem is printed as ``error: ...`` lines on
+stderr, never as a traceback; with ``--json`` the outcome is also one JSON document on stdout
+(``{"ok": false, "errors": [...]}`` on failure).
+
+Every subcommand takes the global options ``--config PATH``, ``--json`` and ``--as NAME``, before
+or after its name. Each command group is a module with ``register(subparsers, common)``, listed
+in :data:`COMMANDS`; the modules import only :mod:`.common` and the layers below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import ConfigError, DcGatewayError
+from . import groups, keys, replay, run, sessions
+from .common import ArgumentError, Output, Parser, ParserExit, Registrar, add_global_options
+
+#: command -> registrar(subparsers, common)
+COMMANDS: dict[str, Registrar] = {
+    "run": run.register_run,
+    "check-config": run.register_check_config,
+    "groups": groups.register,
+    "keys": keys.register,
+    "sessions": sessions.register,
+    "replay": replay.register,
+    "demo": run.register_demo,
+}
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="dcgateway", description="Real-time FIX drop copy fan-out gateway.")
+    parser.add_argument("--version", action="version", version=f"dcgateway {__version__}")
+    add_global_options(parser, suppress=False)
+    common = Parser(add_help=False)
+    add_global_options(common, suppress=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS.values():
+        register(subparsers, common)
+    return parser
+
+
+def _os_error_text(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dcgateway`` and ``python -m dcgateway``; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except ParserExit as exc:
+        return exc.status
+    except ArgumentError as exc:
+        sys.stderr.write(exc.usage)
+        sys.stderr.write(f"error: {exc.message}\n")
+        return 2
+    out = Output(args.json)
+    try:
+        return args.handler(args, out)
+    except ConfigError as exc:
+        return out.fail(exc.problems, exc.exit_code)
+    except DcGatewayError as exc:
+        return out.fail(str(exc).splitlines() or [type(exc).__name__], exc.exit_code)
+    except OSError as exc:
+        return out.fail([_os_error_text(exc)], 1)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return out.fail(["interrupted"], 1)

@@ -1,0 +1,125 @@
+"""What every ``dcgateway`` command shares: the global options (``--config``, ``--json``,
+``--as``), an argument parser whose errors return instead of exiting, the :class:`Output` of a
+command (text, or one JSON document with ``--json``) and the helpers handlers use.
+
+A command module defines ``register(subparsers, common)`` calling :func:`add_command`; a handler
+gets ``(args, out)``, uses :func:`load` and :func:`require_admin`, prints with ``out.result`` and
+raises :class:`~dcgateway.errors.DcGatewayError` subclasses for errors (their ``exit_code``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..config import GatewayConfig, load_config
+from ..errors import UsageError
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+Handler = Callable[[argparse.Namespace, "Output"], int]
+Registrar = Callable[[Any, argparse.ArgumentParser], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser plumbing: argparse errors become return values, not SystemExit
+# ---------------------------------------------------------------------------------------------
+
+class ArgumentError(Exception):
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage, self.message = usage, message
+
+
+class ParserExit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors (exit 2) and --help/--version (exit 0) return from
+    :func:`main` instead of calling sys.exit, so ``main([...])`` always returns an int."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError(self.format_usage(), message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            sys.stderr.write(message)
+        raise ParserExit(status)
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--config/--json/--as. On subcommands the defaults are SUPPRESS, so that an option given
+    before the subcommand is not overwritten by the subcommand's default."""
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+    parser.add_argument("--config", metavar="PATH", default=default(DEFAULT_CONFIG),
+                        help=f"gateway.yaml to use (default {DEFAULT_CONFIG})")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="machine-readable output: one JSON document on stdout")
+    parser.add_argument("--as", dest="actor", metavar="NAME", default=default(None),
+                        help="the administrator acting (audited; must administer the entity)")
+
+
+def add_command(subparsers: Any, common: argparse.ArgumentParser, name: str, handler: Handler,
+                help: str) -> argparse.ArgumentParser:
+    """Add one leaf subcommand that runs ``handler(args, out) -> exit code``."""
+    parser = subparsers.add_parser(name, parents=[common], help=help, description=help)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+class Output:
+    """Where results and errors go: text, or one JSON document on stdout with ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+
+    def result(self, data: Any, text: str) -> None:
+        if self.json:
+            print(json.dumps(data, indent=2, sort_keys=False))
+        elif text:
+            print(text)
+
+    def fail(self, problems: Sequence[str], code: int) -> int:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if self.json:
+            print(json.dumps({"ok": False, "errors": list(problems)}, indent=2))
+        return code
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for every command (other modules' registrars use these too)
+# ---------------------------------------------------------------------------------------------
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of text cells as left-aligned columns (the first row is the heading)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def load(args: argparse.Namespace) -> GatewayConfig:
+    """The configuration named by --config (raises ConfigError: exit 2 with every problem)."""
+    return load_config(args.config)
+
+
+def require_admin(config: GatewayConfig, actor: str | None, entity: str) -> None:
+    """Refuse (UsageError, exit 2) when --as NAME was given and NAME does not administer
+    ``entity``. Without --as nothing is checked: the operator has the files."""
+    if actor is None:
+        return
+    ent = config.entity(entity)
+    if ent is None or not ent.administers(actor):
+        raise UsageError(f"{actor} does not administer {entity}")
+
+
+def administered(config: GatewayConfig, actor: str) -> list[str]:
+    return [e.name for e in config.entities if e.administers(actor)]
+
+

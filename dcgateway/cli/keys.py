@@ -1,0 +1,109 @@
+"""``dcgateway keys create | list | download | delete``: the venue's key-pair lifecycle (the
+rules are in ``auth.lifecycle``); every command is one call on the state store's key manager,
+audited with the ``--as`` name. A key created or deleted here takes effect at the gateway's next
+Logon, without a restart."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import GatewayConfig
+from ..state import entity_of_session_id, open_state
+from .common import Output, add_command, format_table, load, require_admin
+
+def _manager(config: GatewayConfig) -> Any:
+    return open_state(config).keys
+
+
+def _entity_of_scope(config: GatewayConfig, session_id: str) -> str | None:
+    return entity_of_session_id(config, session_id)
+
+
+def _check_actor(config: GatewayConfig, actor: str | None, session_id: str) -> str:
+    entity = _entity_of_scope(config, session_id)
+    if entity is not None:
+        require_admin(config, actor, entity)
+    return actor or "unknown"
+
+
+def _cmd_create(args: argparse.Namespace, out: Output) -> int:
+    config = load(args)
+    who = _check_actor(config, args.actor, args.session_id)
+    km = _manager(config)
+    km.store.ensure_master_key()              # first key ever: create the master key (0600)
+    rec = km.create(args.session_id, delete=args.delete, who=who)
+    data = rec.to_json()
+    out.result(data, "\n".join([
+        f"session id:    {data['session_id']}",
+        f"access key id: {data['access_key_id']}",
+        f"secret key:    {data['secret_key']}",
+        f"created:       {data['created']}",
+        f"expires:       {data['expires']}",
+        "Keep the secret key safe: give it only to the session's administrators "
+        "(it can be downloaded again with `dcgateway keys download`)."]))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, out: Output) -> int:
+    config = load(args)
+    km = _manager(config)
+    infos = km.list(args.session_id)
+    if args.actor is not None:
+        infos = [i for i in infos if _entity_of_scope(config, i.session_id) is None or
+                 config.entity(_entity_of_scope(config, i.session_id)).administers(args.actor)]
+    rows = [("SESSION_ID", "ACCESS_KEY_ID", "CREATED", "EXPIRES", "STATUS")]
+    for i in infos:
+        j = i.to_json()
+        rows.append((j["session_id"], j["access_key_id"], j["created"], j["expires"], j["status"]))
+    text = format_table(rows) if infos else "no key pairs"
+    out.result({"keys": [i.to_json() for i in infos]}, text)
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace, out: Output) -> int:
+    config = load(args)
+    km = _manager(config)
+    info = km.get(args.access_key_id)
+    who = _check_actor(config, args.actor, info.session_id)
+    text = km.download(args.access_key_id, who=who, out=args.out)
+    if args.out is not None:
+        out.result({"ok": True, "file": str(args.out)}, f"wrote {args.out} (mode 0600)")
+    elif args.json:
+        out.result({"csv": text}, text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace, out: Output) -> int:
+    config = load(args)
+    km = _manager(config)
+    info = km.get(args.access_key_id)
+    who = _check_actor(config, args.actor, info.session_id)
+    info = km.delete(args.access_key_id, who=who)
+    out.result(info.to_json(), f"deleted {args.access_key_id} (Session ID {info.session_id}); "
+                               "Logons signed with it are refused from now on")
+    return 0
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    keys = subparsers.add_parser("keys", parents=[common], help="manage key pairs (secure logon)")
+    sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = add_command(sub, common, "create", _cmd_create,
+                    "issue a key pair: active at once, expires 12 months later at market close")
+    p.add_argument("--session-id", required=True, metavar="SID",
+                   help="Session ID the key is for (ilink2: first 3 chars of the SenderCompID)")
+    p.add_argument("--delete", metavar="ACCESS_KEY_ID",
+                   help="with two live pairs already: the one to delete at once")
+    p = add_command(sub, common, "list", _cmd_list, "key pairs with status (never secrets)")
+    p.add_argument("--session-id", metavar="SID")
+    p = add_command(sub, common, "download", _cmd_download,
+                    "the key file (CSV: Session ID, Access ID, Secret Key, Creation Date, "
+                    "Expiration Date, Environment)")
+    p.add_argument("access_key_id", metavar="ACCESS_KEY_ID")
+    p.add_argument("--out", metavar="FILE", help="write the CSV there (mode 0600)")
+    p = add_command(sub, common, "delete", _cmd_delete, "delete a key pair at once")
+    p.add_argument("access_key_id", metavar="ACCESS_KEY_ID")
+
+

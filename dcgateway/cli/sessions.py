@@ -1,0 +1,53 @@
+"""``dcgateway sessions list | unlock``: what the running gateway reports of its sessions
+(connected, sequence numbers, port closures), and lifting a port closure."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import UsageError
+from ..state import open_state, read_status, session_rows
+from .common import Output, add_command, format_table, load, require_admin
+
+def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
+    config = load(args)
+    status = read_status(config.gateway.data_dir)
+    rows = session_rows(config, open_state(config).closures, status)
+    for r in rows:
+        r["locked"] = r["port_closed"]
+    table = [("COMP_ID", "ROLE", "ENTITY", "CONNECTED", "NEXT_IN", "NEXT_OUT", "LOCKED")]
+    table += [(r["comp_id"], r["role"], r["entity"], "yes" if r["connected"] else "no",
+               str(r["next_in"]), str(r["next_out"]), "LOCKED" if r["locked"] else "-")
+              for r in rows]
+    text = format_table(table)
+    if not status:
+        text += "\n(gateway not running: CONNECTED is unknown, sequences are as last stored)"
+    out.result({"gateway_running": bool(status), "sessions": rows}, text)
+    return 0
+
+
+def _cmd_sessions_unlock(args: argparse.Namespace, out: Output) -> int:
+    config = load(args)
+    sdef = config.session(args.comp_id)
+    if sdef is None:
+        raise UsageError(f"no session {args.comp_id!r} in {config.path}; see `dcgateway sessions list`")
+    require_admin(config, args.actor, sdef.entity)
+    state = open_state(config)
+    was = state.closures.unlock(args.comp_id)
+    state.audit.record("sessions", "unlock", who=args.actor or "unknown", entity=sdef.entity,
+                       comp_id=args.comp_id, was_locked=was)
+    out.result({"comp_id": args.comp_id, "was_locked": was},
+               f"{args.comp_id}: port closure lifted" if was else f"{args.comp_id} was not locked")
+    return 0
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    sessions = subparsers.add_parser("sessions", parents=[common], help="sessions and port closures")
+    sub = sessions.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
+    add_command(sub, common, "list", _cmd_sessions_list,
+                "sessions, role, connected, sequence numbers, locked")
+    p = add_command(sub, common, "unlock", _cmd_sessions_unlock, "lift a port closure")
+    p.add_argument("comp_id", metavar="COMP_ID")
+
+

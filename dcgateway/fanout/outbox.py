@@ -1,0 +1,367 @@
+"""A drop copy target's outbox: its one outbound stream, in sequence order, sans I/O.
+
+Two producers share a target's MsgSeqNums: the fan-out (copies, whose seqs are reserved when
+their source message is appended to the journal) and the target's FIX session (Logon reply,
+Heartbeats, Rejects...). The outbox merges them strictly by seq and hands out what may be
+written now: a copy once its journal record is durable, a session message as soon as its turn
+comes, a retransmission (PossDupFlag=Y, an old seq) at once. It knows nothing of sockets: the
+connection shell calls :meth:`Outbox.take` and writes what it gets.
+
+Bounded work and memory, whatever the backlog:
+
+* **A budget per take.** :meth:`take` returns at most about ``budget`` bytes; the shell writes
+  them and, if :meth:`ready` says more could go, takes again on a later turn of the event loop.
+  A target catching up on 10 million copies shares the loop with everyone else.
+* **Slow and offline targets cost disk, not memory.** At most ``max_pending`` copies wait in
+  memory while the socket pushes back (``SPILL_HARD_FACTOR`` times that while it keeps up); past
+  that the outbox *spills*: it keeps only its cursor and reads copies back from the journal by
+  target seq (``CATCHUP_BATCH`` entries at a time). An offline target holds nothing in memory:
+  its copies are in the journal and reach it when it logs on (catch-up) or asks (ResendRequest).
+* **Session messages are bounded too**: past ``MAX_ADMIN_QUEUED`` of them waiting behind copies
+  the target is not reading, and :attr:`stalled` tells the shell to drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+from ..fix import tags as T
+from ..fix.codec import Decoder, RawMessage, byte_sum, encode
+from ..fix.dropcopy import CopySource, LiveBuilder, build_copy, live_builder
+from ..fix.session_types import Outgoing
+from ..fix.timefmt import utc_timestamp
+from ..journal import Entry, Journal
+from ..routing import category
+from ..vocab import PROFILE_FRONT_END, FrontEnd
+
+if TYPE_CHECKING:
+    from .target_store import TargetStore
+
+log = logging.getLogger("dcgateway.fanout")
+
+#: Session messages queued behind a target's copies before the target counts as not reading.
+MAX_ADMIN_QUEUED = 10_000
+#: A target that keeps up may queue this many times ``max_pending`` before it spills.
+SPILL_HARD_FACTOR = 10
+#: Journal entries read per catch-up step.
+CATCHUP_BATCH = 1000
+#: Bytes handed out per :meth:`Outbox.take` (about 1000 typical copies).
+TAKE_BUDGET = 256 * 1024
+#: Copies per run on the common path (no session message waiting, not spilled), and the
+#: smallest copy a run's length is estimated with against the take's budget.
+RUN_COPIES = 1000
+MIN_COPY_BYTES = 128
+
+_LSN = itemgetter(1)
+#: (target seq, journal lsn, source message, received at, category)
+PendingCopy = tuple[int, int, CopySource, float, "str | None"]
+
+
+def decode_one(raw: bytes) -> RawMessage | None:
+    """A journaled message framed again (it was verified on the way in)."""
+    items = Decoder(max(len(raw) + 1, 1 << 16)).feed(raw)
+    return items[0] if items and isinstance(items[0], RawMessage) else None
+
+
+class PendingCopies:
+    """Copies waiting to be written, in seq order with lsn never decreasing: a list and a head
+    index, so a whole run of durable copies is one bisect and one slice."""
+
+    __slots__ = ("_items", "_head")
+
+    def __init__(self) -> None:
+        self._items: list[PendingCopy] = []
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self._items) > self._head
+
+    def append(self, item: PendingCopy) -> None:
+        self._items.append(item)
+
+    def first(self) -> PendingCopy:
+        return self._items[self._head]
+
+    def pop_first(self) -> None:
+        self._head += 1
+        self._compact()
+
+    def clear(self) -> None:
+        self._items = []
+        self._head = 0
+
+    def take_run(self, seq: int, durable_lsn: int, limit: int) -> list[PendingCopy]:
+        """Remove and return the copies from ``seq`` on whose lsn is durable, at most ``limit``,
+        provided they are exactly ``seq, seq+1, ...``; otherwise (a session message's seq in
+        between, or the first is not ``seq``) nothing."""
+        items, head = self._items, self._head
+        if head >= len(items) or items[head][0] != seq:
+            return []
+        end = bisect_right(items, durable_lsn, head, min(len(items), head + limit), key=_LSN)
+        if end == head or items[end - 1][0] != seq + (end - head) - 1:
+            return []
+        run = items[head:end]
+        self._head = end
+        self._compact()
+        return run
+
+    def _compact(self) -> None:
+        head = self._head
+        if head >= len(self._items):
+            self._items = []
+            self._head = 0
+        elif head > 4096 and head * 2 > len(self._items):
+            del self._items[:head]
+            self._head = 0
+
+
+class Outbox:
+    """One target session's outbound stream (module docstring)."""
+
+    def __init__(self, comp_id: str, begin_string: str, profile: str, gateway_comp: str,
+                 journal: Journal, max_pending: int) -> None:
+        self.comp_id = comp_id
+        self.comp_bytes = comp_id.encode()
+        self.begin_string = begin_string.encode()
+        self.gateway_comp = gateway_comp.encode()
+        self.default_front_end: str = PROFILE_FRONT_END.get(profile, FrontEnd.FIX)
+        self._front_end = ""
+        self._build: LiveBuilder
+        self.front_end = self.default_front_end
+        self.journal = journal
+        self.max_pending = max_pending
+        self.store: TargetStore | None = None
+        self.connected = False
+        self.pushback = False             # the socket's buffer is above its high mark
+        self.stalled = False              # too many session messages queued: not reading
+        self.cursor = 0                   # next seq to hand out while connected
+        self.written_upto = 0             # highest seq handed out to the target
+        self.resendable_upto = 0          # highest seq a ResendRequest may be served up to
+        self.pending = PendingCopies()
+        self.admin: dict[int, bytes] = {}
+        self.direct: list[bytes] = []     # retransmissions: out at once, after what is ready
+        self.spill_from: int | None = None
+        self.last_reserved_lsn = 0
+        self.copies_written = 0
+        self.out_counts: Counter[str | None] = Counter()   # copies handed out, by category
+        self.latencies: deque[float] = deque(maxlen=10_000)  # receipt -> hand-out, seconds
+        self.observe_latencies: Callable[[list[float]], None] | None = None
+        self._lats: list[float] = []
+        self._catchup: deque[Entry] = deque()
+
+    @property
+    def front_end(self) -> str:
+        return self._front_end
+
+    @front_end.setter
+    def front_end(self, value: str) -> None:
+        """The copy format (from the routing table); the hot-path builder follows it."""
+        if value != self._front_end:
+            self._front_end = value
+            self._build = live_builder(value, self.begin_string, self.gateway_comp,
+                                       self.comp_bytes)
+
+    @property
+    def backlog(self) -> int:
+        """Copies routed to this target and not yet handed out."""
+        assert self.store is not None
+        if not self.connected:
+            return max(0, self.store.next_out - 1 - self.written_upto)
+        return max(0, self.store.next_out - self.cursor)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """The target's Logon is about to be processed: everything reserved so far must be
+        durable (a ResendRequest may ask for it at once), and the stream starts at the next
+        seq; what lies between the last hand-out and here comes from the journal."""
+        assert self.store is not None
+        if self.last_reserved_lsn > self.journal.durable_lsn:
+            self.journal.sync()               # rare and blocking: once per target Logon
+        self.store.note_attached()
+        self._clear()
+        self.connected = True
+        self.cursor = self.store.next_out
+        self.resendable_upto = self.cursor - 1
+
+    def detach(self) -> None:
+        self.connected = False
+        self._clear()
+
+    def reset(self) -> None:
+        """The sequence restarts at 1 (141=Y, weekly reset)."""
+        self._clear()
+        self.cursor = 1
+        self.written_upto = self.resendable_upto = 0
+
+    def _clear(self) -> None:
+        self.pending.clear()
+        self.admin.clear()
+        self.direct.clear()
+        self._catchup.clear()
+        self.spill_from = None
+        self.pushback = False
+        self.stalled = False
+
+    # -- producers ----------------------------------------------------------------------------
+
+    def add_copy(self, seq: int, lsn: int, src: CopySource, received: float,
+                 cat: str | None = None) -> None:
+        """A copy reserved ``seq``, journaled at ``lsn``: queued in memory while connected and
+        not spilled (bounded); otherwise the journal has it."""
+        self.last_reserved_lsn = lsn
+        if not self.connected or seq < self.cursor or self.spill_from is not None:
+            return
+        n = len(self.pending)
+        if n < self.max_pending or (n < self.max_pending * SPILL_HARD_FACTOR
+                                    and not self.pushback):
+            self.pending.append((seq, lsn, src, received, cat))
+        else:
+            self.spill_from = self.pending.first()[0] if self.pending else seq
+            self.pending.clear()
+            log.warning("target %s is slow: %d copies queued; serving it from the journal "
+                        "until it catches up", self.comp_id, n)
+
+    def add_session(self, items: Iterable[Outgoing]) -> None:
+        """What the target's FIX session sends: retransmissions at once, new messages in turn."""
+        for seq, poss_dup, raw in items:
+            if poss_dup or seq < self.cursor:
+                self.direct.append(raw)
+            else:
+                self.admin[seq] = raw
+        if len(self.admin) > MAX_ADMIN_QUEUED:
+            self.stalled = True
+
+    # -- the consumer ---------------------------------------------------------------------------
+
+    def ready(self, durable_lsn: int) -> bool:
+        """Whether :meth:`take` would hand out something now."""
+        if not self.connected or self.stalled:
+            return False
+        if self.direct or self.cursor in self.admin:
+            return True
+        if self.spill_from is not None:
+            assert self.store is not None
+            return self.cursor < self.store.next_out
+        return bool(self.pending) and self.pending.first()[0] == self.cursor and \
+            self.pending.first()[1] <= durable_lsn
+
+    def take(self, durable_lsn: int, now: float, budget: int = TAKE_BUDGET) -> list[bytes]:
+        """What may be written now, in order: runs of durable copies and session messages by
+        seq (at most about ``budget`` bytes), then any retransmissions."""
+        out: list[bytes] = []
+        if not self.connected or self.stalled:
+            return out
+        st = utc_timestamp(now)
+        st52 = b"52=" + st + b"\x01"
+        st52_sum = byte_sum(st52)
+        size = 0
+        while size < budget:
+            if not self.admin and self.spill_from is None:
+                n = self._take_run(out, durable_lsn, now, st52, st52_sum,
+                                   min(RUN_COPIES, max(1, (budget - size) // MIN_COPY_BYTES)))
+            else:
+                n = self._take_in_order(out, durable_lsn, now, st, st52, st52_sum,
+                                        budget - size)
+            if not n:
+                break
+            size += n
+        if self.direct:
+            out.extend(self.direct)
+            self.direct = []
+        if self._lats:
+            self._hand_latencies()
+        return out
+
+    def _take_run(self, out: list[bytes], durable_lsn: int, now: float, st52: bytes,
+                  st52_sum: int, limit: int) -> int:
+        """The next run of durable copies from the cursor (one bisect, one slice,
+        comprehensions); its size in bytes, 0 when there is none."""
+        run = self.pending.take_run(self.cursor, durable_lsn, limit)
+        if not run:
+            return 0
+        build = self._build
+        copies = [build(src, seq, st52, st52_sum) for seq, _, src, _, _ in run]
+        self._lats.extend([now - received for _, _, _, received, _ in run])
+        self.out_counts.update([cat for _, _, _, _, cat in run])
+        self.cursor += len(run)
+        self.written_upto = self.resendable_upto = self.cursor - 1
+        out.extend(copies)
+        return sum(map(len, copies))
+
+    def _take_in_order(self, out: list[bytes], durable_lsn: int, now: float, st: bytes,
+                       st52: bytes, st52_sum: int, budget: int) -> int:
+        """One message at a time, interleaving session messages, queued copies and catch-up
+        copies from the journal, up to ``budget`` bytes; the bytes handed out."""
+        size = 0
+        build = self._build
+        pending, admin = self.pending, self.admin
+        seq = self.cursor
+        while size < budget:
+            raw = admin.pop(seq, None) if admin else None
+            if raw is None:
+                if self.spill_from is None:
+                    if not pending:
+                        break
+                    item = pending.first()
+                    if item[0] != seq or item[1] > durable_lsn:
+                        break
+                    pending.pop_first()
+                    raw = build(item[2], seq, st52, st52_sum)
+                    self._lats.append(now - item[3])
+                    self.out_counts[item[4]] += 1
+                else:
+                    raw = self._from_journal(seq, st)
+                    if raw is None:
+                        break
+            out.append(raw)
+            size += len(raw)
+            seq += 1
+        self.cursor = seq
+        if size:
+            self.written_upto = self.resendable_upto = seq - 1
+        return size
+
+    def _hand_latencies(self) -> None:
+        lats, self._lats = self._lats, []
+        self.copies_written += len(lats)
+        self.latencies.extend(lats)
+        if self.observe_latencies is not None:
+            self.observe_latencies(lats)
+
+    def _from_journal(self, seq: int, st: bytes) -> bytes | None:
+        """Catch-up: the copy for ``seq`` read back from the journal (durable entries only);
+        None when caught up (new copies queue in memory again) or not durable yet."""
+        assert self.store is not None
+        if seq >= self.store.next_out:
+            self.spill_from = None
+            self._catchup.clear()
+            return None
+        ahead = self._catchup
+        while ahead and ahead[0].target_seq < seq:
+            ahead.popleft()
+        if not ahead:
+            last = min(seq + CATCHUP_BATCH - 1, self.store.next_out - 1)
+            ahead.extend(self.journal.read_target(self.comp_id, seq, last))
+        if not ahead or ahead[0].target_seq != seq:
+            return None
+        msg = decode_one(ahead.popleft().raw)
+        if msg is None:                     # CRC-checked, so never expected: do not stall
+            log.error("target %s: journal entry for seq %d does not decode; gap-filled",
+                      self.comp_id, seq)
+            return encode(self.begin_string, T.MsgType.SEQUENCE_RESET,
+                          b"49=%s\x0156=%s\x0134=%d\x0143=Y\x0152=%s\x01122=%s\x01"
+                          % (self.gateway_comp, self.comp_bytes, seq, st, st),
+                          b"123=Y\x0136=%d\x01" % (seq + 1))
+        self.copies_written += 1
+        self.out_counts[category(msg)] += 1
+        return build_copy(CopySource(msg), self.front_end, self.begin_string, self.gateway_comp,
+                          self.comp_bytes, seq, st)

@@ -1,0 +1,125 @@
+"""The session store of a drop copy target: its inbound sequence and the session's own messages
+live in its session file, its copies in the journal; the outbound counter lives here, shared by
+the session (admin messages) and the fan-out (:meth:`TargetStore.reserve`, one per copy).
+
+A sequence reset never drops a copy: copies routed to the target and never handed out to it
+(target seq above the last one written) are *carried over*: after the reset's first message (the
+Logon reply, seq 1) each is journaled again under the next new seq and goes out in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..fix.dropcopy import CopySource, build_copy
+from ..fix.timefmt import utc_timestamp
+from ..journal import Entry, Journal
+from .outbox import decode_one
+
+if TYPE_CHECKING:
+    from ..state.session_files import FileSessionStore
+    from .outbox import Outbox
+
+#: ``carry_over(target, entries)``: journal ``entries`` again for ``target`` under new seqs.
+CarryOver = Callable[[str, list[Entry]], None]
+
+
+class TargetStore:
+    """:class:`~dcgateway.fix.store.SessionStore` of a target session (module docstring)."""
+
+    def __init__(self, outbox: Outbox, file: FileSessionStore, journal: Journal,
+                 next_out: int) -> None:
+        self.outbox = outbox
+        self.file = file
+        self.journal = journal
+        self._next_out = next_out
+        self.carry_over: CarryOver | None = None
+        self._carried: list[Entry] = []
+
+    @property
+    def next_in(self) -> int:
+        return self.file.next_in
+
+    @property
+    def next_out(self) -> int:
+        return self._next_out
+
+    def set_next_in(self, seq: int) -> None:
+        self.file.set_next_in(seq)
+
+    def set_next_out(self, seq: int) -> None:
+        self.file.set_next_out(seq)
+        self._next_out = seq
+
+    def save_outbound(self, seq: int, raw: bytes) -> None:
+        self.file.save_outbound(seq, raw)
+        self._next_out = max(self._next_out, seq + 1)
+        if self._carried and self.carry_over is not None:
+            carried, self._carried = self._carried, []
+            self.carry_over(self.outbox.comp_id, carried)
+
+    def reserve(self) -> int:
+        """The next outbound MsgSeqNum, for a copy (made durable by its journal record)."""
+        seq = self._next_out
+        self._next_out = seq + 1
+        return seq
+
+    def unreserve(self, seq: int) -> None:
+        """The journal refused the record that ``seq`` was reserved for: give it back, so the
+        target's stream has no hole its outbox would wait on forever."""
+        if self._next_out == seq + 1:
+            self._next_out = seq
+
+    def resend_limit(self) -> int:
+        """A ResendRequest is served up to what was handed out (or durable when the target
+        logged on); later seqs are on their way, in order."""
+        return self.outbox.resendable_upto
+
+    def get_outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        """The session's own messages and the copies, as first sent (52 = time received)."""
+        out = dict(self.file.get_outbound(begin, end))
+        o = self.outbox
+        o.written_upto = max(o.written_upto, end)     # resent: delivered too
+        for e in self.journal.read_target(o.comp_id, begin, end):
+            msg = decode_one(e.raw)
+            if msg is not None:
+                out[e.target_seq] = build_copy(CopySource(msg), o.front_end, o.begin_string,
+                                               o.gateway_comp, o.comp_bytes, e.target_seq,
+                                               utc_timestamp(e.received))
+        return sorted(out.items())
+
+    def reset(self) -> None:
+        """Both sequences restart at 1; copies never handed out are carried over."""
+        o = self.outbox
+        undelivered = self._next_out - 1 - o.written_upto
+        self._carried = (self.journal.read_target(o.comp_id, o.written_upto + 1,
+                                                  self._next_out - 1)
+                         if undelivered > 0 else [])
+        self.file.reset()
+        self.journal.reset_target(o.comp_id)
+        self._next_out = 1
+        o.reset()
+
+    def note_delivered(self) -> None:
+        """Remember (in the session file) the last seq handed out, so a reset after a restart
+        knows which copies never reached the target."""
+        self.file.set_delivered(self.outbox.written_upto)
+
+    def note_attached(self) -> None:
+        """Connected: what is handed out from now on is not recorded until the disconnect."""
+        self.file.set_delivered(-1)
+
+    def recovered_delivered(self) -> int:
+        """After a restart: the last seq known handed out. Unknown (a crash while the target was
+        connected) counts as everything: copies are then caught up or resent, never carried
+        over a reset as if new (that could duplicate them without a flag)."""
+        d = self.file.delivered
+        last = self._next_out - 1
+        return last if d is None or d < 0 else min(d, last)
+
+    def sync(self) -> None:
+        self.file.sync()
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,86 @@
+"""The journal seam: what the fan-out, the target sessions and the composition root need of a
+journal, so that a replicated implementation can stand beside the segment-file one without the
+session, routing or outbox code changing.
+
+A journal takes, on the event-loop thread, every source message with the target sequence numbers
+assigned to it (:meth:`Journal.append`) and the sources' inbound sequence markers; it makes them
+durable in the background (its :class:`Committer`: one fsync per batch for the segment files, a
+quorum acknowledgement for a replicated log) and says so with ``on_durable(lsn)``, where LSNs are
+the journal's own increasing record numbers; it serves a target's copies back by target sequence
+number (resends, catch-up); and on start it recovers the sequence state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .recovery import Recovery
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journaled source message as seen by one target."""
+
+    target_seq: int
+    source: str            # source SenderCompID
+    source_seq: int
+    received: float        # epoch seconds when the gateway received it
+    raw: bytes             # the complete original message bytes (8=...10=), verbatim
+    lsn: int
+
+
+class Journal(Protocol):
+    """The journal as its users see it (owner thread: the event loop)."""
+
+    @property
+    def appended_lsn(self) -> int: ...
+
+    @property
+    def written_lsn(self) -> int: ...
+
+    @property
+    def durable_lsn(self) -> int: ...
+
+    def recover(self) -> Recovery: ...
+
+    def append(self, source: str, source_seq: int, received: float, raw: bytes,
+               targets: Sequence[tuple[str, int]]) -> int:
+        """Journal one source message with its (target, target seq) assignments; its LSN."""
+        ...
+
+    def append_source_next_in(self, source: str, next_in: int) -> int: ...
+
+    def flush_writes(self) -> int: ...
+
+    def sync(self) -> int:
+        """Make everything appended durable now (blocking; rare: a target's Logon, a source's
+        sequence reset); the new durable LSN."""
+        ...
+
+    def read_target(self, target: str, from_seq: int, to_seq: int, *,
+                    durable_only: bool = True) -> list[Entry]: ...
+
+    def target_last_seq(self, target: str) -> int: ...
+
+    def reset_target(self, target: str) -> None: ...
+
+    def prune(self, before: float) -> int: ...
+
+    @property
+    def checkpoint_due(self) -> bool: ...
+
+    def checkpoint(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class Committer(Protocol):
+    """Makes appended records durable in the background and reports it (``on_durable``)."""
+
+    def notify(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def flush(self, timeout: float | None = None) -> int: ...

@@ -1,0 +1,27 @@
+"""The asyncio shell around the cores, one job per module: what the composition root
+(:mod:`dcgateway.gateway`) wires between the network shell and the sans-I/O fan-out.
+
+* :mod:`.flow`         fan-out decisions applied to connections; durable copies to targets
+* :mod:`.events`       session events -> logs, metrics, status (one table)
+* :mod:`.pump`         hot-path counters -> Prometheus, once a second and before a scrape
+* :mod:`.status`       ``status.json`` for the CLI and the portal
+* :mod:`.health`       is the journal writable (``/healthz``, Logons during a disk fault)
+* :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
+* :mod:`.snapshot`     the state gauges read at scrape time
+* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, key owners
+"""
+
+from .events import EventSink
+from .flow import Flow
+from .health import UNWRITABLE_TEXT, JournalHealth
+from .maintenance import RETENTION_S, Maintenance, week_start_before
+from .pump import MetricsPump
+from .snapshot import scrape_state
+from .status import StatusFile
+from .support import fit_descriptor_limit, key_owners, metrics_token, server_ssl_context
+
+__all__ = [
+    "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
+    "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "metrics_token",
+    "scrape_state", "server_ssl_context", "week_start_before",
+]

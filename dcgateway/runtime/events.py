@@ -1,0 +1,93 @@
+"""Session events -> log lines, metrics and the status file, in one table (a handler per event
+type, no isinstance chain). The events come from the session engine
+(:mod:`dcgateway.fix.session_types`) and the acceptor (:class:`~dcgateway.net.acceptor.Refused`);
+what an event means for the data flow (a source's sequence marker, a hold) is the business of
+:class:`~.flow.Flow`, not of this sink."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..fix.session_types import (AuthFailed, Disconnect, LoggedOn, LoggedOut, ProtocolError,
+                                 ResendRequested, ResendServed, SessionRejectSent)
+from ..metrics import GatewayMetrics
+from ..net.acceptor import Refused
+from ..net.slot import SessionSlot
+from ..ratelog import RateLimitedLog
+from .status import StatusFile
+
+log = logging.getLogger("dcgateway")
+
+Handler = Callable[["EventSink", str, SessionSlot | None, Any], None]
+
+
+class EventSink:
+    """``sink(slot, event)``: the acceptor's ``on_event``."""
+
+    def __init__(self, metrics: GatewayMetrics, status: StatusFile,
+                 is_locked: Callable[[str], bool]) -> None:
+        self.metrics = metrics
+        self.status = status
+        self.is_locked = is_locked
+        self.noisy = RateLimitedLog(log)        # what a misbehaving peer can repeat at will
+        self._locked: set[str] = set()
+
+    def __call__(self, slot: SessionSlot | None, ev: Any) -> None:
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            handler(self, slot.comp_id if slot is not None else "-", slot, ev)
+
+    def _logged_on(self, name: str, slot: SessionSlot | None, ev: LoggedOn) -> None:
+        log.info("session %s logged on (HeartBtInt=%d%s)", name, ev.heartbeat_interval,
+                 ", sequences reset" if ev.reset else "")
+        self.metrics.logon_accepted(name)
+        self.status.connected(name)
+
+    def _auth_failed(self, name: str, slot: SessionSlot | None, ev: AuthFailed) -> None:
+        # the authenticator logged it (rate limited); here: the metric and a port closure
+        self.metrics.logon_rejected(slot.comp_id if slot else None, ev.reason)
+        if slot is not None and name not in self._locked and self.is_locked(name):
+            self._locked.add(name)
+            self.metrics.port_closure(name)
+        elif slot is not None and name in self._locked and not self.is_locked(name):
+            self._locked.discard(name)
+
+    def _ended(self, name: str, slot: SessionSlot | None, ev: LoggedOut | Disconnect) -> None:
+        log.info("session %s: %s (%s)", name, type(ev).__name__, ev.reason)
+        if slot is not None and slot.connection is None:
+            self.status.disconnected(name)
+
+    def _reject_sent(self, name: str, slot: SessionSlot | None, ev: SessionRejectSent) -> None:
+        self.noisy.log((name, "reject"), logging.WARNING,
+                       "session %s: sent Reject for seq %d (reason %d: %s)", name, ev.ref_seq,
+                       ev.reason, ev.text)
+        self.metrics.reject_sent(name)
+
+    def _protocol_error(self, name: str, slot: SessionSlot | None, ev: ProtocolError) -> None:
+        self.noisy.log((name, ev.kind), logging.WARNING, "session %s: protocol error %s: %s",
+                       name, ev.kind, ev.text)
+        self.metrics.protocol_error(name)
+
+    def _resend_served(self, name: str, slot: SessionSlot | None, ev: ResendServed) -> None:
+        log.info("session %s: served ResendRequest %d..%d (%d resent, %d gap-filled)", name,
+                 ev.begin, ev.end, ev.resent, ev.gap_filled)
+        self.metrics.resend_served(name, ev.resent, ev.gap_filled)
+
+    def _resend_requested(self, name: str, slot: SessionSlot | None,
+                          ev: ResendRequested) -> None:
+        log.info("session %s: sent ResendRequest %d..%d", name, ev.begin, ev.end)
+        self.metrics.resend_requested(name)
+
+    def _refused(self, name: str, slot: SessionSlot | None, ev: Refused) -> None:
+        self.metrics.connection_refused(ev.reason)
+
+
+_HANDLERS: Mapping[type, Handler] = {
+    LoggedOn: EventSink._logged_on, AuthFailed: EventSink._auth_failed,
+    LoggedOut: EventSink._ended, Disconnect: EventSink._ended,
+    SessionRejectSent: EventSink._reject_sent, ProtocolError: EventSink._protocol_error,
+    ResendServed: EventSink._resend_served, ResendRequested: EventSink._resend_requested,
+    Refused: EventSink._refused,
+}

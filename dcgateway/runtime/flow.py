@@ -1,0 +1,89 @@
+"""The shell around the fan-out: applies its decisions to the sessions' connections and feeds the
+targets whose copies became durable. The fan-out (:mod:`dcgateway.fanout`) decides; this module
+acts (log a source out, hold or release its reads, wake a target's connection), so data flows one
+way: connection -> session -> fan-out -> journal -> outbox -> connection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from ..fanout import Decision, Fanout, HoldSources, RefuseSource, target_rejects
+from ..fix.codec import RawMessage
+from ..fix.session_types import Disconnect, LoggedOn
+from ..journal import Journal
+from ..net.connection import FixConnection
+from ..net.slot import SessionSlot
+from ..vocab import Role
+
+log = logging.getLogger("dcgateway")
+
+
+class Flow:
+    """``on_app`` is the acceptor's application sink, ``on_durable`` the committer's
+    notification, ``on_event`` sees session events that matter to the data flow."""
+
+    def __init__(self, fanout: Fanout, journal: Journal, slots: Mapping[str, SessionSlot],
+                 clock: Callable[[], float]) -> None:
+        self.fanout = fanout
+        self.journal = journal
+        self.slots = slots
+        self.clock = clock
+        self.sources = [s for s in slots.values() if s.role == Role.SOURCE]
+
+    def on_app(self, conn: FixConnection, messages: list[RawMessage], now: float) -> None:
+        slot = conn.slot
+        assert slot is not None
+        if slot.role == Role.SOURCE:
+            self.apply(self.fanout.from_source(slot.comp_id, messages, now, slot.store.next_in),
+                       now)
+        elif conn.session is not None:
+            for msg_type, body in target_rejects(slot.comp_id, messages):
+                conn.session.send_app(msg_type, body, now)
+
+    def on_durable(self, lsn: int) -> None:
+        ready, decisions = self.fanout.on_durable(lsn)
+        if decisions:
+            self.apply(decisions, self.clock())
+        for outbox in ready:
+            conn = self.slots[outbox.comp_id].connection
+            if conn is not None:
+                conn.feed()
+
+    def apply(self, decisions: list[Decision], now: float) -> None:
+        for d in decisions:
+            if isinstance(d, HoldSources):
+                for slot in self.sources:
+                    if slot.connection is not None:
+                        if d.hold:
+                            slot.connection.hold_reading("journal")
+                        else:
+                            slot.connection.release_reading("journal")
+            elif isinstance(d, RefuseSource):
+                slot = self.slots[d.source]
+                slot.store.set_next_in(d.next_in)
+                conn = slot.connection
+                if conn is not None and conn.session is not None and not conn.session.closed:
+                    conn.session.logout(d.text, now)
+                    conn.close_after_pump = True
+
+    def on_event(self, slot: SessionSlot | None, ev: object) -> None:
+        """A source that logs on with 141=Y starts again at 1: the journal must know that
+        before the Logon reply leaves (a rare, blocking sync), or a crash would make the next
+        start expect the old, higher seq. A source that logs on while the journal lags is held.
+        A source that disconnects: its admin messages consumed seqs too, so its marker is
+        journaled for the restart."""
+        if slot is None or slot.role != Role.SOURCE:
+            return
+        if isinstance(ev, LoggedOn):
+            if ev.reset:
+                self.fanout.source_marker(slot.comp_id, slot.store.next_in)
+                try:
+                    self.journal.sync()
+                except Exception as exc:
+                    log.error("could not make the sequence reset of %s durable: %s",
+                              slot.comp_id, exc)
+            if self.fanout.sources_held and slot.connection is not None:
+                slot.connection.hold_reading("journal")
+        elif isinstance(ev, Disconnect) and slot.connection is None:
+            self.fanout.source_marker(slot.comp_id, slot.store.next_in)

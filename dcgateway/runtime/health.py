@@ -1,0 +1,76 @@
+"""Is the journal writable? The answer behind ``/healthz``, the ``dcgateway_journal_writable``
+gauge and the Logons refused during a disk outage.
+
+It turns unhealthy when a commit fails (disk full, I/O error) or when a write probe fails (at
+start, so a gateway restarted on a full disk does not claim to be fine); it turns healthy again
+when a commit succeeds, or, with nothing waiting to be committed, when a probe succeeds. While
+unhealthy, an authenticated Logon is answered with a Logout saying why (sources are asked again
+for anything not journaled when they come back), and a probe runs once a second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..journal import Journal
+from ..ratelog import RateLimitedLog
+
+log = logging.getLogger("dcgateway")
+
+#: The reason an authenticated Logon hears while the journal cannot be written.
+UNWRITABLE_TEXT = "gateway cannot store messages right now (storage fault); log on again later"
+PROBE_BYTES = 4096
+
+
+class JournalHealth:
+    def __init__(self, journal: Journal, directory: Path,
+                 on_change: Callable[[bool], None] = lambda ok: None) -> None:
+        self.journal = journal
+        self.probe_path = Path(directory) / ".write-probe"
+        self.on_change = on_change
+        self.ok = True
+        self.reason = ""
+        self._log = RateLimitedLog(log, interval=30.0)
+
+    def _set(self, ok: bool, reason: str = "") -> None:
+        changed = ok != self.ok
+        self.ok, self.reason = ok, reason
+        if changed:
+            if ok:
+                log.warning("journal writable again")
+            self.on_change(ok)
+
+    def probe(self) -> bool:
+        """Write and fsync a small file next to the journal; never raises."""
+        try:
+            fd = os.open(self.probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, bytes(PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.unlink(self.probe_path)
+        except OSError as exc:
+            self.failed(f"cannot write in {self.probe_path.parent}: {exc.strerror or exc}")
+            return False
+        if self.journal.appended_lsn <= self.journal.durable_lsn:
+            self._set(True)
+        return True
+
+    def failed(self, reason: str) -> None:
+        self._log.log("journal", logging.ERROR, "journal: %s (copies are held and Logons "
+                      "refused until the disk recovers)", reason)
+        self._set(False, reason)
+
+    def committed(self) -> None:
+        self._set(True)
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """While unhealthy, probe once a second."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.ok:
+                self.probe()        # on the loop: a 4 KiB write, only while unhealthy

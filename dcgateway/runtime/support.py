@@ -1,0 +1,83 @@
+"""Process-level helpers of the composition root: TLS contexts, the metrics bearer token, the
+descriptor limit, and who is told when a key is about to expire."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import Administrator, GatewayConfig
+from ..errors import ConfigError
+
+log = logging.getLogger("dcgateway")
+
+#: Descriptors kept for everything but FIX connections: journal segments and indexes, session
+#: files, the metrics server and its scrapers, the key store, logs.
+FD_RESERVE = 128
+
+
+def server_ssl_context(tls: Any) -> ssl.SSLContext | None:
+    """TLS on a listener when its ``tls`` settings are configured (standard library ssl); a
+    client certificate is required when ``require_client_cert`` says so."""
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.ca_file is not None:
+        ctx.load_verify_locations(str(tls.ca_file))
+    ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_NONE
+    return ctx
+
+
+def metrics_token(path: Path | None) -> bytes | None:
+    """The bearer token ``/metrics`` requires, read from ``gateway.metrics_token_file`` (kept out
+    of gateway.yaml: it is a secret). An empty or unreadable file stops the start with a reason
+    that names the file, never the token."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"gateway.metrics_token_file {path}: cannot read it "
+                          f"({exc.strerror})") from None
+    if not token or not all(0x21 <= b <= 0x7e for b in token):
+        raise ConfigError(f"gateway.metrics_token_file {path}: expected one line of printable "
+                          "ASCII (the bearer token), without spaces")
+    return token
+
+
+def fit_descriptor_limit(max_connections: int, sessions: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, then bound the FIX connections to what
+    fits under it, so a flood of connections meets a clean refusal instead of EMFILE in the
+    journal, the metrics server or the key store."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    room = max(16, soft - FD_RESERVE - 2 * sessions)
+    if room < max_connections:
+        log.warning("max_connections lowered from %d to %d to fit the open-file limit (%d)",
+                    max_connections, room, soft)
+        return room
+    return max_connections
+
+
+def key_owners(config: GatewayConfig
+               ) -> Callable[[str], tuple[str, tuple[Administrator, ...]] | None]:
+    """Session ID (key scope) -> (entity, its administrators), for expiry notices."""
+    by_scope = {s.key_scope: s.entity for s in config.sessions}
+
+    def owner(session_id: str) -> tuple[str, tuple[Administrator, ...]] | None:
+        name = by_scope.get(session_id)
+        ent = config.entity(name) if name else None
+        return None if ent is None else (ent.name, ent.administrators)
+    return owner

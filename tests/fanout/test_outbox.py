@@ -1,0 +1,236 @@
+"""The outbox, sans I/O and without an event loop: its run queue (what one take may hand out),
+budgeted takes, session messages interleaved by seq, retransmissions at once, spilling to the
+journal and catching up from it, the stall bound, a sequence reset that carries undelivered
+copies over."""
+
+from __future__ import annotations
+
+from dcgateway.fanout import PendingCopies
+
+
+def queue(*items: tuple[int, int]) -> PendingCopies:
+    q = PendingCopies()
+    for seq, lsn in items:
+        q.append((seq, lsn, None, 0.0, "execution"))   # type: ignore[arg-type]
+    return q
+
+
+def seqs(run) -> list[int]:
+    return [item[0] for item in run]
+
+
+def test_run_stops_at_the_first_copy_not_yet_durable():
+    q = queue((1, 10), (2, 11), (3, 11), (4, 12), (5, 13))
+    assert seqs(q.take_run(1, 11, 1000)) == [1, 2, 3]
+    assert len(q) == 2 and q.first()[0] == 4
+    assert q.take_run(4, 11, 1000) == []                # 4's record is not durable yet
+    assert seqs(q.take_run(4, 13, 1000)) == [4, 5]
+    assert not q and len(q) == 0
+
+
+def test_run_is_bounded_and_must_start_at_the_cursor():
+    q = queue(*[(s, s) for s in range(1, 11)])
+    assert q.take_run(2, 100, 1000) == []               # the writer's cursor is elsewhere
+    assert seqs(q.take_run(1, 100, 4)) == [1, 2, 3, 4]
+    assert seqs(q.take_run(5, 100, 4)) == [5, 6, 7, 8]
+    assert seqs(q.take_run(9, 100, 4)) == [9, 10]
+
+
+def test_a_hole_in_the_seqs_leaves_the_run_to_the_one_at_a_time_path():
+    # seq 3 belongs to a session message (Heartbeat...) that must go between 2 and 4
+    q = queue((1, 1), (2, 1), (4, 2))
+    assert q.take_run(1, 5, 1000) == []
+    assert len(q) == 3 and q.first()[0] == 1            # nothing taken
+    q.pop_first()
+    q.pop_first()
+    assert seqs(q.take_run(4, 5, 1000)) == [4]
+
+
+def test_taken_items_are_released():
+    q = queue(*[(s, s) for s in range(1, 10_001)])
+    for first in range(1, 10_001, 1000):
+        assert seqs(q.take_run(first, 10**9, 1000)) == list(range(first, first + 1000))
+        assert len(q._items) - q._head == 10_000 - (first + 999)
+        assert q._head <= 4096 or q._head * 2 <= len(q._items)   # compacted as it goes
+    assert not q and q._items == []
+
+
+# -- the outbox with a real journal, no event loop --------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from dcgateway.fanout import MAX_ADMIN_QUEUED, Fanout, Outbox, TargetStore  # noqa: E402
+from dcgateway.fix.codec import Decoder, encode_fields  # noqa: E402
+from dcgateway.fix.session_types import Outgoing  # noqa: E402
+from dcgateway.journal import SegmentJournal  # noqa: E402
+from dcgateway.routing import RoutingTable  # noqa: E402
+from dcgateway.state.session_files import FileSessionStore  # noqa: E402
+
+NOW = 1_780_000_000.0
+
+
+def order(i: int) -> bytes:
+    return encode_fields("FIX.4.2", "D", [(49, "SRC"), (56, "DCGW"), (34, i),
+                                          (52, "20260601-10:00:00.000")],
+                         [(11, f"C{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1),
+                          (60, "20260601-10:00:00")])
+
+
+def decode(raw: bytes) -> list:
+    return [m for m in Decoder().feed(raw)]
+
+
+class Rig:
+    """One target T (profile fix) fed by source SRC, a real journal, no event loop."""
+
+    def __init__(self, root: Path, max_pending: int = 10_000) -> None:
+        self.journal = SegmentJournal(root / "journal")
+        self.journal.recover()
+        self.outbox = Outbox("T", "FIX.4.4", "fix", "DCGW", self.journal, max_pending)
+        self.file = FileSessionStore(root / "T.log")
+        self.store = TargetStore(self.outbox, self.file, self.journal, 1)
+        self.outbox.store = self.store
+        self.fanout = Fanout(self.journal, RoutingTable.build((), {}), {"T": self.outbox},
+                             notify=lambda: None)
+        self.store.carry_over = self.fanout.carry_over
+        self.src_seq = 0
+
+    def copies(self, n: int) -> list[int]:
+        """Journal n source messages, each routed to T; returns their target seqs."""
+        from dcgateway.fix.dropcopy import CopySource
+        seqs = []
+        for _ in range(n):
+            self.src_seq += 1
+            raw = order(self.src_seq)
+            (msg,) = decode(raw)
+            seq = self.store.reserve()
+            lsn = self.journal.append("SRC", self.src_seq, NOW, raw, [("T", seq)])
+            self.outbox.add_copy(seq, lsn, CopySource(msg), NOW, "order")
+            seqs.append(seq)
+        return seqs
+
+    def durable(self) -> int:
+        return self.journal.sync()
+
+    def take_all(self, budget: int = 1 << 30) -> list:
+        return decode(b"".join(self.outbox.take(self.journal.durable_lsn, NOW + 1, budget)))
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(tmp_path)
+    yield r
+    r.file.close()
+    r.journal.close()
+
+
+def seqs_of(msgs) -> list[int]:
+    return [m.seq_num for m in msgs]
+
+
+def test_copies_leave_only_once_durable_and_in_order(rig):
+    rig.outbox.attach()
+    rig.copies(3)
+    assert rig.outbox.take(rig.journal.durable_lsn, NOW) == []    # appended, not durable
+    assert not rig.outbox.ready(rig.journal.durable_lsn)
+    rig.durable()
+    assert rig.outbox.ready(rig.journal.durable_lsn)
+    out = rig.take_all()
+    assert seqs_of(out) == [1, 2, 3] and all(m.msg_type == b"D" for m in out)
+    assert rig.outbox.written_upto == 3 and rig.outbox.backlog == 0
+
+
+def test_a_take_is_bounded_by_its_budget_and_the_rest_follows(rig):
+    rig.outbox.attach()
+    rig.copies(50)
+    rig.durable()
+    first = decode(b"".join(rig.outbox.take(rig.journal.durable_lsn, NOW, budget=1000)))
+    assert 1 <= len(first) < 50
+    assert rig.outbox.ready(rig.journal.durable_lsn)            # the shell takes again later
+    rest = rig.take_all()
+    assert seqs_of(first + rest) == list(range(1, 51))
+
+
+def test_session_messages_interleave_by_seq_and_retransmissions_go_at_once(rig):
+    rig.outbox.attach()
+    rig.copies(2)                                  # seqs 1, 2
+    hb = rig.store.reserve()                       # seq 3: the session's Heartbeat
+    rig.copies(1)                                  # seq 4
+    heartbeat = encode_fields("FIX.4.4", "0", [(49, "DCGW"), (56, "T"), (34, hb),
+                                                (52, "20260601-10:00:01.000")])
+    resent = encode_fields("FIX.4.4", "4", [(49, "DCGW"), (56, "T"), (34, 1), (43, "Y"),
+                                             (52, "20260601-10:00:01.000")], [(123, "Y"), (36, 2)])
+    rig.outbox.add_session([Outgoing(hb, False, heartbeat), Outgoing(1, True, resent)])
+    out = rig.take_all()                           # nothing durable yet: only the resend
+    assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"4")]
+    rig.durable()
+    out = rig.take_all()
+    assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"D"), (2, b"D"), (3, b"0"), (4, b"D")]
+
+
+def test_a_slow_target_spills_to_the_journal_and_catches_up_without_gaps(tmp_path):
+    r = Rig(tmp_path, max_pending=10)
+    r.outbox.attach()
+    r.outbox.pushback = True                       # its socket pushes back
+    r.copies(25)
+    assert r.outbox.spill_from is not None and not r.outbox.pending
+    r.durable()
+    r.outbox.pushback = False
+    got = []
+    for _ in range(100):                           # bounded takes, as the shell would
+        got += decode(b"".join(r.outbox.take(r.journal.durable_lsn, NOW, budget=2000)))
+        if not r.outbox.ready(r.journal.durable_lsn):
+            break
+    assert seqs_of(got) == list(range(1, 26))
+    assert r.outbox.spill_from is None             # caught up: back to memory
+    r.copies(2)
+    r.durable()
+    assert seqs_of(r.take_all()) == [26, 27]
+    r.file.close()
+    r.journal.close()
+
+
+def test_a_target_that_never_reads_its_session_messages_is_stalled(rig):
+    rig.outbox.attach()
+    rig.copies(1)                                  # seq 1, never durable: everything queues
+    items = [Outgoing(rig.store.reserve(), False, b"x") for _ in range(MAX_ADMIN_QUEUED + 1)]
+    rig.outbox.add_session(items)
+    assert rig.outbox.stalled and rig.outbox.take(10**9, NOW) == []
+
+
+def test_a_sequence_reset_carries_undelivered_copies_over_after_the_logon_reply(rig):
+    rig.outbox.attach()
+    rig.copies(3)
+    rig.durable()
+    assert seqs_of(rig.take_all()) == [1, 2, 3]
+    rig.store.note_delivered()
+    rig.outbox.detach()                            # offline: two more copies wait for it
+    rig.copies(2)                                  # seqs 4, 5 (journal only)
+    rig.durable()
+    rig.outbox.attach()
+    rig.store.reset()                              # it logs on with 141=Y
+    assert rig.store.next_out == 1
+    logon_reply = encode_fields("FIX.4.4", "A", [(49, "DCGW"), (56, "T"), (34, 1),
+                                                  (52, "20260601-10:00:02.000")], [(98, 0)])
+    rig.store.save_outbound(1, logon_reply)        # the reply takes seq 1 ...
+    rig.outbox.add_session([Outgoing(1, False, logon_reply)])
+    rig.durable()
+    out = rig.take_all()                           # ... the carried copies the next ones
+    assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"A"), (2, b"D"), (3, b"D")]
+    assert [m.get(11) for m in out[1:]] == [b"C4", b"C5"]
+    assert all(m.header.get(43) is None for m in out)   # never delivered: not duplicates
+
+
+def test_a_reset_after_delivery_carries_nothing(rig):
+    rig.outbox.attach()
+    rig.copies(2)
+    rig.durable()
+    rig.take_all()
+    rig.store.note_delivered()
+    rig.outbox.detach()
+    rig.outbox.attach()
+    rig.store.reset()
+    rig.store.save_outbound(1, b"reply")
+    assert rig.store.next_out == 2 and rig.journal.target_last_seq("T") == 0

@@ -1,0 +1,209 @@
+"""GroupCommitter: group commit (few fsyncs for many appends), ordering and thread of on_durable,
+flush(), fsync/write failures surfaced and retried, checkpoints, clean cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+import time
+
+import pytest
+
+from dcgateway.errors import JournalError
+from dcgateway.journal import GroupCommitter, SegmentJournal
+from dcgateway.journal.format import read_checkpoint
+
+from .test_segment import Faults, crash, msg, open_journal, reopen, seqs
+
+pytestmark = pytest.mark.asyncio
+
+
+async def wait_for(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+class Feed:
+    """Appends source messages in batches, one target per message, like the fan-out does."""
+
+    def __init__(self, j: SegmentJournal) -> None:
+        self.j = j
+        self.i = 0
+
+    def batch(self, n: int) -> int:
+        lsn = 0
+        for _ in range(n):
+            self.i += 1
+            lsn = self.j.append("S", self.i, 1.0, msg(self.i), [("T", self.i)])
+        return lsn
+
+
+async def test_many_appends_few_fsyncs(tmp_path):
+    j = open_journal(tmp_path / "j")
+    loop = asyncio.get_running_loop()
+    durables: list[int] = []
+    fsyncs: list[tuple[float, int]] = []
+    threads: set[int] = set()
+
+    def on_durable(lsn: int) -> None:
+        threads.add(threading.get_ident())
+        durables.append(lsn)
+
+    gc = GroupCommitter(j, loop, on_durable, on_fsync=lambda s, n: fsyncs.append((s, n)))
+    start = j.durable_lsn
+    feed = Feed(j)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        for _ in range(200):
+            feed.batch(20)
+            gc.notify()
+            await asyncio.sleep(0)
+        assert await gc.flush(timeout=10) == j.appended_lsn
+        task.cancel()
+    assert durables == sorted(set(durables)) and durables[-1] == j.appended_lsn
+    assert threads == {threading.get_ident()}                 # on the event-loop thread
+    assert 1 <= len(fsyncs) < 100, len(fsyncs)               # 200 batches, far fewer fsyncs
+    assert sum(n for _, n in fsyncs) == j.appended_lsn - start
+    assert all(s > 0 for s, _ in fsyncs) and gc.syncs == len(fsyncs)
+    assert seqs(j.read_target("T", 1, 5000)) == list(range(1, 4001))
+    j.close()
+
+
+async def test_max_delay_gathers_batches(tmp_path):
+    j = open_journal(tmp_path / "j")
+    fsyncs: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, max_delay=0.05,
+                        on_fsync=lambda s, n: fsyncs.append(n))
+    feed = Feed(j)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        for _ in range(10):
+            feed.batch(5)
+            gc.notify()
+            await asyncio.sleep(0)
+        await gc.flush(timeout=5)
+        task.cancel()
+    assert sum(fsyncs) == 50 and len(fsyncs) <= 3      # 10 batches
+    j.close()
+
+
+async def test_flush_returns_at_once_when_nothing_is_pending(tmp_path):
+    j = open_journal(tmp_path / "j")
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
+    assert await gc.flush(timeout=0.1) == j.durable_lsn     # no run() needed
+    j.append("S", 1, 1.0, msg(1), [("T", 1)])
+    with pytest.raises(TimeoutError):
+        await gc.flush(timeout=0.05)                          # nothing commits without run()
+    j.close()
+
+
+async def test_fsync_error_is_reported_and_retried(tmp_path):
+    faults = Faults()
+    j = open_journal(tmp_path / "j", write_hook=faults)
+    errors: list[Exception] = []
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, on_error=errors.append,
+                        retry_initial=0.002, retry_max=0.01)
+    Feed(j).batch(10)
+    faults.fail["fsync"] = errno.EIO
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        gc.notify()
+        await wait_for(lambda: len(errors) >= 3)
+        assert durables == [] and j.read_target("T", 1, 10) == []
+        assert all(isinstance(e, JournalError) and "Input/output error" in str(e) for e in errors)
+        del faults.fail["fsync"]
+        assert await gc.flush(timeout=5) == j.appended_lsn
+        task.cancel()
+    assert durables == [j.appended_lsn] and gc.errors == len(errors)
+    assert seqs(j.read_target("T", 1, 10)) == list(range(1, 11))
+    j.close()
+
+
+async def test_write_error_is_reported_and_retried(tmp_path):
+    faults = Faults()
+    j = open_journal(tmp_path / "j", write_hook=faults)
+    errors: list[Exception] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_error=errors.append,
+                        retry_initial=0.002, retry_max=0.01)
+    faults.fail["write"] = errno.ENOSPC
+    feed = Feed(j)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        feed.batch(10)
+        gc.notify()
+        await wait_for(lambda: len(errors) >= 2)
+        feed.batch(10)                         # appends keep being accepted meanwhile
+        assert "No space left" in str(errors[0])
+        del faults.fail["write"]
+        await gc.flush(timeout=5)
+        task.cancel()
+    j.close()
+    j, rec = reopen(tmp_path / "j")
+    assert rec.torn_bytes == 0 and seqs(j.read_target("T", 1, 100)) == list(range(1, 21))
+    j.close()
+
+
+async def test_committer_writes_checkpoints(tmp_path):
+    j = open_journal(tmp_path / "j", checkpoint_records=100)
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
+    feed = Feed(j)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        for _ in range(50):
+            feed.batch(20)
+            gc.notify()
+            await asyncio.sleep(0)
+        await gc.flush(timeout=5)
+        await wait_for(lambda: not j.checkpoint_due)
+        task.cancel()
+    ck = read_checkpoint(tmp_path / "j" / "index" / "checkpoint")
+    assert ck is not None and ck.lsn >= 900 and ck.targets["T"] == ck.lsn   # lsn 1: snapshot
+    crash(j)
+    j, rec = reopen(tmp_path / "j")
+    assert rec.records == 1001 - ck.lsn and rec.target_next_seq == {"T": 1001}
+    j.close()
+
+
+async def test_on_durable_follows_a_segment_roll(tmp_path):
+    """A roll fsyncs the old segment itself; the committer still reports the LSN it reached."""
+    j = open_journal(tmp_path / "j", segment_bytes=4096)
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        Feed(j).batch(100)                     # several rolls inside append
+        gc.notify()
+        assert await gc.flush(timeout=5) == j.appended_lsn
+        task.cancel()
+    assert durables[-1] == j.appended_lsn and durables == sorted(set(durables))
+    j.close()
+
+
+async def test_cancel_waits_for_the_sync_in_flight(tmp_path):
+    started = threading.Event()
+
+    def slow_fsync(op: str) -> None:
+        if op == "fsync" and threading.current_thread().name.startswith("dcgw-journal-sync"):
+            started.set()
+            time.sleep(0.2)
+
+    j = open_journal(tmp_path / "j", write_hook=slow_fsync)
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
+    Feed(j).batch(3)
+    task = asyncio.create_task(gc.run())
+    gc.notify()
+    waiter = asyncio.create_task(gc.flush())
+    await wait_for(started.is_set)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert j.durable_lsn == j.appended_lsn        # the fsync finished before run() returned
+    with pytest.raises(JournalError, match="committer stopped"):
+        await waiter                              # its waiter never got its on_durable
+    assert not [t for t in threading.enumerate() if t.name.startswith("dcgw-journal-sync")]
+    j.close()
