@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from dcgateway.auth import logon_signer  # noqa: E402
 from fanout import execution_report, issue_keys, write_config  # noqa: E402
+
+from dcgateway.auth import logon_signer  # noqa: E402
 from dcgateway.fix.timefmt import utc_timestamp  # noqa: E402
 from simulators.fixclient import FixClient  # noqa: E402
 

@@ -24,7 +24,7 @@ from typing import Any
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from .auth import LogonAuthenticator, NoticeLog, NOTICES_FILE_NAME, SessionAuth
+from .auth import NOTICES_FILE_NAME, LogonAuthenticator, NoticeLog, SessionAuth
 from .auth.canonical import required_tags
 from .config import GatewayConfig, SessionDef
 from .fanout import Fanout, Outbox, TargetStore
@@ -33,13 +33,24 @@ from .fsutil import private_dir
 from .journal import GroupCommitter, Recovery, SegmentJournal
 from .metrics import GatewayMetrics
 from .net.acceptor import Acceptor, AcceptorSettings
+from .net.connection import SessionSlot
 from .net.http import serve_http
-from .net.slot import SessionSlot
 from .notify import ExpiryNotifier, LogMailer, SmtpMailer
 from .routing import RoutingTable
-from .runtime import (EventSink, Flow, JournalHealth, Maintenance, MetricsPump, StatusFile,
-                      UNWRITABLE_TEXT, fit_descriptor_limit, key_owners, metrics_token,
-                      scrape_state, server_ssl_context)
+from .runtime import (
+    UNWRITABLE_TEXT,
+    EventSink,
+    Flow,
+    JournalHealth,
+    Maintenance,
+    MetricsPump,
+    StatusFile,
+    fit_descriptor_limit,
+    key_owners,
+    metrics_token,
+    scrape_state,
+    server_ssl_context,
+)
 from .state import open_state
 from .state.session_files import FileSessionStore
 from .vocab import Role

@@ -342,7 +342,7 @@ def add_connection_args(parser: Any, *, comp_id_flag: str) -> None:
 def signer_from_args(args: Any) -> LogonSigner:
     """The Logon signer for ``--key-file`` or ``--access-key-id`` + ``--secret``/$DCGW_SECRET.
     Raises ValueError naming what is missing (never echoing a secret)."""
-    from dcgateway.auth import logon_signer       # the gateway's client-side signing helper
+    from dcgateway.auth import logon_signer  # the gateway's client-side signing helper
 
     if args.key_file:
         key_id, secret = load_key_file(args.key_file, args.comp_id)

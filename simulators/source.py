@@ -30,8 +30,15 @@ from typing import Any, NamedTuple
 
 import simplefix
 
-from .fixclient import (FixClient, LogonSigner, add_connection_args, command_main, get,
-                        sending_time, signer_from_args)
+from .fixclient import (
+    FixClient,
+    LogonSigner,
+    add_connection_args,
+    command_main,
+    get,
+    sending_time,
+    signer_from_args,
+)
 from .orders import DEFAULT_ACCOUNTS, DEFAULT_SYMBOLS, OrderEvent, OrderFlow
 
 __all__ = ["SourceSimulator", "SentMessage", "LogonRefused", "expected_deliveries", "main"]

@@ -42,8 +42,7 @@ from dcgateway.fix.codec import DecodeError, Decoder, RawMessage
 from dcgateway.fix.dropcopy import unwrap_rtrf
 from dcgateway.routing import category
 
-from .fixclient import (FixClient, LogonSigner, add_connection_args, command_main,
-                        signer_from_args)
+from .fixclient import FixClient, LogonSigner, add_connection_args, command_main, signer_from_args
 from .orders import message_key
 
 __all__ = ["TargetSimulator", "Delivery", "main"]

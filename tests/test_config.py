@@ -13,9 +13,20 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from dcgateway.config import (Administrator, Entity, Filters, GatewayConfig, GroupDef,
-                              IncludeExclude, SessionDef, dump_groups, groups_from_data,
-                              load_config, load_groups, write_groups_atomic)
+from dcgateway.config import (
+    Administrator,
+    Entity,
+    Filters,
+    GatewayConfig,
+    GroupDef,
+    IncludeExclude,
+    SessionDef,
+    dump_groups,
+    groups_from_data,
+    load_config,
+    load_groups,
+    write_groups_atomic,
+)
 from dcgateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

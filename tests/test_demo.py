@@ -35,7 +35,7 @@ def test_demo_shows_traffic_and_stops_cleanly(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert re.search(r"metrics on http://127\.0\.0\.1:\d+/metrics", proc.stdout)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("[")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     assert len(lines) >= 3
     last = lines[-1]
     n_in = int(re.search(r"in\s+([\d,]+)", last).group(1).replace(",", ""))

@@ -22,10 +22,26 @@ from prometheus_client.samples import Sample
 from dcgateway import __version__
 from dcgateway.auth.verify import REASONS
 from dcgateway.config import SessionDef, load_config
-from dcgateway.fix.session_types import (AuthFailed, Disconnect, LoggedOn, ProtocolError,
-                                         ResendRequested, ResendServed, SessionRejectSent)
-from dcgateway.metrics import (LATENCY_BUCKETS, OTHER_CATEGORY, REFUSAL_REASONS, BatchHistogram,
-                               GatewayMetrics, KeyStatus, SessionStatus, Snapshot, TargetStatus)
+from dcgateway.fix.session_types import (
+    AuthFailed,
+    Disconnect,
+    LoggedOn,
+    ProtocolError,
+    ResendRequested,
+    ResendServed,
+    SessionRejectSent,
+)
+from dcgateway.metrics import (
+    LATENCY_BUCKETS,
+    OTHER_CATEGORY,
+    REFUSAL_REASONS,
+    BatchHistogram,
+    GatewayMetrics,
+    KeyStatus,
+    SessionStatus,
+    Snapshot,
+    TargetStatus,
+)
 from dcgateway.net.http import serve_http
 from dcgateway.routing import CATEGORIES
 
@@ -433,7 +449,7 @@ async def test_resend_metrics(scrape) -> None:
 async def test_session_events_map_to_metrics_and_status(scrape, tmp_path) -> None:
     """The one event sink (runtime.events): each event type's metric, and the status file."""
     from dcgateway.net.acceptor import Refused
-    from dcgateway.net.slot import SessionSlot
+    from dcgateway.net.connection import SessionSlot
     from dcgateway.runtime import EventSink, StatusFile
     m = make()
     status = StatusFile(tmp_path, lambda: 1.0, lambda: {"CLR001N": (7, 9)})

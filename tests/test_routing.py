@@ -12,7 +12,7 @@ from dcgateway.config import Filters, GroupDef, IncludeExclude, SessionDef, load
 from dcgateway.errors import ConfigError
 from dcgateway.fix import codec
 from dcgateway.fix.codec import RawMessage
-from dcgateway.routing import Route, RoutingTable, category, compile_filter, compile_fields
+from dcgateway.routing import Route, RoutingTable, category, compile_fields, compile_filter
 
 CONTRACT = Path("/work/shared/contract")
 HEADER = [(49, "ABC123N"), (56, "DCGW"), (34, 7), (50, "TRADER1"), (52, "20261124-20:10:11.123")]

@@ -14,18 +14,50 @@ exception message or a repr (rule 7).
 """
 
 from .audit import AUDIT_FILE_NAME, AuditLog
-from .canonical import (CANONICAL_TAGS, FIX_REQUIRED_TAGS, ILINK2_REQUIRED_TAGS, canonical_bytes,
-                        canonical_string, key_scope, required_tags)
+from .canonical import (
+                        CANONICAL_TAGS,
+                        FIX_REQUIRED_TAGS,
+                        ILINK2_REQUIRED_TAGS,
+                        canonical_bytes,
+                        canonical_string,
+                        key_scope,
+                        required_tags,
+)
 from .keystore import KeyInfo, KeyRecord, KeyStore
-from .lifecycle import (CSV_COLUMNS, KeyManager, MarketClose, key_file_csv, new_key_expiry,
-                        open_key_manager, rotation_expiry)
-from .lockout import (PORT_CLOSURE_TEXT, STATE_FILE_NAME, PortClosures, locked_sessions,
-                      unlock_session)
+from .lifecycle import (
+                        CSV_COLUMNS,
+                        KeyManager,
+                        MarketClose,
+                        key_file_csv,
+                        new_key_expiry,
+                        open_key_manager,
+                        rotation_expiry,
+)
+from .lockout import (
+                        PORT_CLOSURE_TEXT,
+                        STATE_FILE_NAME,
+                        PortClosures,
+                        locked_sessions,
+                        unlock_session,
+)
 from .notices import NOTICES_FILE_NAME, Notice, NoticeLog, due_notices
-from .signing import (METHOD, add_credentials, credential_fields, logon_signer, sign_logon_fields,
-                      signature, signed_logon)
-from .verify import (AUTH_FAILED_TEXT, REASONS, AuthDecision, LogonAuthenticator, SessionAuth,
-                     session_auth)
+from .signing import (
+                        METHOD,
+                        add_credentials,
+                        credential_fields,
+                        logon_signer,
+                        sign_logon_fields,
+                        signature,
+                        signed_logon,
+)
+from .verify import (
+                        AUTH_FAILED_TEXT,
+                        REASONS,
+                        AuthDecision,
+                        LogonAuthenticator,
+                        SessionAuth,
+                        session_auth,
+)
 
 __all__ = [
     "AUDIT_FILE_NAME", "AUTH_FAILED_TEXT", "AuditLog", "AuthDecision", "CANONICAL_TAGS",

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..state import find_group, open_state
 from .common import Output, add_command, administered, format_table, load, require_admin
 
+
 def _find_group(groups: Sequence[GroupDef], name: str, entity: str | None) -> GroupDef:
     try:
         return find_group(groups, name, entity)

@@ -12,6 +12,7 @@ from ..config import GatewayConfig
 from ..state import entity_of_session_id, open_state
 from .common import Output, add_command, format_table, load, require_admin
 
+
 def _manager(config: GatewayConfig) -> Any:
     return open_state(config).keys
 

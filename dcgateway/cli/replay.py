@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..journal.replay import last_seq, read_sent
 from .common import Output, add_command, load, require_admin
 
+
 def _cmd_replay(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     sdef = config.session(args.target)

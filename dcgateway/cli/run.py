@@ -22,7 +22,7 @@ def _cmd_run(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from ..gateway import run           # here, not at the top: `dcgateway --help` stays light
+    from ..gateway import run  # here, not at the top: `dcgateway --help` stays light
     return run(config)
 
 

@@ -10,6 +10,7 @@ from ..errors import UsageError
 from ..state import open_state, read_status, session_rows
 from .common import Output, add_command, format_table, load, require_admin
 
+
 def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     status = read_status(config.gateway.data_dir)

@@ -9,13 +9,42 @@ one of source, target``).
 * :mod:`.yamlread`  YAML as a node tree with line numbers, and the generic value parsers
 """
 
-from .groups import (MAX_SOURCES_PER_TARGET, SIDE_CODES, SIDE_NAMES, dump_groups, group_to_data,
-                     groups_from_data, load_groups, read_groups, write_groups_atomic)
+from .groups import (
+                     MAX_SOURCES_PER_TARGET,
+                     SIDE_CODES,
+                     SIDE_NAMES,
+                     dump_groups,
+                     group_to_data,
+                     groups_from_data,
+                     load_groups,
+                     read_groups,
+                     write_groups_atomic,
+)
 from .load import load_config
-from .model import (BEGIN_STRINGS, CATEGORIES, DEFAULT_BEGIN_STRING, FILTER_KEYS, FRONT_ENDS,
-                    PROFILES, ROLES, Administrator, Entity, Filters, GatewayConfig,
-                    GatewaySettings, GroupDef, HostPort, IncludeExclude, KeystoreSettings,
-                    LocalTime, PortalSettings, SessionDef, SmtpSettings, TlsSettings, WeekStart)
+from .model import (
+                     BEGIN_STRINGS,
+                     CATEGORIES,
+                     DEFAULT_BEGIN_STRING,
+                     FILTER_KEYS,
+                     FRONT_ENDS,
+                     PROFILES,
+                     ROLES,
+                     Administrator,
+                     Entity,
+                     Filters,
+                     GatewayConfig,
+                     GatewaySettings,
+                     GroupDef,
+                     HostPort,
+                     IncludeExclude,
+                     KeystoreSettings,
+                     LocalTime,
+                     PortalSettings,
+                     SessionDef,
+                     SmtpSettings,
+                     TlsSettings,
+                     WeekStart,
+)
 
 __all__ = [
     "Administrator", "BEGIN_STRINGS", "CATEGORIES", "DEFAULT_BEGIN_STRING", "Entity",

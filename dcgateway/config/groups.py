@@ -30,11 +30,38 @@ from yaml.nodes import Node, SequenceNode
 
 from ..errors import ConfigError
 from ..fsutil import atomic_write
-from .model import (CATEGORIES, FILTER_KEYS, FRONT_ENDS, Entity, Filters, GroupDef,
-                    IncludeExclude, SessionDef)
-from .yamlread import (BAD, REQUIRED, Context, MapNode, Parser, choices_text, compose,
-                       expects, is_null, join_path, list_of, name_in, node_line, one_of,
-                       parse_name, read_file, record, scalar, sequence_items, text_of)
+from .model import (
+    CATEGORIES,
+    FILTER_KEYS,
+    FRONT_ENDS,
+    Entity,
+    Filters,
+    GroupDef,
+    IncludeExclude,
+    SessionDef,
+)
+from .yamlread import (
+    BAD,
+    REQUIRED,
+    Context,
+    MapNode,
+    Parser,
+    choices_text,
+    compose,
+    expects,
+    is_null,
+    join_path,
+    list_of,
+    name_in,
+    node_line,
+    one_of,
+    parse_name,
+    read_file,
+    record,
+    scalar,
+    sequence_items,
+    text_of,
+)
 
 #: Side (54) names accepted in filters -> FIX codes (FIX 4.4 Vol. 6 "Side").
 SIDE_NAMES = {"buy": "1", "sell": "2", "buy_minus": "3", "sell_plus": "4", "sell_short": "5",

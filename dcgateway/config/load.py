@@ -25,13 +25,51 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..errors import ConfigError
 from .groups import read_groups
-from .model import (BEGIN_STRINGS, DEFAULT_BEGIN_STRING, PROFILES, ROLES, Administrator, Entity,
-                    GatewayConfig, GatewaySettings, GroupDef, HostPort, KeystoreSettings,
-                    LocalTime, PortalSettings, SessionDef, SmtpSettings, TlsSettings, WeekStart)
-from .yamlread import (BAD, NAME_EXPECTED, NAME_RE, REQUIRED, Context, MapNode, Parser, Spec,
-                       file_path, is_null, join_path, list_of, name_in, node_line, number,
-                       one_of, parse_bool, parse_hhmm, parse_name, parse_tz, read_file,
-                       record, sequence_items, text_of)
+from .model import (
+    BEGIN_STRINGS,
+    DEFAULT_BEGIN_STRING,
+    PROFILES,
+    ROLES,
+    Administrator,
+    Entity,
+    GatewayConfig,
+    GatewaySettings,
+    GroupDef,
+    HostPort,
+    KeystoreSettings,
+    LocalTime,
+    PortalSettings,
+    SessionDef,
+    SmtpSettings,
+    TlsSettings,
+    WeekStart,
+)
+from .yamlread import (
+    BAD,
+    NAME_EXPECTED,
+    NAME_RE,
+    REQUIRED,
+    Context,
+    MapNode,
+    Parser,
+    Spec,
+    file_path,
+    is_null,
+    join_path,
+    list_of,
+    name_in,
+    node_line,
+    number,
+    one_of,
+    parse_bool,
+    parse_hhmm,
+    parse_name,
+    parse_tz,
+    read_file,
+    record,
+    sequence_items,
+    text_of,
+)
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ILINK_KEY_SCOPE = 3

@@ -11,8 +11,7 @@ Nothing here imports asyncio or the network shell; the tests drive it with no ev
 """
 
 from .outbox import MAX_ADMIN_QUEUED, TAKE_BUDGET, Outbox, PendingCopies
-from .router import (CANNOT_STORE_TEXT, Decision, Fanout, HoldSources, RefuseSource,
-                     target_rejects)
+from .router import CANNOT_STORE_TEXT, Decision, Fanout, HoldSources, RefuseSource, target_rejects
 from .target_store import TargetStore
 
 __all__ = ["CANNOT_STORE_TEXT", "Decision", "Fanout", "HoldSources", "MAX_ADMIN_QUEUED",

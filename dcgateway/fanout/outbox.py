@@ -28,7 +28,7 @@ from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..fix import tags as T
 from ..fix.codec import Decoder, RawMessage, byte_sum, encode
@@ -38,9 +38,6 @@ from ..fix.timefmt import utc_timestamp
 from ..journal import Entry, Journal
 from ..routing import category
 from ..vocab import PROFILE_FRONT_END, FrontEnd
-
-if TYPE_CHECKING:
-    from .target_store import TargetStore
 
 log = logging.getLogger("dcgateway.fanout")
 
@@ -60,6 +57,16 @@ MIN_COPY_BYTES = 128
 _LSN = itemgetter(1)
 #: (target seq, journal lsn, source message, received at, category)
 PendingCopy = tuple[int, int, CopySource, float, "str | None"]
+
+
+class SeqSource(Protocol):
+    """What the outbox needs of its target's session store (:class:`~.target_store.
+    TargetStore`): the next outbound seq, and to note that the target is connected."""
+
+    @property
+    def next_out(self) -> int: ...
+
+    def note_attached(self) -> None: ...
 
 
 def decode_one(raw: bytes) -> RawMessage | None:
@@ -138,7 +145,7 @@ class Outbox:
         self.front_end = self.default_front_end
         self.journal = journal
         self.max_pending = max_pending
-        self.store: TargetStore | None = None
+        self.store: SeqSource | None = None
         self.connected = False
         self.pushback = False             # the socket's buffer is above its high mark
         self.stalled = False              # too many session messages queued: not reading

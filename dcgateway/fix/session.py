@@ -44,14 +44,39 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import tags as T
-from .codec import DecodeError, Decoder, FieldError, RawMessage, encode
-from .session_admin import (Problem, Resender, SendingTimeParser, body_suspect, check_fields,
-                            logon_problem, logon_reply_body, possdup_problem, reject_body,
-                            text_value, valid_msg_type)
-from .session_types import (TRANSITIONS, AppMessage, AuthDecision, AuthFailed, Authenticator,
-                            Disconnect, Event, LoggedOn, LoggedOut, Outgoing, ProtocolError,
-                            ResendRequested, ResendServed, SessionConfig, SessionNotReady,
-                            SessionRejectSent, SessionState, accept_all)
+from .codec import DecodeError, Decoder, RawMessage, encode
+from .resend import answer_resend_request
+from .session_admin import (
+    Problem,
+    SendingTimeParser,
+    gap_fill_flag,
+    possdup_problem,
+    reject_body,
+    text_of,
+    text_value,
+    validate,
+)
+from .session_logon import LogonHandling
+from .session_types import (
+    TRANSITIONS,
+    AppMessage,
+    AuthDecision,
+    Authenticator,
+    AuthFailed,
+    Disconnect,
+    Event,
+    LoggedOn,
+    LoggedOut,
+    Outgoing,
+    ProtocolError,
+    ResendRequested,
+    ResendServed,
+    SessionConfig,
+    SessionNotReady,
+    SessionRejectSent,
+    SessionState,
+    accept_all,
+)
 from .store import SessionStore
 from .timefmt import utc_timestamp
 
@@ -71,7 +96,7 @@ class _IllegalTransition(Exception):
     pass
 
 
-class FixSession:
+class FixSession(LogonHandling):
     """One FIX session (acceptor side). See the module docstring for the theory of operation."""
 
     def __init__(self, config: SessionConfig, store: SessionStore,
@@ -290,7 +315,7 @@ class FixSession:
         if msg.msg_type == M.LOGON:
             self._on_second_logon(msg, now)
             return
-        if msg.msg_type == M.SEQUENCE_RESET and not _gap_fill_flag(msg):
+        if msg.msg_type == M.SEQUENCE_RESET and not gap_fill_flag(msg):
             self._on_sequence_reset(msg, now)
             return
         expected = self.store.next_in
@@ -330,28 +355,9 @@ class FixSession:
         return False
 
     def _validate(self, msg: RawMessage) -> Problem | None:
-        """Checks of an in-order message before it is acted on; the admin path parses every field,
-        the application path stays on bytes unless a cheap screen finds something suspect."""
-        if msg.header_error is not None:
-            return Problem(R.TAG_APPEARS_MORE_THAN_ONCE, msg.header_error,
-                           f"Tag appears more than once: {msg.header_error}")
-        v = msg.header.get(T.SENDING_TIME)
-        if v is None:
-            return Problem(R.REQUIRED_TAG_MISSING, T.SENDING_TIME, "Required tag missing: 52")
-        sending_time = self._times.parse(v)
-        if sending_time is None:
-            return Problem(R.INCORRECT_DATA_FORMAT, T.SENDING_TIME,
-                           "Incorrect data format for value: 52")
-        mt = msg.msg_type
-        if mt in T.ADMIN_MSG_TYPES or body_suspect(msg):
-            problem = check_fields(msg)
-            if problem is not None:
-                return problem
-        if mt not in T.ADMIN_MSG_TYPES and not valid_msg_type(mt):
-            return Problem(R.INVALID_MSG_TYPE, T.MSG_TYPE, "Invalid MsgType")
-        if msg.poss_dup and mt != M.SEQUENCE_RESET:
-            return possdup_problem(msg, sending_time)
-        return None
+        """Checks of an in-order message before it is acted on (:func:`.session_admin.
+        validate`)."""
+        return validate(msg, self._times)
 
     def _process(self, msg: RawMessage, seq: int, now: float) -> None:
         """The message whose seq is the expected one: validate, consume, dispatch."""
@@ -453,65 +459,7 @@ class FixSession:
             if m is not None:
                 self._queued_bytes -= len(m.raw)
 
-    # --- logon ------------------------------------------------------------------------------
-
-    def _on_first_message(self, msg: RawMessage, seq: int, now: float) -> None:
-        """FIX Vol. 2 "Logon" and Test Cases 1S: the first message must be a valid Logon."""
-        if msg.msg_type != M.LOGON:
-            self._events.append(ProtocolError("logon_not_first",
-                                              f"first message is MsgType {msg.msg_type!r}"))
-            self._disconnect("first message not Logon")
-            return
-        if not self._comp_ids_ok(msg, seq, now):
-            return
-        # Authentication first: a peer that is not authenticated learns nothing but "authentication
-        # failed" (ILINK.md), and a stale SendingTime or a 122 on the Logon counts toward the port
-        # closure as the replay protection it is. Only then the session's own Logon checks.
-        if not self._authenticate(msg, now):
-            return
-        self._authenticated = True
-        found = logon_problem(self.config, msg, seq, now, self._times)
-        if found is not None:
-            self._fatal(found[0], found[1], now)
-            return
-        reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
-        if reset:
-            self.store.reset()
-        expected = self.store.next_in
-        if seq < expected:
-            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
-            self._fatal("seq_too_low", text, now, b"789=%d\x01" % expected)
-            return
-        hbi = int(msg.get(T.HEART_BT_INT) or b"0")
-        self.heartbeat_interval = hbi
-        self._transition("logon")
-        self._send(M.LOGON, logon_reply_body(msg, hbi), now)
-        self._events.append(LoggedOn(hbi, reset))
-        if seq == expected:
-            self._consume(seq)
-        else:                         # Test Case 1S.b: accept, then ask for the gap
-            self._highest_seen = seq
-            self._queue[seq] = None
-            self._request_gap(now)
-
-    def _authenticate(self, msg: RawMessage, now: float) -> bool:
-        """Run the authenticator; on refusal emit AuthFailed(reason) and send a Logout with only
-        the decision's public text (ILINK.md: never say which check failed)."""
-        try:
-            decision = self._auth(msg, now)
-        except Exception:    # noqa: BLE001 - an authenticator bug must not leak or escape
-            decision = AuthDecision(False, "authenticator_error", "")
-        if decision.ok:
-            return True
-        self._events.append(AuthFailed(decision.reason or "refused"))
-        self._send_logout(decision.text or "authentication failed", now)
-        self._disconnect("authentication failed")
-        return False
-
     # --- admin message handlers (dispatched by MsgType) --------------------------------------
-
-    def _on_second_logon(self, msg: RawMessage, now: float) -> None:
-        self._fatal("second_logon", "Logon received on a logged-on session", now)
 
     def _on_heartbeat(self, msg: RawMessage, now: float) -> None:
         """A Heartbeat answering our TestRequest clears it (FIX Vol. 2 "Heartbeat")."""
@@ -525,36 +473,19 @@ class FixSession:
 
     def _on_reject(self, msg: RawMessage, now: float) -> None:
         """A peer Reject counts its seq and is reported; it is never answered."""
-        self._events.append(ProtocolError("peer_reject", _text_of(msg)))
+        self._events.append(ProtocolError("peer_reject", text_of(msg)))
 
     def _on_resend_request(self, msg: RawMessage, now: float) -> None:
-        """Serve 7..16 (16=0: infinity) from the store, clamped to what we sent and to
-        ``resend_chunk`` messages (FIX Vol. 2 "Resend Request", Test Case 8)."""
-        begin = int(msg.get(T.BEGIN_SEQ_NO) or b"0")
-        end = int(msg.get(T.END_SEQ_NO) or b"0")
-        last = self.store.next_out - 1
-        # A store may deliver some sequence numbers itself, in order, after this (a drop copy
-        # target's copies still being made durable): resend stops before those, they are coming.
-        limit = getattr(self.store, "resend_limit", None)
-        if limit is not None:
-            last = min(last, limit())
-        if begin < 1 or (end and end < begin):
-            tag = T.BEGIN_SEQ_NO if begin < 1 else T.END_SEQ_NO
-            problem = Problem(R.VALUE_INCORRECT, tag, f"Value is incorrect for this tag: {tag}")
+        """FIX Vol. 2 "Resend Request", Test Case 8 (:func:`.resend.answer_resend_request`)."""
+        problem, out, event = answer_resend_request(self.config, self.store, msg, now)
+        if problem is not None:
             self._reject(msg.seq_num, msg.msg_type, problem, now)
             return
-        end = last if end == 0 or end > last else end
-        end = min(end, begin + self.config.resend_chunk - 1)
-        if begin > end:
-            self._events.append(ProtocolError(
-                "resend_range", f"ResendRequest from {begin} but last sent is {last}"))
-            return
-        resender = Resender(self.config.begin_string, self.config.our_comp_id,
-                            self.config.their_comp_id, utc_timestamp(now))
-        out, resent, filled = resender.serve(self.store.get_outbound(begin, end), begin, end)
-        self._out.extend(Outgoing(seq, True, raw) for seq, raw in out)
-        self._last_sent = now
-        self._events.append(ResendServed(begin, end, resent, filled))
+        if out:
+            self._out.extend(Outgoing(seq, True, raw) for seq, raw in out)
+            self._last_sent = now
+        if event is not None:
+            self._events.append(event)
 
     def _on_gap_fill(self, msg: RawMessage, now: float) -> None:
         """SequenceReset-GapFill in sequence (Test Cases 10.b, 10.e): NewSeqNo must move forward."""
@@ -587,7 +518,7 @@ class FixSession:
     def _on_logout(self, msg: RawMessage, now: float) -> None:
         """Peer Logout (FIX Vol. 2 "Logout", Test Case 13): completes our handshake, or is
         answered with a Logout; either way the connection is then closed."""
-        text = _text_of(msg)
+        text = text_of(msg)
         if self.state is S.LOGOUT_SENT:
             self._events.append(LoggedOut(text or "logout confirmed"))
             self._disconnect("logout complete")
@@ -627,20 +558,3 @@ class FixSession:
         if now - self._last_sent >= hbi:
             self._send(M.HEARTBEAT, b"", now)
 
-
-def _gap_fill_flag(msg: RawMessage) -> bool:
-    """GapFillFlag(123)=Y. A malformed message counts as gap fill: it then goes through normal
-    sequencing, where validation rejects it."""
-    try:
-        return msg.get(T.GAP_FILL_FLAG) == b"Y"
-    except FieldError:
-        return True
-
-
-def _text_of(msg: RawMessage) -> str:
-    """Text (58) for logs/events; a malformed message yields ""."""
-    try:
-        v = msg.get(T.TEXT)
-    except FieldError:
-        return ""
-    return "" if v is None else v.decode("ascii", "replace")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import tags as T
-from .codec import Decoder, FieldError, RawMessage, encode, fields_bytes
+from .codec import FieldError, RawMessage, fields_bytes
 from .timefmt import parse_utc_timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -326,76 +326,46 @@ def reject_body(ref_seq: int | None, ref_msg_type: bytes, problem: Problem) -> b
     return fields_bytes(fields)
 
 
-# ----------------------------------------------------------------------------------------------
-# Serving a ResendRequest (FIX Vol. 2 "Message Recovery"; Test Case 8)
-# ----------------------------------------------------------------------------------------------
-
-#: Header tags rebuilt on a retransmission; every other stored header tag (115, 116, 57, 369 ...)
-#: is kept as it was.
-_RESEND_REBUILT = frozenset({T.BEGIN_STRING, T.BODY_LENGTH, T.MSG_TYPE, T.SENDER_COMP_ID,
-                             T.TARGET_COMP_ID, T.MSG_SEQ_NUM, T.SENDING_TIME, T.POSS_DUP_FLAG,
-                             T.POSS_RESEND, T.ORIG_SENDING_TIME})
+def gap_fill_flag(msg: RawMessage) -> bool:
+    """GapFillFlag(123)=Y. A malformed message counts as gap fill: it then goes through normal
+    sequencing, where validation rejects it."""
+    try:
+        return msg.get(T.GAP_FILL_FLAG) == b"Y"
+    except FieldError:
+        return True
 
 
-@dataclass(frozen=True, slots=True)
-class Resender:
-    """What a retransmission's header needs: our BeginString, 49, 56 and this SendingTime."""
-
-    begin_string: bytes
-    sender: bytes
-    target: bytes
-    sending_time: bytes
-
-    def _head(self, seq: int, orig: bytes) -> bytes:
-        return (b"49=%s\x0156=%s\x0134=%d\x0143=Y\x0152=%s\x01122=%s\x01"
-                % (self.sender, self.target, seq, self.sending_time, orig))
-
-    def gap_fill(self, seq: int, new_seq: int) -> bytes:
-        """SequenceReset-GapFill (35=4, 123=Y, 36=next seq after the gap), sent with 34 = first
-        seq of the gap and 43=Y; 122 = 52 so a peer that requires 122 on PossDup accepts it."""
-        body = b"123=Y\x0136=%d\x01" % new_seq
-        return encode(self.begin_string, M.SEQUENCE_RESET, self._head(seq, self.sending_time), body)
-
-    def resend(self, msg: RawMessage, seq: int) -> bytes:
-        """An application message re-sent: same 34, same body bytes, 43=Y, new 52, 122 = the
-        stored 122 when it has one (a drop copy's 122 is the source's SendingTime, DESIGN.md) or
-        else its original 52."""
-        h = msg.header
-        orig = h.get(T.ORIG_SENDING_TIME) or h.get(T.SENDING_TIME) or self.sending_time
-        parts = [self._head(seq, orig)]
-        parts.extend(b"%d=%s\x01" % (t, v) for t, v in h.items() if t not in _RESEND_REBUILT)
-        return encode(self.begin_string, msg.msg_type, b"".join(parts), msg.body)
-
-    def serve(self, stored: list[tuple[int, bytes]], begin: int, end: int
-              ) -> tuple[list[tuple[int, bytes]], int, int]:
-        """Messages answering a ResendRequest for ``begin..end`` (already clamped): application
-        messages re-sent, admin messages and missing or unreadable seqs coalesced into gap fills.
-        Returns ((seq, message) in order, resent count, count of seqs covered by gap fills)."""
-        by_seq = dict(stored)
-        out: list[tuple[int, bytes]] = []
-        resent = 0
-        gap_start: int | None = None
-        for seq in range(begin, end + 1):
-            msg = _decode_one(by_seq.get(seq))
-            if msg is None or msg.msg_type in T.ADMIN_MSG_TYPES:
-                if gap_start is None:
-                    gap_start = seq
-                continue
-            if gap_start is not None:
-                out.append((gap_start, self.gap_fill(gap_start, seq)))
-                gap_start = None
-            out.append((seq, self.resend(msg, seq)))
-            resent += 1
-        if gap_start is not None:
-            out.append((gap_start, self.gap_fill(gap_start, end + 1)))
-        return out, resent, end - begin + 1 - resent
+def text_of(msg: RawMessage) -> str:
+    """Text (58) for logs/events; a malformed message yields ""."""
+    try:
+        v = msg.get(T.TEXT)
+    except FieldError:
+        return ""
+    return "" if v is None else v.decode("ascii", "replace")
 
 
-def _decode_one(raw: bytes | None) -> RawMessage | None:
-    """A stored message decoded again; None when absent or unreadable (it is then gap-filled)."""
-    if raw is None:
-        return None
-    items = Decoder(max_size=max(len(raw), 1)).feed(raw)
-    if len(items) != 1 or not isinstance(items[0], RawMessage):
-        return None
-    return items[0]
+def validate(msg: RawMessage, times: SendingTimeParser) -> Problem | None:
+    """Checks of an in-order message before the session acts on it: repeated header tags,
+    SendingTime present and well formed, fields (the admin path parses every one; the
+    application path stays on bytes unless :func:`body_suspect` finds something), a valid
+    MsgType, and the PossDupFlag rules."""
+    if msg.header_error is not None:
+        return Problem(R.TAG_APPEARS_MORE_THAN_ONCE, msg.header_error,
+                       f"Tag appears more than once: {msg.header_error}")
+    v = msg.header.get(T.SENDING_TIME)
+    if v is None:
+        return Problem(R.REQUIRED_TAG_MISSING, T.SENDING_TIME, "Required tag missing: 52")
+    sending_time = times.parse(v)
+    if sending_time is None:
+        return Problem(R.INCORRECT_DATA_FORMAT, T.SENDING_TIME,
+                       "Incorrect data format for value: 52")
+    mt = msg.msg_type
+    if mt in T.ADMIN_MSG_TYPES or body_suspect(msg):
+        problem = check_fields(msg)
+        if problem is not None:
+            return problem
+    if mt not in T.ADMIN_MSG_TYPES and not valid_msg_type(mt):
+        return Problem(R.INVALID_MSG_TYPE, T.MSG_TYPE, "Invalid MsgType")
+    if msg.poss_dup and mt != M.SEQUENCE_RESET:
+        return possdup_problem(msg, sending_time)
+    return None

@@ -26,9 +26,24 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import JournalError
-from .format import (HDR_SIZE, IDX, MARK_FIXED, SEG_HEADER_SIZE, T_APP, T_NEXT_IN, T_RESET,
-                             T_SNAPSHOT, Checkpoint, Scanner, check_segment_header, parse_app,
-                             parse_snapshot, read_checkpoint, read_record_at, segment_name)
+from .format import (
+    HDR_SIZE,
+    IDX,
+    MARK_FIXED,
+    SEG_HEADER_SIZE,
+    T_APP,
+    T_NEXT_IN,
+    T_RESET,
+    T_SNAPSHOT,
+    Checkpoint,
+    Scanner,
+    check_segment_header,
+    parse_app,
+    parse_snapshot,
+    read_checkpoint,
+    read_record_at,
+    segment_name,
+)
 from .index import TargetIndexes
 
 CreateSegment = Callable[[int, int, tuple], tuple[int, int, int]]

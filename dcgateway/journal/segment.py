@@ -53,14 +53,30 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import JournalError
-from .format import (APP_FIXED, HDR_REST, HDR_SIZE, IDX, IDX_SIZE, MARK_FIXED, Q, T_APP,
-                             T_NEXT_IN, T_RESET, T_SNAPSHOT, U32, Checkpoint, decode_entry,
-                             encode_name, frame, segment_header, segment_name, snapshot_payload,
-                             write_checkpoint)
-from .index import SegmentReader, TargetIndexes, pwrite_all
-from .base import Entry
-from .recovery import Recovery, recover_journal
 from ..fsutil import fsync_dir, private_dir
+from .base import Entry
+from .format import (
+    APP_FIXED,
+    HDR_REST,
+    HDR_SIZE,
+    IDX,
+    MARK_FIXED,
+    T_APP,
+    T_NEXT_IN,
+    T_SNAPSHOT,
+    U32,
+    Checkpoint,
+    Q,
+    encode_name,
+    frame,
+    segment_header,
+    segment_name,
+    snapshot_payload,
+    write_checkpoint,
+)
+from .index import SegmentReader, TargetIndexes, pwrite_all
+from .recovery import Recovery, recover_journal
+from .upkeep import ReadsAndMaintenance
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +91,7 @@ def _no_hook(op: str) -> None:
     return None
 
 
-class SegmentJournal:
+class SegmentJournal(ReadsAndMaintenance):
     """Append-only segmented journal with per-target indexes (module docstring for the why).
 
     ``write_hook(op)`` runs before every write (``"write"``) and fsync (``"fsync"``); raising
@@ -538,89 +554,3 @@ class SegmentJournal:
                     self._pending_ckpt = None
                     self._pending_fds = set()
             return True
-
-    # -- reads ------------------------------------------------------------------------------------
-
-    def target_last_seq(self, target: str) -> int:
-        """Highest target_seq assigned to ``target`` (0 if none, or since its last reset)."""
-        return self._target_next.get(target, 1) - 1
-
-    def read_target(self, target: str, from_seq: int, to_seq: int, *,
-                    durable_only: bool = True) -> list[Entry]:
-        """Entries with ``from_seq <= target_seq <= to_seq``, ascending; seqs with no journaled
-        message (admin messages, pruned segments) are absent. One ``pread`` of the index plus one
-        per entry; each record is CRC-checked and must name this (target, seq), so a stale index
-        slot reads as absent, never as the wrong message. ``durable_only`` stops at the first
-        entry whose LSN is not yet durable (a target must never see it before a crash-proof
-        copy exists). Owner thread."""
-        self._check()
-        if not durable_only:
-            self.flush_writes()
-        first, last = max(from_seq, 1), min(to_seq, self.target_last_seq(target))
-        if last < first:
-            return []
-        blob = self._index.read(target, first, last)
-        limit = self._durable_lsn if durable_only else self._written_lsn
-        out: list[Entry] = []
-        blob = blob[:len(blob) - len(blob) % IDX_SIZE]
-        for i, (seg, off, length) in enumerate(IDX.iter_unpack(blob)):
-            if seg < self._first_seg:       # absent (0) or pruned
-                continue
-            data = self._reader.read(seg, off, length)
-            got = None if data is None else decode_entry(data, length, target, first + i)
-            if got is None:
-                continue
-            if got[4] > limit:
-                break
-            out.append(Entry(first + i, *got))
-        return out
-
-    # -- maintenance ------------------------------------------------------------------------------
-
-    def prune(self, before: float) -> int:
-        """Delete the oldest whole segments whose every record was received before ``before``
-        (the caller applies retention: at least 48 h and through the week, iLink). Never the
-        current segment, and only once the next segment's snapshot (which carries the sequence
-        state forward) is durable. Index slots into deleted segments then read as absent."""
-        self._check()
-        removed = 0
-        for seg in range(self._first_seg, self._seg):
-            nxt = self._segs.get(seg + 1)
-            if nxt is None or nxt[1] >= before or nxt[0] > self._durable_lsn:
-                break
-            self._reader.forget(seg)
-            try:
-                os.unlink(self._seg_path(seg))
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise JournalError(f"cannot delete journal segment {self._seg_path(seg)}: "
-                                   f"{e.strerror}") from None
-            self._segs.pop(seg, None)
-            self._first_seg = seg + 1
-            removed += 1
-        if removed:
-            if self._fsync:
-                fsync_dir(self.directory)
-            self._take_snapshot()       # so the next checkpoint no longer names a deleted segment
-        return removed
-
-    def reset_target(self, target: str) -> None:
-        """The target's outbound sequence restarts at 1 (weekly reset, or 141=Y): a RESET record,
-        its index emptied, made durable and checkpointed at once, so no post-reset index entry can
-        outlive a lost reset record. Old segments stay until pruned. Owner thread; blocking (a few
-        fsyncs), which is fine for a once-a-week operation."""
-        self._check()
-        self.flush_writes()
-        self._append_record(T_RESET, encode_name(target))
-        self._index.discard_pending(target)
-        self._target_next[target] = 1
-        self.flush_writes()
-        try:
-            self._index.truncate(target, 0)
-        except OSError as e:
-            raise JournalError(f"cannot reset journal index of {target}: {e.strerror}") from None
-        self.sync()
-        self._take_snapshot()
-        self.checkpoint()
-

@@ -7,8 +7,18 @@
 
 from .collectors import BatchHistogram, SnapshotCollector
 from .gateway_metrics import GatewayMetrics
-from .model import (BATCH_BUCKETS, FSYNC_BUCKETS, LATENCY_BUCKETS, OTHER_CATEGORY, PREFIX,
-                    REFUSAL_REASONS, KeyStatus, SessionStatus, Snapshot, TargetStatus)
+from .model import (
+                    BATCH_BUCKETS,
+                    FSYNC_BUCKETS,
+                    LATENCY_BUCKETS,
+                    OTHER_CATEGORY,
+                    PREFIX,
+                    REFUSAL_REASONS,
+                    KeyStatus,
+                    SessionStatus,
+                    Snapshot,
+                    TargetStatus,
+)
 
 __all__ = [
     "BATCH_BUCKETS", "BatchHistogram", "FSYNC_BUCKETS", "GatewayMetrics", "KeyStatus",

@@ -48,8 +48,15 @@ from .. import __version__
 from ..auth.verify import REASONS
 from ..vocab import CATEGORIES
 from .collectors import BatchHistogram, SnapshotCollector, _BatchHistogramCollector
-from .model import (BATCH_BUCKETS, FSYNC_BUCKETS, LATENCY_BUCKETS, OTHER_CATEGORY, PREFIX,
-                    REFUSAL_REASONS, Snapshot)
+from .model import (
+    BATCH_BUCKETS,
+    FSYNC_BUCKETS,
+    LATENCY_BUCKETS,
+    OTHER_CATEGORY,
+    PREFIX,
+    REFUSAL_REASONS,
+    Snapshot,
+)
 
 log = logging.getLogger("dcgateway.metrics")
 

@@ -34,11 +34,16 @@ from typing import Any, Callable, Protocol
 
 from ..fix import tags as T
 from ..fix.codec import RawMessage, encode_fields
-from ..fix.session import (AppMessage, AuthDecision, Authenticator, AuthFailed, Disconnect,
-                           FixSession)
+from ..fix.session import (
+    AppMessage,
+    AuthDecision,
+    Authenticator,
+    AuthFailed,
+    Disconnect,
+    FixSession,
+)
 from ..fix.timefmt import utc_timestamp
-from .connection import CLOSE_GRACE_S, FixConnection
-from .slot import SessionSlot
+from .connection import CLOSE_GRACE_S, FixConnection, SessionSlot
 
 log = logging.getLogger("dcgateway.net")
 

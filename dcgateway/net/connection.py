@@ -22,16 +22,34 @@ import logging
 import sys
 import termios
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StoreError
-from ..fix.codec import Decoder, DecodeError, RawMessage
-from .slot import SessionSlot
+from ..fix.codec import DecodeError, Decoder, RawMessage
+from ..fix.session_types import SessionConfig
 
 if TYPE_CHECKING:
+    from ..fanout import Outbox
     from ..fix.session import FixSession
 
 log = logging.getLogger("dcgateway.net")
+
+
+@dataclass
+class SessionSlot:
+    """A configured session as the network shell sees it: its durable store, its outbox when
+    it is a drop copy target, and, while logged on, its connection."""
+
+    comp_id: str
+    role: str
+    config: SessionConfig
+    store: Any                                  # a SessionStore with sync() and close()
+    connection: FixConnection | None = None
+    logons: int = 0
+    outbox: Outbox | None = None                # a drop copy target's outbound stream
+    bytes_in: int = 0                           # cumulative, read by the metrics pump
+    bytes_out: int = 0
 
 
 class ConnectionOwner(Protocol):

@@ -10,11 +10,19 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..fix.session_types import (AuthFailed, Disconnect, LoggedOn, LoggedOut, ProtocolError,
-                                 ResendRequested, ResendServed, SessionRejectSent)
+from ..fix.session_types import (
+    AuthFailed,
+    Disconnect,
+    LoggedOn,
+    LoggedOut,
+    ProtocolError,
+    ResendRequested,
+    ResendServed,
+    SessionRejectSent,
+)
 from ..metrics import GatewayMetrics
 from ..net.acceptor import Refused
-from ..net.slot import SessionSlot
+from ..net.connection import SessionSlot
 from ..ratelog import RateLimitedLog
 from .status import StatusFile
 

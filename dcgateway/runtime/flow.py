@@ -12,8 +12,7 @@ from ..fanout import Decision, Fanout, HoldSources, RefuseSource, target_rejects
 from ..fix.codec import RawMessage
 from ..fix.session_types import Disconnect, LoggedOn
 from ..journal import Journal
-from ..net.connection import FixConnection
-from ..net.slot import SessionSlot
+from ..net.connection import FixConnection, SessionSlot
 from ..vocab import Role
 
 log = logging.getLogger("dcgateway")

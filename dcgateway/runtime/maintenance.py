@@ -15,7 +15,7 @@ from ..fanout import Fanout
 from ..journal import Committer, Journal
 from ..metrics import GatewayMetrics
 from ..net.acceptor import Acceptor
-from ..net.slot import SessionSlot
+from ..net.connection import SessionSlot
 from ..routing import RoutingTable
 from ..state import GroupStore
 from ..vocab import Role

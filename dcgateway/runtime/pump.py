@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from ..fanout import Fanout, Outbox
 from ..metrics import GatewayMetrics
-from ..net.slot import SessionSlot
+from ..net.connection import SessionSlot
 
 
 class MetricsPump:

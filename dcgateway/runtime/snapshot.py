@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from ..errors import DcGatewayError
 from ..fanout import Outbox
 from ..metrics import KeyStatus, SessionStatus, Snapshot, TargetStatus
-from ..net.slot import SessionSlot
+from ..net.connection import SessionSlot
 from ..state import ClosureStore, KeyRecords
 
 

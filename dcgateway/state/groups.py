@@ -16,8 +16,14 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import (GatewayConfig, GroupDef, group_to_data, groups_from_data, load_groups,
-                      write_groups_atomic)
+from ..config import (
+    GatewayConfig,
+    GroupDef,
+    group_to_data,
+    groups_from_data,
+    load_groups,
+    write_groups_atomic,
+)
 from ..errors import ConfigError, DcGatewayError, UsageError
 from ..fsutil import stat_signature
 from .base import AuditSink

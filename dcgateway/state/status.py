@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GatewayConfig
-from .session_files import peek_sequences
 from .base import ClosureStore
+from .session_files import peek_sequences
 
 STATUS_FILE_NAME = "status.json"
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from dcgateway.auth.canonical import (CANONICAL_TAGS, ILINK2_REQUIRED_TAGS, canonical_bytes,
-                                      canonical_string, key_scope, required_tags)
-from dcgateway.auth.signing import (METHOD, add_credentials, decode_secret, sign_logon_fields,
-                                    signature, signed_logon)
+from dcgateway.auth.canonical import (
+    CANONICAL_TAGS,
+    ILINK2_REQUIRED_TAGS,
+    canonical_bytes,
+    canonical_string,
+    key_scope,
+    required_tags,
+)
+from dcgateway.auth.signing import (
+    METHOD,
+    add_credentials,
+    decode_secret,
+    sign_logon_fields,
+    signature,
+    signed_logon,
+)
 from dcgateway.fix.codec import Decoder, encode_fields
 
 SECRET = "2HlZ7exg8jTKltXnURjKvm3GS5iF5n4ClzHiEm_ocv4"

@@ -12,8 +12,14 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from dcgateway.auth.lifecycle import (CSV_COLUMNS, MarketClose, add_months, new_key_expiry,
-                                      open_key_manager, rotation_expiry)
+from dcgateway.auth.lifecycle import (
+    CSV_COLUMNS,
+    MarketClose,
+    add_months,
+    new_key_expiry,
+    open_key_manager,
+    rotation_expiry,
+)
 from dcgateway.errors import KeyLifecycleError
 
 UTC = timezone.utc

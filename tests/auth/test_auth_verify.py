@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from dcgateway.auth import (AUTH_FAILED_TEXT, PORT_CLOSURE_TEXT, REASONS, AuthDecision,
-                            LogonAuthenticator, locked_sessions, session_auth)
+from dcgateway.auth import (
+    AUTH_FAILED_TEXT,
+    PORT_CLOSURE_TEXT,
+    REASONS,
+    AuthDecision,
+    LogonAuthenticator,
+    locked_sessions,
+    session_auth,
+)
 from dcgateway.auth.keystore import KeyStore
 from dcgateway.auth.signing import signed_logon
 from dcgateway.fix.codec import Decoder

@@ -6,10 +6,12 @@ import re
 
 import pytest
 import simplefix
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dcgateway.fix import codec, tags as T
-from dcgateway.fix.codec import Decoder, DecodeError, RawMessage
+from dcgateway.fix import codec
+from dcgateway.fix import tags as T
+from dcgateway.fix.codec import DecodeError, Decoder, RawMessage
 
 HEADER = [(49, "ABC123N"), (56, "DCGW"), (34, 7), (50, "TRADER1"), (52, "20261124-20:10:11.123")]
 BODY = [(37, "ORD1"), (17, "EX1"), (150, "F"), (39, "2"), (1, "ACCT01"), (55, "ESZ6"), (54, 1)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dcgateway.fix import codec
 from dcgateway.fix.codec import RawMessage
@@ -224,7 +225,9 @@ def test_copies_are_valid_and_carry_the_body_unchanged(body, msg_type, begin, su
 @pytest.mark.parametrize("front_end", ["fix", "ilink2"])
 def test_live_builder_is_byte_identical_to_build_copy(front_end):
     from dcgateway.fix import codec as _codec
-    from dcgateway.fix.dropcopy import CopySource as _CS, build_copy as _bc, live_builder
+    from dcgateway.fix.dropcopy import CopySource as _CS
+    from dcgateway.fix.dropcopy import build_copy as _bc
+    from dcgateway.fix.dropcopy import live_builder
     raw = _codec.encode_fields("FIX.4.2", "8", [(49, "ABC123N"), (56, "DCGW"), (34, 9), (50, "T1"),
                                                 (52, "20261124-10:00:00.000")],
                                [(17, "E1"), (150, "F"), (1, "ACCT01"), (55, "ESZ6")])
@@ -245,7 +248,9 @@ def test_live_builder_is_byte_identical_to_build_copy(front_end):
 @settings(max_examples=200)
 def test_live_builder_matches_build_copy_property(front_end, mt, body, seq, sub):
     from dcgateway.fix import codec as _codec
-    from dcgateway.fix.dropcopy import CopySource as _CS, build_copy as _bc, live_builder
+    from dcgateway.fix.dropcopy import CopySource as _CS
+    from dcgateway.fix.dropcopy import build_copy as _bc
+    from dcgateway.fix.dropcopy import live_builder
     header = [(49, "ABC123N"), (56, "DCGW"), (34, 3)] + ([(50, sub)] if sub else []) + \
         [(52, "20261124-10:00:00.000")]
     src = _CS(_codec.Decoder().feed(_codec.encode_fields("FIX.4.2", mt, header, body))[0])

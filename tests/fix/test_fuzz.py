@@ -26,12 +26,21 @@ file does the same work.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from dcgateway.fix import codec, tags as T
+from dcgateway.fix import codec
+from dcgateway.fix import tags as T
 from dcgateway.fix.codec import DecodeError, Decoder, RawMessage
-from dcgateway.fix.session import (AppMessage, Disconnect, FixSession, LoggedOn, ProtocolError,
-                                   SessionConfig, SessionState)
+from dcgateway.fix.session import (
+    AppMessage,
+    Disconnect,
+    FixSession,
+    LoggedOn,
+    ProtocolError,
+    SessionConfig,
+    SessionState,
+)
 from dcgateway.fix.store import MemoryStore
 from dcgateway.fix.timefmt import utc_timestamp
 

@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import pytest
 
-from dcgateway.fix import codec, tags as T
+from dcgateway.fix import codec
+from dcgateway.fix import tags as T
 from dcgateway.fix.codec import Decoder, RawMessage
-from dcgateway.fix.session import (TRANSITIONS, AppMessage, AuthDecision, AuthFailed, Disconnect,
-                                   FixSession, LoggedOn, LoggedOut, ProtocolError,
-                                   ResendRequested, ResendServed, SessionConfig, SessionNotReady,
-                                   SessionRejectSent, SessionState)
+from dcgateway.fix.session import (
+    TRANSITIONS,
+    AppMessage,
+    AuthDecision,
+    AuthFailed,
+    Disconnect,
+    FixSession,
+    LoggedOn,
+    LoggedOut,
+    ProtocolError,
+    ResendRequested,
+    ResendServed,
+    SessionConfig,
+    SessionNotReady,
+    SessionRejectSent,
+    SessionState,
+)
 from dcgateway.fix.store import MemoryStore
 from dcgateway.fix.timefmt import parse_utc_timestamp, utc_timestamp
 

@@ -3,12 +3,19 @@ session's invariants; out-of-order delivery with resends is exactly-once and in 
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dcgateway.fix import codec
 from dcgateway.fix.codec import Decoder, RawMessage
-from dcgateway.fix.session import (AppMessage, Disconnect, FixSession, ProtocolError,
-                                   SessionConfig, SessionState)
+from dcgateway.fix.session import (
+    AppMessage,
+    Disconnect,
+    FixSession,
+    ProtocolError,
+    SessionConfig,
+    SessionState,
+)
 from dcgateway.fix.store import MemoryStore
 from dcgateway.fix.timefmt import utc_timestamp
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,15 @@ class RunningGateway:
 def metric(gw: Gateway, name: str, **labels: str) -> float:
     gw.pump.push()
     return gw.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A gateway folder with the test sessions and the shipped groups (the contract's)."""
+    f = tmp_path / "gw"
+    write_config(f)
+    shutil.copy(REPO / "config" / "groups.yaml", f / "groups.yaml")
+    return f
 
 
 @pytest.fixture

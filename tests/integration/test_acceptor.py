@@ -8,10 +8,9 @@ import signal
 
 import pytest
 
-from simulators.fixclient import FixClient, get, sending_time
-
 from dcgateway.auth import logon_signer
 from dcgateway.config import load_config
+from simulators.fixclient import FixClient, get, sending_time
 
 from .conftest import issue_keys, signed_client, write_config
 

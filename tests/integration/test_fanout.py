@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +14,12 @@ from dcgateway.fix.codec import Decoder
 from dcgateway.fix.dropcopy import unwrap_rtrf
 from simulators.fixclient import FixClient, get
 
-from .conftest import REPO, write_config
+from .conftest import REPO
 
 pytestmark = pytest.mark.asyncio
 CONTRACT = Path("/work/shared/contract")
 if not CONTRACT.exists():
     CONTRACT = REPO / "config"
-
-
-@pytest.fixture
-def folder(tmp_path) -> Path:
-    f = tmp_path / "gw"
-    write_config(f)
-    shutil.copy(CONTRACT / "groups.yaml", f / "groups.yaml")
-    return f
 
 
 def fill(account: str = "ACCT01", symbol: str = "ESZ6", exec_id: str = "E1") -> list:

@@ -17,14 +17,14 @@ Randomness is a fixed-seed ``random.Random``; every loop is bounded in count and
 from __future__ import annotations
 
 import asyncio
-import re
 import random
+import re
 
 import pytest
 
 from simulators.fixclient import FixClient, get
 
-from .test_fanout import connect_all, fill, folder, new_order  # noqa: F401 (folder: fixture)
+from .test_fanout import connect_all, fill, new_order
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from simulators.fixclient import get
 
-from .test_fanout import CONTRACT, connect_all, drain, fill, new_order
 from .conftest import write_config
+from .test_fanout import CONTRACT, connect_all, drain, fill, new_order
 
 pytestmark = pytest.mark.asyncio
 

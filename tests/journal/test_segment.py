@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from dcgateway.journal import segment as journal_mod
 from dcgateway.errors import JournalError
 from dcgateway.journal import Entry, SegmentJournal
+from dcgateway.journal import segment as journal_mod
 from dcgateway.journal.format import segment_name
 
 

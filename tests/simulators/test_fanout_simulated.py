@@ -12,8 +12,15 @@ import pytest
 from dcgateway.fix.codec import Decoder
 from dcgateway.routing import category
 
-from .support import (assert_exact, expected, gateway_folder, routing_table, run_until_all,
-                      source, target)
+from .support import (
+    assert_exact,
+    expected,
+    gateway_folder,
+    routing_table,
+    run_until_all,
+    source,
+    target,
+)
 
 pytestmark = pytest.mark.asyncio
 

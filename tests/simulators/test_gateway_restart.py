@@ -13,8 +13,16 @@ import pytest
 from dcgateway.config import load_config
 from tests.integration.conftest import issue_keys
 
-from .support import (assert_exact, expected, gateway_folder, routing_table, run_until_all,
-                      source, target, wait_for)
+from .support import (
+    assert_exact,
+    expected,
+    gateway_folder,
+    routing_table,
+    run_until_all,
+    source,
+    target,
+    wait_for,
+)
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,8 +13,16 @@ import pytest
 from dcgateway.config import load_config
 from tests.integration.conftest import issue_keys
 
-from .support import (GROUPS, assert_exact, expected, gateway_folder, routing_table,
-                      source, target, wait_for)
+from .support import (
+    GROUPS,
+    assert_exact,
+    expected,
+    gateway_folder,
+    routing_table,
+    source,
+    target,
+    wait_for,
+)
 from .test_gateway_restart import finish, never
 
 pytestmark = pytest.mark.asyncio

@@ -7,8 +7,15 @@ import asyncio
 
 import pytest
 
-from .support import (assert_exact, expected, gateway_folder, routing_table, run_until_all,
-                      source, target)
+from .support import (
+    assert_exact,
+    expected,
+    gateway_folder,
+    routing_table,
+    run_until_all,
+    source,
+    target,
+)
 
 pytestmark = pytest.mark.asyncio
 

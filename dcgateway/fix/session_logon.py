@@ -1,0 +1,102 @@
+"""The Logon part of the FIX session engine (FIX Vol. 2 "Logon", Test Cases 1S; the venue's
+Logon rules): the first message of a connection must be a valid, authenticated Logon; a second
+Logon on a logged-on session ends it. A base of :class:`~.session.FixSession`, using its state
+and output primitives."""
+
+from __future__ import annotations
+
+from . import tags as T
+from .codec import RawMessage
+from .session_admin import SendingTimeParser, logon_problem, logon_reply_body
+from .session_types import (
+    AuthDecision,
+    Authenticator,
+    AuthFailed,
+    Event,
+    LoggedOn,
+    ProtocolError,
+    SessionConfig,
+)
+from .store import SessionStore
+
+M = T.MsgType
+
+
+class LogonHandling:
+    # the FixSession state and primitives this base uses
+    config: SessionConfig
+    store: SessionStore
+    heartbeat_interval: int | None
+    _auth: Authenticator
+    _authenticated: bool
+    _times: SendingTimeParser
+    _events: list[Event]
+    _queue: dict[int, RawMessage | None]
+    _highest_seen: int
+
+    def _disconnect(self, reason: str) -> None: ...
+    def _comp_ids_ok(self, msg: RawMessage, seq: int, now: float) -> bool: ...
+    def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
+               detail: str | None = None) -> None: ...
+    def _transition(self, trigger: str) -> None: ...
+    def _send(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
+              body_sum: int | None = None) -> int: ...
+    def _send_logout(self, text: str, now: float, extra: bytes = b"") -> None: ...
+    def _consume(self, seq: int) -> None: ...
+    def _request_gap(self, now: float) -> None: ...
+
+    def _on_first_message(self, msg: RawMessage, seq: int, now: float) -> None:
+        """FIX Vol. 2 "Logon" and Test Cases 1S: the first message must be a valid Logon."""
+        if msg.msg_type != M.LOGON:
+            self._events.append(ProtocolError("logon_not_first",
+                                              f"first message is MsgType {msg.msg_type!r}"))
+            self._disconnect("first message not Logon")
+            return
+        if not self._comp_ids_ok(msg, seq, now):
+            return
+        # Authentication first: a peer that is not authenticated learns nothing but "authentication
+        # failed" (ILINK.md), and a stale SendingTime or a 122 on the Logon counts toward the port
+        # closure as the replay protection it is. Only then the session's own Logon checks.
+        if not self._authenticate(msg, now):
+            return
+        self._authenticated = True
+        found = logon_problem(self.config, msg, seq, now, self._times)
+        if found is not None:
+            self._fatal(found[0], found[1], now)
+            return
+        reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
+        if reset:
+            self.store.reset()
+        expected = self.store.next_in
+        if seq < expected:
+            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
+            self._fatal("seq_too_low", text, now, b"789=%d\x01" % expected)
+            return
+        hbi = int(msg.get(T.HEART_BT_INT) or b"0")
+        self.heartbeat_interval = hbi
+        self._transition("logon")
+        self._send(M.LOGON, logon_reply_body(msg, hbi), now)
+        self._events.append(LoggedOn(hbi, reset))
+        if seq == expected:
+            self._consume(seq)
+        else:                         # Test Case 1S.b: accept, then ask for the gap
+            self._highest_seen = seq
+            self._queue[seq] = None
+            self._request_gap(now)
+
+    def _authenticate(self, msg: RawMessage, now: float) -> bool:
+        """Run the authenticator; on refusal emit AuthFailed(reason) and send a Logout with only
+        the decision's public text (ILINK.md: never say which check failed)."""
+        try:
+            decision = self._auth(msg, now)
+        except Exception:    # noqa: BLE001 - an authenticator bug must not leak or escape
+            decision = AuthDecision(False, "authenticator_error", "")
+        if decision.ok:
+            return True
+        self._events.append(AuthFailed(decision.reason or "refused"))
+        self._send_logout(decision.text or "authentication failed", now)
+        self._disconnect("authentication failed")
+        return False
+
+    def _on_second_logon(self, msg: RawMessage, now: float) -> None:
+        self._fatal("second_logon", "Logon received on a logged-on session", now)

@@ -1,0 +1,130 @@
+"""The segment journal's read side and its upkeep: reading a target's copies by target seq
+(resends, catch-up), dropping whole segments past retention, and a target's sequence reset. Kept
+apart from :mod:`.segment` (the write side: append, group commit, segments, checkpoints) so each
+module stays readable; :class:`ReadsAndMaintenance` is a base of
+:class:`~.segment.SegmentJournal` and uses its state."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import JournalError
+from ..fsutil import fsync_dir
+from .base import Entry
+from .format import IDX, IDX_SIZE, T_RESET, decode_entry, encode_name
+
+if TYPE_CHECKING:
+    from .index import SegmentReader, TargetIndexes
+
+
+class ReadsAndMaintenance:
+    # state of the SegmentJournal this is a base of
+    directory: Path
+    index_dir: Path
+    _target_next: dict[str, int]
+    _index: TargetIndexes
+    _reader: SegmentReader
+    _durable_lsn: int
+    _written_lsn: int
+    _first_seg: int
+    _seg: int
+    _segs: dict[int, tuple[int, float]]
+    _fsync: bool
+    _sync_lock: threading.Lock
+
+    def _check(self) -> None: ...
+    def flush_writes(self) -> int: ...
+    def sync(self) -> int: ...
+    def checkpoint(self) -> bool: ...
+    def _take_snapshot(self) -> None: ...
+    def _append_record(self, rtype: int, payload: bytes) -> int: ...
+    def _seg_path(self, seg: int) -> Path: ...
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def target_last_seq(self, target: str) -> int:
+        """Highest target_seq assigned to ``target`` (0 if none, or since its last reset)."""
+        return self._target_next.get(target, 1) - 1
+
+    def read_target(self, target: str, from_seq: int, to_seq: int, *,
+                    durable_only: bool = True) -> list[Entry]:
+        """Entries with ``from_seq <= target_seq <= to_seq``, ascending; seqs with no journaled
+        message (admin messages, pruned segments) are absent. One ``pread`` of the index plus one
+        per entry; each record is CRC-checked and must name this (target, seq), so a stale index
+        slot reads as absent, never as the wrong message. ``durable_only`` stops at the first
+        entry whose LSN is not yet durable (a target must never see it before a crash-proof
+        copy exists). Owner thread."""
+        self._check()
+        if not durable_only:
+            self.flush_writes()
+        first, last = max(from_seq, 1), min(to_seq, self.target_last_seq(target))
+        if last < first:
+            return []
+        blob = self._index.read(target, first, last)
+        limit = self._durable_lsn if durable_only else self._written_lsn
+        out: list[Entry] = []
+        blob = blob[:len(blob) - len(blob) % IDX_SIZE]
+        for i, (seg, off, length) in enumerate(IDX.iter_unpack(blob)):
+            if seg < self._first_seg:       # absent (0) or pruned
+                continue
+            data = self._reader.read(seg, off, length)
+            got = None if data is None else decode_entry(data, length, target, first + i)
+            if got is None:
+                continue
+            if got[4] > limit:
+                break
+            out.append(Entry(first + i, *got))
+        return out
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def prune(self, before: float) -> int:
+        """Delete the oldest whole segments whose every record was received before ``before``
+        (the caller applies retention: at least 48 h and through the week, iLink). Never the
+        current segment, and only once the next segment's snapshot (which carries the sequence
+        state forward) is durable. Index slots into deleted segments then read as absent."""
+        self._check()
+        removed = 0
+        for seg in range(self._first_seg, self._seg):
+            nxt = self._segs.get(seg + 1)
+            if nxt is None or nxt[1] >= before or nxt[0] > self._durable_lsn:
+                break
+            self._reader.forget(seg)
+            try:
+                os.unlink(self._seg_path(seg))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise JournalError(f"cannot delete journal segment {self._seg_path(seg)}: "
+                                   f"{e.strerror}") from None
+            self._segs.pop(seg, None)
+            self._first_seg = seg + 1
+            removed += 1
+        if removed:
+            if self._fsync:
+                fsync_dir(self.directory)
+            self._take_snapshot()       # so the next checkpoint no longer names a deleted segment
+        return removed
+
+    def reset_target(self, target: str) -> None:
+        """The target's outbound sequence restarts at 1 (weekly reset, or 141=Y): a RESET record,
+        its index emptied, made durable and checkpointed at once, so no post-reset index entry can
+        outlive a lost reset record. Old segments stay until pruned. Owner thread; blocking (a few
+        fsyncs), which is fine for a once-a-week operation."""
+        self._check()
+        self.flush_writes()
+        self._append_record(T_RESET, encode_name(target))
+        self._index.discard_pending(target)
+        self._target_next[target] = 1
+        self.flush_writes()
+        try:
+            self._index.truncate(target, 0)
+        except OSError as e:
+            raise JournalError(f"cannot reset journal index of {target}: {e.strerror}") from None
+        self.sync()
+        self._take_snapshot()
+        self.checkpoint()
+
