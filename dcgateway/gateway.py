@@ -78,7 +78,7 @@ class Gateway:
     is set, then shuts down gracefully. Tests drive it in-process with port 0."""
 
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time,
-                 authenticator: Any = None) -> None:
+                 authenticator: LogonAuthenticator | None = None) -> None:
         self.config = config
         self.clock = clock
         g = config.gateway
@@ -94,15 +94,16 @@ class Gateway:
         t0 = time.monotonic()
         self.journal = SegmentJournal(self.data_dir / "journal")
         recovery = self.journal.recover()
+        self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
         self.slots: dict[str, SessionSlot] = {}
         self.outboxes: dict[str, Outbox] = {}
+        self.target_stores: dict[str, TargetStore] = {}
         for sdef in config.sessions:
             self.slots[sdef.comp_id] = self._make_slot(sdef, recovery)
         table = RoutingTable.build(config.groups, {sd.comp_id: sd for sd in config.sessions})
         self.fanout = Fanout(self.journal, table, self.outboxes, notify=self._notify)
-        for o in self.outboxes.values():
-            assert o.store is not None
-            o.store.carry_over = self.fanout.carry_over
+        for ts in self.target_stores.values():
+            ts.carry_over = self.fanout.carry_over
         self.flow = Flow(self.fanout, self.journal, self.slots, clock)
         self.registry = CollectorRegistry()
         self.metrics = GatewayMetrics.from_config(self.registry, config)
@@ -127,7 +128,6 @@ class Gateway:
                 pre_logon_idle=g.pre_logon_idle_s),
             self.slots, clock=clock, app_sink=self.flow.on_app,
             authenticator=self.authenticator, on_event=self._on_event)
-        self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
         self.maintenance = Maintenance(config, self.state.groups, self.fanout, self.journal,
                                        self.metrics, self.acceptor, self.slots, clock)
         mailer = (SmtpMailer(g.smtp.host, g.smtp.port, g.smtp.sender) if g.smtp is not None
@@ -164,6 +164,7 @@ class Gateway:
         outbox.store = target = TargetStore(outbox, store, self.journal, next_out)
         outbox.written_upto = target.recovered_delivered()
         self.outboxes[sdef.comp_id] = outbox
+        self.target_stores[sdef.comp_id] = target
         return SessionSlot(sdef.comp_id, sdef.role, cfg, target, outbox=outbox)
 
     # -- wiring callbacks -----------------------------------------------------------------------

@@ -68,6 +68,10 @@ class SeqSource(Protocol):
 
     def note_attached(self) -> None: ...
 
+    def reserve(self) -> int: ...
+
+    def unreserve(self, seq: int) -> None: ...
+
 
 def decode_one(raw: bytes) -> RawMessage | None:
     """A journaled message framed again (it was verified on the way in)."""
@@ -217,6 +221,15 @@ class Outbox:
         self.spill_from = None
         self.pushback = False
         self.stalled = False
+
+    def reserve(self) -> int:
+        """The next outbound MsgSeqNum of the target, for a copy."""
+        assert self.store is not None
+        return self.store.reserve()
+
+    def unreserve(self, seq: int) -> None:
+        assert self.store is not None
+        self.store.unreserve(seq)
 
     # -- producers ----------------------------------------------------------------------------
 

@@ -112,13 +112,12 @@ class Fanout:
                 log.error("%s MsgSeqNum %s: cannot route (%s); journaled, not copied",
                           source, msg.seq_num, exc)
                 cat, routes = None, ()
-            assigns = [(r.target, outboxes[r.target].store.reserve())  # type: ignore[union-attr]
-                       for r in routes]
+            assigns = [(r.target, outboxes[r.target].reserve()) for r in routes]
             try:
                 lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
             except Exception as exc:          # disk full, I/O error: this message is not kept
                 for target, seq in assigns:
-                    outboxes[target].store.unreserve(seq)  # type: ignore[union-attr]
+                    outboxes[target].unreserve(seq)
                 seq_in = msg.seq_num or next_in
                 log.error("journal refused a message of %s (MsgSeqNum %d): %s; logging it out, "
                           "it will be asked for everything from %d", source, seq_in, exc, seq_in)
@@ -156,18 +155,16 @@ class Fanout:
         """After a target's sequence reset: journal again, under its next new seqs, the copies it
         never received (:class:`~.target_store.TargetStore`), and queue them in order."""
         outbox = self.outboxes[target]
-        store = outbox.store
-        assert store is not None
         for e in entries:
             msg = decode_one(e.raw)
             if msg is None:
                 continue
-            seq = store.reserve()
+            seq = outbox.reserve()
             try:
                 lsn = self.journal.append(e.source, e.source_seq, e.received, e.raw,
                                           [(target, seq)])
             except Exception as exc:
-                store.unreserve(seq)
+                outbox.unreserve(seq)
                 log.error("target %s: could not carry %d copies over its sequence reset: %s",
                           target, len(entries), exc)
                 break

@@ -407,7 +407,8 @@ class Decoder:
         self._buf = buf[pos:] if pos < n else b""
         return out
 
-    def _resync(self, buf: bytes, start: int, out: list, kind: str, detail: str,
+    def _resync(self, buf: bytes, start: int, out: list[RawMessage | DecodeError], kind: str,
+                detail: str,
                 origin: int | None = None) -> int:
         """Skip to the next ``8=FIX`` at or after ``start``; report what was dropped."""
         nxt = buf.find(_BEGIN_MARK, start)

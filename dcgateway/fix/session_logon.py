@@ -34,16 +34,32 @@ class LogonHandling:
     _queue: dict[int, RawMessage | None]
     _highest_seen: int
 
-    def _disconnect(self, reason: str) -> None: ...
-    def _comp_ids_ok(self, msg: RawMessage, seq: int, now: float) -> bool: ...
+    def _disconnect(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _comp_ids_ok(self, msg: RawMessage, seq: int, now: float) -> bool:
+        raise NotImplementedError
+
     def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
-               detail: str | None = None) -> None: ...
-    def _transition(self, trigger: str) -> None: ...
+               detail: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _transition(self, trigger: str) -> None:
+        raise NotImplementedError
+
     def _send(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
-              body_sum: int | None = None) -> int: ...
-    def _send_logout(self, text: str, now: float, extra: bytes = b"") -> None: ...
-    def _consume(self, seq: int) -> None: ...
-    def _request_gap(self, now: float) -> None: ...
+              body_sum: int | None = None) -> int:
+        raise NotImplementedError
+
+    def _send_logout(self, text: str, now: float, extra: bytes = b"") -> None:
+        raise NotImplementedError
+
+    def _consume(self, seq: int) -> None:
+        raise NotImplementedError
+
+    def _request_gap(self, now: float) -> None:
+        raise NotImplementedError
+
 
     def _on_first_message(self, msg: RawMessage, seq: int, now: float) -> None:
         """FIX Vol. 2 "Logon" and Test Cases 1S: the first message must be a valid Logon."""

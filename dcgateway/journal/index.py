@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .format import HDR_SIZE, IDX_SIZE, IDX_ZERO, segment_name
 
@@ -42,7 +42,7 @@ def index_filename(target: str) -> str:
     return "~h" + hashlib.sha256(raw).hexdigest() + ".idx"
 
 
-def pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     """``os.pwrite`` until every byte is written (a short write is retried, an error raised)."""
     view = memoryview(data)
     try:
@@ -63,7 +63,7 @@ class TargetIndexes:
         self.dir = directory
         self._hook = hook
         self._fds: dict[str, int] = {}
-        self._runs: dict[str, list] = {}          # target -> [first_seq, next_seq, bytearray]
+        self._runs: dict[str, list[Any]] = {}     # target -> [first_seq, next_seq, bytearray]
         self._spilled: list[tuple[str, int, bytes]] = []
         self.pending_bytes = 0
         self.dirty: set[int] = set()              # fds written (or truncated) since take_dirty()

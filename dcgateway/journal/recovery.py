@@ -46,7 +46,9 @@ from .format import (
 )
 from .index import TargetIndexes
 
-CreateSegment = Callable[[int, int, tuple], tuple[int, int, int]]
+#: (targets next seq, sources next seq, received high-water mark) of a snapshot
+SnapshotState = tuple[dict[str, int], dict[str, int], float]
+CreateSegment = Callable[[int, int, SnapshotState], tuple[int, int, int]]
 
 
 @dataclass

@@ -75,7 +75,7 @@ from .format import (
     write_checkpoint,
 )
 from .index import SegmentReader, TargetIndexes, pwrite_all
-from .recovery import Recovery, recover_journal
+from .recovery import Recovery, SnapshotState, recover_journal
 from .upkeep import ReadsAndMaintenance
 
 log = logging.getLogger(__name__)
@@ -425,7 +425,7 @@ class SegmentJournal(ReadsAndMaintenance):
             os.close(old_fd)
 
     def _create_segment(self, seg: int, lsn: int,
-                        state: tuple | None = None) -> tuple[int, int, int]:
+                        state: SnapshotState | None = None) -> tuple[int, int, int]:
         """Create segment ``seg`` holding its header and a snapshot record with LSN ``lsn``, durable
         (file and directory entry) before it is used. Returns (fd, size, lsn)."""
         targets, sources, hw = state or (self._target_next, self._source_next, self._received_hw)

@@ -35,13 +35,26 @@ class ReadsAndMaintenance:
     _fsync: bool
     _sync_lock: threading.Lock
 
-    def _check(self) -> None: ...
-    def flush_writes(self) -> int: ...
-    def sync(self) -> int: ...
-    def checkpoint(self) -> bool: ...
-    def _take_snapshot(self) -> None: ...
-    def _append_record(self, rtype: int, payload: bytes) -> int: ...
-    def _seg_path(self, seg: int) -> Path: ...
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def flush_writes(self) -> int:
+        raise NotImplementedError
+
+    def sync(self) -> int:
+        raise NotImplementedError
+
+    def checkpoint(self) -> bool:
+        raise NotImplementedError
+
+    def _take_snapshot(self) -> None:
+        raise NotImplementedError
+
+    def _append_record(self, rtype: int, payload: bytes) -> int:
+        raise NotImplementedError
+
+    def _seg_path(self, seg: int) -> Path:
+        raise NotImplementedError
 
     # -- reads ------------------------------------------------------------------------------------
 

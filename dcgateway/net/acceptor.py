@@ -270,7 +270,7 @@ class Acceptor:
             log.exception("authenticator failed")
             return AuthDecision(False, "internal_error", AUTH_FAILED_TEXT)
 
-    def dispatch(self, conn: FixConnection, events: list, now: float) -> None:
+    def dispatch(self, conn: FixConnection, events: list[Any], now: float) -> None:
         slot = conn.slot
         assert slot is not None
         app: list[RawMessage] = []
@@ -289,7 +289,7 @@ class Acceptor:
         self._server = await loop.create_server(
             lambda: FixConnection(self, self.clock, self.settings.max_message_size),
             host, port, ssl=ssl, reuse_address=True, backlog=LISTEN_BACKLOG)
-        bound = self._server.sockets[0].getsockname()[1]
+        bound: int = self._server.sockets[0].getsockname()[1]
         log.info("FIX listener on %s:%d", host, bound)
         return bound
 

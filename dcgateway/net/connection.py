@@ -23,7 +23,7 @@ import sys
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import StoreError
 from ..fix.codec import DecodeError, Decoder, RawMessage
@@ -57,8 +57,12 @@ class ConnectionOwner(Protocol):
     imports this module, never the other way round)."""
 
     settings: Any
-    write_buffer_limits: tuple[int, int]
-    logon_timeout: float
+
+    @property
+    def write_buffer_limits(self) -> tuple[int, int]: ...
+
+    @property
+    def logon_timeout(self) -> float: ...
 
     def connection_opened(self, conn: FixConnection) -> None: ...
 
@@ -127,11 +131,11 @@ class FixConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance.
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
+        self.transport = tr = cast(asyncio.Transport, transport)
+        peer = tr.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         high, low = self.acceptor.write_buffer_limits
-        transport.set_write_buffer_limits(high=high, low=low)
+        tr.set_write_buffer_limits(high=high, low=low)
         self.heard = _bytes_waiting(transport) > 0
         self.acceptor.connection_opened(self)
 
@@ -251,13 +255,14 @@ class FixConnection(asyncio.Protocol):
                 self.acceptor.refused(self, "garbage_before_logon")
                 self.close("no Logon in the first bytes", abort=True)
             return
-        first = 0
-        session = self.acceptor.bind(self, items[first], now)
+        first = items[0]
+        assert isinstance(first, RawMessage)
+        session = self.acceptor.bind(self, first, now)
         if session is None:
             return                             # refused: the acceptor answered and closed
         self.session = session
         self.slot.bytes_in += len(data)        # type: ignore[union-attr]
-        session.receive_messages(items[first:], now)
+        session.receive_messages(items, now)
         tail = self._decoder.take_pending()
         if tail:
             session.receive_data(tail, now)
