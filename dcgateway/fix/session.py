@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import StoreError
 from . import tags as T
 from .codec import DecodeError, Decoder, RawMessage, encode
 from .resend import answer_resend_request
@@ -82,6 +83,9 @@ from .timefmt import utc_timestamp
 
 M = T.MsgType
 R = T.SessionRejectReason
+
+#: Logout text when the session's own state cannot be stored (a full or failing disk).
+STORE_FAULT_TEXT = "gateway cannot store session state right now; log on again later"
 S = SessionState
 
 __all__ = [
@@ -277,10 +281,12 @@ class FixSession(LogonHandling):
 
     def _internal_error(self, exc: Exception, now: float) -> None:
         """A bug or a failing store inside receive_*/on_timer (DESIGN.md rule 3): the details go
-        to the event only; the peer gets a plain "internal error" Logout."""
+        to the event only; the peer gets a Logout saying what it may do (a store that cannot be
+        written, a full disk: log on again later), or a plain "internal error" for a bug."""
+        kind, text = (("store_error", STORE_FAULT_TEXT) if isinstance(exc, StoreError)
+                      else ("internal_error", "internal error"))
         try:
-            self._fatal("internal_error", "internal error", now,
-                        detail=f"{type(exc).__name__}: {exc}")
+            self._fatal(kind, text, now, detail=f"{type(exc).__name__}: {exc}")
         except Exception:    # noqa: BLE001 - the store itself is failing: close without Logout
             self.state = S.CLOSED       # deliberately outside TRANSITIONS: last-resort path
             if not self._closed:

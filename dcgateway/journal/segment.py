@@ -179,9 +179,10 @@ class SegmentJournal(ReadsAndMaintenance):
         self._take_snapshot()
         try:
             self.checkpoint()
-        except JournalError:
-            self._release()
-            raise
+        except JournalError as exc:
+            # The journal is consistent without it (the next start replays a little more); a
+            # full disk must not keep the gateway from starting and saying it is unhealthy.
+            log.warning("%s; the journal opened without a fresh checkpoint", exc)
         return rec
 
     def _take_dir_lock(self) -> None:

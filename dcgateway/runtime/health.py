@@ -2,10 +2,11 @@
 gauge and the Logons refused during a disk outage.
 
 It turns unhealthy when a commit fails (disk full, I/O error) or when a write probe fails (at
-start, so a gateway restarted on a full disk does not claim to be fine); it turns healthy again
-when a commit succeeds, or, with nothing waiting to be committed, when a probe succeeds. While
-unhealthy, an authenticated Logon is answered with a Logout saying why (sources are asked again
-for anything not journaled when they come back), and a probe runs once a second."""
+start, so a gateway restarted on a full disk does not claim to be fine, and every ten seconds);
+it turns healthy again when a commit succeeds, or, with nothing waiting to be committed, when a
+probe succeeds. While unhealthy, an authenticated Logon is answered with a Logout saying why
+(sources are asked again for anything not journaled when they come back), and a probe runs once
+a second."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ class JournalHealth:
                 log.warning("journal writable again")
             self.on_change(ok)
 
-    def probe(self) -> bool:
-        """Write and fsync a small file next to the journal; never raises."""
+    def probe_io(self) -> str | None:
+        """Write and fsync a small file next to the journal: None, or why it failed (runs in
+        a worker thread: a busy disk's fsync must not stall the loop)."""
         try:
             fd = os.open(self.probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -54,7 +56,14 @@ class JournalHealth:
                 os.close(fd)
             os.unlink(self.probe_path)
         except OSError as exc:
-            self.failed(f"cannot write in {self.probe_path.parent}: {exc.strerror or exc}")
+            return f"cannot write in {self.probe_path.parent}: {exc.strerror or exc}"
+        return None
+
+    def probe(self, result: str | None | bool = False) -> bool:
+        """Apply a probe's outcome (run it here when not given); on the loop thread."""
+        error = self.probe_io() if result is False else result
+        if error is not None:
+            self.failed(str(error))
             return False
         if self.journal.appended_lsn <= self.journal.durable_lsn:
             self._set(True)
@@ -68,9 +77,9 @@ class JournalHealth:
     def committed(self) -> None:
         self._set(True)
 
-    async def watch(self, interval: float = 1.0) -> None:
-        """While unhealthy, probe once a second."""
+    async def watch(self, unhealthy_every: float = 1.0, healthy_every: float = 10.0) -> None:
+        """Probe once a second while unhealthy, every ten seconds otherwise (a disk that fills
+        while no message is being journaled is noticed too)."""
         while True:
-            await asyncio.sleep(interval)
-            if not self.ok:
-                self.probe()        # on the loop: a 4 KiB write, only while unhealthy
+            await asyncio.sleep(unhealthy_every if not self.ok else healthy_every)
+            self.probe(await asyncio.to_thread(self.probe_io))

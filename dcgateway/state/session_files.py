@@ -15,6 +15,12 @@ gateway expect an older seq, and FIX recovers that by a ResendRequest (a source'
 authoritative in the journal anyway); an fsync per read of a busy source would cost the event
 loop ~200 µs every time.
 
+Room on a full disk: the file is kept zero-filled up to ``RESERVE_BYTES`` past its last record
+(extended when less than a quarter is left, a failure to extend only logged), so when the disk
+fills the session can still record what it must send to say so (a Logout with the reason, a
+Logon reply refusing a Logon): those records overwrite blocks the file already has. On open, an
+all-zero tail is the clean end, not a torn record.
+
 Resend data: an in-memory index ``seq -> (offset, length)`` points into the file; message bytes are
 read back with ``pread`` only when a ResendRequest asks for them, so memory stays bounded by the
 index, not by the messages. A reset (141=Y, weekly reset) starts a fresh file atomically.
@@ -38,6 +44,9 @@ _REC_NEXT_OUT = 3                       # next outbound seq = seq
 _REC_DELIVERED = 4                      # a target's copies were handed out up to seq
 _UNKNOWN = (1 << 64) - 1                # ... or unknown (-1 in memory): connected
 MAX_RECORD = 16 * 1024 * 1024
+#: Zero-filled room kept past the last record (see "Room on a full disk").
+RESERVE_BYTES = 64 * 1024
+_ZEROS = bytes(RESERVE_BYTES)
 
 
 def _record(rtype: int, seq: int, payload: bytes = b"") -> bytes:
@@ -90,7 +99,8 @@ class FileSessionStore:
         size = os.fstat(fd).st_size
         if size == 0:
             os.write(fd, MAGIC)
-            self._size = len(MAGIC)
+            self._size = self._reserved_to = len(MAGIC)
+            self._reserve()
             self._sync_now()
             fsync_dir(self.path.parent)
             return
@@ -100,11 +110,13 @@ class FileSessionStore:
             raise StoreError(f"{self.path} is not a dcgateway session store (bad magic); "
                              "move it aside to start the session afresh")
         good = self._scan(data)
-        if good < size:
+        if good < size and data.count(0, good) != size - good:      # not just the zero tail
             self.recovered_torn_bytes = size - good
             os.ftruncate(fd, good)
             os.fsync(fd)
+            size = good
         self._size = good
+        self._reserved_to = size
 
     def _scan(self, data: bytes) -> int:
         pos = len(MAGIC)
@@ -132,6 +144,11 @@ class FileSessionStore:
         return pos
 
     # -- SessionStore -----------------------------------------------------------------------
+
+    @property
+    def data_size(self) -> int:
+        """Bytes of records (the file is longer: its zero-filled reserve)."""
+        return self._size
 
     @property
     def next_in(self) -> int:
@@ -188,6 +205,10 @@ class FileSessionStore:
         try:
             os.fchmod(fd, 0o600)
             os.write(fd, MAGIC)
+            try:
+                os.write(fd, _ZEROS)
+            except OSError:
+                pass                           # no room to reserve: the reset still holds
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -196,6 +217,7 @@ class FileSessionStore:
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR)
         self._size = len(MAGIC)
+        self._reserved_to = os.fstat(self._fd).st_size
         self._index.clear()
         self.delivered = None
         self._next_in = 1
@@ -236,6 +258,18 @@ class FileSessionStore:
         except OSError as e:
             raise StoreError(f"cannot write session store {self.path}: {e.strerror}") from None
         self._size += len(rec)
+        if self._size > self._reserved_to - RESERVE_BYTES // 4:
+            self._reserve()
+
+    def _reserve(self) -> None:
+        """Extend the zero-filled room past the last record (it reaches the disk with the next
+        fdatasync); a full disk only leaves less room."""
+        start = max(self._size, self._reserved_to)
+        try:
+            os.pwrite(self._fd, _ZEROS[:self._size + RESERVE_BYTES - start], start)
+        except OSError:
+            return
+        self._reserved_to = self._size + RESERVE_BYTES
 
     def _sync_now(self) -> None:
         if self._fsync:

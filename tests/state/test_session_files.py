@@ -36,8 +36,7 @@ def test_set_next_in_is_coalesced_but_ordered_with_outbound(tmp_path):
     for i in range(2, 1000):
         s.set_next_in(i)
     s.sync()
-    size_after = p.stat().st_size
-    assert size_after < 200          # one record, not a thousand
+    assert s.data_size < 200         # one record, not a thousand
     s.close()
     assert FileSessionStore(p).next_in == 999
 
@@ -48,8 +47,8 @@ def test_torn_last_record_is_dropped_not_fatal(tmp_path):
     s.save_outbound(1, b"A" * 100)
     s.save_outbound(2, b"B" * 100)
     s.sync()
+    full = s.data_size
     s.close()
-    full = p.stat().st_size
     with open(p, "r+b") as f:
         f.truncate(full - 30)           # cut the second record in half
     r = FileSessionStore(p)
@@ -67,9 +66,10 @@ def test_corrupted_record_is_cut_at_crc_mismatch(tmp_path):
     s = FileSessionStore(p)
     s.save_outbound(1, b"x" * 50)
     s.save_outbound(2, b"y" * 50)
+    end = s.data_size
     s.close()
     data = bytearray(p.read_bytes())
-    data[-10] ^= 0xFF
+    data[end - 10] ^= 0xFF                  # inside the last record
     p.write_bytes(bytes(data))
     r = FileSessionStore(p)
     assert r.next_out == 2 and r.get_outbound(1, 5) == [(1, b"x" * 50)]
@@ -146,3 +146,43 @@ def test_peek_reads_sequences_without_touching_a_torn_file(tmp_path):
     assert peek_sequences(p) == (12, 5)
     assert p.stat().st_size == size          # nothing truncated
     s.close()
+
+
+def test_a_zero_filled_reserve_is_kept_and_read_as_the_clean_end(tmp_path):
+    """Room on a full disk: the file keeps zeros past its last record (so a Logout can still be
+    recorded when the disk is full); reopening reads them as the end, not as a torn record."""
+    from dcgateway.state.session_files import RESERVE_BYTES
+    p = tmp_path / "S.log"
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"A" * 100)
+    s.sync()
+    data = s.data_size
+    s.close()
+    assert p.stat().st_size >= data + RESERVE_BYTES * 3 // 4
+    r = FileSessionStore(p)
+    assert r.recovered_torn_bytes == 0 and r.next_out == 2 and r.data_size == data
+    r.close()
+
+
+def test_records_fit_in_the_reserve_when_the_disk_is_full(tmp_path, monkeypatch):
+    """With no room to grow (every write past the file's current size fails, as on a full
+    disk), a few admin records still go into the reserve and survive a reopen."""
+    import errno
+    import os as _os
+
+    from dcgateway.state import session_files
+    p = tmp_path / "S.log"
+    s = FileSessionStore(p)
+    real = _os.pwrite
+
+    def full_disk(fd: int, data: bytes, offset: int) -> int:
+        if offset + len(data) > _os.fstat(fd).st_size:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+    monkeypatch.setattr(session_files.os, "pwrite", full_disk)
+    for seq in range(1, 6):
+        s.save_outbound(seq, b"Logout " * 10)
+    s.sync()
+    s.close()
+    monkeypatch.undo()
+    assert FileSessionStore(p).get_outbound(1, 5)[-1][0] == 5
