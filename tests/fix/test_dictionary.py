@@ -8,6 +8,8 @@ from importlib import resources
 import pytest
 
 from dcgateway.errors import ConfigError
+from dcgateway.fix import codec
+from dcgateway.fix.codec import Decoder
 from dcgateway.fix.dictionary import (
     DataDictionary,
     DictionaryCache,
@@ -16,6 +18,7 @@ from dcgateway.fix.dictionary import (
     load_shipped,
     parse_dictionary,
 )
+from dcgateway.fix.validate import Validator
 
 FIX42 = load_dictionary("FIX.4.2")
 FIX44 = load_dictionary("FIX.4.4")
@@ -143,6 +146,12 @@ def _venue(tmp_path) -> DataDictionary:
     return load_dictionary(path)
 
 
+def _msg(body, begin=b"FIX.4.2", mt=b"8"):
+    header = [(49, "SRC"), (56, "DCGW"), (34, 1), (52, "20261124-20:10:11.123")]
+    [m] = Decoder().feed(codec.encode_fields(begin, mt, header, body))
+    return m
+
+
 def test_venue_dictionary_with_custom_tags(tmp_path):
     d = _venue(tmp_path)
     assert d.source.endswith("VENUE42.xml") and d.begin_string == b"FIX.4.2"
@@ -151,7 +160,23 @@ def test_venue_dictionary_with_custom_tags(tmp_path):
     assert body.required == {37, 31}               # component Fill is required='Y'
     fees = body.groups[9800]
     assert fees.delimiter == 9801 and fees.entry.groups[9803].delimiter == 9804
-    assert d.fields[9702].values == {b"1", b"2"}
+    v = Validator(d)
+    ok = [(37, "O1"), (31, "4512.25"), (9702, "1"),
+          (9800, 2), (9801, 1), (9802, "0.5"), (9803, 1), (9804, "x"), (9801, 2), (9802, "1")]
+    assert v.validate(_msg(ok)) is None
+    bad = v.validate(_msg([(37, "O1"), (31, "1"), (9702, "3")]))
+    assert (bad.reason, bad.tag) == (5, 9702)
+    missing = v.validate(_msg([(37, "O1"), (31, "1"), (9800, 1), (9801, 1)]))
+    assert (missing.reason, missing.tag) == (1, 9802)     # required inside the group entry
+
+
+def test_venue_dictionary_names_a_fix_msg_type_it_lacks(tmp_path):
+    v = Validator(_venue(tmp_path))
+    p = v.validate(_msg([(11, "C1")], mt=b"D"))
+    assert (p.reason, p.tag) == (11, 35)
+    assert "'D' is not defined in this FIX.4.2 data dictionary" in p.text
+    p = v.validate(_msg([(11, "C1")], mt=b"ZZ"))
+    assert p.reason == 11 and "'ZZ' is not a FIX.4.2 MsgType" in p.text
 
 
 def test_dictionary_cache_rereads_nothing_for_the_same_path(tmp_path):
