@@ -4,21 +4,19 @@ the FIX Session Layer Test Cases, case 14 "Receive application or administrative
 
 What is checked, and the SessionRejectReason (373) / RefTagID (371) each failure gives:
 
-===========================================================  ======  ===========================
-check                                                        373     371
-===========================================================  ======  ===========================
-MsgType not in the dictionary                                11      35
-tag in no part of the dictionary (14a)                       0       the tag
-required tag missing: header, body or a group entry (14b)    1       the missing tag
-tag defined, but not for this MsgType (14c)                  2       the tag
-tag without a value (14d)                                    4       the tag
-value not one of the field's enumerated values (14e)         5       the tag
-value not of the field's FIX data type (14f)                 6       the tag
-header tag after a body tag, trailer tag before the end (14g)  14    the tag
-tag repeated outside a repeating group (14h)                 13      the tag
-NumInGroup not the number of entries, or an entry that does  16      the NumInGroup tag
-not start with the group's delimiter (14i)
-===========================================================  ======  ===========================
+* MsgType not in the dictionary: 11, RefTagID 35;
+* 14a tag in no part of the dictionary: 0 (Invalid tag number);
+* 14b required tag missing, in the header, the body or a group entry: 1, the missing tag;
+* 14c tag defined, but not for this MsgType: 2;
+* 14d tag without a value: 4;
+* 14e value not one of the field's enumerated values: 5;
+* 14f value not of the field's FIX data type: 6;
+* 14g header tag after a body tag, or trailer tag before the end: 14;
+* 14h tag repeated outside a repeating group: 13;
+* 14i NumInGroup not the number of entries, or an entry that does not start with the group's
+  delimiter: 16, RefTagID the NumInGroup tag.
+
+Otherwise RefTagID (371) is the offending tag.
 
 Why two paths. Every application message is validated on the hot path, where a full parse
 (:meth:`RawMessage.fields`) alone costs several times the budget. But one source sends few
@@ -37,8 +35,9 @@ layout's literal tags cannot match one) and is always checked by the data-field-
 
 Memory is bounded however a peer varies its layouts: layouts are grouped in buckets by
 (MsgType, number of fields), at most :data:`BUCKET_SIZE` per bucket, and the number of buckets
-is capped (oldest dropped first). A layout is compiled only on its second sighting, and the
-compile rate is tied to the slow-path rate, so random layouts cost the slow path and little more.
+is capped (oldest dropped first). A layout is compiled only on its second sighting and only up to
+:data:`MAX_LAYOUT_FIELDS` fields, and the compile rate is tied to the slow-path rate, so random
+layouts cost the slow path and little more.
 """
 
 from __future__ import annotations
@@ -76,6 +75,9 @@ TEXTS: dict[int, str] = {
 USER_DEFINED_MIN = 5000
 #: Compiled layouts per (MsgType, field count) bucket, tried most recent first.
 BUCKET_SIZE = 4
+#: A layout with more fields than this is never compiled: compiling costs time in proportion to
+#: the fields, and a peer must not be able to make the gateway compile huge patterns.
+MAX_LAYOUT_FIELDS = 200
 #: Compiles allowed before the compile rate is tied to the slow-path rate (see module doc).
 _FREE_COMPILES = 32
 _SLOW_PER_COMPILE = 8
@@ -417,7 +419,7 @@ class Validator:
     def _learn(self, msg: RawMessage, fields: Fields) -> None:
         """Record a valid layout; compile it on its second sighting (see module doc)."""
         tags = tuple(t for t, _ in fields)
-        if not _DATA_TAGS.isdisjoint(tags) or any(
+        if len(tags) > MAX_LAYOUT_FIELDS or not _DATA_TAGS.isdisjoint(tags) or any(
                 (f := self._fields.get(t)) is not None and f.type in _UNCHECKED_TYPES
                 for t in tags):
             return

@@ -15,7 +15,12 @@ from dcgateway.fix import codec
 from dcgateway.fix.codec import Decoder, RawMessage
 from dcgateway.fix.dictionary import DataDictionary, load_dictionary
 from dcgateway.fix.session_admin import Problem
-from dcgateway.fix.validate import TEXTS, ValidationOptions, Validator
+from dcgateway.fix.validate import (
+    MAX_LAYOUT_FIELDS,
+    TEXTS,
+    ValidationOptions,
+    Validator,
+)
 
 from .fixgen import BAD, FRAMING, Generator, build, out_of_range
 
@@ -299,6 +304,14 @@ def test_layout_cache_is_bounded():
     assert len(v._seen) <= 4 * size
 
 
+def test_huge_layouts_are_not_compiled():
+    v = Validator(FIX42)
+    body = ER + [(5000 + i, "x") for i in range(MAX_LAYOUT_FIELDS)]
+    for _ in range(3):
+        assert v.validate(msg(body)) is None
+    assert v.cached_layouts == 0
+
+
 def test_layout_cache_off():
     v = Validator(FIX42, ValidationOptions(layout_cache_size=0))
     for _ in range(3):
@@ -352,7 +365,8 @@ def test_generated_messages_validate(data):
     v = Validator(dd)
     for _ in range(3):                           # cold, learning, compiled
         assert v.validate(build(dd, mt, header, body)) is None
-    assert v.cached_layouts == 1
+    big = 3 + len(header) + len(body) + 1 > MAX_LAYOUT_FIELDS   # too big to be compiled
+    assert v.cached_layouts == (0 if big else 1)
 
 
 def _top_level(dd, mt, body):
