@@ -169,7 +169,7 @@ class Validator:
                  options: ValidationOptions = ValidationOptions()) -> None:
         self.dictionary = dictionary
         self.options = options
-        self._fields = dictionary.fields
+        self._fields = dict(dictionary.fields)        # a plain dict: faster than the proxy
         self._messages = dictionary.messages
         self._header = dictionary.header
         self._trailer = dictionary.trailer
@@ -381,7 +381,8 @@ class Validator:
     def _value_problem(self, tag: int, value: bytes, fdef: FieldDef | None) -> Problem | None:
         if not value or fdef is None or tag in _FRAMING:    # empty: only when allowed
             return None
-        fmt, enum = self._value_checks(tag, fdef)
+        checks = self._checks.get(tag)
+        fmt, enum = checks if checks is not None else self._value_checks(tag, fdef)
         if fmt is not None and fmt.fullmatch(value) is None:
             return problem(R.INCORRECT_DATA_FORMAT, tag)
         if enum is not None and enum.fullmatch(value) is None:
@@ -482,9 +483,8 @@ def _value_patterns(fdef: FieldDef, options: ValidationOptions) -> tuple[bytes |
 def _alternation(values: list[bytes]) -> bytes:
     if not values:
         return b"(?!)"
-    if all(len(v) == 1 for v in values):
-        return b"[" + b"".join(re.escape(v) if v not in b"-]^\\" else b"\\" + v
-                               for v in values) + b"]"
+    if all(len(v) == 1 for v in values):            # one character class: faster
+        return b"[" + b"".join(re.escape(v) for v in values) + b"]"
     return b"(?:" + b"|".join(re.escape(v) for v in values) + b")"
 
 
