@@ -442,6 +442,16 @@ def _register_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="stop by itself after this long (default: until Ctrl-C)")
 
 
+def _register_portal(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from .portal.cli import register_portal
+    register_portal(subparsers, common)
+
+
+def _register_users(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from .portal.cli import register_users
+    register_users(subparsers, common)
+
+
 COMMANDS: dict[str, Registrar] = {
     "run": _register_run,
     "check-config": _register_check_config,
@@ -450,6 +460,8 @@ COMMANDS: dict[str, Registrar] = {
     "sessions": _register_sessions,
     "replay": _register_replay,
     "demo": _register_demo,
+    "portal": _register_portal,
+    "users": _register_users,
 }
 
 
