@@ -29,6 +29,7 @@ from tests.integration.conftest import RunningGateway, issue_keys, write_config
 PORTAL = """
 operators:
   - {name: olga, email: olga@exchange.example}
+  - {name: oscar, email: oscar@exchange.example}
 portal:
   listen: {host: 127.0.0.1, port: 0}
   public_url: http://127.0.0.1:0
