@@ -277,8 +277,8 @@ class Accounts:
                 raise EnrolmentRefused()
             if step is None:
                 spent = cur.pending_attempts + 1 >= ENROL_CODE_ATTEMPTS
-                return replace(cur, pending_attempts=cur.pending_attempts + 1,
-                               **(_cleared_invite() if spent else {}))
+                return replace(cur, **(_cleared_invite() if spent else
+                                        {"pending_attempts": cur.pending_attempts + 1}))
             return replace(cur, password_hash=cur.pending_password_hash,
                            totp_sealed=cur.pending_totp_sealed, enrolled=now,
                            last_totp_step=step, failures=(), locked_until=None,

@@ -4,7 +4,8 @@ Starlette's error handler), with the OWASP ASVS 5.0 chapter each part answers:
 * *HTTP security headers* ("Web frontend security"): a Content-Security-Policy that allows
   scripts, styles and images only from the portal itself (``frame-ancestors 'none'`` against
   framing, ``form-action 'self'``), ``X-Content-Type-Options: nosniff``, ``Referrer-Policy:
-  no-referrer`` (an enrolment link never leaks through a Referer), ``Cache-Control: no-store``
+  same-origin`` (an enrolment link never leaks to another site through a Referer; with
+  ``no-referrer`` browsers would send ``Origin: null`` on the portal's own forms), ``Cache-Control: no-store``
   on everything but the static files (pages and answers may hold secrets), and HSTS under TLS.
 * *Cross-site request forgery* ("Browser security"): a state-changing request (POST, PUT,
   PATCH, DELETE) whose ``Origin`` is not the portal's own, or that a browser marks
@@ -71,7 +72,7 @@ class SecurityMiddleware:
         headers = [(b"content-security-policy", CSP.encode()),
                    (b"x-content-type-options", b"nosniff"),
                    (b"x-frame-options", b"DENY"),
-                   (b"referrer-policy", b"no-referrer"),
+                   (b"referrer-policy", b"same-origin"),
                    (b"cross-origin-opener-policy", b"same-origin"),
                    (b"cross-origin-resource-policy", b"same-origin"),
                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()")]

@@ -202,7 +202,7 @@ async def test_security_headers(start_stack):
         assert "script-src 'self'" in h["content-security-policy"]
         assert h["x-content-type-options"] == "nosniff"
         assert h["cache-control"] == "no-store"
-        assert h["referrer-policy"] == "no-referrer"
+        assert h["referrer-policy"] == "same-origin"
         assert "strict-transport-security" not in h          # plain HTTP
         assert "server" not in h
     css = await c.http.get("/static/portal.css")
