@@ -24,7 +24,7 @@ from typing import Any
 
 _EXPORTS = {"Accounts": ".accounts", "Principal": ".accounts", "directory": ".accounts",
             "create_app": ".app", "Limits": ".ratelimit", "PortalServer": ".server"}
-__all__ = sorted(_EXPORTS)
+__all__ = ["Accounts", "Limits", "PortalServer", "Principal", "create_app", "directory"]
 
 
 def __getattr__(name: str) -> Any:

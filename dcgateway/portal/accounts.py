@@ -64,11 +64,7 @@ PASSWORD_MIN, PASSWORD_MAX = 12, 128
 MAX_PARALLEL_HASHES = 2
 _GHOSTS_MAX = 10_000
 _CODE_RE = re.compile(r"[0-9]{6}")
-_COMMON_PASSWORDS = frozenset("""
-123456789012 password1234 passwordpassword qwertyuiopas 1q2w3e4r5t6y qwerty123456
-iloveyou1234 administrator letmeinletmein welcome12345 changeme1234 aaaaaaaaaaaa
-abcdefghijkl abc123abc123 password123! trustno1trustno1 dcgatewaydcgateway
-""".split())
+_COMMON_PASSWORDS = frozenset(["123456789012", "password1234", "passwordpassword", "qwertyuiopas", "1q2w3e4r5t6y", "qwerty123456", "iloveyou1234", "administrator", "letmeinletmein", "welcome12345", "changeme1234", "aaaaaaaaaaaa", "abcdefghijkl", "abc123abc123", "password123!", "trustno1trustno1", "dcgatewaydcgateway"])
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from .accounts import EnrolmentRefused
 from .service import PortalError, group_entry
-from .web import Web
+from .web import Web, form_token
 
 LOGIN_FAILED = "login failed"
 ENROL_REFUSED = "enrolment refused: the link is invalid, used or expired, or the code is wrong"
@@ -49,6 +49,7 @@ class LoginFlow:
             if result.outcome == "locked":
                 raise PortalError(423, "locked: too many failed logins; ask an operator")
             raise PortalError(401, LOGIN_FAILED)
+        assert result.principal is not None
         web.sessions.end(request.cookies.get(web.cookie))
         sid, session = web.sessions.create(result.principal, result.generation, address)
         for entity in entities:
@@ -59,7 +60,7 @@ class LoginFlow:
     async def logout(self, request: Request) -> None:
         web = self.web
         session, actor = web.api_guard(request) if request.url.path.startswith("/api/") \
-            else web.guard(request, csrf=(await request.form()).get("csrf_token") or None)
+            else web.guard(request, csrf=form_token(await request.form()))
         web.sessions.end(request.cookies.get(web.cookie))
         entities = session.principal.entities if session.principal.role != "operator" \
             else (None,)

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..cli import Output, add_command, format_table, load
@@ -25,7 +25,7 @@ log = logging.getLogger("dcgateway.portal")
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _accounts(config: GatewayConfig) -> tuple[Any, Any]:

@@ -15,9 +15,17 @@ from starlette.routing import Route
 
 from ..config import CATEGORIES, FILTER_KEYS
 from .service import PortalError, group_entry
-from .web import Web
-from .wizard import (FIELD_LABELS, LAST_STEP, STEPS, apply_step, draft_of, entry_of,
-                     errors_by_step, new_draft)
+from .web import Web, form_token
+from .wizard import (
+    FIELD_LABELS,
+    LAST_STEP,
+    STEPS,
+    apply_step,
+    draft_of,
+    entry_of,
+    errors_by_step,
+    new_draft,
+)
 
 
 class GroupPages:
@@ -54,7 +62,7 @@ class GroupPages:
     async def delete(self, request: Request) -> Response:
         web = self.web
         form = await request.form()
-        session, actor = web.guard(request, csrf=form.get("csrf_token") or None)
+        session, actor = web.guard(request, csrf=form_token(form))
         entity, name = request.path_params["entity"], request.path_params["name"]
         await web.run(web.ops.delete_group, actor, entity, name)
         session.flash.append(f"Deleted group {name}.")
@@ -106,7 +114,7 @@ class GroupPages:
     async def step_post(self, request: Request) -> Response:
         web = self.web
         form = await request.form()
-        session, actor = web.guard(request, csrf=form.get("csrf_token") or None)
+        session, actor = web.guard(request, csrf=form_token(form))
         step = request.path_params["step"]
         if not 1 <= step <= LAST_STEP or not session.wizard:
             return RedirectResponse("/groups/new", status_code=303)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ..auth import CSV_COLUMNS
 from .service import PortalError
-from .web import Web, form_value
+from .web import Web, form_token, form_value
 
 STEP_UP_FAILED = "Download and Delete need a current code from your authenticator app (each " \
                  "code works once)."
@@ -38,7 +38,7 @@ def key_file(rec: dict[str, str], environment: str) -> str:
 
 def when(ts: Any) -> str:
     if isinstance(ts, (int, float)):
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return str(ts or "")
 
 
@@ -76,7 +76,7 @@ class KeyPages:
     async def generate(self, request: Request) -> Response:
         web = self.web
         form = await request.form()
-        session, actor = web.guard(request, csrf=form.get("csrf_token") or None)
+        session, actor = web.guard(request, csrf=form_token(form))
         entity = request.path_params["entity"]
         try:
             rec = await web.run(web.ops.create_key, actor, entity,
@@ -98,7 +98,7 @@ class KeyPages:
         key page with the reason (another entity's pair still answers 404)."""
         web = self.web
         form = await request.form()
-        session, actor = web.guard(request, csrf=form.get("csrf_token") or None)
+        session, actor = web.guard(request, csrf=form_token(form))
         key_id = request.path_params["key_id"]
         try:
             entity = await web.step_up(actor, key_id, form_value(form, "code"), action)

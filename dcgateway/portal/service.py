@@ -24,7 +24,7 @@ from ..errors import ConfigError, KeyLifecycleError, UsageError
 from ..state import StateStore, read_status, session_rows
 from .accounts import Principal
 
-_PROBLEM_RE = re.compile(r"^(?:refused: )?groups(?:\[(\d+)\])?(?:\.(\S+?))?: (.*)$", re.S)
+_PROBLEM_RE = re.compile(r"^(?:refused: )?groups(?:\[(\d+)\])?(?:\.(\S+?))?: (.*)$", re.DOTALL)
 AUDIT_LIMIT = 1000
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
@@ -95,7 +95,7 @@ class Web:
             return None
         return session
 
-    def guard(self, request: Request, *, csrf: str | None | bool = False,
+    def guard(self, request: Request, *, csrf: str | None | Literal[False] = False,
               ) -> tuple[WebSession, Actor]:
         """The logged-in caller, or 401; rate-limited per user (429). ``csrf``: False for a
         safe request, else the token sent with it (header or form field), checked against the
@@ -159,6 +159,12 @@ class Web:
             request=request, me=session.principal if session else None,
             csrf_token=session.csrf_token if session else "", flash=flash, **context)
         return HTMLResponse(page, status_code=status)
+
+
+def form_token(form: Mapping[str, Any]) -> str | None:
+    """The CSRF token a form carries (hidden field ``csrf_token``), or None."""
+    value = form.get("csrf_token")
+    return value if isinstance(value, str) and value else None
 
 
 def form_value(form: Mapping[str, Any], key: str) -> str:

@@ -14,8 +14,13 @@ from argon2 import PasswordHasher
 
 from dcgateway.config import load_config
 from dcgateway.errors import UsageError
-from dcgateway.portal.accounts import (LOCK_DURATION_S, Accounts, EnrolmentRefused,
-                                       password_problem, totp_step)
+from dcgateway.portal.accounts import (
+    LOCK_DURATION_S,
+    Accounts,
+    EnrolmentRefused,
+    password_problem,
+    totp_step,
+)
 from dcgateway.state import open_state
 from dcgateway.state.users import UserStoreError
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pyotp
-import pytest
 
 from dcgateway.cli import main
 from tests.integration.test_tls import tls_files  # noqa: F401 - a fixture used below
