@@ -14,8 +14,10 @@ Every method may block (files, ``flock``): the web layer runs them in worker thr
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ..auth.keystore import KeyInfo
@@ -76,6 +78,27 @@ class Operations:
     def __init__(self, state: StateStore) -> None:
         self.state = state
         self.config = state.config
+        self._lock = threading.Lock()
+        self._groups: tuple[Hashable, tuple[GroupDef, ...]] | None = None
+
+    def current_groups(self) -> tuple[GroupDef, ...]:
+        """The groups, re-read only when the store's signature moved (one ``stat``): reading
+        and validating the whole file on every request would take CPU from the gateway."""
+        sig = self.state.groups.signature()
+        with self._lock:
+            cached = self._groups
+        if cached is not None and sig is not None and cached[0] == sig:
+            return cached[1]
+        groups = self.state.groups.current()
+        with self._lock:
+            self._groups = (sig, groups)
+        return groups
+
+    def key_infos(self) -> list[KeyInfo]:
+        """Every key pair's public view, from the store's cached snapshot (re-read only when
+        the file changed), never a secret."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        return [r.info(now) for r in self.state.keys.store.snapshot().values()]
 
     # -- entitlements -------------------------------------------------------------------------
 
@@ -100,7 +123,7 @@ class Operations:
 
     def groups(self, actor: Actor, entity: str) -> list[GroupDef]:
         self.entity(actor, entity, "groups_list")
-        return [g for g in self.state.groups.current() if g.entity == entity]
+        return [g for g in self.current_groups() if g.entity == entity]
 
     def group(self, actor: Actor, entity: str, name: str) -> GroupDef:
         for g in self.groups(actor, entity):
@@ -121,7 +144,7 @@ class Operations:
     def create_group(self, actor: Actor, entity: str, data: Any) -> GroupDef:
         self.entity(actor, entity, "group_create")
         entry = self._entry(entity, data)
-        current = self.state.groups.current()
+        current = self.current_groups()
         try:
             created = self.state.groups.create(entry, actor=actor.name)
         except ConfigError as exc:
@@ -133,7 +156,7 @@ class Operations:
     def replace_group(self, actor: Actor, entity: str, name: str, data: Any) -> GroupDef:
         self.group(actor, entity, name)
         entry = self._entry(entity, data)
-        current = self.state.groups.current()
+        current = self.current_groups()
         index = next((i for i, g in enumerate(current)
                       if g.entity == entity and g.name == name), len(current))
         try:
@@ -169,7 +192,7 @@ class Operations:
         every group reaching a target uses one front end), the sources, categories, filters."""
         self.entity(actor, entity, "group_choices")
         used: dict[str, str] = {}
-        for g in self.state.groups.current():
+        for g in self.current_groups():
             if g.entity == entity and g.name == editing:
                 continue
             for t in g.targets:
@@ -209,7 +232,7 @@ class Operations:
     def keys(self, actor: Actor, entity: str) -> list[KeyInfo]:
         self.entity(actor, entity, "keys_list")
         mine = set(self.session_ids(entity))
-        return [i for i in self.state.keys.list() if i.session_id in mine]
+        return [i for i in self.key_infos() if i.session_id in mine]
 
     def create_key(self, actor: Actor, entity: str, session_id: Any,
                    delete: Any = None) -> dict[str, str]:
@@ -237,10 +260,7 @@ class Operations:
     def key(self, actor: Actor, access_key_id: str, action: str) -> tuple[KeyInfo, str]:
         """The pair and its entity, when ``actor`` may act for that entity. Another entity's
         pair answers 404, exactly like one that does not exist."""
-        try:
-            info = self.state.keys.get(access_key_id)
-        except KeyLifecycleError:
-            info = None
+        info = next((i for i in self.key_infos() if i.access_key_id == access_key_id), None)
         entity = None
         if info is not None:
             entity = next((s.entity for s in self.config.sessions
