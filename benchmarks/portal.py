@@ -154,11 +154,10 @@ async def log_in(url: str, config_path: Path) -> tuple[httpx.AsyncClient, str, f
     http = httpx.AsyncClient(base_url=url, timeout=30)
     r = await http.post("/api/v1/enrol", json={"token": token, "password": PASSWORD})
     totp = pyotp.parse_uri(r.json()["totp_uri"])
-    step = int(time.time() // 30)
-    await http.post("/api/v1/enrol/confirm", json={"token": token, "code": totp.at(step * 30 - 30)})
+    await http.post("/api/v1/enrol/confirm", json={"token": token, "code": totp.now()})
     start = time.perf_counter()
     r = await http.post("/api/v1/login", json={"user": "ops", "password": PASSWORD,
-                                               "code": totp.at(step * 30)})
+                                               "code": totp.at(time.time() + 30)})
     took = (time.perf_counter() - start) * 1000
     r.raise_for_status()
     return http, r.json()["csrf_token"], took

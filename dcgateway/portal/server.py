@@ -87,10 +87,28 @@ class PortalServer:
     async def start(self) -> str:
         p = self.settings
         sock = _listen(p.listen.host, p.listen.port)
-        self.port = sock.getsockname()[1]
-        self.url = bound_url(p.public_url, p.listen.port, self.port)
-        self.app = create_app(self.config, self.state, public_url=self.url,
-                              limits=self.limits, clock=self.clock)
+        try:
+            self.port = sock.getsockname()[1]
+            self.url = bound_url(p.public_url, p.listen.port, self.port)
+            self.app = create_app(self.config, self.state, public_url=self.url,
+                                  limits=self.limits, clock=self.clock)
+            self._server = _Server(self._uvicorn_config())
+        except BaseException:
+            sock.close()                 # e.g. an unreadable certificate: nothing left open
+            raise
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
+                                         name="portal-http")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if self._task.done() or time.monotonic() > deadline:
+                await self.stop()
+                raise OSError(f"the portal did not start on {p.listen.host}:{self.port}")
+            await asyncio.sleep(0.01)
+        log.info("portal on %s", self.url)
+        return self.url
+
+    def _uvicorn_config(self) -> uvicorn.Config:
+        p = self.settings
         tls: dict[str, Any] = {}
         if p.tls is not None:
             tls = {"ssl_certfile": str(p.tls.cert_file), "ssl_keyfile": str(p.tls.key_file)}
@@ -102,17 +120,7 @@ class PortalServer:
         uconfig.load()
         if uconfig.ssl is not None:
             uconfig.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._server = _Server(uconfig)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
-                                         name="portal-http")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                await self.stop()
-                raise OSError(f"the portal did not start on {p.listen.host}:{self.port}")
-            await asyncio.sleep(0.01)
-        log.info("portal on %s", self.url)
-        return self.url
+        return uconfig
 
     @property
     def task(self) -> asyncio.Task | None:

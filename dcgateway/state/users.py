@@ -246,5 +246,13 @@ def open_user_store(data_dir: str | os.PathLike[str], master_key_file: str | os.
                          SecretBox(master_key_file, keystore_path))
 
 
-__all__ = ["FileUserStore", "SecretBox", "USERS_FILE_NAME", "UserRecord", "UserStore",
-           "UserStoreError", "open_user_store", "token_digest"]
+__all__ = [
+    "USERS_FILE_NAME",
+    "FileUserStore",
+    "SecretBox",
+    "UserRecord",
+    "UserStore",
+    "UserStoreError",
+    "open_user_store",
+    "token_digest",
+]

@@ -64,7 +64,11 @@ class Authenticator:
         self.last = 0
 
     async def code(self) -> str:
-        step = max(self.last + 1, int(time.time() // 30) - 1)
+        now = time.time()
+        # the previous step's code, unless that step's acceptance ends within 2 s (a request
+        # crossing the boundary would then be refused)
+        oldest = int(now // 30) - (1 if now % 30 < 28 else 0)
+        step = max(self.last + 1, oldest)
         while step > int(time.time() // 30) + 1:                # bounded: one step at most
             await asyncio.sleep(min(1.0, (step - 1) * 30 - time.time() + 0.05))
         self.last = step

@@ -24,7 +24,7 @@ GROUP = {"name": "clearco-fills", "front_end": "fix",
          "sources": ["ABC123N"], "targets": ["CLRFIX44"]}
 
 
-async def until(predicate, timeout: float = 5.0, what: str = "condition") -> None:
+async def until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():

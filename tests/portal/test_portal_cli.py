@@ -55,10 +55,14 @@ def enrol_over_http(http: httpx.Client, token: str) -> pyotp.TOTP:
     r = http.post("/api/v1/enrol", json={"token": token, "password": PASSWORD})
     assert r.status_code == 200, r.text
     totp = pyotp.parse_uri(r.json()["totp_uri"])
-    step = int(time.time() // 30)
-    r = http.post("/api/v1/enrol/confirm", json={"token": token, "code": totp.at(step * 30 - 30)})
+    r = http.post("/api/v1/enrol/confirm", json={"token": token, "code": totp.now()})
     assert r.status_code == 200, r.text
     return totp
+
+
+def next_code(totp: pyotp.TOTP) -> str:
+    """The next time step's code: fresh after the enrolment's, valid for the next 30-60 s."""
+    return totp.at(time.time() + 30)
 
 
 def test_portal_command_serves_tls_and_stops_on_sigterm(tmp_path, tls_files, capsys):  # noqa: F811
@@ -82,7 +86,7 @@ def test_portal_command_serves_tls_and_stops_on_sigterm(tmp_path, tls_files, cap
             assert page.headers["strict-transport-security"].startswith("max-age=")
             totp = enrol_over_http(http, token)
             r = http.post("/api/v1/login", json={"user": "carl", "password": PASSWORD,
-                                                 "code": totp.now()})
+                                                 "code": next_code(totp)})
             assert r.status_code == 200, r.text
             cookie = r.headers["set-cookie"]
             assert cookie.startswith("__Host-dcgw_session=") and "Secure" in cookie
@@ -130,7 +134,7 @@ def test_demo_starts_the_portal_and_prints_how_to_log_in(tmp_path):
         with httpx.Client(base_url=url, timeout=15) as http:
             totp = enrol_over_http(http, link.group(2))
             r = http.post("/api/v1/login", json={"user": "carl", "password": PASSWORD,
-                                                 "code": totp.now()})
+                                                 "code": next_code(totp)})
             assert r.status_code == 200, r.text
             groups = http.get("/api/v1/entities/CLEARCO/groups").json()["groups"]
             assert {g["name"] for g in groups} == {"clearco-all-fills", "clearco-everything-fix"}
