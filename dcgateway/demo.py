@@ -6,6 +6,11 @@ active), starts the gateway, one order-entry source simulator per source session
 clearing-firm target simulator per target session, and prints once a second the messages in and
 out, each target's copies and backlog, and the fan-out latency p99, until Ctrl-C (or
 ``--duration``), which stops everything cleanly (Logout on every session, journal flushed).
+
+When gateway.yaml has a ``portal:`` section the self-service portal runs beside the gateway (in
+the same event loop) and the demo prints its URL and, for every user not enrolled yet, a fresh
+enrolment link (what ``dcgateway users invite`` makes). A busy portal port is reported and the
+demo goes on without the portal.
 """
 
 from __future__ import annotations
@@ -58,6 +63,37 @@ def demo_credentials(config: GatewayConfig) -> dict[str, tuple[str, str]]:
     private_dir(g.data_dir)
     atomic_write(path, json.dumps(saved, indent=1).encode(), 0o600)
     return {s.comp_id: creds[s.key_scope] for s in config.sessions}
+
+
+async def start_portal(config: GatewayConfig, out: Any) -> Any:
+    """The portal beside the gateway (None without a ``portal:`` section or when its port is
+    busy); prints its URL and how each user logs in the first time."""
+    if config.portal is None:
+        return None
+    from .portal.accounts import enrol_url
+    from .portal.server import PortalServer
+    listen = config.portal.listen
+    server = PortalServer(config)
+    try:
+        url = await server.start()
+    except OSError as exc:
+        print(f"portal: could not listen on {listen.host}:{listen.port} "
+              f"({exc.strerror or exc}); the demo goes on without it", file=out, flush=True)
+        return None
+    accounts = server.app.state.web.accounts
+    lines = [f"portal on {url}: log in with User, Password and a Code from an authenticator "
+             "app; first enrol with your link (works once, valid 24 h):"]
+    for name, person in sorted(accounts.people.items()):
+        who = (f"{name} ({person.role}" + (f" of {', '.join(person.entities)})"
+                                          if person.role != "operator" else ")"))
+        rec = accounts.users.get(name)
+        if rec is not None and rec.is_enrolled:
+            lines.append(f"  {who}: enrolled; log in at {url}/login")
+            continue
+        token, _ = accounts.invite(name, time.time(), 24 * 3600.0)
+        lines.append(f"  {who}: {enrol_url(url, token)}")
+    print("\n".join(lines), file=out, flush=True)
+    return server
 
 
 def _p99_ms(values: list[float]) -> str:
@@ -114,6 +150,7 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
           file=out, flush=True)
     gw_done = asyncio.Event()
     serve = asyncio.create_task(gw.serve(gw_done))
+    portal = await start_portal(config, out)
     sources, targets = [], []
     for sdef in config.sessions:
         signer = logon_signer(*creds[sdef.comp_id])
@@ -145,6 +182,8 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     await asyncio.wait(tasks, timeout=10)
     for s in sources:
         await s.close()
+    if portal is not None:
+        await portal.stop()
     gw_done.set()
     await serve
     for task in tasks:

@@ -112,7 +112,8 @@ def test_help_and_version_exit_0(capsys) -> None:
 
 
 def test_command_table_has_the_implemented_commands_only() -> None:
-    assert set(COMMANDS) == {"run", "check-config", "groups", "keys", "sessions", "replay", "demo"}
+    assert set(COMMANDS) == {"run", "check-config", "groups", "keys", "sessions", "replay", "demo",
+                             "portal", "users"}
 
 
 # -- run ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConfigError, DcGatewayError
-from . import groups, keys, replay, run, sessions
+from . import groups, keys, portal, replay, run, sessions
 from .common import ArgumentError, Output, Parser, ParserExit, Registrar, add_global_options
 
 #: command -> registrar(subparsers, common)
@@ -31,6 +31,8 @@ COMMANDS: dict[str, Registrar] = {
     "sessions": sessions.register,
     "replay": replay.register,
     "demo": run.register_demo,
+    "portal": portal.register_portal,
+    "users": portal.register_users,
 }
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ an interface (:mod:`.base`) with the files under ``data_dir`` as the embedded im
   ``keys.store`` (:class:`~.base.KeyRecords`, encrypted at rest)
 * ``closures``  :class:`~.base.ClosureStore`: port closures
 * ``audit``     :class:`~.base.AuditSink`: who did what, when, from where, with what outcome
+* ``users``     :class:`~.users.UserStore`: the portal's users (credentials, enrolment,
+  lockout), ``data_dir/portal-users.json``
 * :func:`session_rows`: the sessions as a running gateway reports them
 """
 
@@ -23,11 +25,22 @@ from .audit import KINDS, AuditTrail
 from .base import AuditSink, ClosureStore, GroupStore, KeyRecords
 from .groups import FileGroupStore, find_group, folder_lock
 from .status import STATUS_FILE_NAME, read_status, session_rows
+from .users import (
+    USERS_FILE_NAME,
+    FileUserStore,
+    SecretBox,
+    UserRecord,
+    UserStore,
+    UserStoreError,
+    open_user_store,
+)
 
 __all__ = [
     "AuditSink", "AuditTrail", "ClosureStore", "FileGroupStore", "GroupStore", "KINDS",
     "KeyRecords", "STATUS_FILE_NAME", "StateStore", "entity_of_session_id", "find_group",
     "folder_lock", "open_state", "read_status", "session_rows",
+    "FileUserStore", "SecretBox", "USERS_FILE_NAME", "UserRecord", "UserStore", "UserStoreError",
+    "open_user_store",
 ]
 
 
@@ -38,6 +51,7 @@ class StateStore:
     keys: KeyManager
     closures: ClosureStore
     audit: AuditSink
+    users: UserStore | None = None
 
 
 def entity_of_session_id(config: GatewayConfig, session_id: str) -> str | None:
@@ -55,4 +69,6 @@ def open_state(config: GatewayConfig) -> StateStore:
                       audit.log("keys"), environment=g.environment or "DCGW",
                       session_ids={s.key_scope for s in config.sessions})
     return StateStore(config=config, groups=FileGroupStore(config, audit), keys=keys,
-                      closures=PortClosures(state_path(g.data_dir)), audit=audit)
+                      closures=PortClosures(state_path(g.data_dir)), audit=audit,
+                      users=open_user_store(g.data_dir, g.keystore.master_key_file,
+                                            g.keystore.path))
