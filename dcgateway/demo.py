@@ -151,7 +151,8 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     gw_done = asyncio.Event()
     serve = asyncio.create_task(gw.serve(gw_done))
     portal = await start_portal(config, out)
-    sources, targets = [], []
+    sources: list[SourceSimulator] = []
+    targets: list[TargetSimulator] = []
     for sdef in config.sessions:
         signer = logon_signer(*creds[sdef.comp_id])
         if sdef.role == Role.TARGET:

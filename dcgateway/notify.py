@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from typing import Protocol
 
-from .auth.notices import Notice, NoticeLog
+from .auth.notices import ExpiringKey, Notice, NoticeLog
 from .config import Administrator
 
 log = logging.getLogger("dcgateway.notify")
@@ -68,7 +68,7 @@ def compose(notice: Notice, admin: Administrator, entity: str) -> tuple[str, str
 class ExpiryNotifier:
     """``run()`` is the notifier task (owned by the gateway's TaskGroup)."""
 
-    def __init__(self, keys: Callable[[], Iterable], notices: NoticeLog,
+    def __init__(self, keys: Callable[[], Iterable[ExpiringKey]], notices: NoticeLog,
                  owners: Callable[[str], tuple[str, Sequence[Administrator]] | None],
                  mailer: Mailer, *, clock: Callable[[], float],
                  check_interval: float = 86400.0, retry_interval: float = 300.0) -> None:

@@ -255,12 +255,15 @@ class _Candidates:
         self.slow = (len(set(targets)) != len(targets)
                      or len(set(map(id, preds))) != len(preds))
         self.checks = tuple(items)
+        self.fixed: tuple[Route, ...] | None = None
         if not preds:
             seen: set[str] = set()
-            self.fixed: tuple[Route, ...] | None = tuple(
-                r for r, _ in items if not (r.target in seen or seen.add(r.target)))
-        else:
-            self.fixed = None
+            fixed: list[Route] = []
+            for r, _ in items:          # first route to each target, in config order
+                if r.target not in seen:
+                    seen.add(r.target)
+                    fixed.append(r)
+            self.fixed = tuple(fixed)
 
     def classify_select(self, msg: RawMessage) -> tuple[str, tuple[Route, ...]]:
         return self.category, self.select(msg)
@@ -360,6 +363,14 @@ class RoutingTable:
 
     __slots__ = ("_table", "_targets_of", "_front_end", "_groups", "_sessions", "version")
 
+    # Set once in __init__ (through object.__setattr__: __setattr__ refuses every assignment).
+    _table: dict[str, dict[bytes, _Entry]]
+    _targets_of: dict[str, frozenset[str]]
+    _front_end: dict[str, str]
+    _groups: tuple[GroupDef, ...]
+    _sessions: dict[str, SessionDef]
+    version: str
+
     def __init__(self, table: dict[str, dict[bytes, _Entry]], targets_of: dict[str, frozenset[str]],
                  front_end: dict[str, str], groups: tuple[GroupDef, ...],
                  sessions: Mapping[str, SessionDef], version: str) -> None:
@@ -405,7 +416,9 @@ class RoutingTable:
             if classify is None:
                 by_type[mt] = _Candidates(items, cat)
             else:
-                entry = by_type.setdefault(mt, _ByCategory(classify, {}))
+                entry = by_type.get(mt)
+                if not isinstance(entry, _ByCategory):  # None: a MsgType has one classifier
+                    entry = by_type[mt] = _ByCategory(classify, {})
                 entry.by_category[cat] = _Candidates(items, cat)
         targets_of: dict[str, set[str]] = {}
         front_end: dict[str, str] = {}

@@ -21,7 +21,7 @@ import simplefix
 
 Field = tuple[int, "str | bytes | int"]
 #: (header fields, body fields) of a Logon -> credential fields to append (see dcgateway.auth).
-LogonSigner = Callable[[list[Field], list[Field]], list[Field]]
+LogonSigner = Callable[[list[Field], list[Field]], Sequence[Field]]
 
 
 def sending_time(now: float | None = None) -> str:
@@ -160,7 +160,8 @@ class FixClient:
             m.append_pair(122, orig_sending_time)
         for t, v in body:
             m.append_pair(t, _s(v))
-        return m.encode()
+        raw: bytes = m.encode()
+        return raw
 
     def send_raw(self, data: bytes) -> None:
         assert self.writer is not None, "not connected"
@@ -174,7 +175,7 @@ class FixClient:
         return self.send("4", [(123, "Y"), (36, new_seq)], seq=seq, poss_dup=True,
                          orig_sending_time=now, when=now)
 
-    def send(self, msg_type: str, body: Iterable[Field] = (), **kw) -> bytes:
+    def send(self, msg_type: str, body: Iterable[Field] = (), **kw: Any) -> bytes:
         data = self.build(msg_type, body, **kw)
         self.send_raw(data)
         return data
@@ -218,9 +219,10 @@ class FixClient:
             m.append_pair(t, _s(v))
         for t, v in body:
             m.append_pair(t, _s(v))
-        return m.encode()
+        raw: bytes = m.encode()
+        return raw
 
-    async def logon(self, timeout: float = 5.0, **kw) -> simplefix.FixMessage:
+    async def logon(self, timeout: float = 5.0, **kw: Any) -> simplefix.FixMessage:
         """Send a Logon and return the gateway's first answer (a Logon, or a Logout)."""
         if self.writer is None:
             await self.connect()
@@ -293,7 +295,7 @@ class FixClient:
 
     async def wait_closed(self, timeout: float = 5.0) -> list[simplefix.FixMessage]:
         """Read until the gateway closes the connection; returns what arrived meanwhile."""
-        got = []
+        got: list[simplefix.FixMessage] = []
         while True:
             msg = await self.recv(timeout)
             if msg is None:
@@ -344,6 +346,8 @@ def signer_from_args(args: Any) -> LogonSigner:
     Raises ValueError naming what is missing (never echoing a secret)."""
     from dcgateway.auth import logon_signer  # the gateway's client-side signing helper
 
+    key_id: str | None
+    secret: str | None
     if args.key_file:
         key_id, secret = load_key_file(args.key_file, args.comp_id)
     else:

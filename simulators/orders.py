@@ -116,6 +116,10 @@ class _Order:
             if self.cum else "0"
 
 
+#: One step of an order's scripted lifecycle: the next message about it.
+_Step = Callable[[_Order], OrderEvent]
+
+
 class OrderFlow(Iterator[OrderEvent]):
     """Endless, seeded stream of interleaved order lifecycles (see the module docstring).
 
@@ -148,7 +152,7 @@ class OrderFlow(Iterator[OrderEvent]):
             raise ValueError("at least one outcome needs a positive weight")
         self.clock = clock or _now_transact_time
         self.prefix = f"{sender}-{seed}-" if id_prefix is None else id_prefix
-        self._open: dict[str, tuple[_Order, deque]] = {}   # OrderID -> (order, steps)
+        self._open: dict[str, tuple[_Order, deque[_Step]]] = {}   # OrderID -> (order, steps)
         self._n = {"C": 0, "O": 0, "X": 0, "M": 0}
         self.outcome_counts: dict[str, int] = {}
         self._again = False
@@ -206,22 +210,23 @@ class OrderFlow(Iterator[OrderEvent]):
         f += [(60, self.clock()), (38, str(o.qty)), (40, "2"), (44, str(o.price)), (59, "0")]
         return OrderEvent("D", f, f"D:{o.clordid}", o.sub_id)
 
-    def _script(self, o: _Order, outcome: str) -> list[Callable[[_Order], OrderEvent]]:
+    def _script(self, o: _Order, outcome: str) -> list[_Step]:
         """The steps after the NewOrderSingle for ``outcome``."""
         if outcome == "reject":
             return [self._reject]
-        fills = [self._fills]
-        return {
-            "fill": [self._ack] + fills,
-            "partial_cancel": [self._ack] + ([self._fill] if o.qty > 1 else [])
-            + [self._cancel_request, self._cancel_ack],
+        fills: list[_Step] = [self._fills]
+        scripts: dict[str, list[_Step]] = {
+            "fill": [self._ack, *fills],
+            "partial_cancel": [self._ack, *([self._fill] if o.qty > 1 else []),
+                               self._cancel_request, self._cancel_ack],
             "cancel": [self._ack, self._cancel_request, self._cancel_ack],
             "cancel_reject": [self._ack, self._fill_all, self._cancel_request,
                               self._cancel_reject],
-            "replace": [self._ack, self._replace_request, self._replace_ack] + fills,
+            "replace": [self._ack, self._replace_request, self._replace_ack, *fills],
             "bust": [self._ack, self._fill_all, self._trade_cancel],
             "correct": [self._ack, self._fill_all, self._trade_correct],
-        }[outcome]
+        }
+        return scripts[outcome]
 
     def _ack(self, o: _Order) -> OrderEvent:
         o.acked, o.status = True, "0"
@@ -323,10 +328,14 @@ class OrderFlow(Iterator[OrderEvent]):
         if not affected:
             return None
         report_id = self._id("M")
+
+        def mass_cancel_ack(o: _Order) -> OrderEvent:
+            return self._cancel_ack(o, f"mass cancel {report_id}")
+
         for o, steps in affected:
             o.pending_request = True        # its cancel is on the way: no second mass action
             steps.clear()
-            steps.append(lambda o, r=report_id: self._cancel_ack(o, f"mass cancel {r}"))
+            steps.append(mass_cancel_ack)
         f = [(1369, report_id), (1373, "3"), (1374, "1"), (1375, "1"),
              (533, str(len(affected))), (60, self.clock())] + self._instrument(anchor)
         return OrderEvent("BZ", f, f"BZ:{report_id}", anchor.sub_id)

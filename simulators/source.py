@@ -111,8 +111,8 @@ class SourceSimulator:
         self._in_resend_pending = False
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
-        self._reader_task: asyncio.Task | None = None
-        self._sync_waiters: dict[str, asyncio.Future] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self._sync_waiters: dict[str, asyncio.Future[bool]] = {}   # True: answered
         self._logout_done: asyncio.Event | None = None
         self._closing = False
         self._t0: float | None = None

@@ -47,7 +47,6 @@ from .orders import message_key
 
 __all__ = ["TargetSimulator", "Delivery", "main"]
 
-_MISSING = object()
 _MAX_NOTES = 50                     # bound on the texts kept per problem list
 
 
@@ -167,7 +166,9 @@ class TargetSimulator:
         bound (:attr:`error` says so). Logs on first (or again, continuing the sequence, after a
         drop). ``logout``: Logout at the end, else stay logged on for another run. Returns
         :meth:`stats`."""
-        if isinstance(until, (int, float)) and not isinstance(until, bool):
+        if isinstance(until, bool):         # not a count: neither a number nor a predicate
+            raise TypeError("until: expected a predicate, a count (int) or a duration (float)")
+        if isinstance(until, (int, float)):
             count, duration = (until, duration) if isinstance(until, int) else (count, until)
             until = None
         loop = asyncio.get_running_loop()
@@ -411,13 +412,13 @@ class TargetSimulator:
     def _drain(self) -> None:
         q = self._queue
         while q:
-            m = q.pop(self.expected, _MISSING)
-            if m is _MISSING:
+            if self.expected not in q:
                 break
+            m = q.pop(self.expected)
             if m is None:
                 self.expected += 1
             else:
-                self._process(m)        # type: ignore[arg-type]
+                self._process(m)
         self._request_gap()
 
     def _jump(self, new_seq: int) -> None:

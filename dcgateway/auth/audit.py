@@ -37,7 +37,8 @@ class AuditLog:
         return f"AuditLog({str(self.path)!r})"
 
     def record(self, action: str, *, who: str | None, access_key_id: str | None,
-               session_id: str | None, now: datetime | None = None, **extra: Any) -> dict:
+               session_id: str | None, now: datetime | None = None, **extra: Any
+               ) -> dict[str, Any]:
         """Append one entry and fsync it. Returns the entry written."""
         for name in extra:
             if any(word in name.lower() for word in _FORBIDDEN):
@@ -57,7 +58,7 @@ class AuditLog:
             os.close(fd)
         return entry
 
-    def entries(self) -> Iterator[dict]:
+    def entries(self) -> Iterator[dict[str, Any]]:
         """Every entry, oldest first (a torn last line from a crash is skipped)."""
         try:
             f = open(self.path, "rb")

@@ -22,7 +22,7 @@ import os
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import StoreError
 from ..fsutil import atomic_write, exclusive_lock
@@ -40,17 +40,26 @@ class Notice(NamedTuple):
     expires: datetime
 
 
-class _Key(Protocol):
-    access_key_id: str
-    session_id: str
-    expires: datetime
-    deleted: datetime | None
+class ExpiringKey(Protocol):
+    """What a notice needs of a key (a KeyRecord or a KeyInfo: frozen, so read-only here)."""
+
+    @property
+    def access_key_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def expires(self) -> datetime: ...
+
+    @property
+    def deleted(self) -> datetime | None: ...
 
 
 SentSet = Collection[tuple[str, int]]
 
 
-def due_notices(keys: Iterable[_Key], now: datetime, already_sent: SentSet,
+def due_notices(keys: Iterable[ExpiringKey], now: datetime, already_sent: SentSet,
                 thresholds: Iterable[int] = THRESHOLDS_DAYS) -> list[Notice]:
     """The notices due at ``now`` for ``keys`` (records or infos of the key store), given the
     ``(access_key_id, threshold_days)`` pairs already sent. Ordered by expiry."""
@@ -77,7 +86,7 @@ class NoticeLog:
     def __repr__(self) -> str:
         return f"NoticeLog({str(self.path)!r})"
 
-    def _read(self) -> list[dict]:
+    def _read(self) -> list[dict[str, Any]]:
         try:
             with open(self.path, "rb") as f:
                 doc = json.load(f)
@@ -94,7 +103,7 @@ class NoticeLog:
     def sent(self) -> set[tuple[str, int]]:
         return {(str(e["access_key_id"]), int(e["threshold_days"])) for e in self._read()}
 
-    def due(self, keys: Iterable[_Key], now: datetime) -> list[Notice]:
+    def due(self, keys: Iterable[ExpiringKey], now: datetime) -> list[Notice]:
         return due_notices(keys, now, self.sent())
 
     def remember(self, notices: Iterable[Notice], now: datetime,
@@ -114,4 +123,4 @@ class NoticeLog:
                                                indent=1).encode() + b"\n", 0o600)
 
 
-__all__ = ["Notice", "NoticeLog", "THRESHOLDS_DAYS", "NOTICES_FILE_NAME", "due_notices"]
+__all__ = ["ExpiringKey", "Notice", "NoticeLog", "THRESHOLDS_DAYS", "NOTICES_FILE_NAME", "due_notices"]

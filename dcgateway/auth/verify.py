@@ -54,10 +54,11 @@ import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..fix import tags as T
 from ..fix.codec import FieldError, RawMessage
+from ..fix.session_types import AuthDecision as AuthDecision  # the session's, re-exported
 from ..fix.timefmt import parse_utc_timestamp
 from ..ratelog import RateLimitedLog
 from .canonical import CANONICAL_TAGS, canonical_values, key_scope, required_tags
@@ -86,15 +87,6 @@ _LENGTH_TAGS = frozenset(_CREDENTIAL_TAGS) - {T.ENCRYPTED_PASSWORD_METHOD}
 _SENDING_TIME_INDEX = CANONICAL_TAGS.index(T.SENDING_TIME)
 
 
-class AuthDecision(NamedTuple):
-    """The answer to a Logon: ``ok``; on refusal, ``reason`` (log/metric label) and ``text``
-    (the Logout's 58)."""
-
-    ok: bool
-    reason: str = ""
-    text: str = ""
-
-
 class SessionAuth(NamedTuple):
     """What the authenticator needs to know of a configured session."""
 
@@ -109,6 +101,19 @@ def session_auth(comp_id: str, profile: str) -> SessionAuth:
 
 class KeyProvider(Protocol):
     def snapshot(self) -> Mapping[str, KeyRecord]: ...
+
+
+class Closures(Protocol):
+    """Where port closures are kept: :class:`~.lockout.PortClosures`, or the state store's
+    closures (``dcgateway.state.ClosureStore``), which the gateway passes."""
+
+    def is_locked(self, comp_id: str) -> bool: ...
+
+    def locked(self) -> dict[str, dict[str, Any]]: ...
+
+    def lock(self, comp_id: str, *, now: float, reason: str) -> None: ...
+
+    def unlock(self, comp_id: str) -> bool: ...
 
 
 def _normalize(sessions: Mapping[str, SessionAuth | tuple[str, Iterable[int]]]
@@ -136,7 +141,7 @@ class LogonAuthenticator:
     def __init__(self, keys: KeyProvider,
                  sessions: Mapping[str, SessionAuth | tuple[str, Iterable[int]]], *,
                  state_dir: str | os.PathLike[str] | None = None,
-                 closures: PortClosures | None = None,
+                 closures: Closures | None = None,
                  sending_time_tolerance_s: float = 30.0,
                  max_invalid_logons: int = 5, invalid_logon_window_s: float = 60.0) -> None:
         if closures is None:

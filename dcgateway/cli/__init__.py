@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import ConfigError, DcGatewayError
 from . import groups, keys, portal, replay, run, sessions
-from .common import ArgumentError, Output, Parser, ParserExit, Registrar, add_global_options
+from .common import (
+    ArgumentError,
+    Handler,
+    Output,
+    Parser,
+    ParserExit,
+    Registrar,
+    add_global_options,
+)
 
 #: command -> registrar(subparsers, common)
 COMMANDS: dict[str, Registrar] = {
@@ -65,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Output(args.json)
     try:
-        return args.handler(args, out)
+        handler: Handler = args.handler
+        return handler(args, out)
     except ConfigError as exc:
         return out.fail(exc.problems, exc.exit_code)
     except DcGatewayError as exc:

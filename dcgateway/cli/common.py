@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import GatewayConfig, load_config
 from ..errors import UsageError
@@ -43,10 +43,10 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors (exit 2) and --help/--version (exit 0) return from
     :func:`main` instead of calling sys.exit, so ``main([...])`` always returns an int."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ArgumentError(self.format_usage(), message)
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             sys.stderr.write(message)
         raise ParserExit(status)
@@ -68,7 +68,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> No
 def add_command(subparsers: Any, common: argparse.ArgumentParser, name: str, handler: Handler,
                 help: str) -> argparse.ArgumentParser:
     """Add one leaf subcommand that runs ``handler(args, out) -> exit code``."""
-    parser = subparsers.add_parser(name, parents=[common], help=help, description=help)
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, parents=[common], help=help,
+                                                            description=help)
     parser.set_defaults(handler=handler)
     return parser
 

@@ -8,7 +8,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import yaml
 
@@ -100,6 +100,9 @@ def _split(values: Sequence[str] | None) -> list[str]:
     return [v for value in values or () for v in re.split(r"[\s,]+", value) if v]
 
 
+_T = TypeVar("_T")
+
+
 class _Prompter:
     """Asks for the missing steps of ``groups create`` on a terminal. Prompts go to stderr, so
     that stdout stays one JSON document with --json."""
@@ -109,7 +112,7 @@ class _Prompter:
     def __init__(self, stdin: TextIO, stderr: TextIO) -> None:
         self.stdin, self.stderr = stdin, stderr
 
-    def ask(self, prompt: str, check: Callable[[str], Any], default: str | None = None) -> Any:
+    def ask(self, prompt: str, check: Callable[[str], _T], default: str | None = None) -> _T:
         shown = f"{prompt} [{default}]: " if default else f"{prompt}: "
         for _ in range(self.ATTEMPTS):
             self.stderr.write(shown)
@@ -176,8 +179,7 @@ def _create_data(args: argparse.Namespace, config: GatewayConfig) -> dict[str, A
         ("--entity", args.entity), ("--name", args.name), ("--front-end", args.front_end),
         ("--filter categories=...", filters.get("categories")), ("--source", sources),
         ("--target", targets)) if not value]
-    ask = _Prompter(sys.stdin, sys.stderr) if missing and _isatty(sys.stdin) else None
-    if missing and ask is None:
+    if missing and not _isatty(sys.stdin):
         raise UsageError("missing " + ", ".join(missing) + " (stdin is not a terminal, so "
                          "there is nothing to prompt)")
     if args.entity is not None:
@@ -187,6 +189,7 @@ def _create_data(args: argparse.Namespace, config: GatewayConfig) -> dict[str, A
     if not entities:
         raise UsageError(f"{args.actor} does not administer any entity" if args.actor
                          else "no entities in the configuration")
+    ask = _Prompter(sys.stdin, sys.stderr)      # used only for what is missing (a terminal)
     entity = args.entity or ask.one_of("1/6 registered entity", entities)
     require_admin(config, args.actor, entity)
 

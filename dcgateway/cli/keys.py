@@ -21,6 +21,16 @@ def _entity_of_scope(config: GatewayConfig, session_id: str) -> str | None:
     return entity_of_session_id(config, session_id)
 
 
+def _administers(config: GatewayConfig, actor: str, session_id: str) -> bool:
+    """Whether ``actor`` administers the entity of Session ID ``session_id`` (True when no
+    configured session uses that key scope)."""
+    name = _entity_of_scope(config, session_id)
+    if name is None:
+        return True
+    entity = config.entity(name)
+    return entity is not None and entity.administers(actor)
+
+
 def _check_actor(config: GatewayConfig, actor: str | None, session_id: str) -> str:
     entity = _entity_of_scope(config, session_id)
     if entity is not None:
@@ -51,8 +61,7 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
     km = _manager(config)
     infos = km.list(args.session_id)
     if args.actor is not None:
-        infos = [i for i in infos if _entity_of_scope(config, i.session_id) is None or
-                 config.entity(_entity_of_scope(config, i.session_id)).administers(args.actor)]
+        infos = [i for i in infos if _administers(config, args.actor, i.session_id)]
     rows = [("SESSION_ID", "ACCESS_KEY_ID", "CREATED", "EXPIRES", "STATUS")]
     for i in infos:
         j = i.to_json()

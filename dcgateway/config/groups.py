@@ -43,6 +43,7 @@ from .model import (
 from .yamlread import (
     BAD,
     REQUIRED,
+    Bad,
     Context,
     MapNode,
     Parser,
@@ -88,15 +89,18 @@ class _Refs:
 _filter_value = text_of(_VALUE_RE, "a value of 1-128 characters, no control characters")
 
 
-@expects("a FIX Side (54) code 1-9, A-G, or one of " + ", ".join(SIDE_NAMES))
-def _side_value(ctx: Context, node: Node, path: str) -> str:
-    text = scalar(ctx, node, path, _side_value.expected)
+_SIDE_EXPECTED = "a FIX Side (54) code 1-9, A-G, or one of " + ", ".join(SIDE_NAMES)
+
+
+@expects(_SIDE_EXPECTED)
+def _side_value(ctx: Context, node: Node, path: str) -> str | Bad:
+    text = scalar(ctx, node, path, _SIDE_EXPECTED)
     if text is BAD:
         return BAD
     code = SIDE_NAMES.get(text.lower(), text)
     if code not in SIDE_CODES:
         ctx.problem(node_line(node), path, f"{text!r} is not a Side (54) value",
-                    _side_value.expected)
+                    _SIDE_EXPECTED)
         return BAD
     return code
 
@@ -106,12 +110,14 @@ def _include_exclude(item: Parser) -> Parser:
     values = list_of(item, "a non-empty list of values")
 
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> IncludeExclude:
+    def parse(ctx: Context, node: Node, path: str) -> IncludeExclude | Bad:
         if isinstance(node, SequenceNode):
             got = values(ctx, node, path)
             return BAD if got is BAD else IncludeExclude(frozenset(got))
         m = MapNode.of(ctx, node, path, expected)
-        v = m.fields({"include": (values, None), "exclude": (values, ())}) if m else None
+        if m is None:
+            return BAD
+        v = m.fields({"include": (values, None), "exclude": (values, ())})
         if v is None:
             return BAD
         if v["include"] is None and not v["exclude"]:
@@ -138,7 +144,7 @@ def _session_ref(refs: _Refs, role: str, entity: str | None, eligible: list[str]
     """One comp_id: a configured session of ``role`` (and of ``entity`` when given)."""
     whose = f" of entity {entity}" if entity is not None else ""
 
-    def item(ctx: Context, node: Node, path: str) -> str:
+    def item(ctx: Context, node: Node, path: str) -> str | Bad:
         comp_id = scalar(ctx, node, path, f"the comp_id of a {role} session")
         if comp_id is BAD or refs.known is None:
             return comp_id
@@ -168,8 +174,8 @@ def _session_refs(refs: _Refs, role: str, entity: str | None) -> Parser:
     items = list_of(_session_ref(refs, role, entity, eligible), expected)
 
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> tuple[str, ...]:
-        got = items(ctx, node, path)
+    def parse(ctx: Context, node: Node, path: str) -> tuple[str, ...] | Bad:
+        got: tuple[str, ...] | Bad = items(ctx, node, path)
         if got is BAD:
             return BAD
         for i, comp_id in enumerate(got):
@@ -238,8 +244,10 @@ def _sources_per_target(ctx: Context, refs: _Refs) -> GroupCheck:
             before = len(sources)
             sources.update(group.sources)
             session = refs.sessions.get(target)
-            limit = MAX_SOURCES_PER_TARGET[session.profile] if session else None
-            if limit is not None and len(sources) > limit >= before:
+            if session is None:     # defined but invalid: reported in gateway.yaml
+                continue
+            limit = MAX_SOURCES_PER_TARGET[session.profile]
+            if len(sources) > limit >= before:
                 across = "" if len(group.sources) == len(sources) else " (over all its groups)"
                 ctx.problem(m.key_lines["sources"], join_path(m.path, "sources"),
                             f"{len(sources)} source sender comps reach {session.profile} "
@@ -285,14 +293,14 @@ def _check_groups(ctx: Context, parsed: list[tuple[GroupDef, MapNode]], refs: _R
 
 
 def _parse_groups_root(ctx: Context, root: Node | None, refs: _Refs) -> tuple[GroupDef, ...]:
-    if is_null(root):
+    if root is None or is_null(root):
         return ()
     m = MapNode.of(ctx, root, "", "a mapping with the key groups")
     if m is None:
         return ()
     m.allow(("groups",))
     node = m.nodes.get("groups")
-    if is_null(node):
+    if node is None or is_null(node):
         return ()
     items = sequence_items(ctx, node, "groups", "a list of groups")
     if items is BAD:

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import enum
 import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
@@ -37,8 +38,15 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError
 
+
+class Bad(enum.Enum):
+    """The type of :data:`BAD`. One member, so that ``if x is BAD: return`` narrows a parser's
+    ``T | Bad`` result to ``T`` for the type checker."""
+    BAD = "BAD"
+
+
 #: A parser's result when the value was bad (the problem is already reported).
-BAD: Any = object()
+BAD: Final = Bad.BAD
 #: A field default meaning "must be given".
 REQUIRED: Any = object()
 
@@ -48,11 +56,6 @@ _HHMM_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 #: Entity, administrator and group names.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_EXPECTED = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-
-#: A parse function: (ctx, node, path) -> value, or BAD once the problem is reported.
-Parser = Callable[..., Any]
-#: A mapping's fields: key -> (parser, default or REQUIRED).
-Spec = Mapping[str, tuple[Parser, Any]]
 
 
 class NodeLoader(yaml.SafeLoader):
@@ -76,6 +79,14 @@ class Context:
     def problems(self) -> list[str]:
         """In file order (a stable sort keeps same-line problems in the order found)."""
         return [text for _, text in sorted(self._found, key=lambda found: found[0])]
+
+
+#: A parse function: (ctx, node, path) -> value, or BAD once the problem is reported. It carries
+#: what it expects as ``.expected`` (see :func:`expects` and :func:`expected_of`).
+Parser = Callable[[Context, Node, str], Any]
+#: A mapping's fields: key -> (parser, default or REQUIRED).
+Spec = Mapping[str, tuple[Parser, Any]]
+_ParserT = TypeVar("_ParserT", bound=Parser)
 
 
 def node_line(node: Node) -> int:
@@ -113,12 +124,19 @@ def choices_text(items: Iterable[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-def expects(expected: str) -> Callable[[Parser], Parser]:
+def expects(expected: str) -> Callable[[_ParserT], _ParserT]:
     """Tags a parse function with what it expects (used when its key is missing)."""
-    def deco(fn: Parser) -> Parser:
-        fn.expected = expected
+    def deco(fn: _ParserT) -> _ParserT:
+        setattr(fn, "expected", expected)   # a function attribute, read by expected_of
         return fn
     return deco
+
+
+def expected_of(parse: Parser) -> str:
+    """What ``parse`` expects, as tagged by :func:`expects` (the type checker does not model
+    attributes set on functions, hence getattr)."""
+    expected: str = getattr(parse, "expected")
+    return expected
 
 
 class MapNode:
@@ -130,7 +148,7 @@ class MapNode:
         self.key_lines: dict[str, int] = {}
         try:
             ctx.loader.flatten_mapping(node)   # YAML merge keys (<<: *anchor)
-        except yaml.YAMLError as exc:
+        except yaml.MarkedYAMLError as exc:     # flatten_mapping raises ConstructorError
             ctx.problem(self.line, path or "(top)", f"bad merge key: {exc.problem}",
                         "<< followed by a mapping or a list of mappings")
         for key_node, value_node in node.value:
@@ -165,11 +183,11 @@ class MapNode:
     def get(self, key: str, parse: Parser, default: Any = REQUIRED) -> Any:
         node = self.nodes.get(key)
         path = join_path(self.path, key)
-        if is_null(node):
+        if node is None or is_null(node):
             if default is REQUIRED:
                 line = self.line if node is None else node_line(node)
                 self.ctx.problem(line, path, "missing" if node is None else "no value",
-                                 parse.expected)
+                                 expected_of(parse))
                 return BAD
             return default
         return parse(self.ctx, node, path)
@@ -185,18 +203,19 @@ class MapNode:
 # Value parsers
 # ---------------------------------------------------------------------------------------------
 
-def scalar(ctx: Context, node: Node, path: str, expected: str) -> str:
+def scalar(ctx: Context, node: Node, path: str, expected: str) -> str | Bad:
     """The scalar's text as written (no YAML 1.1 typing), or BAD."""
     if not isinstance(node, ScalarNode) or is_null(node):
         ctx.problem(node_line(node), path, f"{describe(node)} given", expected)
         return BAD
-    return node.value
+    text: str = node.value                  # a scalar node's value is its text
+    return text
 
 
 def text_of(pattern: re.Pattern[str], expected: str) -> Parser:
     """Text that ``pattern`` matches in full."""
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> str:
+    def parse(ctx: Context, node: Node, path: str) -> str | Bad:
         text = scalar(ctx, node, path, expected)
         if text is not BAD and not pattern.fullmatch(text):
             ctx.problem(node_line(node), path, f"{text!r} is not valid", expected)
@@ -211,7 +230,7 @@ def one_of(choices: Sequence[str], fold: bool = False, unknown: str = "{!r} is n
     expected = "one of " + choices_text(choices)
 
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> str:
+    def parse(ctx: Context, node: Node, path: str) -> str | Bad:
         text = scalar(ctx, node, path, expected)
         if text is BAD:
             return BAD
@@ -229,7 +248,7 @@ def number(lo: float, hi: float, *, integer: bool) -> Parser:
                 else f"{kind} from {lo:g} to {hi:g}")
 
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> float | int:
+    def parse(ctx: Context, node: Node, path: str) -> float | int | Bad:
         text = scalar(ctx, node, path, expected)
         if text is BAD:
             return BAD
@@ -246,27 +265,33 @@ def number(lo: float, hi: float, *, integer: bool) -> Parser:
 
 
 @expects("true or false")
-def parse_bool(ctx: Context, node: Node, path: str) -> bool:
+def parse_bool(ctx: Context, node: Node, path: str) -> bool | Bad:
     if isinstance(node, ScalarNode) and node.tag == _BOOL_TAG:
         return bool(ctx.loader.construct_yaml_bool(node))
     ctx.problem(node_line(node), path, f"{describe(node)} given", "true or false")
     return BAD
 
 
-@expects('a quoted 24-hour time "HH:MM"')
-def parse_hhmm(ctx: Context, node: Node, path: str) -> datetime.time:
-    text = scalar(ctx, node, path, parse_hhmm.expected)
+_HHMM_EXPECTED = 'a quoted 24-hour time "HH:MM"'
+
+
+@expects(_HHMM_EXPECTED)
+def parse_hhmm(ctx: Context, node: Node, path: str) -> datetime.time | Bad:
+    text = scalar(ctx, node, path, _HHMM_EXPECTED)
     match = _HHMM_RE.fullmatch(text) if text is not BAD else None
     if match is None:
         if text is not BAD:
-            ctx.problem(node_line(node), path, f"{text!r} is not a time", parse_hhmm.expected)
+            ctx.problem(node_line(node), path, f"{text!r} is not a time", _HHMM_EXPECTED)
         return BAD
     return datetime.time(int(match[1]), int(match[2]))
 
 
-@expects("an IANA time zone name such as America/Chicago")
-def parse_tz(ctx: Context, node: Node, path: str) -> ZoneInfo:
-    text = scalar(ctx, node, path, parse_tz.expected)
+_TZ_EXPECTED = "an IANA time zone name such as America/Chicago"
+
+
+@expects(_TZ_EXPECTED)
+def parse_tz(ctx: Context, node: Node, path: str) -> ZoneInfo | Bad:
+    text = scalar(ctx, node, path, _TZ_EXPECTED)
     if text is BAD:
         return BAD
     try:
@@ -275,7 +300,7 @@ def parse_tz(ctx: Context, node: Node, path: str) -> ZoneInfo:
         close = difflib.get_close_matches(text, sorted(available_timezones()), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         ctx.problem(node_line(node), path, f"{text!r} is not a known time zone{hint}",
-                    parse_tz.expected)
+                    _TZ_EXPECTED)
         return BAD
 
 
@@ -296,7 +321,7 @@ def file_path(base: Path, must_exist: bool = False) -> Parser:
     expected = "a file path (relative to this file's folder)"
 
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> Path:
+    def parse(ctx: Context, node: Node, path: str) -> Path | Bad:
         text = scalar(ctx, node, path, expected)
         if text is BAD:
             return BAD
@@ -320,7 +345,7 @@ def record(spec: Spec, build: Callable[..., Any], expected: str) -> Parser:
 
 
 def sequence_items(ctx: Context, node: Node, path: str, expected: str
-                   ) -> list[tuple[Node, str]] | Any:
+                   ) -> list[tuple[Node, str]] | Bad:
     """A list node's items with their paths (``groups[0]``, ...), or BAD."""
     if not isinstance(node, SequenceNode):
         what = (f"{describe(node)} is a single value" if isinstance(node, ScalarNode)
@@ -333,7 +358,7 @@ def sequence_items(ctx: Context, node: Node, path: str, expected: str
 def list_of(item: Parser, expected: str, non_empty: bool = True) -> Parser:
     """A list of ``item`` values, as a tuple; BAD when any item is bad."""
     @expects(expected)
-    def parse(ctx: Context, node: Node, path: str) -> tuple:
+    def parse(ctx: Context, node: Node, path: str) -> tuple[Any, ...] | Bad:
         items = sequence_items(ctx, node, path, expected)
         if items is BAD:
             return BAD
@@ -363,8 +388,9 @@ def yaml_problem(display: str | None, exc: yaml.YAMLError, text: str) -> str:
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         what += f" (character U+{code:04X})"
     context = getattr(exc, "context", None)
-    if context and getattr(exc, "context_mark", None) is not None:
-        what += f" ({context} on line {exc.context_mark.line + 1})"
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        what += f" ({context} on line {context_mark.line + 1})"
     where = f"{display}:{line}: " if display is not None else f"line {line}: "
     return f"{where}invalid YAML at column {column}: {what}; expected well-formed YAML"
 

@@ -52,7 +52,8 @@ class BatchHistogram:
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self.bounds = bounds
-        self._le = [floatToGoString(b) for b in bounds] + ["+Inf"]
+        # prometheus_client leaves floatToGoString unannotated (float -> str)
+        self._le = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         self.children: dict[tuple[str, ...], BatchHistogram.Child] = {}
 
     def child(self, *labelvalues: str) -> "BatchHistogram.Child":

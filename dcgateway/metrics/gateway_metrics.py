@@ -38,10 +38,11 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from .. import __version__
@@ -67,6 +68,15 @@ def _group_name(group: Any) -> str:
     return group if isinstance(group, str) else f"{group.entity}/{group.name}"
 
 
+_W = TypeVar("_W", bound=MetricWrapperBase)
+
+
+class _Add(Protocol):
+    """:meth:`_WithoutCreated.add`: takes a metric, returns it (its own type)."""
+
+    def __call__(self, metric: _W, /) -> _W: ...
+
+
 class _WithoutCreated(Collector):
     """prometheus_client metrics made without a registry, exposed without their ``_created``
     samples: in the text format each would be one more gauge series per child (doubling the
@@ -74,9 +84,9 @@ class _WithoutCreated(Collector):
     ``prometheus_client.disable_created_metrics()``, which is process-wide state."""
 
     def __init__(self) -> None:
-        self.metrics: list[Any] = []
+        self.metrics: list[MetricWrapperBase] = []
 
-    def add(self, metric: Any) -> Any:
+    def add(self, metric: _W) -> _W:
         self.metrics.append(metric)
         return metric
 
@@ -140,7 +150,7 @@ class GatewayMetrics:
 
     # -- construction ---------------------------------------------------------------------------
 
-    def _build_counters(self, add: Callable[[Any], Any]) -> None:
+    def _build_counters(self, add: _Add) -> None:
         s, sc = ("session",), ("session", "category")
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -189,7 +199,7 @@ class GatewayMetrics:
         self.config_reload_failures = counter("config_reload_failures",
                                               "Groups reloads refused (the old table stayed).")
 
-    def _build_gauges(self, add: Callable[[Any], Any], sessions: list[Any],
+    def _build_gauges(self, add: _Add, sessions: list[Any],
                       version: str) -> None:
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
             return add(Gauge(PREFIX + name, doc, labels, registry=None))
@@ -215,7 +225,7 @@ class GatewayMetrics:
             "journal_recovery_duration_seconds", "How long the journal recovery scan took at "
             "start.")
 
-    def _build_histograms(self, add: Callable[[Any], Any]) -> None:
+    def _build_histograms(self, add: _Add) -> None:
         self.journal_fsync_duration_seconds = add(Histogram(
             PREFIX + "journal_fsync_duration_seconds",
             "Duration of one journal fdatasync (group commit).", buckets=FSYNC_BUCKETS,

@@ -42,17 +42,23 @@ class AuditTrail:
         return self._logs[kind]
 
     def record(self, kind: str, action: str, *, who: str | None, entity: str | None = None,
-               outcome: str = "ok", address: str | None = None, **fields: Any) -> dict:
+               outcome: str = "ok", address: str | None = None, **fields: Any
+               ) -> dict[str, Any]:
         extra = {k: v for k, v in fields.items() if v is not None}
         if address is None and kind != "portal":
             extra.setdefault("os_user", _os_user())
-        return self._logs[kind].record(
-            action, who=who, access_key_id=extra.pop("access_key_id", None),
-            session_id=extra.pop("session_id", None), entity=entity, outcome=outcome,
-            **({"address": address} if address else {}), **extra)
+        access_key_id = extra.pop("access_key_id", None)
+        session_id = extra.pop("session_id", None)
+        # The entry's fields in this order: entity, outcome, [address], then the rest.
+        more: dict[str, Any] = {"entity": entity, "outcome": outcome}
+        if address:
+            more["address"] = address
+        more.update(extra)
+        return self._logs[kind].record(action, who=who, access_key_id=access_key_id,
+                                       session_id=session_id, **more)
 
-    def entries(self, entity: str | None = None) -> Iterator[dict]:
-        def tagged(kind: str) -> list[tuple[str, int, dict]]:
+    def entries(self, entity: str | None = None) -> Iterator[dict[str, Any]]:
+        def tagged(kind: str) -> list[tuple[str, int, dict[str, Any]]]:
             out = []
             for i, e in enumerate(self._logs[kind].entries()):
                 if e.get("entity") is None and e.get("session_id"):
