@@ -49,10 +49,12 @@ from .yamlread import (
     NAME_EXPECTED,
     NAME_RE,
     REQUIRED,
+    Bad,
     Context,
     MapNode,
     Parser,
     Spec,
+    expects,
     file_path,
     is_null,
     join_path,
@@ -95,12 +97,10 @@ _local_time = record({"time": (parse_hhmm, REQUIRED), "tz": (parse_tz, REQUIRED)
 _weekday_name = one_of(WEEKDAYS, fold=True)
 
 
-def _weekday(ctx: Context, node: Node, path: str) -> int:
+@expects("one of " + ", ".join(WEEKDAYS))
+def _weekday(ctx: Context, node: Node, path: str) -> int | Bad:
     day = _weekday_name(ctx, node, path)
     return BAD if day is BAD else WEEKDAYS.index(day)
-
-
-_weekday.expected = "one of " + ", ".join(WEEKDAYS)
 _week_start = record({"day": (_weekday, REQUIRED), "time": (parse_hhmm, REQUIRED),
                       "tz": (parse_tz, REQUIRED)}, WeekStart,
                      'a mapping {day: WEEKDAY, time: "HH:MM", tz: ZONE}')
@@ -117,7 +117,7 @@ def _tls(base: Path) -> Parser:
                   "a mapping {cert_file: ..., key_file: ..., [ca_file, require_client_cert]}")
 
 
-def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
+def _gateway_spec(base: Path) -> Spec:
     """gateway: key -> (parser, default); paths resolve against ``base``."""
     return {
         "comp_id": (_comp_id, REQUIRED),
@@ -152,7 +152,8 @@ def _gateway_spec(base: Path) -> dict[str, tuple[Callable, Any]]:
 
 
 #: Cross-field rules: (field, other field, holds(value, other), what is wrong, expected).
-_GATEWAY_RULES = (
+_Rule = tuple[str, str, Callable[[Any, Any], bool], str, str]
+_GATEWAY_RULES: tuple[_Rule, ...] = (
     ("heartbeat_min_s", "heartbeat_max_s", lambda a, b: a <= b, "is above heartbeat_max_s",
      "heartbeat_min_s <= heartbeat_max_s"),
     ("write_buffer_low", "write_buffer_high", lambda a, b: a < b,
@@ -214,7 +215,7 @@ def _parse_entities(ctx: Context, node: Node) -> tuple[tuple[Entity, ...], set[s
                             "each entity once")
                 continue
             names[name] = node_line(m.nodes["name"])
-        if values is None:
+        if values is None or m is None:
             continue
         admins = [a.name for a in values["administrators"]]
         dup = sorted({a for a in admins if admins.count(a) > 1})
@@ -233,7 +234,7 @@ def _parse_entities(ctx: Context, node: Node) -> tuple[tuple[Entity, ...], set[s
 _SESSIONS_EXPECTED = "a list of {comp_id, role, entity, profile, begin_string}"
 
 
-def _session_spec(entity_names: set[str] | None) -> dict[str, tuple[Callable, Any]]:
+def _session_spec(entity_names: set[str] | None) -> Spec:
     return {
         "comp_id": (_comp_id, REQUIRED),
         "role": (one_of(ROLES), REQUIRED),
@@ -349,7 +350,7 @@ def _portal_spec(base: Path) -> Spec:
 
 def _parse_portal(ctx: Context, m: MapNode, base: Path) -> PortalSettings | None:
     node = m.nodes.get("portal")
-    if is_null(node):
+    if node is None or is_null(node):
         return None
     p = MapNode.of(ctx, node, "portal", "a mapping {listen, public_url, [tls, idle_timeout_s, "
                    "absolute_timeout_s]}")
@@ -363,7 +364,7 @@ def _parse_portal(ctx: Context, m: MapNode, base: Path) -> PortalSettings | None
 def _parse_operators(ctx: Context, m: MapNode, entities: tuple[Entity, ...]
                      ) -> tuple[Administrator, ...]:
     node = m.nodes.get("operators")
-    if is_null(node):
+    if node is None or is_null(node):
         return ()
     items = sequence_items(ctx, node, "operators", "a list of {name: ..., email: ...}")
     if items is BAD:
@@ -385,7 +386,7 @@ def _parse_operators(ctx: Context, m: MapNode, entities: tuple[Entity, ...]
 def _section(ctx: Context, m: MapNode, key: str, expected: str) -> Node | None:
     """A required top-level section's node, or None (reported) when it is absent or empty."""
     node = m.nodes.get(key)
-    if is_null(node):
+    if node is None or is_null(node):
         ctx.problem(m.line if node is None else node_line(node), key,
                     "missing" if node is None else "no value", expected)
         return None
@@ -398,7 +399,7 @@ def _raw_comp_id(node: Node | None) -> str | None:
         for key, value in node.value:
             if isinstance(key, ScalarNode) and key.value == "comp_id" and isinstance(
                     value, ScalarNode):
-                return value.value
+                return str(value.value)
     return None
 
 
@@ -408,7 +409,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     file = Path(os.path.abspath(path))
     root, loader = read_file(file, display)
     ctx = Context(display, loader)
-    if is_null(root):
+    if root is None or is_null(root):
         raise ConfigError(f"{display}:1: (top): the file is empty; expected a mapping with "
                           "keys " + ", ".join(_TOP_KEYS))
     m = MapNode.of(ctx, root, "", "a mapping with keys " + ", ".join(_TOP_KEYS))
@@ -431,12 +432,12 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     problems = ctx.problems
     if groups_file is not BAD:
         raw = m.nodes.get("groups_file")
-        name = "groups.yaml" if is_null(raw) else raw.value
+        name = "groups.yaml" if raw is None or is_null(raw) else str(raw.value)
         groups_display = os.path.normpath(os.path.join(os.path.dirname(display), name))
         groups, more = read_groups(groups_file, groups_display, sessions, known, entity_names)
         problems = problems + more
-    if problems:
-        raise ConfigError(problems)
+    if problems or gateway is None:
+        raise ConfigError(problems or [f"{display}: gateway: no valid settings"])
     return GatewayConfig(path=file, gateway=gateway, entities=entities, sessions=sessions,
                          groups=groups, groups_file=groups_file, operators=operators,
                          portal=portal)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -43,7 +44,7 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def _error_handlers(web: Web) -> dict:
+def _error_handlers(web: Web) -> dict[Any, Any]:
     def page_error(request: Request, status: int, error: str) -> Response:
         if status == 401:
             return RedirectResponse("/login", status_code=303)
@@ -53,7 +54,7 @@ def _error_handlers(web: Web) -> dict:
     async def portal_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PortalError)
         if _wants_json(request):
-            body: dict = {"error": exc.error}
+            body: dict[str, Any] = {"error": exc.error}
             if exc.errors is not None:
                 body["errors"] = exc.errors
             return JSONResponse(body, status_code=exc.status, headers=exc.headers)

@@ -82,7 +82,7 @@ class PortalServer:
         self.port: int | None = None
         self.app: Any = None
         self._server: _Server | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
         p = self.settings
@@ -123,7 +123,7 @@ class PortalServer:
         return uconfig
 
     @property
-    def task(self) -> asyncio.Task | None:
+    def task(self) -> asyncio.Task[None] | None:
         return self._task
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:

@@ -215,7 +215,8 @@ class Operations:
                 if r["entity"] == entity]
         return {"entity": entity, "gateway_running": bool(status), "sessions": rows}
 
-    def audit_trail(self, actor: Actor, entity: str, limit: int = AUDIT_LIMIT) -> list[dict]:
+    def audit_trail(self, actor: Actor, entity: str,
+                    limit: int = AUDIT_LIMIT) -> list[dict[str, Any]]:
         self.entity(actor, entity, "audit_list")
         out = []
         for entry in self.state.audit.entries(entity):
