@@ -47,8 +47,10 @@ MAX_ADMIN_QUEUED = 10_000
 SPILL_HARD_FACTOR = 10
 #: Journal entries read per catch-up step.
 CATCHUP_BATCH = 1000
-#: Bytes handed out per :meth:`Outbox.take` (about 1000 typical copies).
+#: Bytes handed out per :meth:`Outbox.take` (about 1000 typical copies); less while catching up
+#: from the journal, where each copy is read back and built again.
 TAKE_BUDGET = 256 * 1024
+CATCHUP_BUDGET = 64 * 1024
 #: Copies per run on the common path (no session message waiting, not spilled), and the
 #: smallest copy a run's length is estimated with against the take's budget.
 RUN_COPIES = 1000
@@ -283,6 +285,8 @@ class Outbox:
         st = utc_timestamp(now)
         st52 = b"52=" + st + b"\x01"
         st52_sum = byte_sum(st52)
+        if self.spill_from is not None:
+            budget = min(budget, CATCHUP_BUDGET)
         size = 0
         while size < budget:
             if not self.admin and self.spill_from is None:

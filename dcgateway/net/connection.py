@@ -186,7 +186,15 @@ class FixConnection(asyncio.Protocol):
         outbox = self.slot.outbox if self.slot is not None else None
         if outbox is not None:
             outbox.pushback = False
-            self.feed()
+            self.kick()
+
+    def kick(self) -> None:
+        """A drop copy target has something to write: take it on the next turn of the loop
+        (once, however many commits or drains asked meanwhile), so each target gets at most one
+        budgeted take per turn."""
+        if not self._feed_scheduled and not self._closing:
+            self._feed_scheduled = True
+            asyncio.get_running_loop().call_soon(self.feed)
 
     def feed(self) -> None:
         """A drop copy target: write what its outbox hands out now (one budgeted take), and if
@@ -201,9 +209,8 @@ class FixConnection(asyncio.Protocol):
             out = outbox.take(durable, self.clock())
             if out:
                 self.write_raw(b"".join(out))
-            if outbox.ready(durable) and not self._paused and not self._feed_scheduled:
-                self._feed_scheduled = True
-                asyncio.get_running_loop().call_soon(self.feed)
+            if outbox.ready(durable) and not self._paused:
+                self.kick()
         except Exception:                      # one target's fault must not stop the others
             log.exception("internal error feeding %s; closing it", self.name)
             self.close("internal error", abort=True)
