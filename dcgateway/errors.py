@@ -1,6 +1,6 @@
 """The exception tree. Every error the gateway or CLI reports to a person derives from
 :class:`DcGatewayError`, carries a message that says what is wrong and what was expected, and never
-contains a secret (DESIGN.md rule 7). The CLI maps them to exit codes: 2 for usage/validation
+contains a secret (docs/architecture.md rule 7). The CLI maps them to exit codes: 2 for usage/validation
 (:class:`UsageError`, :class:`ConfigError`, :class:`KeyLifecycleError`), 1 for the rest.
 
     DcGatewayError

@@ -1,4 +1,4 @@
-"""Key-expiry notices to registered administrators (ILINK.md "Key pairs": administrators are
+"""Key-expiry notices to registered administrators (docs/venue.md "Key pairs": administrators are
 emailed before a key expires, at four weeks and again later).
 
 The gateway checks at start and then daily; for every key within 28, 7 and 1 days of expiry it

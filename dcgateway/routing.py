@@ -1,6 +1,6 @@
 """Drop copy routing: message categories, compiled filters and the immutable routing table.
 
-Pure (no I/O, no clock, no logging). DESIGN.md "Data flow": after a source message is journaled,
+Pure (no I/O, no clock, no logging). docs/architecture.md "Data flow": after a source message is journaled,
 the fan-out asks the routing table which targets get a copy; the table is rebuilt off the hot
 path when groups change and swapped in whole (one reference assignment), so in-flight messages
 finish with the old one. Everything that depends only on the configuration is therefore worked
@@ -15,7 +15,7 @@ out once in :meth:`RoutingTable.build`:
   lookups per message.
 
 Per message only an ExecutionReport needs a field read (ExecType 150) to tell a trade from an
-acknowledgment (ILINK.md "Drop copy": fills, partial fills, trade cancels and corrections are
+acknowledgment (docs/venue.md "Drop copy": fills, partial fills, trade cancels and corrections are
 executions; acknowledgments of creation, cancel, modify, eliminations are not).
 
 Rules of the house followed: 2 (tables, not if-chains: categories by MsgType and by ExecType are
@@ -56,10 +56,10 @@ REJECT: str = Category.REJECT.value
 #:   and OrderMassActionRequest (CA) are included: they enter or remove orders just as D/F/G do,
 #:   and a clearing firm watching order entry expects them. Inquiries that change nothing
 #:   (OrderStatusRequest H, OrderMassStatusRequest AF) are not order entry and are not copied.
-#: * OrderCancelReject (9) answers an F/G: an acknowledgment (DESIGN.md vocabulary).
-#: * mass action: OrderMassActionReport (BZ, ILINK.md) and its FIX 4.4 predecessor
+#: * OrderCancelReject (9) answers an F/G: an acknowledgment (docs/architecture.md vocabulary).
+#: * mass action: OrderMassActionReport (BZ, docs/venue.md) and its FIX 4.4 predecessor
 #:   OrderMassCancelReport (r).
-#: * reject: session-level Reject (3) and BusinessMessageReject (j) (ILINK.md: "The venue also
+#: * reject: session-level Reject (3) and BusinessMessageReject (j) (docs/venue.md: "The venue also
 #:   offers filters for ... session-level rejects"). A 35=3 reaches routing only if the session
 #:   layer hands it up as an application message.
 CATEGORY_BY_MSG_TYPE: Mapping[bytes, str] = {
@@ -138,7 +138,7 @@ _ALL_TYPES: tuple[bytes, ...] = tuple(CATEGORY_BY_MSG_TYPE) + tuple(_BY_FIELDS)
 # Filters
 # ---------------------------------------------------------------------------------------------
 
-#: Filters attribute -> FIX tag it tests (ILINK.md "Drop copy", ours: account, symbol, security
+#: Filters attribute -> FIX tag it tests (docs/venue.md "Drop copy", ours: account, symbol, security
 #: exchange, side and SenderSubID). SenderSubID (50) is a header field; RawMessage.get reads
 #: the header first, then the body.
 FILTER_TAGS: Mapping[str, int] = {
@@ -241,7 +241,7 @@ class _Candidates:
 
     ``fixed`` is the answer when no candidate has a field predicate and no target repeats.
     Otherwise ``checks`` is walked in config order; on the ``slow`` path a target already
-    reached is skipped (DESIGN.md: a target gets one copy however many of its groups match) and
+    reached is skipped (docs/architecture.md: a target gets one copy however many of its groups match) and
     a predicate shared by several groups (equal filters are compiled to one function) is
     evaluated once per message."""
 
@@ -358,7 +358,7 @@ def _version(groups: Sequence[GroupDef], sessions: Mapping[str, SessionDef]) -> 
 class RoutingTable:
     """Immutable map (source SenderCompID, MsgType) -> routes; built by :meth:`build`.
 
-    Never mutated after build: the gateway swaps the whole table on reload (DESIGN.md), so a
+    Never mutated after build: the gateway swaps the whole table on reload (docs/architecture.md), so a
     reader holding the old reference sees a consistent old table."""
 
     __slots__ = ("_table", "_targets_of", "_front_end", "_groups", "_sessions", "version")

@@ -1,7 +1,7 @@
 """Order-entry source simulator: a FIX initiator that plays order lifecycles into the gateway.
 
 Why it is more than a message pump: the gateway promises that nothing it accepted is lost, even
-across a kill -9 (DESIGN.md "Data flow"). After such a restart it asks the source (ResendRequest,
+across a kill -9 (docs/architecture.md "Data flow"). After such a restart it asks the source (ResendRequest,
 possibly as the first thing after the Logon reply) for every message it did not make durable. A
 source that cannot answer would make that promise untestable, so this one behaves like a FIX
 engine (FIX Vol. 2 "Resend Request"): it keeps what it sent, by MsgSeqNum, for the whole run

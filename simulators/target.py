@@ -11,7 +11,7 @@ it twice must say so (PossDupFlag 43=Y). So this simulator:
   (35=4 123=Y) move it forward; a stalled resend is asked for again after ``resend_timeout``;
 * counts ``unflagged_duplicates``: a seq below the expected one, or a business message already
   delivered, arriving without 43=Y (on the copy, or for ilink2 on the inner original);
-* decodes both front ends (ILINK.md "Drop copy"): ``ilink2`` 35=n whose 213 carries
+* decodes both front ends (docs/venue.md "Drop copy"): ``ilink2`` 35=n whose 213 carries
   ``<RTRF>original</RTRF>`` (the source is the inner 49, its seq the inner 34), ``fix`` the
   original MsgType and body under a header with 115/116/122;
 * files each business message under ``(source CompID, business key)`` (ExecID/ClOrdID/...,

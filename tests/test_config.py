@@ -4,7 +4,6 @@ file, line, path and what was expected; groups round-trip through dump/write/loa
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import shutil
 from pathlib import Path
@@ -31,7 +30,8 @@ from dcgateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_CONFIG = REPO / "config"
-CONTRACT = Path(os.environ.get("DCGATEWAY_CONTRACT_DIR", "/work/shared/contract"))
+#: The operator contract's gateway.yaml and groups.yaml, as the venue hands them to users.
+CONTRACT = Path(__file__).resolve().parent / "contract"
 # The contract's files when present; else the repo's shipped copy (same entities, sessions,
 # groups and the same lines the mutations below edit).
 BASE = CONTRACT if (CONTRACT / "gateway.yaml").is_file() else REPO_CONFIG

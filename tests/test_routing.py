@@ -14,7 +14,8 @@ from dcgateway.fix import codec
 from dcgateway.fix.codec import RawMessage
 from dcgateway.routing import Route, RoutingTable, category, compile_fields, compile_filter
 
-CONTRACT = Path("/work/shared/contract")
+#: The operator contract's gateway.yaml and groups.yaml, as the venue hands them to users.
+CONTRACT = Path(__file__).resolve().parent / "contract"
 HEADER = [(49, "ABC123N"), (56, "DCGW"), (34, 7), (50, "TRADER1"), (52, "20261124-20:10:11.123")]
 FILL = [(37, "ORD1"), (17, "EX1"), (150, "F"), (39, "2"), (1, "ACCT01"), (55, "ESZ6"),
         (207, "XCME"), (54, 1), (32, 10), (31, "4512.25")]

@@ -1,4 +1,4 @@
-"""Authentication core: iLink 2 style secure logon (../../shared/ILINK.md).
+"""Authentication core: iLink 2 style secure logon (docs/venue.md).
 
 * :mod:`.canonical`  canonical Logon string; key scope (Session ID) of a session
 * :mod:`.signing`    client helpers: sign a Logon (simulators, tests, users' own clients)
@@ -9,7 +9,7 @@
 * :mod:`.lockout`    persistent port closures (locked sessions), ``unlock_session``
 * :mod:`.notices`    which key-expiry notices are due; record of those sent
 
-Nothing here keeps module-level state (DESIGN.md rule 4); secrets never reach a log line, an
+Nothing here keeps module-level state (docs/architecture.md rule 4); secrets never reach a log line, an
 exception message or a repr (rule 7).
 """
 

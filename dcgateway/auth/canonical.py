@@ -1,4 +1,4 @@
-"""The canonical Logon string that the iLink 2 style signature covers (ILINK.md, "Secure logon").
+"""The canonical Logon string that the iLink 2 style signature covers (docs/venue.md, "Secure logon").
 
 The string is the *values* (not the tags) of 34, 49, 50, 52, 57, 108, 142, 369, 1603, 1604, 1605,
 in that order, joined by a single ``\\n`` with no trailing newline. Values are taken exactly as they
@@ -8,7 +8,7 @@ separator; whether an absent tag is acceptable is a separate, per-profile check
 
 Also here: the key scope of a session (the "Session ID" keys are issued for), which the venue
 derives from the first three characters of SenderCompID (49) and the plain FIX profile takes as the
-whole SenderCompID (ILINK.md, "Logon rules", ours).
+whole SenderCompID (docs/venue.md, "Logon rules", ours).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Union
 from ..fix import tags as T
 from ..fix.codec import RawMessage
 
-#: Tags whose values make up the canonical string, in order (ILINK.md).
+#: Tags whose values make up the canonical string, in order (docs/venue.md).
 CANONICAL_TAGS: tuple[int, ...] = (
     T.MSG_SEQ_NUM,                   # 34
     T.SENDER_COMP_ID,                # 49

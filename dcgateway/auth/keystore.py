@@ -1,4 +1,4 @@
-"""The key store: every key pair the gateway issued, encrypted at rest (DESIGN.md rule 7).
+"""The key store: every key pair the gateway issued, encrypted at rest (docs/architecture.md rule 7).
 
 File format (``keystore.path``, e.g. ``var/keys.db``), all integers big-endian::
 
@@ -131,7 +131,7 @@ class KeyRecord:
                        self.status(now), self.deleted)
 
     def to_json(self) -> dict[str, str]:
-        """The ``keys create --json`` document: exactly these five fields (CLI.md)."""
+        """The ``keys create --json`` document: exactly these five fields (the README's command line)."""
         return {"session_id": self.session_id, "access_key_id": self.access_key_id,
                 "secret_key": self.secret_key, "created": iso_utc(self.created),
                 "expires": iso_utc(self.expires)}

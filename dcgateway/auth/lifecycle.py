@@ -1,4 +1,4 @@
-"""Key pair lifecycle, as the venue runs it (ILINK.md, "Key pairs (lifecycle)").
+"""Key pair lifecycle, as the venue runs it (docs/venue.md, "Key pairs (lifecycle)").
 
 * A pair = Access Key ID (20 characters) + Secret Key (32 random bytes, base64url, 43 chars).
   Active as soon as it is created; it expires 12 months later at market close.
@@ -42,7 +42,7 @@ MAX_LIVE_PAIRS = 2
 LIFETIME_MONTHS = 12
 ROTATION_DAYS = 28
 DEFAULT_ENVIRONMENT = "DCGW"
-#: Columns of the downloadable key file, exactly (CLI.md).
+#: Columns of the downloadable key file, exactly (the README's command line).
 CSV_COLUMNS = ("Session ID", "Access ID", "Secret Key", "Creation Date", "Expiration Date",
                "Environment")
 ACCESS_KEY_ALPHABET = string.ascii_letters + string.digits

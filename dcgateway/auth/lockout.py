@@ -1,4 +1,4 @@
-"""Port closure state: sessions locked after too many invalid Logons (ILINK.md, "Logon rules":
+"""Port closure state: sessions locked after too many invalid Logons (docs/venue.md, "Logon rules":
 the 5th invalid Logon within 60 s locks the session until an operator unlocks it).
 
 The set of locked sessions is a small JSON file in the gateway's data dir, so a lock survives a
@@ -26,7 +26,7 @@ log = logging.getLogger("dcgateway.auth.lockout")
 
 #: Default file name inside the gateway's data_dir.
 STATE_FILE_NAME = "port-closures.json"
-#: 58 Text of the Logout for the locking attempt and every attempt while locked (ILINK.md).
+#: 58 Text of the Logout for the locking attempt and every attempt while locked (docs/venue.md).
 PORT_CLOSURE_TEXT = ("(1000) Administered Port Closure Due to Invalid Number of Login Attempts "
                      "Being Exceeded")
 

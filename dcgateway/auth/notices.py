@@ -1,4 +1,4 @@
-"""Key-expiry notices: which are due, and which were already sent (ILINK.md: registered
+"""Key-expiry notices: which are due, and which were already sent (docs/venue.md: registered
 administrators are emailed before a key expires, at four weeks and again later).
 
 Thresholds are 28, 7 and 1 days before expiry. A key gets the notice of the *tightest* threshold it

@@ -1,4 +1,4 @@
-"""Client side of the secure logon: sign a Logon with a key pair (ILINK.md, "Secure logon").
+"""Client side of the secure logon: sign a Logon with a key pair (docs/venue.md, "Secure logon").
 
 Used by the simulators, the tests and anyone writing a client for the gateway::
 
@@ -96,7 +96,7 @@ def _merge(header: Iterable[tuple[int, FieldValue]],
 def add_credentials(header: Iterable[tuple[int, FieldValue]],
                     body: Iterable[tuple[int, FieldValue]],
                     access_key_id: str, secret_key: str | bytes) -> list[tuple[int, FieldValue]]:
-    """``body`` with the credential fields appended after the other Logon fields (ILINK.md order).
+    """``body`` with the credential fields appended after the other Logon fields (docs/venue.md order).
     ``header`` are the header fields after 35 (49, 56, 34, 52, 50, 57, 142, 369, ...)."""
     body = list(body)
     return body + sign_logon_fields(secret_key, access_key_id, _merge(header, body))

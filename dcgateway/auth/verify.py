@@ -1,4 +1,4 @@
-"""Logon authentication, iLink 2 secure-logon style (ILINK.md, "Secure logon" and "Logon rules").
+"""Logon authentication, iLink 2 secure-logon style (docs/venue.md, "Secure logon" and "Logon rules").
 
 :class:`LogonAuthenticator` is called with each Logon (35=A) and the gateway clock, and answers an
 :class:`AuthDecision`. It never raises. A refused Logon gets a Logout whose 58 Text is always
@@ -15,7 +15,7 @@ Checks, in order (each with its own reason):
 unknown_session       49 absent or not a configured session (not counted: no session to lock)
 port_closed           the session is locked
 not_logon             35 is not A
-orig_sending_time     the Logon carries 122 OrigSendingTime (ILINK.md: answered with a Logout)
+orig_sending_time     the Logon carries 122 OrigSendingTime (docs/venue.md: answered with a Logout)
 missing_credentials   one of 354, 355, 1400, 1401, 1402 absent
 length_mismatch       354 != len(355) or 1401 != len(1402) (including a data field the codec
                       could not read by its length)

@@ -1,6 +1,6 @@
 """Drop copy groups: groups.yaml -> frozen :class:`GroupDef`, and back (the CLI rewrites the file).
 
-A group is the six creation steps of CLI.md: registered entity, group name, front end system,
+A group is the six creation steps of the README's command line: registered entity, group name, front end system,
 filters, source sender comps and target sessions. Each group is checked on its own (every key,
 every reference to a session of gateway.yaml), then the groups together against the rules in
 :data:`_GROUP_RULES`:
@@ -8,9 +8,9 @@ every reference to a session of gateway.yaml), then the groups together against 
 * group names are unique within an entity;
 * a drop copy target of the ``ilink2`` (CGW-style) kind takes at most 1000 source sender comps,
   one of the ``fix`` (MSGW-style) kind at most 5000, counted over every group that reaches it
-  (ILINK.md);
+  (docs/venue.md);
 * every group delivering to a target uses the same front end: a target receives each message
-  once, in one format (DESIGN.md "Copy conventions": BeginString per the group's front end).
+  once, in one format (docs/architecture.md "Copy conventions": BeginString per the group's front end).
 
 The public names are exported by :mod:`dcgateway.config`; import them from there.
 """
@@ -68,7 +68,7 @@ from .yamlread import (
 SIDE_NAMES = {"buy": "1", "sell": "2", "buy_minus": "3", "sell_plus": "4", "sell_short": "5",
               "sell_short_exempt": "6", "undisclosed": "7", "cross": "8", "cross_short": "9"}
 SIDE_CODES = tuple("123456789ABCDEFG")
-#: ILINK.md: a CGW-style target takes up to 1000 source sender comps, an MSGW-style up to 5000.
+#: docs/venue.md: a CGW-style target takes up to 1000 source sender comps, an MSGW-style up to 5000.
 MAX_SOURCES_PER_TARGET = {"ilink2": 1000, "fix": 5000}
 _VALUE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
@@ -218,7 +218,7 @@ GroupCheck = Callable[[GroupDef, MapNode], bool]
 
 
 def _unique_names(ctx: Context, refs: _Refs) -> GroupCheck:
-    """Group names are unique within an entity (CLI.md: ``groups show NAME``)."""
+    """Group names are unique within an entity (the README's command line: ``groups show NAME``)."""
     first_path: dict[tuple[str, str], str] = {}
 
     def check(group: GroupDef, m: MapNode) -> bool:

@@ -246,7 +246,7 @@ def _session_spec(entity_names: set[str] | None) -> Spec:
 
 
 def _check_session(ctx: Context, m: MapNode, v: dict[str, Any]) -> SessionDef | None:
-    """One session's rules between its fields (ILINK.md "Logon rules")."""
+    """One session's rules between its fields (docs/venue.md "Logon rules")."""
     comp_id, profile = v["comp_id"], v["profile"]
     ok = True
     line = m.key_lines.get

@@ -165,7 +165,7 @@ class SessionDef:
     entity: str
     profile: str         # "ilink2" | "fix"
     begin_string: str    # "FIX.4.2" | "FIX.4.4"
-    key_scope: str       # the Session ID its keys are issued for (ILINK.md "Logon rules")
+    key_scope: str       # the Session ID its keys are issued for (docs/venue.md "Logon rules")
 
 
 @dataclass(frozen=True, slots=True)

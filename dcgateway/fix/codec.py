@@ -1,7 +1,7 @@
 """FIX tag=value framing and encoding on plain bytes (no I/O).
 
 Why not simplefix here: its parser walks the input byte by byte and checks neither BodyLength (9)
-nor CheckSum (10) (DESIGN.md rule 8). This decoder finds frames with ``bytes.find`` and the
+nor CheckSum (10) (docs/architecture.md rule 8). This decoder finds frames with ``bytes.find`` and the
 BodyLength, verifies CheckSum with :func:`byte_sum` over the frame, and parses only the standard
 header into a small dict; the body stays one slice of the original bytes so the fan-out can copy it
 byte for byte. A full, data-field-aware parse of every field is available lazily

@@ -152,7 +152,7 @@ def load_shipped(begin_string: str) -> DataDictionary:
 
 class DictionaryCache:
     """Dictionaries by name or path, loaded once for the owner's lifetime. The gateway's
-    composition root owns one (DESIGN.md rule 4: no module-level singletons); a config reload
+    composition root owns one (docs/architecture.md rule 4: no module-level singletons); a config reload
     makes a new one, so an edited venue file is read again."""
 
     __slots__ = ("_loaded",)

@@ -1,12 +1,12 @@
 """Building the copy a drop copy target receives (sans-I/O: bytes in, bytes out).
 
-DESIGN.md "Data flow" and "Copy conventions": the work that depends only on the source message
+docs/architecture.md "Data flow" and "Copy conventions": the work that depends only on the source message
 is done once per message (:class:`CopySource`: the body slice and its byte sum, the source's
 49/50/52, the ilink2 envelope and its sum); per target only the standard header is built, and
 BodyLength/CheckSum come from ``len(header) + len(body)`` and ``sum(header) + body_sum`` through
 :func:`codec.encode`, so the body is never re-summed per target.
 
-Two front end systems (ILINK.md "Drop copy"):
+Two front end systems (docs/venue.md "Drop copy"):
 
 ``fix`` (ours)
     The original MsgType and body, byte for byte, under a rebuilt header:
@@ -21,7 +21,7 @@ Two front end systems (ILINK.md "Drop copy"):
     optional venue fields 57/143/369 of the outer header are left out: the gateway has no value
     for them.
 
-On retransmission (ILINK.md: "business messages are re-sent with 43=Y and 122") the copy gets
+On retransmission (docs/venue.md: "business messages are re-sent with 43=Y and 122") the copy gets
 PossDupFlag 43=Y. A ``fix`` copy keeps its 122 (the source's time); an ``ilink2`` copy gets 122 =
 the SendingTime of the copy's first transmission, which the caller must pass.
 """
@@ -137,7 +137,7 @@ def _build_ilink2(src: CopySource, begin_string: bytes, head: bytes, sending_tim
 
 _Builder = Callable[[CopySource, bytes, bytes, bytes, bool, "bytes | None"], bytes]
 
-#: front end system -> copy builder (DESIGN.md rule 2: a table, not an if-chain).
+#: front end system -> copy builder (docs/architecture.md rule 2: a table, not an if-chain).
 _BUILDERS: dict[str, _Builder] = {FrontEnd.FIX: _build_fix, FrontEnd.ILINK2: _build_ilink2}
 FRONT_ENDS: tuple[str, ...] = tuple(f.value for f in FrontEnd)
 

@@ -54,7 +54,7 @@ class Resender:
 
     def resend(self, msg: RawMessage, seq: int) -> bytes:
         """An application message re-sent: same 34, same body bytes, 43=Y, new 52, 122 = the
-        stored 122 when it has one (a drop copy's 122 is the source's SendingTime, DESIGN.md) or
+        stored 122 when it has one (a drop copy's 122 is the source's SendingTime, docs/architecture.md) or
         else its original 52."""
         h = msg.header
         orig = h.get(T.ORIG_SENDING_TIME) or h.get(T.SENDING_TIME) or self.sending_time

@@ -170,7 +170,7 @@ class FixSession(LogonHandling):
         self.receive_messages(self._decoder.feed(data), now)
 
     def receive_messages(self, items: list[RawMessage | DecodeError], now: float) -> None:
-        """Process decoded items in order; never raises (DESIGN.md rule 3)."""
+        """Process decoded items in order; never raises (docs/architecture.md rule 3)."""
         for item in items:
             if self._closed:
                 return
@@ -280,7 +280,7 @@ class FixSession(LogonHandling):
         self._disconnect(text)
 
     def _internal_error(self, exc: Exception, now: float) -> None:
-        """A bug or a failing store inside receive_*/on_timer (DESIGN.md rule 3): the details go
+        """A bug or a failing store inside receive_*/on_timer (docs/architecture.md rule 3): the details go
         to the event only; the peer gets a Logout saying what it may do (a store that cannot be
         written, a full disk: log on again later), or a plain "internal error" for a bug."""
         kind, text = (("store_error", STORE_FAULT_TEXT) if isinstance(exc, StoreError)

@@ -204,7 +204,7 @@ def possdup_problem(msg: RawMessage, sending_time: float) -> Problem | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Logon checks (FIX Vol. 2 "Logon"; Test Cases 1S; ILINK.md "Logon rules"), a table of small
+# Logon checks (FIX Vol. 2 "Logon"; Test Cases 1S; docs/venue.md "Logon rules"), a table of small
 # functions: each returns (kind, Logout text) or None.
 # ----------------------------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ def _logon_fields(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
 
 def _logon_no_orig_sending_time(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
                                 times: SendingTimeParser) -> tuple[str, str] | None:
-    # ILINK.md: "A Logon that carries 122 OrigSendingTime is answered with a Logout."
+    # docs/venue.md: "A Logon that carries 122 OrigSendingTime is answered with a Logout."
     if T.ORIG_SENDING_TIME in msg.header:
         return "invalid_logon", "OrigSendingTime(122) is not allowed on Logon"
     return None
@@ -285,14 +285,14 @@ def logon_problem(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
     return None
 
 
-#: Logon fields the reply echoes (ILINK.md: "echoes 108, 141, 1603, 1604, 1605").
+#: Logon fields the reply echoes (docs/venue.md: "echoes 108, 141, 1603, 1604, 1605").
 _LOGON_ECHO = (T.RESET_SEQ_NUM_FLAG, T.APPLICATION_SYSTEM_NAME, T.TRADING_SYSTEM_VERSION,
                T.APPLICATION_SYSTEM_VENDOR)
 
 
 def logon_reply_body(logon: RawMessage, heartbeat: int) -> bytes:
     """Body of our Logon reply: 98=0, 108 echoed, then 141/1603/1604/1605 when the peer sent them.
-    No credential tags: the gateway's reply carries no signature (ILINK.md)."""
+    No credential tags: the gateway's reply carries no signature (docs/venue.md)."""
     fields: list[tuple[int, bytes | int]] = [(T.ENCRYPT_METHOD, b"0"), (T.HEART_BT_INT, heartbeat)]
     for tag in _LOGON_ECHO:
         v = logon.get(tag)

@@ -71,7 +71,7 @@ class LogonHandling:
         if not self._comp_ids_ok(msg, seq, now):
             return
         # Authentication first: a peer that is not authenticated learns nothing but "authentication
-        # failed" (ILINK.md), and a stale SendingTime or a 122 on the Logon counts toward the port
+        # failed" (docs/venue.md), and a stale SendingTime or a 122 on the Logon counts toward the port
         # closure as the replay protection it is. Only then the session's own Logon checks.
         if not self._authenticate(msg, now):
             return
@@ -102,7 +102,7 @@ class LogonHandling:
 
     def _authenticate(self, msg: RawMessage, now: float) -> bool:
         """Run the authenticator; on refusal emit AuthFailed(reason) and send a Logout with only
-        the decision's public text (ILINK.md: never say which check failed)."""
+        the decision's public text (docs/venue.md: never say which check failed)."""
         try:
             decision = self._auth(msg, now)
         except Exception:    # noqa: BLE001 - an authenticator bug must not leak or escape

@@ -2,7 +2,7 @@
 import them from there): the state table, configuration, authenticator protocol and events.
 
 Events are small frozen dataclasses told apart by their class (``isinstance``/``match``); the I/O
-shell turns them into log lines and metrics (DESIGN.md rule 3).
+shell turns them into log lines and metrics (docs/architecture.md rule 3).
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class SessionConfig:
     begin_string: bytes            # expected BeginString, e.g. b"FIX.4.2" or b"FIX.4.4"
     our_comp_id: bytes             # the gateway's CompID: 49 on what we send, expected 56 inbound
     their_comp_id: bytes           # counterparty CompID: 56 on what we send, expected 49 inbound
-    heartbeat_min: int = 5         # accepted HeartBtInt(108) range, ILINK.md: 5..60
+    heartbeat_min: int = 5         # accepted HeartBtInt(108) range, docs/venue.md: 5..60
     heartbeat_max: int = 60
     sending_time_tolerance: float = 120.0   # SendingTime accuracy for all inbound messages
     resend_chunk: int = 2500       # max messages per ResendRequest we send, and per one we serve
     logout_timeout: float = 10.0   # after we send Logout, disconnect if no Logout reply by then
     max_queued: int = 10000        # bound on out-of-order inbound messages held while a gap fills
     allow_reset_on_logon: bool = True   # 141=Y accepted on Logon
-    logon_timeout: float = 60.0    # ILINK.md: the Logon must arrive within 60 s of the connect
+    logon_timeout: float = 60.0    # docs/venue.md: the Logon must arrive within 60 s of the connect
     max_queued_bytes: int = 64 * 1024 * 1024    # byte bound on the same queue
     max_message_size: int = DEFAULT_MAX_SIZE    # codec frame cap for this session's decoder
 

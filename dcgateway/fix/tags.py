@@ -2,7 +2,7 @@
 
 Numbers are from the FIX 4.2 and FIX 4.4 specifications (Volume 1 "Standard Message Header" and
 "Standard Message Trailer"; Volume 2 session messages), plus the CME iLink 2 secure-logon tags
-(354/355, 1400-1402, 1603-1605) documented in ../shared/ILINK.md. Values are ``int`` tags and
+(354/355, 1400-1402, 1603-1605) documented in docs/venue.md. Values are ``int`` tags and
 ``bytes`` MsgTypes because the codec works on raw bytes.
 """
 
@@ -123,7 +123,7 @@ DATA_LENGTH_TAGS: dict[int, int] = {
 
 class MsgType:
     """MsgType (35) values. Session-level ones per FIX Vol. 2; application ones that drop copy
-    categories refer to (see DESIGN.md vocabulary)."""
+    categories refer to (see docs/architecture.md vocabulary)."""
 
     HEARTBEAT = b"0"
     TEST_REQUEST = b"1"

@@ -1,5 +1,5 @@
 """Copies across FIX versions: a source message's body made valid for a target whose BeginString
-(and so data dictionary) differs (DESIGN.md: "A copy must be valid in the target session's
+(and so data dictionary) differs (docs/architecture.md: "A copy must be valid in the target session's
 BeginString and data dictionary").
 
 Only the body is translated; the header is rebuilt per target anyway. What FIX defines between
@@ -127,7 +127,7 @@ def er_44_to_42(fields: Fields) -> list[tuple[int, bytes]] | Untranslatable:
     return out
 
 
-#: (source BeginString, target BeginString, MsgType) -> body mapping (DESIGN.md rule 2).
+#: (source BeginString, target BeginString, MsgType) -> body mapping (docs/architecture.md rule 2).
 MAPPERS: dict[tuple[bytes, bytes, bytes], Mapper] = {
     (V42, V44, ER): er_42_to_44,
     (V44, V42, ER): er_44_to_42,

@@ -1,5 +1,5 @@
 """Group commit: one fdatasync in flight at a time, off the event loop, covering every append made
-before it started (DESIGN.md: "group-commit fsync per batch on a separate thread or executor
+before it started (docs/architecture.md: "group-commit fsync per batch on a separate thread or executor
 while the loop keeps reading"; an fsync is ~200 µs, so one per message would cap the gateway at a
 few thousand messages/s, while one per batch costs the same whatever the batch size).
 

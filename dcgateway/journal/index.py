@@ -3,7 +3,7 @@
 Why a file per target and a fixed slot per seq: a ResendRequest (at most 2500 messages, iLink) or a
 catching-up target asks for a range of its own sequence numbers; with the entry for seq N at byte
 ``(N - 1) * 16`` the whole range is one ``pread`` of the index plus one ``pread`` per message, and
-the process holds no per-message state however large the backlog (DESIGN.md: memory stays bounded
+the process holds no per-message state however large the backlog (docs/architecture.md: memory stays bounded
 however far behind a target is).
 
 Writes are buffered per target as contiguous *runs* (consecutive seqs, small gaps padded with zero

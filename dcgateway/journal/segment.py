@@ -1,7 +1,7 @@
 """The durable journal: every application message a source sends is appended here before anything
 else happens to it, and a copy reaches a target only once its record is fdatasync'd.
 
-Why it is shaped this way (DESIGN.md, data flow):
+Why it is shaped this way (docs/architecture.md, data flow):
 
 * **One record per source message, carrying its per-target sequence numbers.** The fan-out assigns
   each matching target its next outbound MsgSeqNum and passes the assignments to :meth:`append`,

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the gateway, built once on an injected registry (DESIGN.md rule 4).
+"""Every Prometheus metric of the gateway, built once on an injected registry (docs/architecture.md rule 4).
 
 :class:`GatewayMetrics` is made by the composition root (``gateway.py``) with the process's own
 :class:`~prometheus_client.CollectorRegistry` (never the library's default registry, so two
@@ -6,7 +6,7 @@ gateways in one process, or in one test, never share a series). It imports nothi
 gateway: what it needs of the running gateway comes through a ``snapshot`` callable read at scrape
 time (see :class:`Snapshot`).
 
-Naming (DESIGN.md rule 6, and the Prometheus naming guide): every name starts with
+Naming (docs/architecture.md rule 6, and the Prometheus naming guide): every name starts with
 ``dcgateway_``, counters end in ``_total``, durations are in seconds and sizes in bytes. Label
 values come only from configuration: configured session CompIDs (``session``), drop copy groups
 (``group``, ``ENTITY/name``), the key store's Access Key IDs and key scopes, and fixed tuples
@@ -19,7 +19,7 @@ Every labelled child is created at construction, so each series exists at 0 from
 needed).
 
 Cost on the hot path: the gateway calls these methods once per socket read or per write batch,
-never once per message (DESIGN.md "What keeps Python fast"): children are looked up in a dict
+never once per message (docs/architecture.md "What keeps Python fast"): children are looked up in a dict
 keyed by label values (no ``.labels()`` call), a counter ``inc(n)`` is one lock (~0.25 µs). The
 fan-out latency histogram sees one observation per copy, so it does not use
 :class:`prometheus_client.Histogram` (~0.5 µs per ``observe``, a lock per bucket) but

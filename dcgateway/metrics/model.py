@@ -9,11 +9,11 @@ from typing import NamedTuple
 PREFIX = "dcgateway_"
 
 #: Receipt -> write of a copy, seconds. Sub-millisecond resolution: the loopback two-hop floor is
-#: ~115 µs p50 (DESIGN.md), so the interesting range is 50 µs .. a few ms; the tail buckets catch
+#: ~115 µs p50 (docs/architecture.md), so the interesting range is 50 µs .. a few ms; the tail buckets catch
 #: a target served from the journal.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-#: One fdatasync, seconds (DESIGN.md: p50 ~200 µs, p99 ~390 µs on this kind of machine).
+#: One fdatasync, seconds (docs/architecture.md: p50 ~200 µs, p99 ~390 µs on this kind of machine).
 FSYNC_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Journal records covered by one fsync (the group-commit batch size).

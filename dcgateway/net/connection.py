@@ -6,12 +6,12 @@ configured session; from then on every read is one batch:
 
     session.receive_data(chunk)  ->  acceptor.dispatch(events)  ->  store.sync()  ->  transport.write()
 
-so a whole read's worth of messages costs one fsync and one write (DESIGN.md "what keeps Python
+so a whole read's worth of messages costs one fsync and one write (docs/architecture.md "what keeps Python
 fast"), and no byte that the batch produced reaches the peer before the state behind it is durable.
 
 Backpressure: the transport's write-buffer watermarks bound what we buffer for a peer. While the
 buffer is above the high mark we stop reading from that peer (``pause_reading``), so a client that
-floods requests but does not read the answers cannot grow our memory (DESIGN.md rule 5).
+floods requests but does not read the answers cannot grow our memory (docs/architecture.md rule 5).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ gateway needs two read-only resources, and every dependency on the trading host 
 to patch). It answers ``GET`` and ``HEAD`` (RFC 9110 section 9.3.1/9.3.2) and keeps connections
 alive as Prometheus does between scrapes (RFC 9112 section 9.3); it takes no request bodies.
 
-Bounds (DESIGN.md rule 5): a request head larger than ``max_request_bytes`` is answered 431 and
+Bounds (docs/architecture.md rule 5): a request head larger than ``max_request_bytes`` is answered 431 and
 the connection closed; a head that has not fully arrived ``request_timeout`` seconds after the
 connection opened (or after the previous response) closes the connection (slow clients cannot
 hold a handler); a response the client does not read within ``write_timeout`` closes it; at most

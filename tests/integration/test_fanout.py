@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import simplefix
@@ -17,9 +16,8 @@ from simulators.fixclient import FixClient, get
 from .conftest import REPO
 
 pytestmark = pytest.mark.asyncio
-CONTRACT = Path("/work/shared/contract")
-if not CONTRACT.exists():
-    CONTRACT = REPO / "config"
+#: The operator contract's gateway.yaml and groups.yaml, as the venue hands them to users.
+CONTRACT = REPO / "tests" / "contract"
 
 
 def fill(account: str = "ACCT01", symbol: str = "ESZ6", exec_id: str = "E1") -> list:

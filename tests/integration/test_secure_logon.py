@@ -21,9 +21,8 @@ from simulators.fixclient import FixClient, get, sending_time
 from .conftest import REPO, key_manager
 
 pytestmark = pytest.mark.asyncio
-CONTRACT = Path("/work/shared/contract")
-if not CONTRACT.exists():
-    CONTRACT = REPO / "config"
+#: The operator contract's gateway.yaml and groups.yaml, as the venue hands them to users.
+CONTRACT = REPO / "tests" / "contract"
 
 
 def cli(*args: str, config: Path) -> subprocess.CompletedProcess:

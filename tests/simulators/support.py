@@ -14,7 +14,7 @@ from simulators.source import SourceSimulator, expected_deliveries
 from simulators.target import TargetSimulator
 from tests.integration.conftest import write_config
 
-#: Like /work/shared/contract/groups.yaml, with more filter kinds: CLR001N (ilink2) gets
+#: Like the contract's groups.yaml (tests/contract), with more filter kinds: CLR001N (ilink2) gets
 #: executions, acknowledgments and mass actions of two accounts minus one symbol from both
 #: sources; CLRFIX44 (fix) gets everything of ABC123N but desk DESK9's, plus ABD123N's sells.
 GROUPS = """
