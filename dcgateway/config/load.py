@@ -24,10 +24,12 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..errors import ConfigError
+from ..fix.dictionary import load_dictionary
 from .groups import read_groups
 from .model import (
     BEGIN_STRINGS,
     DEFAULT_BEGIN_STRING,
+    DURABILITY_MODES,
     PROFILES,
     ROLES,
     Administrator,
@@ -142,6 +144,8 @@ def _gateway_spec(base: Path) -> Spec:
         "max_pending_logons_per_address": (number(0, 1_000_000, integer=True), 0),
         "pre_logon_idle_s": (number(0, 3600, integer=False), 5.0),
         "journal_commit_delay_s": (number(0, 1, integer=False), 0.0),
+        "journal_durability": (one_of(DURABILITY_MODES), "fsync"),
+        "journal_fsync_interval_s": (number(0.001, 10, integer=False), 0.05),
         "max_inbound_msgs_per_s": (number(0, 10_000_000, integer=True), 0),
         "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),
         "tls": (_tls(base), None),
@@ -234,7 +238,15 @@ def _parse_entities(ctx: Context, node: Node) -> tuple[tuple[Entity, ...], set[s
 _SESSIONS_EXPECTED = "a list of {comp_id, role, entity, profile, begin_string}"
 
 
-def _session_spec(entity_names: set[str] | None) -> Spec:
+#: Validation switches a session may set (fix.validate.ValidationOptions).
+VALIDATION_KEYS = ("allow_user_defined_fields", "check_unknown_fields", "check_fields_have_values",
+                   "check_field_order", "check_body_field_order", "check_enums", "check_types")
+_validation = record({k: (parse_bool, None) for k in VALIDATION_KEYS},
+                     lambda **kw: tuple((k, v) for k, v in kw.items() if v is not None),
+                     "a mapping of " + ", ".join(VALIDATION_KEYS) + " to true or false")
+
+
+def _session_spec(entity_names: set[str] | None, base: Path) -> Spec:
     return {
         "comp_id": (_comp_id, REQUIRED),
         "role": (one_of(ROLES), REQUIRED),
@@ -242,7 +254,32 @@ def _session_spec(entity_names: set[str] | None) -> Spec:
         "profile": (one_of(PROFILES), REQUIRED),
         "begin_string": (one_of(BEGIN_STRINGS), None),
         "key_scope": (number(1, 64, integer=True), None),
+        "data_dictionary": (_dictionary(base), None),
+        "reset_on_logon": (parse_bool, False),
+        "validation": (_validation, ()),
     }
+
+
+def _dictionary(base: Path) -> Parser:
+    """``FIX.4.2``/``FIX.4.4`` (the shipped dictionaries) or a path to a QuickFIX-format XML
+    file; the file is loaded here, so a bad one is a configuration error naming it."""
+    path = file_path(base, True)
+
+    @expects("FIX.4.2, FIX.4.4 or the path of a QuickFIX-format data dictionary (XML)")
+    def parse(ctx: Context, node: Node, where: str) -> str | Bad:
+        if isinstance(node, ScalarNode) and str(node.value) in BEGIN_STRINGS:
+            return str(node.value)
+        p = path(ctx, node, where)
+        if p is BAD:
+            return Bad.BAD
+        try:
+            load_dictionary(p)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                ctx.problem(node_line(node), where, problem, "a QuickFIX-format data dictionary")
+            return BAD
+        return str(p)
+    return parse
 
 
 def _check_session(ctx: Context, m: MapNode, v: dict[str, Any]) -> SessionDef | None:
@@ -269,8 +306,20 @@ def _check_session(ctx: Context, m: MapNode, v: dict[str, Any]) -> SessionDef | 
         ok = False
     if not ok:
         return None
+    dictionary = v["data_dictionary"] or begin
+    if dictionary != begin and load_dictionary(dictionary).begin_string.decode() != begin:
+        ctx.problem(line("data_dictionary", m.line), join_path(m.path, "data_dictionary"),
+                    f"the dictionary is for {load_dictionary(dictionary).begin_string.decode()}",
+                    f"a {begin} dictionary (the session's begin_string)")
+        return None
+    if dictionary in BEGIN_STRINGS and dictionary != begin:
+        ctx.problem(line("data_dictionary", m.line), join_path(m.path, "data_dictionary"),
+                    f"{dictionary!r} with begin_string {begin}",
+                    f"{begin} (the session's begin_string) or a {begin} dictionary file")
+        return None
     return SessionDef(comp_id=comp_id, role=v["role"], entity=v["entity"], profile=profile,
-                      begin_string=begin, key_scope=comp_id[:scope])
+                      begin_string=begin, key_scope=comp_id[:scope], data_dictionary=dictionary,
+                      reset_on_logon=v["reset_on_logon"], validation=v["validation"])
 
 
 def _claim_comp_id(ctx: Context, m: MapNode, seen: dict[str, str],
@@ -307,7 +356,7 @@ def _claim_key_scope(ctx: Context, m: MapNode, session: SessionDef,
     return False
 
 
-def _parse_sessions(ctx: Context, node: Node, entity_names: set[str] | None,
+def _parse_sessions(ctx: Context, node: Node, entity_names: set[str] | None, base: Path,
                     gateway_comp_id: str | None
                     ) -> tuple[tuple[SessionDef, ...], set[str] | None]:
     """The valid sessions, and every comp_id given (valid or not: no cascading errors in
@@ -315,7 +364,7 @@ def _parse_sessions(ctx: Context, node: Node, entity_names: set[str] | None,
     items = sequence_items(ctx, node, "sessions", _SESSIONS_EXPECTED)
     if items is BAD:
         return (), None
-    spec = _session_spec(entity_names)
+    spec = _session_spec(entity_names, base)
     sessions: list[SessionDef] = []
     seen: dict[str, str] = {}
     scopes: dict[str, tuple[str, str]] = {}
@@ -423,7 +472,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     entities, entity_names = _parse_entities(ctx, node) if node is not None else ((), None)
     node = _section(ctx, m, "sessions", _SESSIONS_EXPECTED)
     sessions, known = (
-        _parse_sessions(ctx, node, entity_names, _raw_comp_id(m.nodes.get("gateway")))
+        _parse_sessions(ctx, node, entity_names, base, _raw_comp_id(m.nodes.get("gateway")))
         if node is not None else ((), None))
     operators = _parse_operators(ctx, m, entities)
     portal = _parse_portal(ctx, m, base)

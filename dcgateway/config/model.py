@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from ..vocab import CATEGORIES, FRONT_ENDS, PROFILES, ROLES
 
 BEGIN_STRINGS = ("FIX.4.2", "FIX.4.4")
+DURABILITY_MODES = ("fsync", "os")
 DEFAULT_BEGIN_STRING = {"ilink2": "FIX.4.2", "fix": "FIX.4.4"}
 FILTER_KEYS = ("categories", "account", "symbol", "security_exchange", "side", "sender_sub_id")
 
@@ -124,6 +125,11 @@ class GatewaySettings:
     metrics_tls: TlsSettings | None = None      # TLS on /metrics and /healthz
     max_inbound_msgs_per_s: int = 0             # per session; 0: no limit
     journal_commit_delay_s: float = 0.0         # bound on how long an append waits for its fsync to start
+    #: "fsync": a copy leaves once its record is on disk (survives power loss); "os": once its
+    #: record is written to the OS, fsync following within journal_fsync_interval_s (survives
+    #: any process crash, not a kernel crash or power loss)
+    journal_durability: str = "fsync"
+    journal_fsync_interval_s: float = 0.05      # os mode: the background fsync's bound
     target_max_pending: int = 10_000            # copies a slow target holds in memory before the journal serves it
     tls: TlsSettings | None = None
     #: A file holding the bearer token ``/metrics`` requires (None: open to whoever reaches it).
@@ -166,6 +172,12 @@ class SessionDef:
     profile: str         # "ilink2" | "fix"
     begin_string: str    # "FIX.4.2" | "FIX.4.4"
     key_scope: str       # the Session ID its keys are issued for (docs/venue.md "Logon rules")
+    #: the FIX data dictionary its messages are validated against: "FIX.4.2"/"FIX.4.4" (shipped)
+    #: or the absolute path of a QuickFIX-format XML file (a venue's own, with custom tags)
+    data_dictionary: str = ""
+    reset_on_logon: bool = False          # QuickFIX's ResetOnLogon: every Logon resets to 1
+    #: ValidationOptions switches set for this session (the rest keep their defaults)
+    validation: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
