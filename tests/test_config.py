@@ -79,9 +79,9 @@ def assert_expected_contract(config: GatewayConfig, folder: Path) -> None:
         Entity("TRADECO", (Administrator("tina", "tina@tradeco.example"),)),
         Entity("CLEARCO", (Administrator("carl", "carl@clearco.example"),)))
     assert config.sessions == (
-        SessionDef("ABC123N", "source", "TRADECO", "ilink2", "FIX.4.2", "ABC", "FIX.4.2"),
-        SessionDef("ABD123N", "source", "TRADECO", "ilink2", "FIX.4.2", "ABD", "FIX.4.2"),
-        SessionDef("CLR001N", "target", "CLEARCO", "ilink2", "FIX.4.2", "CLR", "FIX.4.2"),
+        SessionDef("ABC123N", "source", "TRADECO", "ilink2", "FIX.4.2", "ABC", "ILINK2"),
+        SessionDef("ABD123N", "source", "TRADECO", "ilink2", "FIX.4.2", "ABD", "ILINK2"),
+        SessionDef("CLR001N", "target", "CLEARCO", "ilink2", "FIX.4.2", "CLR", "ILINK2"),
         SessionDef("CLRFIX44", "target", "CLEARCO", "fix", "FIX.4.4", "CLRFIX44", "FIX.4.4"))
     assert config.groups_file == folder / "groups.yaml"
     assert config.groups == (

@@ -29,7 +29,10 @@ import yaml
 from yaml.nodes import Node, SequenceNode
 
 from ..errors import ConfigError
+from ..fix.dictionary import DictionaryCache
+from ..fix.translate import check_translation
 from ..fsutil import atomic_write
+from ..vocab import CATEGORY_MSG_TYPES
 from .model import (
     CATEGORIES,
     FILTER_KEYS,
@@ -277,10 +280,58 @@ def _one_front_end_per_target(ctx: Context, refs: _Refs) -> GroupCheck:
     return check
 
 
+def _copies_can_be_valid(ctx: Context, refs: _Refs) -> GroupCheck:
+    """A ``fix`` group's copies must be valid in each target's data dictionary (FIX Vol. 1
+    "Message format"). Where the source and the target use different dictionaries the copies
+    are translated (ExecutionReport between FIX 4.2 and 4.4, fields the target does not define
+    left out); a group none of whose message types can be made valid for a target is refused,
+    naming the group, the source, the target and why. A single type that cannot (an iLink
+    OrderMassActionRequest to a FIX 4.4 target) is gap-filled at run time, logged and counted."""
+    dictionaries = DictionaryCache()
+    verdicts: dict[tuple[str, str, frozenset[str]], list[str]] = {}
+
+    def problems(source: SessionDef, target: SessionDef, cats: frozenset[str]) -> list[str]:
+        key = (source.data_dictionary, target.data_dictionary, cats)
+        if key not in verdicts:
+            src = dictionaries.get(source.data_dictionary or source.begin_string)
+            dst = dictionaries.get(target.data_dictionary or target.begin_string)
+            types = [mt for c in cats for mt in CATEGORY_MSG_TYPES.get(c, ())
+                     if mt in src.messages]
+            impossible: list[str] = []
+            usable = src is dst
+            for mt in types:
+                found = check_translation(src, dst, [mt])
+                usable = usable or found.possible
+                if not found.possible:
+                    impossible.extend(found.problems)
+            verdicts[key] = [] if usable or not types else impossible
+        return verdicts[key]
+
+    def check(group: GroupDef, m: MapNode) -> bool:
+        if group.front_end != "fix":
+            return True
+        for s in group.sources:
+            for t in group.targets:
+                source, target = refs.sessions.get(s), refs.sessions.get(t)
+                if source is None or target is None:
+                    continue
+                found = problems(source, target, group.filters.categories)
+                if found:
+                    ctx.problem(m.line, join_path(m.path, "targets"),
+                                f"no copy of group {group.name} from {s} can be valid for "
+                                f"{t} ({target.data_dictionary or target.begin_string}): "
+                                + "; ".join(found[:3]),
+                                "categories whose messages the target's dictionary defines, "
+                                "or the ilink2 front end")
+                    return False
+        return True
+    return check
+
+
 #: The rules across groups, each run on every group in turn (so that problems found on one line
-#: keep the order: name, sources, front end).
+#: keep the order: name, sources, front end, copies).
 _GROUP_RULES: tuple[Callable[[Context, _Refs], GroupCheck], ...] = (
-    _unique_names, _sources_per_target, _one_front_end_per_target)
+    _unique_names, _sources_per_target, _one_front_end_per_target, _copies_can_be_valid)
 
 
 def _check_groups(ctx: Context, parsed: list[tuple[GroupDef, MapNode]], refs: _Refs) -> bool:

@@ -24,11 +24,12 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..errors import ConfigError
-from ..fix.dictionary import load_dictionary
+from ..fix.dictionary import SHIPPED, load_dictionary
 from .groups import read_groups
 from .model import (
     BEGIN_STRINGS,
     DEFAULT_BEGIN_STRING,
+    DEFAULT_DICTIONARY,
     DURABILITY_MODES,
     PROFILES,
     ROLES,
@@ -265,9 +266,9 @@ def _dictionary(base: Path) -> Parser:
     file; the file is loaded here, so a bad one is a configuration error naming it."""
     path = file_path(base, True)
 
-    @expects("FIX.4.2, FIX.4.4 or the path of a QuickFIX-format data dictionary (XML)")
+    @expects("FIX.4.2, FIX.4.4, ILINK2 or the path of a QuickFIX-format data dictionary (XML)")
     def parse(ctx: Context, node: Node, where: str) -> str | Bad:
-        if isinstance(node, ScalarNode) and str(node.value) in BEGIN_STRINGS:
+        if isinstance(node, ScalarNode) and str(node.value) in SHIPPED:
             return str(node.value)
         p = path(ctx, node, where)
         if p is BAD:
@@ -306,16 +307,12 @@ def _check_session(ctx: Context, m: MapNode, v: dict[str, Any]) -> SessionDef | 
         ok = False
     if not ok:
         return None
-    dictionary = v["data_dictionary"] or begin
-    if dictionary != begin and load_dictionary(dictionary).begin_string.decode() != begin:
+    dictionary = v["data_dictionary"] or DEFAULT_DICTIONARY.get(profile, begin)
+    dd_begin = load_dictionary(dictionary).begin_string.decode()
+    if dd_begin != begin:
         ctx.problem(line("data_dictionary", m.line), join_path(m.path, "data_dictionary"),
-                    f"the dictionary is for {load_dictionary(dictionary).begin_string.decode()}",
+                    f"{dictionary!r} is a {dd_begin} dictionary",
                     f"a {begin} dictionary (the session's begin_string)")
-        return None
-    if dictionary in BEGIN_STRINGS and dictionary != begin:
-        ctx.problem(line("data_dictionary", m.line), join_path(m.path, "data_dictionary"),
-                    f"{dictionary!r} with begin_string {begin}",
-                    f"{begin} (the session's begin_string) or a {begin} dictionary file")
         return None
     return SessionDef(comp_id=comp_id, role=v["role"], entity=v["entity"], profile=profile,
                       begin_string=begin, key_scope=comp_id[:scope], data_dictionary=dictionary,

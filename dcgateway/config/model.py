@@ -17,6 +17,8 @@ from ..vocab import CATEGORIES, FRONT_ENDS, PROFILES, ROLES
 BEGIN_STRINGS = ("FIX.4.2", "FIX.4.4")
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_BEGIN_STRING = {"ilink2": "FIX.4.2", "fix": "FIX.4.4"}
+#: The data dictionary a session is validated against when gateway.yaml names none.
+DEFAULT_DICTIONARY = {"ilink2": "ILINK2"}
 FILTER_KEYS = ("categories", "account", "symbol", "security_exchange", "side", "sender_sub_id")
 
 __all__ = ["BEGIN_STRINGS", "CATEGORIES", "DEFAULT_BEGIN_STRING", "FILTER_KEYS", "FRONT_ENDS",

@@ -33,7 +33,10 @@ from types import MappingProxyType
 from ..errors import ConfigError
 
 #: BeginString -> file shipped in ``dcgateway/fix/spec`` (see the README there).
-SHIPPED: Mapping[str, str] = MappingProxyType({"FIX.4.2": "FIX42.xml", "FIX.4.4": "FIX44.xml"})
+#: The shipped dictionaries by name: plain FIX 4.2 and 4.4, and FIX 4.2 with the venue's iLink 2
+#: extensions (secure-logon tags, order mass actions, the venue's order fields).
+SHIPPED: Mapping[str, str] = MappingProxyType({"FIX.4.2": "FIX42.xml", "FIX.4.4": "FIX44.xml",
+                                               "ILINK2": "ILINK2.xml"})
 
 
 class DictionaryError(ConfigError):
@@ -123,7 +126,7 @@ class DataDictionary:
 # ----------------------------------------------------------------------------------------------
 
 def load_dictionary(name_or_path: str | os.PathLike[str]) -> DataDictionary:
-    """``"FIX.4.2"`` / ``"FIX.4.4"``: the dictionaries shipped with the package (read through
+    """``"FIX.4.2"`` / ``"FIX.4.4"`` / ``"ILINK2"``: the dictionaries shipped with the package (read through
     ``importlib.resources``, so an installed wheel works as well as a checkout). Anything else
     is a path to a venue's dictionary in QuickFIX's XML format. Raises :class:`DictionaryError`."""
     if isinstance(name_or_path, str) and name_or_path in SHIPPED:
@@ -168,6 +171,33 @@ class DictionaryCache:
         if found is None:
             found = self._loaded[key] = load_dictionary(name_or_path)
         return found
+
+
+#: The venue's secure Logon (docs/venue.md): tags every session's Logon may carry, whatever its
+#: dictionary, since every Logon is signed: 354/355 the Access Key ID, 1400-1402 the signature
+#: method and signature, 1603-1605 the client's application system.
+SECURE_LOGON_TAGS = (354, 355, 1400, 1401, 1402, 1603, 1604, 1605)
+
+
+def with_secure_logon(dd: DataDictionary) -> DataDictionary:
+    """``dd`` with the secure-logon tags its Logon (35=A) lacks added as optional fields (defined
+    as in the shipped ILINK2 dictionary); ``dd`` itself when nothing is missing."""
+    logon = dd.messages.get(b"A")
+    if logon is None:
+        return dd
+    missing = tuple(t for t in SECURE_LOGON_TAGS if t not in logon.body.tags)
+    if not missing:
+        return dd
+    venue = load_shipped("ILINK2")
+    fields = dict(dd.fields)
+    for t in missing:
+        fields.setdefault(t, venue.fields[t])
+    body = Section(logon.body.members + missing, logon.body.required, logon.body.groups,
+                   logon.body.tags | frozenset(missing))
+    messages = dict(dd.messages)
+    messages[b"A"] = MessageDef(logon.msg_type, logon.name, logon.category, body)
+    return DataDictionary(dd.begin_string, dd.source, MappingProxyType(fields), dd.header,
+                          dd.trailer, MappingProxyType(messages))
 
 
 def parse_dictionary(data: bytes, source: str) -> DataDictionary:

@@ -60,7 +60,7 @@ class CopySource:
 
     __slots__ = ("msg", "body", "body_sum", "sender_comp_id", "sender_sub_id", "sending_time",
                  "orig_sending_time", "_fix_tail", "_fix_tail_sum", "_envelope", "_envelope_sum",
-                 "fix_live")
+                 "fix_live", "variants")
 
     def __init__(self, msg: RawMessage) -> None:
         self.msg = msg
@@ -79,6 +79,25 @@ class CopySource:
         #: (MsgType field, tail + body, their length, their byte sum): what every live ``fix``
         #: copy of this message shares, made on the first one (:func:`_live_fix`)
         self.fix_live: tuple[bytes, bytes, int, int] | None = None
+        #: the same message made valid for other data dictionaries (a FIX 4.2 source copied to
+        #: a FIX 4.4 target), by whoever adapts it: key -> variant, or None when impossible
+        self.variants: dict[object, CopySource | None] | None = None
+
+    def with_body(self, body: bytes) -> CopySource:
+        """This message with another body (the header, and so 115/116/122, unchanged)."""
+        other = CopySource.__new__(CopySource)
+        for name in ("msg", "sender_comp_id", "sender_sub_id", "sending_time",
+                     "orig_sending_time"):
+            setattr(other, name, getattr(self, name))
+        other.body = body
+        other.body_sum = byte_sum(body)
+        other._fix_tail = None
+        other._fix_tail_sum = 0
+        other._envelope = None
+        other._envelope_sum = 0
+        other.fix_live = None
+        other.variants = None
+        return other
 
     def fix_tail(self, orig_sending_time: bytes | None = None) -> bytes:
         """``115=..|116=..|122=..|``: the part of a ``fix`` copy's header that is the same for

@@ -34,9 +34,8 @@ bug becomes a ``ProtocolError("internal_error")`` event, a Logout and a disconne
 
 Outbound: every message we originate gets 34 = ``store.next_out`` and is saved with
 ``store.save_outbound`` (admin messages too, so a later resend of them becomes a gap fill).
-Retransmissions reuse their seq and are not saved again.
-
-The public types (config, states, events) live in :mod:`.session_types` and are re-exported here.
+Retransmissions reuse their seq and are not saved again. The public types (config, states,
+events) live in :mod:`.session_types` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -51,8 +50,11 @@ from .session_admin import (
     Problem,
     SendingTimeParser,
     gap_fill_flag,
+    late_seq,
+    peer_reject,
     possdup_problem,
     reject_body,
+    reverse_routing,
     text_of,
     text_value,
     validate,
@@ -91,8 +93,8 @@ S = SessionState
 __all__ = [
     "AppMessage", "AuthDecision", "AuthFailed", "Authenticator", "Disconnect", "Event",
     "FixSession", "LoggedOn", "LoggedOut", "Outgoing", "ProtocolError", "ResendRequested",
-    "ResendServed",
-    "SessionConfig", "SessionNotReady", "SessionRejectSent", "SessionState", "TRANSITIONS",
+    "ResendServed", "SessionConfig", "SessionNotReady", "SessionRejectSent", "SessionState",
+    "TRANSITIONS",
 ]
 
 
@@ -120,6 +122,8 @@ class FixSession(LogonHandling):
         self._last_recv = now
         self._last_sent = now
         self._logout_sent_at = now
+        self._ending = False                # an error Logout was sent (see _fatal)
+        self._logout_deadline = now
         self._test_req_id: bytes | None = None
         self._test_req_at = now
         self._test_req_count = 0
@@ -202,6 +206,8 @@ class FixSession(LogonHandling):
         if st is S.AWAITING_LOGON:
             return self._created + self.config.logon_timeout
         if st is S.LOGOUT_SENT:
+            if self._ending:
+                return self._logout_deadline
             return self._logout_sent_at + self.config.logout_timeout
         if st is not S.ACTIVE or self.heartbeat_interval is None:
             return None
@@ -270,11 +276,19 @@ class FixSession(LogonHandling):
         self._events.append(Disconnect(reason))
 
     def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
-               detail: str | None = None) -> None:
-        """A fault that ends the session: event, Logout with the reason text (when a Logout may
-        still be sent), disconnect without waiting (FIX Test Cases 2.c, 2.h, 2.i, SendingTime accuracy).
-        ``detail`` (event only, never sent to the peer) defaults to ``text``."""
+               detail: str | None = None, wait: bool = True) -> None:
+        """A fault that ends the session (FIX Test Cases 2.c, 2.h, 2.i, 2.k, 2.o, SendingTime
+        accuracy): event, Logout with the reason text, then wait ``error_logout_grace`` seconds
+        for the peer's Logout before disconnecting (so its reply does not meet a reset); nothing
+        else it sends is acted on meanwhile. Before authentication, or when no Logout may be
+        sent, the disconnect is immediate. ``detail`` (event only, never sent to the peer)
+        defaults to ``text``."""
         self._events.append(ProtocolError(kind, text if detail is None else detail))
+        if wait and self._authenticated and self.state is S.ACTIVE:
+            self._send_logout(text, now, extra)
+            self._ending = True
+            self._logout_deadline = now + self.config.error_logout_grace
+            return
         if "send_logout" in TRANSITIONS[self.state]:
             self._send_logout(text, now, extra)
         self._disconnect(text)
@@ -286,16 +300,19 @@ class FixSession(LogonHandling):
         kind, text = (("store_error", STORE_FAULT_TEXT) if isinstance(exc, StoreError)
                       else ("internal_error", "internal error"))
         try:
-            self._fatal(kind, text, now, detail=f"{type(exc).__name__}: {exc}")
+            self._fatal(kind, text, now, detail=f"{type(exc).__name__}: {exc}", wait=False)
         except Exception:    # noqa: BLE001 - the store itself is failing: close without Logout
             self.state = S.CLOSED       # deliberately outside TRANSITIONS: last-resort path
             if not self._closed:
                 self._closed = True
                 self._events.append(Disconnect("internal error"))
 
-    def _reject(self, seq: int | None, msg_type: bytes, problem: Problem, now: float) -> None:
-        """Session-level Reject (35=3) with 45/371/372/373/58 (FIX Vol. 2 "Reject")."""
-        self._send(M.REJECT, reject_body(seq, msg_type, problem), now)
+    def _reject(self, seq: int | None, msg_type: bytes, problem: Problem, now: float,
+                msg: RawMessage | None = None) -> None:
+        """Session-level Reject (35=3) with 45/371/372/373/58 (FIX Vol. 2 "Reject"), routed back
+        the way the rejected message came (its 115/116/144 as 128/129/145 and the reverse)."""
+        self._send(M.REJECT, reject_body(seq, msg_type, problem), now,
+                   reverse_routing(msg) if msg is not None else b"")
         self._events.append(SessionRejectSent(seq or 0, problem.reason, problem.text))
 
     def _consume(self, seq: int) -> None:
@@ -311,7 +328,14 @@ class FixSession(LogonHandling):
             return
         seq = msg.seq_num
         if seq is None:
+            seq = late_seq(msg)            # 34 after a body field (Test Case 14g): a Reject
+        if seq is None:
             self._fatal("seq_missing", "MsgSeqNum(34) missing", now)
+            return
+        if self._ending:                    # an error Logout was sent: only its answer counts
+            if msg.msg_type == M.LOGOUT:
+                self._events.append(LoggedOut(text_of(msg) or "logout confirmed"))
+                self._disconnect("logout complete")
             return
         if self.state is S.AWAITING_LOGON:
             self._on_first_message(msg, seq, now)
@@ -336,12 +360,16 @@ class FixSession(LogonHandling):
     def _comp_ids_ok(self, msg: RawMessage, seq: int, now: float) -> bool:
         """49/56 on every message (FIX Test Case 2.i): Reject 373=9, Logout, disconnect."""
         h = msg.header
-        sender_ok = h.get(T.SENDER_COMP_ID) == self.config.their_comp_id
-        if sender_ok and h.get(T.TARGET_COMP_ID) == self.config.our_comp_id:
+        sender, target = h.get(T.SENDER_COMP_ID), h.get(T.TARGET_COMP_ID)
+        if not sender or not target:
+            return True     # missing or empty (Test Cases 14b, 14d): a Reject by validation
+        sender_ok = sender == self.config.their_comp_id
+        if sender_ok and target == self.config.our_comp_id:
             return True
         tag = T.TARGET_COMP_ID if sender_ok else T.SENDER_COMP_ID
         if self.state is not S.AWAITING_LOGON:
-            self._reject(seq, msg.msg_type, Problem(R.COMPID_PROBLEM, tag, "CompID problem"), now)
+            self._reject(seq, msg.msg_type, Problem(R.COMPID_PROBLEM, tag, "CompID problem"), now,
+                         msg)
             self._consume(seq)
         self._fatal("comp_id", "CompID problem", now)
         return False
@@ -355,7 +383,7 @@ class FixSession(LogonHandling):
         if t is None or abs(t - now) <= self.config.sending_time_tolerance:
             return True
         problem = Problem(R.SENDING_TIME_ACCURACY, T.SENDING_TIME, "SendingTime accuracy problem")
-        self._reject(seq, msg.msg_type, problem, now)
+        self._reject(seq, msg.msg_type, problem, now, msg)
         self._consume(seq)
         self._fatal("sending_time", problem.text, now)
         return False
@@ -363,14 +391,14 @@ class FixSession(LogonHandling):
     def _validate(self, msg: RawMessage) -> Problem | None:
         """Checks of an in-order message before it is acted on (:func:`.session_admin.
         validate`)."""
-        return validate(msg, self._times)
+        return validate(msg, self._times, self.config.validator)
 
     def _process(self, msg: RawMessage, seq: int, now: float) -> None:
         """The message whose seq is the expected one: validate, consume, dispatch."""
         problem = self._validate(msg)
         self._consume(seq)
         if problem is not None:
-            self._reject(seq, msg.msg_type, problem, now)
+            self._reject(seq, msg.msg_type, problem, now, msg)
             return
         handler = self._handlers.get(msg.msg_type)
         if handler is None:
@@ -436,7 +464,7 @@ class FixSession(LogonHandling):
             return      # a duplicate we drop anyway; 52 itself is not worth a Reject here
         problem = possdup_problem(msg, sending_time)
         if problem is not None:
-            self._reject(seq, msg.msg_type, problem, now)
+            self._reject(seq, msg.msg_type, problem, now, msg)
 
     def _request_gap(self, now: float) -> None:
         """Send the next ResendRequest chunk if a gap is known and none is outstanding
@@ -479,13 +507,13 @@ class FixSession(LogonHandling):
 
     def _on_reject(self, msg: RawMessage, now: float) -> None:
         """A peer Reject counts its seq and is reported; it is never answered."""
-        self._events.append(ProtocolError("peer_reject", text_of(msg)))
+        self._events.append(peer_reject(msg))
 
     def _on_resend_request(self, msg: RawMessage, now: float) -> None:
         """FIX Vol. 2 "Resend Request", Test Case 8 (:func:`.resend.answer_resend_request`)."""
         problem, out, event = answer_resend_request(self.config, self.store, msg, now)
         if problem is not None:
-            self._reject(msg.seq_num, msg.msg_type, problem, now)
+            self._reject(msg.seq_num, msg.msg_type, problem, now, msg)
             return
         if out:
             self._out.extend(Outgoing(seq, True, raw) for seq, raw in out)
@@ -499,7 +527,8 @@ class FixSession(LogonHandling):
         new_seq = int(msg.get(T.NEW_SEQ_NO) or b"0")
         if new_seq <= seq:
             text = f"Attempt to lower sequence number, invalid value NewSeqNo(36)={new_seq}"
-            self._reject(seq, msg.msg_type, Problem(R.VALUE_INCORRECT, T.NEW_SEQ_NO, text), now)
+            self._reject(seq, msg.msg_type, Problem(R.VALUE_INCORRECT, T.NEW_SEQ_NO, text), now,
+                         msg)
             return
         if new_seq > self.store.next_in:
             self._jump_to(new_seq, now)
@@ -518,7 +547,7 @@ class FixSession(LogonHandling):
             elif new_seq > expected:
                 self._jump_to(new_seq, now)
         if problem is not None:
-            self._reject(seq, msg.msg_type, problem, now)
+            self._reject(seq, msg.msg_type, problem, now, msg)
         self._drain(now)
 
     def _on_logout(self, msg: RawMessage, now: float) -> None:
@@ -542,6 +571,10 @@ class FixSession(LogonHandling):
             self._disconnect("logon timeout")
 
     def _timer_logout_sent(self, now: float) -> None:
+        if self._ending and now >= self._logout_deadline:
+            self._events.append(LoggedOut("no Logout reply after an error Logout"))
+            self._disconnect("logout grace over")
+            return
         if now >= self._logout_sent_at + self.config.logout_timeout:
             self._events.append(LoggedOut("logout timeout"))
             self._disconnect("logout timeout")
@@ -563,4 +596,5 @@ class FixSession(LogonHandling):
             return
         if now - self._last_sent >= hbi:
             self._send(M.HEARTBEAT, b"", now)
+
 

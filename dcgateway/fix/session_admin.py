@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from . import tags as T
 from .codec import FieldError, RawMessage, fields_bytes
+from .session_types import PeerReject
 from .timefmt import parse_utc_timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +25,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 R = T.SessionRejectReason
 M = T.MsgType
+
+
+class MessageValidator(Protocol):
+    """A data dictionary's validator (:class:`~.validate.Validator`)."""
+
+    def validate(self, msg: RawMessage) -> Problem | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,12 +297,15 @@ _LOGON_ECHO = (T.RESET_SEQ_NUM_FLAG, T.APPLICATION_SYSTEM_NAME, T.TRADING_SYSTEM
                T.APPLICATION_SYSTEM_VENDOR)
 
 
-def logon_reply_body(logon: RawMessage, heartbeat: int) -> bytes:
-    """Body of our Logon reply: 98=0, 108 echoed, then 141/1603/1604/1605 when the peer sent them.
-    No credential tags: the gateway's reply carries no signature (docs/venue.md)."""
+def logon_reply_body(logon: RawMessage, heartbeat: int, reset: bool = False) -> bytes:
+    """Body of our Logon reply: 98=0, 108 echoed, then 141/1603/1604/1605 when the peer sent them
+    (141=Y also when the session resets on every Logon). No credential tags: the gateway's reply
+    carries no signature (docs/venue.md)."""
     fields: list[tuple[int, bytes | int]] = [(T.ENCRYPT_METHOD, b"0"), (T.HEART_BT_INT, heartbeat)]
     for tag in _LOGON_ECHO:
         v = logon.get(tag)
+        if tag == T.RESET_SEQ_NUM_FLAG and reset:
+            v = b"Y"
         if v is not None:
             fields.append((tag, v))
     return fields_bytes(fields)
@@ -319,8 +329,8 @@ def reject_body(ref_seq: int | None, ref_msg_type: bytes, problem: Problem) -> b
         fields.append((T.REF_SEQ_NUM, ref_seq))
     if problem.tag is not None:
         fields.append((T.REF_TAG_ID, problem.tag))
-    if valid_msg_type(ref_msg_type):
-        fields.append((T.REF_MSG_TYPE, ref_msg_type))
+    if ref_msg_type and all(0x21 <= b <= 0x7e and b != 0x3d for b in ref_msg_type[:16]):
+        fields.append((T.REF_MSG_TYPE, ref_msg_type[:16]))   # known, even if invalid (2q)
     fields.append((T.SESSION_REJECT_REASON, problem.reason))
     fields.append((T.TEXT, text_value(problem.text)))
     return fields_bytes(fields)
@@ -344,12 +354,20 @@ def text_of(msg: RawMessage) -> str:
     return "" if v is None else v.decode("ascii", "replace")
 
 
-def validate(msg: RawMessage, times: SendingTimeParser) -> Problem | None:
-    """Checks of an in-order message before the session acts on it: repeated header tags,
-    SendingTime present and well formed, fields (the admin path parses every one; the
-    application path stays on bytes unless :func:`body_suspect` finds something), a valid
-    MsgType, and the PossDupFlag rules."""
-    if msg.header_error is not None:
+def validate(msg: RawMessage, times: SendingTimeParser,
+             validator: MessageValidator | None = None) -> Problem | None:
+    """Checks of an in-order message before the session acts on it. With the session's data
+    dictionary (``validator``), every message but a Reject is validated against it (FIX Test
+    Cases 14a-14i: tags, values, order, repeats, groups); without one, the session-level checks
+    only (repeated header tags, fields of admin messages, a valid MsgType). Then SendingTime
+    present and well formed, and the PossDupFlag rules."""
+    mt = msg.msg_type
+    if validator is not None:
+        if mt != M.REJECT:              # never reject a Reject (it could loop)
+            problem = validator.validate(msg)
+            if problem is not None:
+                return problem
+    elif msg.header_error is not None:
         return Problem(R.TAG_APPEARS_MORE_THAN_ONCE, msg.header_error,
                        f"Tag appears more than once: {msg.header_error}")
     v = msg.header.get(T.SENDING_TIME)
@@ -359,13 +377,53 @@ def validate(msg: RawMessage, times: SendingTimeParser) -> Problem | None:
     if sending_time is None:
         return Problem(R.INCORRECT_DATA_FORMAT, T.SENDING_TIME,
                        "Incorrect data format for value: 52")
-    mt = msg.msg_type
-    if mt in T.ADMIN_MSG_TYPES or body_suspect(msg):
-        problem = check_fields(msg)
-        if problem is not None:
-            return problem
-    if mt not in T.ADMIN_MSG_TYPES and not valid_msg_type(mt):
-        return Problem(R.INVALID_MSG_TYPE, T.MSG_TYPE, "Invalid MsgType")
+    if validator is None:
+        if mt in T.ADMIN_MSG_TYPES or body_suspect(msg):
+            problem = check_fields(msg)
+            if problem is not None:
+                return problem
+        if mt not in T.ADMIN_MSG_TYPES and not valid_msg_type(mt):
+            return Problem(R.INVALID_MSG_TYPE, T.MSG_TYPE, "Invalid MsgType")
     if msg.poss_dup and mt != M.SEQUENCE_RESET:
         return possdup_problem(msg, sending_time)
     return None
+
+
+#: Header routing tags and their counterparts on an answer (FIX Vol. 2 "Standard Message
+#: Header": a reply goes back DeliverTo the original's OnBehalfOf, and the reverse).
+_REVERSE = ((T.ON_BEHALF_OF_COMP_ID, T.DELIVER_TO_COMP_ID),
+            (T.ON_BEHALF_OF_SUB_ID, T.DELIVER_TO_SUB_ID),
+            (T.ON_BEHALF_OF_LOCATION_ID, T.DELIVER_TO_LOCATION_ID),
+            (T.DELIVER_TO_COMP_ID, T.ON_BEHALF_OF_COMP_ID),
+            (T.DELIVER_TO_SUB_ID, T.ON_BEHALF_OF_SUB_ID),
+            (T.DELIVER_TO_LOCATION_ID, T.ON_BEHALF_OF_LOCATION_ID))
+
+
+def reverse_routing(msg: RawMessage) -> bytes:
+    """The header routing fields of an answer to ``msg`` (115->128, 116->129, 144->145 and the
+    reverse), in a fixed order; empty when ``msg`` carries none."""
+    h = msg.header
+    pairs = sorted((back, h[tag]) for tag, back in _REVERSE if h.get(tag))
+    return b"".join(b"%d=%s\x01" % (back, value) for back, value in pairs)
+
+
+def late_seq(msg: RawMessage) -> int | None:
+    """MsgSeqNum written after a body field (the header run ended before it): found in the whole
+    message, so the message can be rejected in sequence (Test Case 14g) instead of ending the
+    session."""
+    try:
+        v = msg.get(T.MSG_SEQ_NUM)
+    except FieldError:
+        return None
+    return int(v) if v is not None and v.isdigit() else None
+
+
+def peer_reject(msg: RawMessage) -> PeerReject:
+    """A Reject (35=3) or BusinessMessageReject (35=j) the peer sent, as an event."""
+    try:
+        ref = msg.get(T.REF_SEQ_NUM)
+        reason = msg.get(T.SESSION_REJECT_REASON if msg.msg_type == M.REJECT else 380)
+    except FieldError:
+        ref = reason = None
+    return PeerReject(int(ref) if ref is not None and ref.isdigit() else 0, msg.msg_type,
+                      (reason or b"").decode("ascii", "replace"), text_of(msg))

@@ -41,7 +41,7 @@ class LogonHandling:
         raise NotImplementedError
 
     def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
-               detail: str | None = None) -> None:
+               detail: str | None = None, wait: bool = True) -> None:
         raise NotImplementedError
 
     def _transition(self, trigger: str) -> None:
@@ -77,10 +77,14 @@ class LogonHandling:
             return
         self._authenticated = True
         found = logon_problem(self.config, msg, seq, now, self._times)
+        if found is None and self.config.validator is not None:
+            problem = self.config.validator.validate(msg)    # the session's data dictionary
+            if problem is not None:
+                found = ("invalid_logon", f"invalid Logon: {problem.text}")
         if found is not None:
             self._fatal(found[0], found[1], now)
             return
-        reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
+        reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y" or self.config.reset_on_logon
         if reset:
             self.store.reset()
         expected = self.store.next_in
@@ -91,7 +95,7 @@ class LogonHandling:
         hbi = int(msg.get(T.HEART_BT_INT) or b"0")
         self.heartbeat_interval = hbi
         self._transition("logon")
-        self._send(M.LOGON, logon_reply_body(msg, hbi), now)
+        self._send(M.LOGON, logon_reply_body(msg, hbi, reset), now)
         self._events.append(LoggedOn(hbi, reset))
         if seq == expected:
             self._consume(seq)
@@ -115,4 +119,16 @@ class LogonHandling:
         return False
 
     def _on_second_logon(self, msg: RawMessage, now: float) -> None:
+        """A Logon on a logged-on session. FIX 4.4 (Vol. 2 "Sequence Reset (Logon)") lets a
+        party reset both sequences in session with a Logon carrying 141=Y and 34=1: both sides
+        start again at 1, the reply echoing 141=Y. Anything else ends the session."""
+        if (self.config.begin_string == b"FIX.4.4" and msg.seq_num == 1
+                and msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"):
+            self.store.reset()
+            hbi = self.heartbeat_interval or int(msg.get(T.HEART_BT_INT) or b"30")
+            self._send(M.LOGON, logon_reply_body(msg, hbi), now)
+            self._consume(1)
+            self._queue.clear()
+            self._events.append(LoggedOn(hbi, True))
+            return
         self._fatal("second_logon", "Logon received on a logged-on session", now)

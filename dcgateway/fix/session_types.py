@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import DcGatewayError
 from .codec import DEFAULT_MAX_SIZE, RawMessage
@@ -55,6 +55,11 @@ class SessionConfig:
     logon_timeout: float = 60.0    # docs/venue.md: the Logon must arrive within 60 s of the connect
     max_queued_bytes: int = 64 * 1024 * 1024    # byte bound on the same queue
     max_message_size: int = DEFAULT_MAX_SIZE    # codec frame cap for this session's decoder
+    #: the session's data dictionary validator (:class:`~.validate.Validator`); None: only the
+    #: session-level checks of :func:`.session_admin.validate`
+    validator: Any = None
+    reset_on_logon: bool = False   # QuickFIX ResetOnLogon: every Logon starts both sides at 1
+    error_logout_grace: float = 2.0   # after an error Logout, wait this long for the peer's
 
 
 class Outgoing(NamedTuple):
@@ -112,6 +117,17 @@ class SessionRejectSent:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerReject:
+    """The peer rejected one of our messages: a session-level Reject (35=3) or a
+    BusinessMessageReject (35=j); ``ref_seq`` is its RefSeqNum (45), 0 when absent."""
+
+    ref_seq: int
+    msg_type: bytes
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolError:
     kind: str
     text: str
@@ -142,4 +158,4 @@ class Disconnect:
 
 
 Event = (LoggedOn | AppMessage | AuthFailed | SessionRejectSent | ProtocolError | ResendServed
-         | ResendRequested | LoggedOut | Disconnect)
+         | ResendRequested | LoggedOut | Disconnect | PeerReject)

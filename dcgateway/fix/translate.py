@@ -84,8 +84,21 @@ def fill_exec_type(fields: Fields) -> bytes:
     return b"1"
 
 
+def _status_44(fields: Fields) -> bytes | None:
+    """FIX 4.2's OrdStatus 5 (Replaced) is gone from FIX 4.4, where a replaced order reports its
+    own state: new, partially filled or filled by its CumQty (14) and LeavesQty (151)."""
+    status = _first(fields, T.ORD_STATUS)
+    if status != b"5":
+        return status
+    cum, leaves = _qty(_first(fields, 14)), _qty(_first(fields, 151))
+    if not cum:
+        return b"0"
+    return b"2" if leaves == 0 else b"1"
+
+
 def er_42_to_44(fields: Fields) -> list[tuple[int, bytes]] | Untranslatable:
-    """FIX 4.2 ExecutionReport body -> FIX 4.4: ExecTransType folded into ExecType."""
+    """FIX 4.2 ExecutionReport body -> FIX 4.4: ExecTransType folded into ExecType, OrdStatus 5
+    (Replaced) as the order's own state."""
     trans = _first(fields, T.EXEC_TRANS_TYPE)
     exec_type = _first(fields, T.EXEC_TYPE)
     if trans in (None, b"0"):
@@ -96,7 +109,9 @@ def er_42_to_44(fields: Fields) -> list[tuple[int, bytes]] | Untranslatable:
             return Untranslatable(f"ExecTransType(20)={trans.decode('latin-1')!r} has no FIX 4.4 "
                                   "equivalent", T.EXEC_TRANS_TYPE)
         new_type = mapped
-    return [(t, new_type if t == T.EXEC_TYPE and new_type is not None else v)
+    status = _status_44(fields)
+    return [(t, new_type if t == T.EXEC_TYPE and new_type is not None
+             else status if t == T.ORD_STATUS and status is not None else v)
             for t, v in fields if t != T.EXEC_TRANS_TYPE]
 
 
@@ -134,7 +149,7 @@ MAPPERS: dict[tuple[bytes, bytes, bytes], Mapper] = {
 }
 #: Tags a mapping rewrites: their source values are not compared with the target's enumerations.
 _MAPPED_TAGS: dict[tuple[bytes, bytes, bytes], frozenset[int]] = {
-    (V42, V44, ER): frozenset({T.EXEC_TRANS_TYPE, T.EXEC_TYPE}),
+    (V42, V44, ER): frozenset({T.EXEC_TRANS_TYPE, T.EXEC_TYPE, T.ORD_STATUS}),
     (V44, V42, ER): frozenset({T.EXEC_TRANS_TYPE, T.EXEC_TYPE}),
 }
 
@@ -147,22 +162,34 @@ class Translator:
     """Translation from one dictionary to another, built once per (source, target) pair: holds
     the target's validator (compiled value checks) that every translated body must pass."""
 
-    __slots__ = ("check", "source", "target")
+    __slots__ = ("check", "source", "target", "dropped")
 
     def __init__(self, source: DataDictionary, target: DataDictionary,
                  target_validator: Validator | None = None) -> None:
         self.source = source
         self.target = target
         self.check = target_validator if target_validator is not None else Validator(target)
+        self.dropped: tuple[int, ...] = ()
 
-    def translate(self, msg_type: bytes, fields: Fields
+    def translate(self, msg_type: bytes, fields: Fields, *, drop_undefined: bool = False
                   ) -> list[tuple[int, bytes]] | Untranslatable:
-        """The body for the target, or why there is none."""
+        """The body for the target, or why there is none. ``drop_undefined``: fields the target
+        dictionary does not define for this MsgType (a FIX 4.2 ExecBroker (76) in a FIX 4.4
+        copy) are left out instead of making the copy untranslatable; :attr:`dropped` says
+        which."""
         key = (self.source.begin_string, self.target.begin_string, msg_type)
         mapper = MAPPERS.get(key)
         out = mapper(fields) if mapper is not None else list(fields)
+        self.dropped = ()
         if isinstance(out, Untranslatable):
             return out
+        mdef = self.target.messages.get(msg_type)
+        if drop_undefined and mdef is not None:
+            allowed = mdef.body.tags
+            kept = [(t, v) for t, v in out if t in allowed or t >= 5000]
+            if len(kept) != len(out):
+                self.dropped = tuple(sorted({t for t, _ in out if t not in allowed and t < 5000}))
+                out = kept
         found = self.check.check_body(msg_type, out)
         if found is None:
             return out

@@ -29,6 +29,7 @@ from dcgateway.fix.session import (
     SessionRejectSent,
     SessionState,
 )
+from dcgateway.fix.session_types import PeerReject
 from dcgateway.fix.store import MemoryStore
 from dcgateway.fix.timefmt import parse_utc_timestamp, utc_timestamp
 
@@ -117,6 +118,22 @@ class Harness:
     def delivered(self, events=None) -> list[int]:
         evs = self.events() if events is None else events
         return [e.msg.seq_num for e in evs if isinstance(e, AppMessage)]
+
+
+def closes_after_logout_reply(h: "Harness", now: float = T0) -> None:
+    """FIX Test Cases 2.i, 2.k, 2.o: after an error Logout the session waits for the peer's
+    Logout (acting on nothing else meanwhile), then disconnects."""
+    assert not h.session.closed and h.session.state is SessionState.LOGOUT_SENT
+    assert h.feed(h.peer.app(), now) == []           # ignored while ending
+    h.feed(h.peer.build("5", [(58, "bye")]), now)
+    assert h.session.closed and only(h.events(), Disconnect)
+
+
+def closes_after_grace(h: "Harness", now: float = T0) -> None:
+    """Without the peer's Logout the session disconnects after the grace (2 s)."""
+    assert not h.session.closed and h.session.next_timer() == now + 2.0
+    h.session.on_timer(now + 2.0)
+    assert h.session.closed
 
 
 def logged_on(**kw) -> Harness:
@@ -372,8 +389,8 @@ def test_2_c_seq_too_low_without_possdup_is_fatal():
     assert logout.msg_type == b"5"
     assert f[58] == b"MsgSeqNum too low, expecting 3 but received 2" and f[789] == b"3"
     ev = h.events()
-    assert only(ev, ProtocolError)[-1].kind == "seq_too_low" and only(ev, Disconnect)
-    assert h.session.closed
+    assert only(ev, ProtocolError)[-1].kind == "seq_too_low"
+    closes_after_logout_reply(h)
 
 
 def test_2_e_possdup_duplicate_is_ignored():
@@ -424,7 +441,7 @@ def test_2_h_begin_string_mismatch_after_logon_is_fatal():
     h = logged_on()
     [logout] = h.feed(h.peer.app(begin=b"FIX.4.4"))
     assert logout.msg_type == b"5" and fields(logout)[58] == b"incorrect BeginString"
-    assert h.session.closed
+    closes_after_grace(h)
 
 
 def test_2_i_comp_id_mismatch_is_rejected_then_logged_out():
@@ -433,8 +450,8 @@ def test_2_i_comp_id_mismatch_is_rejected_then_logged_out():
     f = fields(rej)
     assert rej.msg_type == b"3" and (f[373], f[371], f[45]) == (b"9", b"49", b"2")
     assert logout.msg_type == b"5" and fields(logout)[58] == b"CompID problem"
-    assert h.store.next_in == 3
-    assert h.session.closed and h.delivered() == []
+    assert h.store.next_in == 3 and h.delivered() == []
+    closes_after_logout_reply(h)
 
 
 def test_2_sending_time_out_of_tolerance_is_rejected_then_logged_out():
@@ -443,7 +460,8 @@ def test_2_sending_time_out_of_tolerance_is_rejected_then_logged_out():
     f = fields(rej)
     assert rej.msg_type == b"3" and (f[373], f[371]) == (b"10", b"52")
     assert logout.msg_type == b"5" and fields(logout)[58] == b"SendingTime accuracy problem"
-    assert h.session.closed and h.delivered() == []
+    assert h.delivered() == []
+    closes_after_grace(h)
 
 
 def test_sending_time_missing_or_malformed_is_rejected_and_consumes_the_seq():
@@ -459,7 +477,7 @@ def test_missing_msg_seq_num_is_fatal():
     h = logged_on()
     [logout] = h.feed(h.peer.app(omit=(34,)))
     assert logout.msg_type == b"5" and fields(logout)[58] == b"MsgSeqNum(34) missing"
-    assert h.session.closed
+    closes_after_grace(h)
 
 
 @pytest.mark.parametrize("msg_type,body,reason,tag", [
@@ -497,7 +515,7 @@ def test_header_tag_appearing_twice_is_rejected():
 def test_2_invalid_msg_type_is_rejected():
     h = logged_on()
     [rej] = h.feed(h.peer.build("#!", [(58, "hi")]))
-    assert fields(rej)[373] == b"11" and 372 not in fields(rej)
+    assert fields(rej)[373] == b"11" and fields(rej)[372] == b"#!"     # 2q: 372 when known
     assert h.store.next_in == 3
 
 
@@ -515,13 +533,14 @@ def test_second_logon_is_fatal():
     h = logged_on()
     [logout] = h.feed(h.peer.logon())
     assert logout.msg_type == b"5"
-    assert only(h.events(), ProtocolError)[0].kind == "second_logon" and h.session.closed
+    assert only(h.events(), ProtocolError)[0].kind == "second_logon"
+    closes_after_grace(h)
 
 
 def test_peer_reject_is_counted_and_reported_not_answered():
     h = logged_on()
     assert h.feed(h.peer.build("3", [(45, 1), (373, 5), (58, "bad value")])) == []
-    assert only(h.events(), ProtocolError) == [ProtocolError("peer_reject", "bad value")]
+    assert only(h.events(), PeerReject) == [PeerReject(1, b"3", "5", "bad value")]
     assert h.store.next_in == 3
 
 
@@ -660,7 +679,8 @@ def test_silence_sends_test_request_then_logs_out():
     [logout] = h.sent()
     assert logout.msg_type == b"5" and fields(logout)[58] == b"heartbeat timeout"
     ev = h.events()
-    assert ProtocolError("heartbeat_timeout", "heartbeat timeout") in ev and only(ev, Disconnect)
+    assert ProtocolError("heartbeat_timeout", "heartbeat timeout") in ev
+    closes_after_grace(h, T0 + 86)
     assert test_id
 
 
@@ -773,7 +793,8 @@ def test_10_c_d_gap_fill_below_expected():
     assert h.feed(h.peer.possdup("4", [(123, "Y"), (36, 3)], seq=2)) == []   # ignored
     assert h.store.next_in == 3 and not h.session.closed
     [logout] = h.feed(h.peer.build("4", [(123, "Y"), (36, 3)], seq=2))       # no PossDup
-    assert logout.msg_type == b"5" and h.session.closed
+    assert logout.msg_type == b"5"
+    closes_after_grace(h)
 
 
 def test_11_sequence_reset_reset_mode_ignores_msg_seq_num():

@@ -112,8 +112,15 @@ def test_required_target_field_missing_is_refused():
     assert "Required tag missing: 55" in out.reason
 
 
+def test_replaced_becomes_the_orders_own_state_in_44():
+    """FIX 4.2 OrdStatus 5 (Replaced) is not a FIX 4.4 value: the order's state instead."""
+    out = TO44.translate(b"8", er42("0", "5", status="5"))       # CumQty 50, LeavesQty 50
+    assert not isinstance(out, Untranslatable) and dict(out)[39] == b"1"
+    valid_in(TO44.target, b"8", out)
+
+
 def test_value_not_valid_in_target_is_refused():
-    out = TO44.translate(b"8", er42("0", "5", status="5"))       # OrdStatus Replaced: not in 4.4
+    out = TO44.translate(b"8", er42("0", "0", status="Z"))       # no such OrdStatus in 4.4
     assert isinstance(out, Untranslatable) and out.tag == 39
 
 

@@ -1,0 +1,69 @@
+"""Each configured session, assembled: its engine settings (with the validator of its data
+dictionary), its durable store, and for a drop copy target its outbox, its target store and the
+adapter that makes copies valid in its dictionary. Called by the composition root once per
+session at start; kept here so the root only composes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..config import GatewayConfig, SessionDef
+from ..fanout import CopyAdapter, Outbox, TargetStore
+from ..fix.dictionary import DictionaryCache, with_secure_logon
+from ..fix.session import SessionConfig
+from ..fix.validate import ValidationOptions, Validator
+from ..journal import Journal, Recovery
+from ..net.connection import SessionSlot
+from ..state.session_files import FileSessionStore
+from ..vocab import Role
+
+log = logging.getLogger("dcgateway")
+
+
+def session_config(config: GatewayConfig, sdef: SessionDef,
+                   dictionaries: DictionaryCache) -> SessionConfig:
+    """A session's engine settings, with the validator of its data dictionary (one per session:
+    its layout cache lives as long as the session's configuration)."""
+    g = config.gateway
+    validator = Validator(with_secure_logon(dictionaries.get(sdef.data_dictionary)),
+                          ValidationOptions(**dict(sdef.validation)))
+    return SessionConfig(begin_string=sdef.begin_string.encode(),
+                         our_comp_id=g.comp_id.encode(), their_comp_id=sdef.comp_id.encode(),
+                         heartbeat_min=g.heartbeat_min_s, heartbeat_max=g.heartbeat_max_s,
+                         validator=validator, reset_on_logon=sdef.reset_on_logon)
+
+
+def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: Journal,
+              recovery: Recovery, dictionaries: DictionaryCache) -> SessionSlot:
+    """A source's next inbound seq comes from the journal (what was durably accepted), never
+    from its session file; a target's next outbound seq is the larger of its session file's
+    (admin messages) and the journal's (copies), and what it was last handed is remembered."""
+    store = FileSessionStore(data_dir / "sessions" / f"{sdef.comp_id}.log")
+    if store.recovered_torn_bytes:
+        log.warning("session %s: dropped a torn record (%d bytes) at the end of %s",
+                    sdef.comp_id, store.recovered_torn_bytes, store.path)
+    cfg = session_config(config, sdef, dictionaries)
+    if sdef.role == Role.SOURCE:
+        store.set_next_in(recovery.source_next_in.get(sdef.comp_id, 1))
+        return SessionSlot(sdef.comp_id, sdef.role, cfg, store)
+    g = config.gateway
+    outbox = Outbox(sdef.comp_id, sdef.begin_string, sdef.profile, g.comp_id, journal,
+                    g.target_max_pending)
+    next_out = max(store.next_out, recovery.target_next_seq.get(sdef.comp_id, 1))
+    outbox.store = target = TargetStore(outbox, store, journal, next_out)
+    outbox.written_upto = target.recovered_delivered()
+    return SessionSlot(sdef.comp_id, sdef.role, cfg, target, outbox=outbox)
+
+
+def adapt_copies(sessions: Iterable[SessionDef], outboxes: dict[str, Outbox],
+                 dictionaries: DictionaryCache) -> None:
+    """Each target's copies made valid in its data dictionary (:mod:`dcgateway.fanout.adapt`)."""
+    sdefs = list(sessions)
+    sources = {s.comp_id.encode(): dictionaries.get(s.data_dictionary)
+               for s in sdefs if s.role == Role.SOURCE}
+    for s in sdefs:
+        if s.comp_id in outboxes:
+            outboxes[s.comp_id].adapter = CopyAdapter(
+                s.comp_id, dictionaries.get(s.data_dictionary), sources)
