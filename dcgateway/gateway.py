@@ -26,11 +26,11 @@ from prometheus_client import CollectorRegistry
 
 from .auth import NOTICES_FILE_NAME, LogonAuthenticator, NoticeLog, SessionAuth
 from .auth.canonical import required_tags
-from .config import GatewayConfig, SessionDef
+from .config import GatewayConfig
 from .fanout import Fanout, Outbox, TargetStore
-from .fix.session import SessionConfig
+from .fix.dictionary import DictionaryCache
 from .fsutil import private_dir
-from .journal import GroupCommitter, Recovery, SegmentJournal
+from .journal import GroupCommitter, SegmentJournal
 from .metrics import GatewayMetrics
 from .net.acceptor import Acceptor, AcceptorSettings
 from .net.connection import SessionSlot
@@ -45,24 +45,17 @@ from .runtime import (
     Maintenance,
     MetricsPump,
     StatusFile,
+    adapt_copies,
     fit_descriptor_limit,
     key_owners,
+    make_slot,
     metrics_token,
     scrape_state,
     server_ssl_context,
 )
 from .state import open_state
-from .state.session_files import FileSessionStore
-from .vocab import Role
 
 log = logging.getLogger("dcgateway")
-
-
-def session_config(config: GatewayConfig, sdef: SessionDef) -> SessionConfig:
-    g = config.gateway
-    return SessionConfig(begin_string=sdef.begin_string.encode(),
-                         our_comp_id=g.comp_id.encode(), their_comp_id=sdef.comp_id.encode(),
-                         heartbeat_min=g.heartbeat_min_s, heartbeat_max=g.heartbeat_max_s)
 
 
 def tune_gc() -> None:
@@ -91,19 +84,22 @@ class Gateway:
             {s.comp_id: SessionAuth(s.key_scope, required_tags(s.profile))
              for s in config.sessions},
             closures=self.state.closures, sending_time_tolerance_s=g.sending_time_tolerance_s)
+        self.dictionaries = DictionaryCache()
         t0 = time.monotonic()
         self.journal = SegmentJournal(self.data_dir / "journal")
         recovery = self.journal.recover()
         self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
-        self.slots: dict[str, SessionSlot] = {}
-        self.outboxes: dict[str, Outbox] = {}
-        self.target_stores: dict[str, TargetStore] = {}
-        for sdef in config.sessions:
-            self.slots[sdef.comp_id] = self._make_slot(sdef, recovery)
+        self.slots: dict[str, SessionSlot] = {
+            s.comp_id: make_slot(config, s, self.data_dir, self.journal, recovery,
+                                 self.dictionaries) for s in config.sessions}
+        self.outboxes: dict[str, Outbox] = {
+            name: slot.outbox for name, slot in self.slots.items() if slot.outbox is not None}
         table = RoutingTable.build(config.groups, {sd.comp_id: sd for sd in config.sessions})
         self.fanout = Fanout(self.journal, table, self.outboxes, notify=self._notify)
-        for ts in self.target_stores.values():
-            ts.carry_over = self.fanout.carry_over
+        for slot in self.slots.values():
+            if isinstance(slot.store, TargetStore):
+                slot.store.carry_over = self.fanout.carry_over
+        adapt_copies(config.sessions, self.outboxes, self.dictionaries)
         self.flow = Flow(self.fanout, self.journal, self.slots, clock)
         self.registry = CollectorRegistry()
         self.metrics = GatewayMetrics.from_config(self.registry, config)
@@ -117,6 +113,8 @@ class Gateway:
         self.status = StatusFile(self.data_dir, clock, lambda: {
             n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()})
         self.events = EventSink(self.metrics, self.status, self.authenticator.is_locked)
+        self.events.describe_copy = self._describe_copy
+        self.flow.acceptor_event = self.events
         self.acceptor = Acceptor(
             AcceptorSettings(
                 our_comp_id=g.comp_id, logon_timeout=g.logon_timeout_s,
@@ -145,27 +143,12 @@ class Gateway:
                  "groups version %s", self.recovery_seconds, recovery.records, recovery.segments,
                  recovery.torn_bytes, table.version)
 
-    def _make_slot(self, sdef: SessionDef, recovery: Recovery) -> SessionSlot:
-        """A source's next inbound seq comes from the journal (what was durably accepted),
-        never from its session file; a target's next outbound seq is the larger of its session
-        file's (admin messages) and the journal's (copies)."""
-        store = FileSessionStore(self.data_dir / "sessions" / f"{sdef.comp_id}.log")
-        if store.recovered_torn_bytes:
-            log.warning("session %s: dropped a torn record (%d bytes) at the end of %s",
-                        sdef.comp_id, store.recovered_torn_bytes, store.path)
-        cfg = session_config(self.config, sdef)
-        if sdef.role == Role.SOURCE:
-            store.set_next_in(recovery.source_next_in.get(sdef.comp_id, 1))
-            return SessionSlot(sdef.comp_id, sdef.role, cfg, store)
-        g = self.config.gateway
-        outbox = Outbox(sdef.comp_id, sdef.begin_string, sdef.profile, g.comp_id, self.journal,
-                        g.target_max_pending)
-        next_out = max(store.next_out, recovery.target_next_seq.get(sdef.comp_id, 1))
-        outbox.store = target = TargetStore(outbox, store, self.journal, next_out)
-        outbox.written_upto = target.recovered_delivered()
-        self.outboxes[sdef.comp_id] = outbox
-        self.target_stores[sdef.comp_id] = target
-        return SessionSlot(sdef.comp_id, sdef.role, cfg, target, outbox=outbox)
+    def _describe_copy(self, target: str, seq: int) -> str:
+        entries = self.journal.read_target(target, seq, seq) if seq > 0 else []
+        if not entries:
+            return "not a copy, or no longer in the journal"
+        e = entries[0]
+        return f"copy of {e.source} MsgSeqNum {e.source_seq}"
 
     # -- wiring callbacks -----------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ from .config import Filters, GroupDef, IncludeExclude, SessionDef
 from .errors import ConfigError
 from .fix import tags as T
 from .fix.codec import RawMessage
-from .vocab import CATEGORIES, Category
+from .fix.dictionary import DictionaryCache
+from .vocab import CATEGORIES, Category, FrontEnd
 
 __all__ = [
     "EXECUTION", "ACKNOWLEDGMENT", "ORDER", "MASS_ACTION", "REJECT", "CATEGORIES",
@@ -345,6 +346,22 @@ def _check_sessions(groups: Sequence[GroupDef], sessions: Mapping[str, SessionDe
         raise ConfigError(problems)
 
 
+def _carried_types(sessions: Mapping[str, SessionDef]) -> Callable[[str], frozenset[bytes]]:
+    """target -> the MsgTypes its data dictionary defines (loaded once per dictionary)."""
+    dictionaries = DictionaryCache()
+    cache: dict[str, frozenset[bytes]] = {}
+
+    def carries(target: str) -> frozenset[bytes]:
+        types = cache.get(target)
+        if types is None:
+            sdef = sessions.get(target)
+            name = (sdef.data_dictionary or sdef.begin_string) if sdef is not None else ""
+            types = frozenset(dictionaries.get(name).messages) if name else frozenset(_ALL_TYPES)
+            cache[target] = types
+        return types
+    return carries
+
+
 def _version(groups: Sequence[GroupDef], sessions: Mapping[str, SessionDef]) -> str:
     """A digest of what the table routes: equal configurations give equal versions across
     processes and reloads (logs and metrics can tell a reload that changed nothing)."""
@@ -389,10 +406,15 @@ class RoutingTable:
     def build(cls, config_groups: Sequence[GroupDef],
               sessions: Mapping[str, SessionDef]) -> RoutingTable:
         """Precompute everything per (source, MsgType). Raises ConfigError when a target's
-        groups disagree on front_end or a group names a session that is not configured."""
+        groups disagree on front_end or a group names a session that is not configured.
+
+        A ``fix`` copy keeps its MsgType, so a target is routed only the types its own data
+        dictionary defines (an iLink OrderMassActionReport, 35=BZ, is not a FIX 4.4 message:
+        a FIX 4.4 target's ``fix`` group does not copy it; its ``ilink2`` envelope would)."""
         groups = tuple(config_groups)
         _check_sessions(groups, sessions)
         _check_front_ends(groups)
+        carries = _carried_types(sessions)
         interned: dict[tuple[Check, ...], FieldPredicate | None] = {}
         preds = []
         for g in groups:                # equal filters share one predicate (evaluated once)
@@ -408,7 +430,8 @@ class RoutingTable:
                 for cat in _categories_of_type(mt) & g.filters.categories:
                     for source in g.sources:
                         items = raw.setdefault((source, mt, cat), [])
-                        items.extend((Route(t, g.front_end, key), pred) for t in g.targets)
+                        items.extend((Route(t, g.front_end, key), pred) for t in g.targets
+                                     if g.front_end != FrontEnd.FIX or mt in carries(t))
         table: dict[str, dict[bytes, _Entry]] = {}
         for (source, mt, cat), items in raw.items():
             by_type = table.setdefault(source, {})

@@ -143,6 +143,17 @@ CASES: list[tuple[str, list[tuple[str, str]], str, list[dict[str, str]]]] = [
     ("DcgatewayConfigReloadFailed", [
         (f'dcgateway_config_last_reload_successful{{{S}}}', "1 1 0 0"),
     ], "3m", [{}]),
+    ("DcgatewayTargetRejectingCopies", [
+        (f'dcgateway_copies_rejected_by_target_total{{{S},session="CLRFIX44"}}', "0 0 1 1 1"),
+        (f'dcgateway_copies_rejected_by_target_total{{{S},session="CLR001N"}}', "0x5"),
+    ], "4m", [{"session": "CLRFIX44"}]),
+    ("DcgatewayTargetRejectingCopies", [          # long ago: no longer firing
+        (f'dcgateway_copies_rejected_by_target_total{{{S},session="CLRFIX44"}}', "0 1x20"),
+    ], "20m", []),
+    ("DcgatewayCopiesUntranslatable", [
+        (f'dcgateway_copies_untranslatable_total{{{S},session="CLRFIX44"}}', "0 0 2 2 2"),
+        (f'dcgateway_copies_untranslatable_total{{{S},session="CLR001N"}}', "0x5"),
+    ], "4m", [{"session": "CLRFIX44"}]),
 ]
 
 

@@ -327,8 +327,13 @@ def test_groups_of_different_categories_split_execution_reports():
 
 def test_reject_and_mass_action_categories():
     t = RoutingTable.build([group("r", categories=("reject", "mass_action"))], SESSIONS)
-    for mt in ("3", "j", "BZ", "r"):
+    for mt in ("3", "j", "r"):
         assert [r.target for r in t.route("SRC1", make(mt, body=[(58, "x")]))] == ["T1"], mt
+    # 35=BZ is the venue's (iLink 2) message: a FIX 4.4 target's fix copies cannot carry it;
+    # its ilink2 envelope can
+    assert t.route("SRC1", make("BZ", body=[(58, "x")])) == ()
+    t = RoutingTable.build([group("r", "ilink2", ("mass_action",), targets=("T3",))], SESSIONS)
+    assert [r.target for r in t.route("SRC1", make("BZ", body=[(58, "x")]))] == ["T3"]
     assert t.route("SRC1", make("8")) == ()
 
 

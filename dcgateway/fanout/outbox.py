@@ -38,6 +38,7 @@ from ..fix.timefmt import utc_timestamp
 from ..journal import Entry, Journal
 from ..routing import category
 from ..vocab import PROFILE_FRONT_END, FrontEnd
+from .adapt import CopyAdapter
 
 log = logging.getLogger("dcgateway.fanout")
 
@@ -148,6 +149,8 @@ class Outbox:
         self.default_front_end: str = PROFILE_FRONT_END.get(profile, FrontEnd.FIX)
         self._front_end = ""
         self._build: LiveBuilder
+        self._adapter: CopyAdapter | None = None
+        self._adapt: CopyAdapter | None = None
         self.front_end = self.default_front_end
         self.journal = journal
         self.max_pending = max_pending
@@ -181,6 +184,34 @@ class Outbox:
             self._front_end = value
             self._build = live_builder(value, self.begin_string, self.gateway_comp,
                                        self.comp_bytes)
+        self._set_adapt()
+
+    @property
+    def adapter(self) -> CopyAdapter | None:
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, value: CopyAdapter | None) -> None:
+        """Makes ``fix`` copies valid in this target's dictionary (:mod:`.adapt`)."""
+        self._adapter = value
+        self._set_adapt()
+
+    def _set_adapt(self) -> None:
+        a = getattr(self, "_adapter", None)
+        self._adapt = a if a is not None and a.needed and self._front_end == FrontEnd.FIX \
+            else None
+
+    def source_for(self, src: CopySource) -> CopySource | None:
+        """The copy source as this target gets it (translated for its dictionary), or None
+        when it cannot be made valid (its seq is then gap-filled)."""
+        return src if self._adapt is None else self._adapt(src)
+
+    def gap_fill(self, seq: int, st: bytes) -> bytes:
+        """SequenceReset-GapFill for one seq (PossDupFlag=Y, 122 = 52)."""
+        return encode(self.begin_string, T.MsgType.SEQUENCE_RESET,
+                      b"49=%s\x0156=%s\x0134=%d\x0143=Y\x0152=%s\x01122=%s\x01"
+                      % (self.gateway_comp, self.comp_bytes, seq, st, st),
+                      b"123=Y\x0136=%d\x01" % (seq + 1))
 
     @property
     def backlog(self) -> int:
@@ -313,7 +344,10 @@ class Outbox:
         if not run:
             return 0
         build = self._build
-        copies = [build(src, seq, st52, st52_sum) for seq, _, src, _, _ in run]
+        if self._adapt is None:
+            copies = [build(src, seq, st52, st52_sum) for seq, _, src, _, _ in run]
+        else:
+            copies = [self._adapted(src, seq, st52, st52_sum) for seq, _, src, _, _ in run]
         self._lats.extend([now - received for _, _, _, received, _ in run])
         self.out_counts.update([cat for _, _, _, _, cat in run])
         self.cursor += len(run)
@@ -339,7 +373,8 @@ class Outbox:
                     if item[0] != seq or item[1] > durable_lsn:
                         break
                     pending.pop_first()
-                    raw = build(item[2], seq, st52, st52_sum)
+                    raw = (build(item[2], seq, st52, st52_sum) if self._adapt is None
+                           else self._adapted(item[2], seq, st52, st52_sum))
                     self._lats.append(now - item[3])
                     self.out_counts[item[4]] += 1
                 else:
@@ -353,6 +388,13 @@ class Outbox:
         if size:
             self.written_upto = self.resendable_upto = seq - 1
         return size
+
+    def _adapted(self, src: CopySource, seq: int, st52: bytes, st52_sum: int) -> bytes:
+        assert self._adapt is not None
+        adapted = self._adapt(src)
+        if adapted is None:
+            return self.gap_fill(seq, st52[3:-1])
+        return self._build(adapted, seq, st52, st52_sum)
 
     def _hand_latencies(self) -> None:
         lats, self._lats = self._lats, []
@@ -381,11 +423,11 @@ class Outbox:
         if msg is None:                     # CRC-checked, so never expected: do not stall
             log.error("target %s: journal entry for seq %d does not decode; gap-filled",
                       self.comp_id, seq)
-            return encode(self.begin_string, T.MsgType.SEQUENCE_RESET,
-                          b"49=%s\x0156=%s\x0134=%d\x0143=Y\x0152=%s\x01122=%s\x01"
-                          % (self.gateway_comp, self.comp_bytes, seq, st, st),
-                          b"123=Y\x0136=%d\x01" % (seq + 1))
+            return self.gap_fill(seq, st)
+        src = self.source_for(CopySource(msg))
+        if src is None:
+            return self.gap_fill(seq, st)
         self.copies_written += 1
         self.out_counts[category(msg)] += 1
-        return build_copy(CopySource(msg), self.front_end, self.begin_string, self.gateway_comp,
+        return build_copy(src, self.front_end, self.begin_string, self.gateway_comp,
                           self.comp_bytes, seq, st)

@@ -195,9 +195,12 @@ class Fanout:
 def target_rejects(target: str, messages: Iterable[RawMessage]) -> list[tuple[bytes, bytes]]:
     """A drop copy target is read-only: each application message it sends gets a Business
     Message Reject (35=j, 380=3 unsupported message type) and goes nowhere. Returns the
-    (MsgType, body) of each reject to send."""
+    (MsgType, body) of each reject to send. A BusinessMessageReject from the target is about a
+    copy: it is reported by the caller, never answered (two rejects must not loop)."""
     out = []
     for msg in messages:
+        if msg.msg_type == b"j":
+            continue
         log.warning("target %s sent an application message (35=%s); rejected, not routed",
                     target, msg.msg_type.decode("ascii", "replace"))
         out.append((b"j", b"45=%d\x01372=%s\x01380=3\x0158=drop copy sessions are read-only\x01"

@@ -83,8 +83,9 @@ class TargetStore:
         o.written_upto = max(o.written_upto, end)     # resent: delivered too
         for e in self.journal.read_target(o.comp_id, begin, end):
             msg = decode_one(e.raw)
-            if msg is not None:
-                out[e.target_seq] = build_copy(CopySource(msg), o.front_end, o.begin_string,
+            src = None if msg is None else o.source_for(CopySource(msg))
+            if src is not None:             # else: gap-filled by the resend
+                out[e.target_seq] = build_copy(src, o.front_end, o.begin_string,
                                                o.gateway_comp, o.comp_bytes, e.target_seq,
                                                utc_timestamp(e.received))
         return sorted(out.items())

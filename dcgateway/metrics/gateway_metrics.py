@@ -187,6 +187,15 @@ class GatewayMetrics:
                                             "ResendRequests (35=2) sent to the session.", s)
         self.session_rejects_sent = counter("session_rejects_sent",
                                             "Session-level Rejects (35=3) sent.", s)
+        self.copies_rejected_by_target = counter(
+            "copies_rejected_by_target", "Copies a target session answered with a Reject (35=3) "
+            "or a BusinessMessageReject (35=j).", s)
+        self.copies_untranslatable = counter(
+            "copies_untranslatable", "Copies that could not be made valid in the target's data "
+            "dictionary (their sequence numbers were gap-filled).", s)
+        self.copy_fields_dropped = counter(
+            "copy_fields_dropped", "Fields left out of translated copies because the target's "
+            "data dictionary does not define them.", s)
         self.session_protocol_errors = counter(
             "session_protocol_errors", "Session protocol faults (logged with their kind).", s)
         self.journal_appended_records = counter("journal_appended_records",
@@ -248,7 +257,9 @@ class GatewayMetrics:
         self._refused = {r: self.connections_refused.labels(r) for r in REFUSAL_REASONS}
         per_session = ("logons_accepted", "port_closures", "resend_requests_served",
                        "messages_resent", "messages_gap_filled", "resend_requests_sent",
-                       "session_rejects_sent", "session_protocol_errors")
+                       "session_rejects_sent", "session_protocol_errors",
+                       "copies_rejected_by_target", "copies_untranslatable",
+                       "copy_fields_dropped")
         self._by_session: dict[str, dict[str, Any]] = {
             name: {s: getattr(self, name).labels(s) for s in self.session_ids}
             for name in per_session}
@@ -378,6 +389,14 @@ class GatewayMetrics:
 
     def protocol_error(self, session: str) -> None:
         self._session_counter("session_protocol_errors", session)
+
+    def copy_rejected(self, session: str) -> None:
+        self._session_counter("copies_rejected_by_target", session)
+
+    def untranslatable(self, session: str, copies: int, fields_dropped: int) -> None:
+        """Copies for target ``session`` that could not be made valid, and fields left out."""
+        self._session_counter("copies_untranslatable", session, copies)
+        self._session_counter("copy_fields_dropped", session, fields_dropped)
 
     def journal_error(self) -> None:
         self.journal_errors.inc()

@@ -7,6 +7,7 @@
 * :mod:`.status`       ``status.json`` for the CLI and the portal
 * :mod:`.health`       is the journal writable (``/healthz``, Logons during a disk fault)
 * :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
+* :mod:`.sessions`     each configured session assembled (settings, store, outbox, adapter)
 * :mod:`.snapshot`     the state gauges read at scrape time
 * :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, key owners
 """
@@ -16,6 +17,7 @@ from .flow import Flow
 from .health import UNWRITABLE_TEXT, JournalHealth
 from .maintenance import RETENTION_S, Maintenance, week_start_before
 from .pump import MetricsPump
+from .sessions import adapt_copies, make_slot, session_config
 from .snapshot import scrape_state
 from .status import StatusFile
 from .support import fit_descriptor_limit, key_owners, metrics_token, server_ssl_context
@@ -23,5 +25,6 @@ from .support import fit_descriptor_limit, key_owners, metrics_token, server_ssl
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
     "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "metrics_token",
-    "scrape_state", "server_ssl_context", "week_start_before",
+    "scrape_state", "server_ssl_context", "week_start_before", "adapt_copies", "make_slot",
+    "session_config",
 ]

@@ -15,6 +15,7 @@ from ..fix.session_types import (
     Disconnect,
     LoggedOn,
     LoggedOut,
+    PeerReject,
     ProtocolError,
     ResendRequested,
     ResendServed,
@@ -40,6 +41,8 @@ class EventSink:
         self.status = status
         self.is_locked = is_locked
         self.noisy = RateLimitedLog(log)        # what a misbehaving peer can repeat at will
+        #: (target, seq) -> what that copy was ("copy of SRC MsgSeqNum N"), from the journal
+        self.describe_copy: Callable[[str, int], str] = lambda target, seq: "unknown copy"
         self._locked: set[str] = set()
 
     def __call__(self, slot: SessionSlot | None, ev: Any) -> None:
@@ -88,6 +91,21 @@ class EventSink:
         log.info("session %s: sent ResendRequest %d..%d", name, ev.begin, ev.end)
         self.metrics.resend_requested(name)
 
+    def _peer_reject(self, name: str, slot: SessionSlot | None, ev: PeerReject) -> None:
+        """A target that rejects a copy: logged with what the copy was, counted (and alerted
+        on: the target's data dictionary and ours disagree)."""
+        if slot is None or slot.outbox is None:
+            self.noisy.log((name, "peer_reject"), logging.WARNING,
+                           "session %s rejected our message %d (35=%s, reason %s): %s", name,
+                           ev.ref_seq, ev.msg_type.decode("ascii", "replace"), ev.reason,
+                           ev.text)
+            return
+        self.metrics.copy_rejected(name)
+        self.noisy.log((name, "copy_rejected"), logging.ERROR,
+                       "target %s rejected its message %d (%s; 35=%s reason %s: %s)", name,
+                       ev.ref_seq, self.describe_copy(name, ev.ref_seq),
+                       ev.msg_type.decode("ascii", "replace"), ev.reason, ev.text)
+
     def _refused(self, name: str, slot: SessionSlot | None, ev: Refused) -> None:
         self.metrics.connection_refused(ev.reason)
 
@@ -97,5 +115,5 @@ _HANDLERS: Mapping[type, Handler] = {
     LoggedOut: EventSink._ended, Disconnect: EventSink._ended,
     SessionRejectSent: EventSink._reject_sent, ProtocolError: EventSink._protocol_error,
     ResendServed: EventSink._resend_served, ResendRequested: EventSink._resend_requested,
-    Refused: EventSink._refused,
+    Refused: EventSink._refused, PeerReject: EventSink._peer_reject,
 }

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from ..fanout import Decision, Fanout, HoldSources, RefuseSource, target_rejects
 from ..fix.codec import RawMessage
+from ..fix.session_admin import peer_reject
 from ..fix.session_types import Disconnect, LoggedOn
 from ..journal import Journal
 from ..net.connection import FixConnection, SessionSlot
@@ -29,6 +30,8 @@ class Flow:
         self.slots = slots
         self.clock = clock
         self.sources = [s for s in slots.values() if s.role == Role.SOURCE]
+        #: where events the flow finds itself go (the gateway's event sink)
+        self.acceptor_event: Callable[[SessionSlot, object], None] = lambda slot, ev: None
 
     def on_app(self, conn: FixConnection, messages: list[RawMessage], now: float) -> None:
         slot = conn.slot
@@ -37,6 +40,9 @@ class Flow:
             self.apply(self.fanout.from_source(slot.comp_id, messages, now, slot.store.next_in),
                        now)
         elif conn.session is not None:
+            for msg in messages:
+                if msg.msg_type == b"j":          # the target rejects a copy: report it
+                    self.acceptor_event(slot, peer_reject(msg))
             for msg_type, body in target_rejects(slot.comp_id, messages):
                 conn.session.send_app(msg_type, body, now)
 

@@ -41,6 +41,11 @@ class MetricsPump:
         if records:
             m.journal_append(records, nbytes)
         for name, o in self.outboxes.items():
+            if o.adapter is not None:
+                d1 = self._delta(("untr", name), o.adapter.untranslatable)
+                d2 = self._delta(("drop", name), o.adapter.fields_dropped)
+                if d1 or d2:
+                    m.untranslatable(name, d1, d2)
             for cat, n in list(o.out_counts.items()):
                 d = self._delta(("out", name, cat), n)
                 if d and cat is not None:

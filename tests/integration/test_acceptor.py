@@ -130,7 +130,7 @@ async def test_sequence_numbers_survive_restart(start_gateway, tmp_path):
     c = gw.client("ABC123N")
     await c.logon()
     for i in range(5):
-        c.send("D", [(11, f"ORD{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")])
+        c.send("D", [(11, f"ORD{i}"), (21, 1), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")])
     c.send("1", [(112, "sync")])
     await c.expect("0", skip=())
     await c.logout()
@@ -155,7 +155,7 @@ async def test_client_seq_too_low_after_restart_gets_logout_with_789(start_gatew
     c = gw.client("ABC123N")
     await c.logon()
     for i in range(3):
-        c.send("D", [(11, f"ORD{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
+        c.send("D", [(11, f"ORD{i}"), (21, 1), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")])
     await c.logout()
     await c.close()
     await gw.stop()
@@ -171,7 +171,7 @@ async def test_gateway_requests_resend_on_inbound_gap(start_gateway):
     gw = await start_gateway()
     c = gw.client("ABC123N")
     await c.logon()
-    c.send("D", [(11, "A1"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)], seq=5)
+    c.send("D", [(11, "A1"), (21, 1), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")], seq=5)
     rr = await c.expect("2")
     assert (get(rr, 7), get(rr, 16)) == ("2", "4")
     # fill the gap with a gap fill, then the queued message 5 is processed
@@ -267,7 +267,7 @@ async def test_sigterm_stops_subprocess_gateway_with_logout(tmp_path, gateway_pr
 async def test_state_survives_kill_9(tmp_path, gateway_process):
     cfg, creds, gp, c = await _subprocess_source(tmp_path, gateway_process)
     for i in range(20):
-        c.send("D", [(11, f"K{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
+        c.send("D", [(11, f"K{i}"), (21, 1), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")])
     c.send("1", [(112, "synced")])
     await c.expect("0", skip=())             # the gateway has processed (and synced) all 20
     gp.kill9()
@@ -308,7 +308,7 @@ async def test_flooding_source_is_read_one_chunk_per_turn_so_commits_keep_up(tmp
     process (uvloop) is used; the burst is processed whole, in order, and no pause is logged."""
     _, _, gp, c = await _subprocess_source(tmp_path, gateway_process)
     n = 30_000
-    c.send_raw(b"".join(c.build("D", [(11, f"B{i}"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1)])
+    c.send_raw(b"".join(c.build("D", [(11, f"B{i}"), (21, 1), (55, "ESZ6"), (54, 1), (38, 1), (40, 1), (60, "20261124-10:00:00")])
                         for i in range(n)))
     c.send("1", [(112, "after-burst")])
     hb = await c.expect("0", skip=(), timeout=60)

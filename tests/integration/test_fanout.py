@@ -27,8 +27,8 @@ def fill(account: str = "ACCT01", symbol: str = "ESZ6", exec_id: str = "E1") -> 
 
 
 def new_order(clordid: str = "N1", account: str = "ACCT01") -> list:
-    return [(11, clordid), (1, account), (55, "ESZ6"), (54, 1), (38, 5), (40, 2), (44, "4500"),
-            (60, "20261124-10:00:00")]
+    return [(11, clordid), (21, 1), (1, account), (55, "ESZ6"), (54, 1), (38, 5), (40, 2),
+            (44, "4500"), (60, "20261124-10:00:00")]
 
 
 async def connect_all(gw, *names: str) -> dict[str, FixClient]:
@@ -87,7 +87,7 @@ async def test_copies_follow_the_contract_groups_in_both_formats(folder, start_g
     src.send("8", fill(symbol="GEZ6", exec_id="E2"))          # excluded for CLR001N
     src.send("8", fill(account="ACCT09", exec_id="E3"))       # account not in CLR001N's list
     src.send("D", new_order())                               # order: only CLRFIX44's group
-    src.send("BZ", [(1369, "MA1"), (1373, 1), (1374, 7), (55, "ESZ6")])   # mass action: no group
+    src.send("BZ", [(1369, "MA1"), (1373, 1), (1374, 7), (1375, 1), (55, "ESZ6")])   # mass action: no group
     cl["ABD123N"].send("8", fill(account="ACCT02", exec_id="E4"))   # ABD123N: only CLR001N's group
 
     ilink = await drain(cl["CLR001N"])
@@ -106,7 +106,9 @@ async def test_copies_follow_the_contract_groups_in_both_formats(folder, start_g
     assert (first.header[49], first.header[56], first.header[115], first.header[116]) == \
         (b"DCGW", b"CLRFIX44", b"ABC123N", b"OPS")
     assert first.header[122] == orig.header[52]
-    assert first.body == orig.body                            # body copied byte for byte
+    # the body as sent, but valid FIX 4.4: ExecTransType (20) folded into ExecType (150=F)
+    assert b"\x0120=0\x01150=2\x01" in orig.body
+    assert first.body == orig.body.replace(b"\x0120=0\x01150=2\x01", b"\x01150=F\x01")
     assert gw.gw.fanout.messages_in == 6
     await close_all(cl)
 

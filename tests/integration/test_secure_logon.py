@@ -224,7 +224,7 @@ async def test_a_signed_logon_is_accepted_once(contract_config, start_gateway):
     owner.send_raw(captured)
     assert get(await owner.recv(), 35) == "A"
     for i in range(3):
-        owner.send("D", [(11, f"R{i}"), (1, "ACCT01"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1),
+        owner.send("D", [(11, f"R{i}"), (21, 1), (1, "ACCT01"), (55, "ESZ6"), (54, 1), (38, 1), (40, 1),
                          (60, "20261124-10:00:00")])
 
     async def replay() -> tuple:
