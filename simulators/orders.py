@@ -112,8 +112,10 @@ class _Order:
         return max(self.qty - self.cum, 0) if self.status not in ("4", "8", "2") else 0
 
     def avg_px(self) -> str:
-        return str((self.notional / self.cum).quantize(Decimal("0.000001")).normalize()) \
-            if self.cum else "0"
+        """AvgPx (6) as a FIX Price: plain digits, never an exponent (Decimal.normalize would
+        write 4500 as 4.5E+3)."""
+        return format((self.notional / self.cum).quantize(Decimal("0.000001")).normalize(),
+                      "f") if self.cum else "0"
 
 
 #: One step of an order's scripted lifecycle: the next message about it.
@@ -124,7 +126,8 @@ class OrderFlow(Iterator[OrderEvent]):
     """Endless, seeded stream of interleaved order lifecycles (see the module docstring).
 
     ``max_open`` bounds the orders in flight (and so this object's memory); ``p_mass`` is the
-    chance per step of an OrderMassActionReport; ``outcomes`` overrides :data:`OUTCOMES`
+    chance per step of an OrderMassActionReport (FIX 4.2 flows only: 35=BZ is the venue's
+    iLink 2 message, not a FIX 4.4 one); ``outcomes`` overrides :data:`OUTCOMES`
     weights; ``clock`` returns TransactTime (60) text (default: the wall clock)."""
 
     def __init__(self, *, seed: int = 1, sender: str = "SRC", begin_string: str = "FIX.4.2",
@@ -187,6 +190,8 @@ class OrderFlow(Iterator[OrderEvent]):
         f.append((17, exec_id))
         if not self.v44:
             f.append((20, trans_type))
+            if exec_type in ("G", "H"):     # FIX 4.2: a correction/bust is 20=2/1 on a fill
+                exec_type = "2" if o.leaves == 0 else "1"
         f += [(150, exec_type), (39, o.status)] + self._instrument(o)
         f += [(38, str(o.qty)), (40, "2"), (44, str(o.price)), (32, str(last_qty)),
               (31, str(last_px if last_px is not None else 0)), (151, str(o.leaves)),
@@ -234,7 +239,9 @@ class OrderFlow(Iterator[OrderEvent]):
 
     def _reject(self, o: _Order) -> OrderEvent:
         o.status = "8"
-        return self._report(o, "8", extra=[(103, "99"), (58, "price outside banding")])
+        # OrdRejReason 99 (Other) is FIX 4.4; FIX 4.2's nearest is 0 (Broker option)
+        return self._report(o, "8", extra=[(103, "99" if self.v44 else "0"),
+                                           (58, "price outside banding")])
 
     def _execute(self, o: _Order, qty: int) -> OrderEvent:
         price = o.price
@@ -285,7 +292,8 @@ class OrderFlow(Iterator[OrderEvent]):
         return self._report(o, "4", extra=[(58, text)] if text else ())
 
     def _replace_ack(self, o: _Order) -> OrderEvent:
-        o.pending_request, o.status = False, "5" if self.v44 else "0"
+        # OrdStatus 5 (Replaced) is FIX 4.2's; FIX 4.4 reports the order's own status
+        o.pending_request, o.status = False, "0" if self.v44 else "5"
         ev = self._report(o, "5")
         o.status = "0"
         return ev
@@ -293,8 +301,9 @@ class OrderFlow(Iterator[OrderEvent]):
     def _cancel_reject(self, o: _Order) -> OrderEvent:
         """The cancel request came after the order was filled: 35=9, 102=0 too late."""
         o.pending_request = False
+        # OrderCancelReject carries no instrument in FIX 4.2/4.4, only the Account
         f = [(37, o.order_id), (11, o.clordid), (41, o.orig_clordid or ""), (39, o.status),
-             (434, "1"), (102, "0"), (58, "too late to cancel")] + self._instrument(o)
+             (434, "1"), (102, "0"), (58, "too late to cancel"), (1, o.account)]
         return OrderEvent("9", f, f"9:{o.clordid}", o.sub_id)
 
     def _trade_cancel(self, o: _Order) -> OrderEvent:
@@ -349,7 +358,7 @@ class OrderFlow(Iterator[OrderEvent]):
         rng = self.rng
         if not self._open or (len(self._open) < self.max_open and rng.random() < self.p_new):
             return self._new_order()
-        if rng.random() < self.p_mass:
+        if not self.v44 and rng.random() < self.p_mass:   # BZ is the venue's, on FIX 4.2
             ev = self._mass_cancel()
             if ev is not None:
                 return ev

@@ -39,7 +39,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from dcgateway.fix.codec import DecodeError, Decoder, RawMessage
+from dcgateway.fix.dictionary import load_dictionary, with_secure_logon
 from dcgateway.fix.dropcopy import unwrap_rtrf
+from dcgateway.fix.validate import Validator
 from dcgateway.routing import category
 
 from .fixclient import FixClient, LogonSigner, add_connection_args, command_main, signer_from_args
@@ -79,7 +81,7 @@ class TargetSimulator:
                  resend_chunk: int = 2500, resend_timeout: float = 3.0, keep_raw: bool = False,
                  expected_seq: int = 1, seq: int | None = None, reset: bool = False,
                  send_heartbeats: bool = True, sync_seq: bool = True,
-                 max_queued: int = 100_000) -> None:
+                 max_queued: int = 100_000, dictionary: str | None = None) -> None:
         if resend_mode not in ("0", "explicit"):
             raise ValueError("resend_mode is '0' (16=0) or 'explicit'")
         self.comp_id = comp_id
@@ -104,6 +106,10 @@ class TargetSimulator:
         self._pending: tuple[int, int] | None = None
         self._progress_at = 0.0
         self._decoder = Decoder(1 << 20)
+        # every message from the gateway checked against the session's data dictionary
+        # (FIX.4.2, FIX.4.4, ILINK2 or an XML path): a problem is a format error
+        self._validator = (Validator(with_secure_logon(load_dictionary(dictionary)))
+                           if dictionary else None)
         self.state = "down"             # down | logging_on | active | logout_sent | logged_out
         self._refusal: tuple[str, str | None] | None = None
         self._stop = asyncio.Event()
@@ -153,8 +159,12 @@ class TargetSimulator:
 
     def send_forbidden(self, msg_type: str = "D", fields: Sequence[tuple[int, str]] = ()) -> None:
         """Send an application message. Targets are read-only: only for the test that the
-        gateway refuses it (35=j, recorded in :attr:`rejects`)."""
-        self.client.send(msg_type, list(fields) or [(11, "FORBIDDEN"), (55, "ESZ6")])
+        gateway refuses it (35=j, recorded in :attr:`rejects`). The default is a valid
+        NewOrderSingle (an invalid one would get a session-level Reject, 35=3, first)."""
+        v44 = self.client.begin_string >= "FIX.4.4"
+        default = [(11, "FORBIDDEN")] + ([] if v44 else [(21, "1")]) + [
+            (55, "ESZ6"), (54, "1"), (60, "20261124-10:00:00"), (38, "1"), (40, "1")]
+        self.client.send(msg_type, list(fields) or default)
 
     async def run(self, until: Callable[[TargetSimulator], bool] | int | float | None = None, *,
                   count: int | None = None, duration: float | None = None,
@@ -342,6 +352,11 @@ class TargetSimulator:
 
     def _on_message(self, msg: RawMessage) -> None:
         mt = msg.msg_type
+        if self._validator is not None:
+            problem = self._validator.validate(msg)
+            if problem is not None:
+                self._note(f"invalid 35={_s(mt)} 34={msg.seq_num}: {problem.text} "
+                           f"(373={problem.reason}, 371={problem.tag})")
         if self.state == "logging_on":
             if mt == b"5":
                 self._refusal = (_s(msg.get(58)) or "", _s(msg.get(789)))
@@ -574,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-every", type=int, default=None,
                    help="drop the connection after this many deliveries, then log on again")
     p.add_argument("--max-drops", type=int, default=None)
+    p.add_argument("--dictionary", default=None, metavar="NAME|PATH",
+                   help="validate every message from the gateway against this data dictionary "
+                        "(FIX.4.2, FIX.4.4, ILINK2 or a QuickFIX XML file); problems count as "
+                        "format errors")
     return p
 
 
@@ -584,6 +603,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
                           read_delay=args.read_delay, read_size=args.read_size,
                           rcvbuf=args.rcvbuf, drop_every=args.drop_every,
                           max_drops=args.max_drops, resend_mode=args.resend_mode,
+                          dictionary=args.dictionary,
                           expected_seq=args.expected_seq, seq=args.seq, reset=args.reset)
     timeout = args.timeout or max(args.duration or 0, 300.0)
     return await sim.run(count=args.count, duration=args.duration, idle=args.idle,

@@ -41,6 +41,12 @@ def test_demo_shows_traffic_and_stops_cleanly(tmp_path):
     n_in = int(re.search(r"in\s+([\d,]+)", last).group(1).replace(",", ""))
     outs = [int(x.replace(",", "")) for x in re.findall(r"out\s+([\d,]+)", last)]
     assert n_in > 500 and len(outs) == 2 and all(o > 0 for o in outs)
+    # the target simulators validated every message against their session's dictionary
+    checked = re.search(r"^targets checked: (.*)$", proc.stdout, re.M)
+    assert checked, proc.stdout[-2000:]
+    per_target = re.findall(r"(\w+) ([\d,]+) copies, (\d+) invalid, (\d+) unflagged", checked[1])
+    assert len(per_target) == 2 and all(int(c.replace(",", "")) > 0 and inv == dup == "0"
+                                        for _, c, inv, dup in per_target), checked[1]
     creds = json.loads((folder / "var" / "demo-credentials.json").read_text())
     assert set(creds) == {"ABC", "ABD", "CLR", "CLRFIX44"}
     assert (folder / "var" / "demo-credentials.json").stat().st_mode & 0o777 == 0o600

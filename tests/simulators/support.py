@@ -71,6 +71,8 @@ def source(port: int, creds: dict, sender: str = "ABC123N", **kw: Any) -> Source
 def target(port: int, creds: dict, comp_id: str, **kw: Any) -> TargetSimulator:
     kw.setdefault("begin_string", "FIX.4.4" if comp_id == "CLRFIX44" else "FIX.4.2")
     kw.setdefault("keep_raw", True)
+    # every message from the gateway must be valid in the session's dictionary
+    kw.setdefault("dictionary", "FIX.4.4" if kw["begin_string"] == "FIX.4.4" else "ILINK2")
     return TargetSimulator("127.0.0.1", port, comp_id, signer=logon_signer(*creds[comp_id]), **kw)
 
 

@@ -9,7 +9,11 @@ from collections import Counter
 
 import pytest
 
+from dcgateway.fanout import CopyAdapter
 from dcgateway.fix.codec import Decoder
+from dcgateway.fix.dictionary import load_dictionary
+from dcgateway.fix.dropcopy import CopySource
+from dcgateway.fix.validate import Validator
 from dcgateway.routing import category
 
 from .support import (
@@ -23,6 +27,10 @@ from .support import (
 )
 
 pytestmark = pytest.mark.asyncio
+
+valid_44 = Validator(load_dictionary("FIX.4.4"))
+to_44 = CopyAdapter("CLRFIX44", load_dictionary("FIX.4.4"),
+                    {b"ABC123N": load_dictionary("ILINK2"), b"ABD123N": load_dictionary("ILINK2")})
 
 
 def decode(raw: bytes):
@@ -60,7 +68,10 @@ async def test_live_targets_get_exactly_their_groups_in_both_formats(tmp_path, s
     for key, d in fix.delivered.items():
         copy, orig = decode(d.raw), decode(sent[key].raw)
         assert copy.begin_string == b"FIX.4.4" and copy.msg_type == orig.msg_type
-        assert copy.body == orig.body
+        # the FIX 4.2 source's body translated for the FIX 4.4 target (ExecTransType folded
+        # into ExecType), and valid in the target's data dictionary
+        assert copy.body == to_44(CopySource(orig)).body
+        assert valid_44.validate(copy) is None, copy
         assert (copy.header[115], copy.header.get(116), copy.header[122]) == \
             (orig.header[49], orig.header[50], orig.header[52])
         assert copy.header[49] == b"DCGW" and copy.header[56] == b"CLRFIX44"
