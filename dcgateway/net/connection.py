@@ -21,11 +21,13 @@ import fcntl
 import logging
 import sys
 import termios
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import StoreError
+from ..fanout import TAKE_BUDGET
 from ..fix.codec import DecodeError, Decoder, RawMessage
 from ..fix.session_types import SessionConfig
 
@@ -84,6 +86,14 @@ TURN_READ_BYTES = 16 * 1024
 #: After close(), how long the write buffer may take to drain before the connection is aborted
 #: (a peer that stopped reading must not keep its session bound).
 CLOSE_GRACE_S = 2.0
+#: A drop copy target's take is fitted to about this much of the loop's time, so that a target
+#: catching up from the journal shares the loop with live copies, commits and /metrics.
+TAKE_SLICE_S = 0.002
+#: The smallest take (bytes): a catching-up target always makes progress.
+MIN_TAKE_BUDGET = 4096
+#: A target catching up from the journal waits this many times as long as its last take before
+#: the next one (1.0: catch-up takes at most about half of the loop's time).
+CATCHUP_REST_RATIO = 1.0
 
 
 def _bytes_waiting(transport: asyncio.BaseTransport) -> int:
@@ -103,7 +113,8 @@ def _bytes_waiting(transport: asyncio.BaseTransport) -> int:
 class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
                  "connected_at", "heard", "_decoder", "_closing", "_lost", "_paused", "_holds",
-                 "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled")
+                 "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled",
+                 "_take_budget")
 
     def __init__(self, acceptor: ConnectionOwner, clock: Callable[[], float],
                  max_message_size: int) -> None:
@@ -125,6 +136,7 @@ class FixConnection(asyncio.Protocol):
         self._paused = False
         self._holds: set[str] = set()         # reasons to stop reading from this peer
         self._feed_scheduled = False          # a drop copy target's next take is on the loop
+        self._take_budget = TAKE_BUDGET       # bytes per take, fitted to TAKE_SLICE_S
         self.close_reason = ""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -206,14 +218,36 @@ class FixConnection(asyncio.Protocol):
             return
         try:
             durable = outbox.journal.durable_lsn
-            out = outbox.take(durable, self.clock())
+            catching_up = outbox.spill_from is not None
+            t0 = time.perf_counter()
+            out = outbox.take(durable, self.clock(), self._take_budget)
+            took = time.perf_counter() - t0
+            self._fit_budget(took)
             if out:
                 self.write_raw(b"".join(out))
-            if outbox.ready(durable) and not self._paused:
-                self.kick()
+            if outbox.ready(durable) and not self._paused and not self._closing:
+                if catching_up:
+                    # reading back from the journal: rest as long as the take ran, so catch-up
+                    # uses at most about half of the loop and live copies, commits and the other
+                    # sessions keep their latency however slow the machine
+                    self._feed_scheduled = True
+                    asyncio.get_running_loop().call_later(took * CATCHUP_REST_RATIO, self.feed)
+                else:
+                    self.kick()
         except Exception:                      # one target's fault must not stop the others
             log.exception("internal error feeding %s; closing it", self.name)
             self.close("internal error", abort=True)
+
+    def _fit_budget(self, took: float) -> None:
+        """Keep one take near TAKE_SLICE_S of the loop, whatever a copy costs here (a copy read
+        back from the journal and translated for the target's dictionary costs several times a
+        live one, and machines differ): shrink the byte budget in proportion when a take ran
+        long, grow it back a quarter at a time when takes are quick."""
+        budget = self._take_budget
+        if took > TAKE_SLICE_S:
+            self._take_budget = max(MIN_TAKE_BUDGET, int(budget * TAKE_SLICE_S / took))
+        elif took < TAKE_SLICE_S / 2 and budget < TAKE_BUDGET:
+            self._take_budget = min(TAKE_BUDGET, budget + budget // 4 + 1)
 
     # -- helpers ----------------------------------------------------------------------------
 

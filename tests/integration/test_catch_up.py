@@ -74,7 +74,7 @@ def orders(src: FixClient, n: int, prefix: str) -> bytes:
         seq = src.next_seq
         src.next_seq += 1
         head = b"49=ABC123N\x0156=DCGW\x0134=%d\x0150=OPS\x0152=%s\x01" % (seq, now)
-        body = (b"11=%s%d\x011=ACCT01\x0155=ESZ6\x0154=1\x0138=1\x0140=1\x01"
+        body = (b"11=%s%d\x011=ACCT01\x0121=1\x0155=ESZ6\x0154=1\x0138=1\x0140=1\x01"
                 b"60=20260601-10:00:00\x019999=%d\x01" % (prefix.encode(), i, time.time_ns()))
         out.append(encode(b"FIX.4.2", b"D", head, body))
     return b"".join(out)
@@ -83,10 +83,12 @@ def orders(src: FixClient, n: int, prefix: str) -> bytes:
 async def healthz_ms(port: int) -> float:
     t0 = time.monotonic()
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    status = await asyncio.wait_for(reader.readline(), 5)
-    await asyncio.wait_for(reader.read(), 5)
-    writer.close()
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 5)
+        await asyncio.wait_for(reader.read(), 5)
+    finally:                                   # also when the poller is cancelled mid-request
+        writer.close()
     assert b" 200 " in status, status
     return (time.monotonic() - t0) * 1000
 
@@ -138,6 +140,7 @@ async def test_a_target_300k_behind_catches_up_without_stalling_the_rest(tmp_pat
         result = json.loads(await asyncio.wait_for(behind.stdout.readline(), 150))
         await asyncio.wait_for(sender, 60)
         poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
         deadline = time.monotonic() + 30
         while live.copies < BEHIND + RATE * LIVE_SECONDS and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

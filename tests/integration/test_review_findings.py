@@ -45,10 +45,16 @@ async def _collect(c: FixClient, until, timeout: float = 20.0) -> list:
     got: list = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline and not until(got):
+    checked = -1                     # ``until`` is re-evaluated as ``got`` grows by a tenth (or
+    while loop.time() < deadline:    # when the line goes quiet): thousands of messages stay linear
+        if len(got) - checked > len(got) // 10:
+            checked = len(got)
+            if until(got):
+                break
         try:
-            m = await c.recv(min(1.0, max(0.01, deadline - loop.time())))
+            m = await c.recv(min(0.1, max(0.01, deadline - loop.time())))
         except asyncio.TimeoutError:
+            checked = -1
             continue
         if m is None:
             break
