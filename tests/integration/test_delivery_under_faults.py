@@ -1,8 +1,8 @@
-"""Findings of a review of the core data path (fanout / gateway / net / journal), as real-socket
-tests. The first six reproduced defects (a full disk losing source messages, a burnt target seq
-stalling a target, a journal error escaping into the loop, retransmissions overtaking a Logon
-reply, a draining target timed out, a stuck target never released) and now pin their fixes; the
-last two pin guarantees the rest of the suite did not test."""
+"""Delivery under faults, over real sockets: a full disk in the middle of a source's burst (no
+message lost, no target seq burnt), a journal error on disconnect, a ResendRequest pipelined
+behind a Logon, a draining target that heartbeats, a stuck target released after the close
+grace, a spilled target catching up in order, copies reserved just before a Logon, and a source's
+sequence reset made durable before the Logon reply."""
 
 from __future__ import annotations
 
