@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timedelta, timezone
-from email import message_from_bytes
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from dcgateway.auth import NoticeLog, open_key_manager
 from dcgateway.config import Administrator
 from dcgateway.notify import ExpiryNotifier, SmtpMailer
 
+from .conftest import free_port
+
 pytestmark = pytest.mark.asyncio
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 ADMINS = (Administrator("tina", "tina@tradeco.example"), Administrator("tom", "tom@tradeco.example"))
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    ctl = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    yield ctl, inbox
-    ctl.stop()
 
 
 def manager(tmp_path):

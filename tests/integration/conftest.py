@@ -142,14 +142,6 @@ def folder(tmp_path) -> Path:
     return f
 
 
-@pytest.fixture
-def loop_errors():
-    """Collect anything that reaches the loop's exception handler; the test fails on any."""
-    errors: list[dict] = []
-    yield errors
-    assert errors == [], errors
-
-
 @pytest_asyncio.fixture
 async def start_gateway(tmp_path, loop_errors):
     loop = asyncio.get_running_loop()

@@ -8,18 +8,14 @@ Any exception that reaches the event loop's exception handler fails the test."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
-import pytest
 import pytest_asyncio
-from aiosmtpd.controller import Controller
 
 from dcgateway.config import GatewayConfig, load_config
 from dcgateway.gateway import Gateway
@@ -171,13 +167,6 @@ class Clock:
         return time.time() + self.offset
 
 
-@pytest.fixture
-def loop_errors():
-    errors: list[dict] = []
-    yield errors
-    assert errors == [], errors
-
-
 @pytest_asyncio.fixture
 async def start_stack(tmp_path, loop_errors):
     """``await start_stack(**portal_config kwargs)``: gateway + portal, stopped afterwards."""
@@ -209,25 +198,3 @@ async def start_stack(tmp_path, loop_errors):
             await s.gateway.stop()
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    ctl = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    yield ctl, inbox
-    ctl.stop()
