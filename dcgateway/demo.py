@@ -131,11 +131,41 @@ class Totals:
             print(self.line(), file=self.out, flush=True)
 
 
-async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None,
-                   out: Any = sys.stdout) -> int:
+def simulators(config: GatewayConfig, port: int, rate: float,
+               creds: dict[str, tuple[str, str]]) -> tuple[list[Any], list[Any]]:
+    """A source simulator per source session and a target simulator per target session, each
+    logging on with the demo's key pair and resetting its sequences; targets validate every
+    message against their session's data dictionary."""
     from simulators.source import SourceSimulator
     from simulators.target import TargetSimulator
 
+    sources: list[SourceSimulator] = []
+    targets: list[TargetSimulator] = []
+    gateway = config.gateway.comp_id
+    for sdef in config.sessions:
+        signer = logon_signer(*creds[sdef.comp_id])
+        if sdef.role == Role.TARGET:
+            targets.append(TargetSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
+                                           gateway=gateway, begin_string=sdef.begin_string,
+                                           reset=True, dictionary=sdef.data_dictionary))
+        else:
+            sources.append(SourceSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
+                                           target=gateway, begin_string=sdef.begin_string,
+                                           rate=rate, seed=len(sources) + 1, reset=True,
+                                           auto_reconnect=True, sync_at_end=False))
+    return sources, targets
+
+
+def checked_line(targets: list[Any]) -> str:
+    """What the target simulators checked: every message valid in their session's dictionary,
+    gapless, nothing repeated without PossDupFlag."""
+    return "targets checked: " + "; ".join(
+        f"{t.comp_id} {len(t.delivered):,} copies, {t.counters['format_errors_total']} invalid, "
+        f"{t.unflagged_duplicates} unflagged duplicates" for t in targets)
+
+
+async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None,
+                   out: Any = sys.stdout) -> int:
     creds = demo_credentials(config)
     gw = Gateway(config)
     port = await gw.start()
@@ -151,21 +181,7 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     gw_done = asyncio.Event()
     serve = asyncio.create_task(gw.serve(gw_done))
     portal = await start_portal(config, out)
-    sources: list[SourceSimulator] = []
-    targets: list[TargetSimulator] = []
-    for sdef in config.sessions:
-        signer = logon_signer(*creds[sdef.comp_id])
-        if sdef.role == Role.TARGET:
-            targets.append(TargetSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
-                                           gateway=config.gateway.comp_id,
-                                           begin_string=sdef.begin_string, reset=True,
-                                           dictionary=sdef.data_dictionary))
-        else:
-            sources.append(SourceSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
-                                           target=config.gateway.comp_id,
-                                           begin_string=sdef.begin_string, rate=rate,
-                                           seed=len(sources) + 1, reset=True,
-                                           auto_reconnect=True, sync_at_end=False))
+    sources, targets = simulators(config, port, rate, creds)
     totals = Totals(gw, out)
     tasks = [asyncio.create_task(t.run(timeout=10 ** 9, logout=True)) for t in targets]
     await asyncio.sleep(0.5)                   # targets first: they see every copy live
@@ -177,13 +193,11 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
         pass
     print("stopping: simulators log out, then the gateway", file=out, flush=True)
     ticker.cancel()
-    for s in sources:
-        s.stop()
-    for t in targets:
-        t.stop()
+    for sim in (*sources, *targets):
+        sim.stop()
     await asyncio.wait(tasks, timeout=10)
-    for s in sources:
-        await s.close()
+    for src in sources:
+        await src.close()
     if portal is not None:
         await portal.stop()
     gw_done.set()
@@ -192,11 +206,7 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
         if not task.done():
             task.cancel()
     print(totals.line(), file=out, flush=True)
-    # what the target simulators checked: every message valid in their session's dictionary,
-    # gapless, nothing repeated without PossDupFlag
-    print("targets checked: " + "; ".join(
-        f"{t.comp_id} {len(t.delivered):,} copies, {t.counters['format_errors_total']} invalid, "
-        f"{t.unflagged_duplicates} unflagged duplicates" for t in targets), file=out, flush=True)
+    print(checked_line(targets), file=out, flush=True)
     return 0
 
 
