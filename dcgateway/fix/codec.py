@@ -340,72 +340,72 @@ class Decoder:
                                               stop, dup))
                     pos = end
                     continue
-            if not buf.startswith(_BEGIN_MARK, pos):
-                if n - pos < len(_BEGIN_MARK) and _BEGIN_MARK.startswith(buf[pos:]):
-                    break                               # maybe the start of "8=FIX": wait
-                pos = self._resync(buf, pos, out, "garbage", "bytes before a message start")
-                continue
-            soh1 = buf.find(SOH, pos + 2, pos + 3 + _MAX_BEGIN_LEN)
-            if soh1 < 0:
-                if n - pos > 2 + _MAX_BEGIN_LEN:
-                    pos = self._resync(buf, pos + 1, out, "garbled", "BeginString too long", pos)
-                    continue
-                if buf.find(b"=", pos + 2) >= 0:     # a "8=FIX..." cut short, then more
-                    pos = self._resync(buf, pos + 1, out, "garbled", "BeginString cut short", pos)
-                    continue
-                break
-            if buf.find(b"=", pos + 2, soh1) >= 0:
-                # the BeginString of a message cut short ran into the next message's "8="
-                pos = self._resync(buf, pos + 1, out, "garbled", "BeginString cut short", pos)
-                continue
-            if not buf.startswith(b"9=", soh1 + 1):
-                if n - soh1 < 3:
-                    break
-                pos = self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) is not the second field", pos)
-                continue
-            soh2 = buf.find(SOH, soh1 + 3, soh1 + 4 + _MAX_LEN_DIGITS)
-            if soh2 < 0:
-                if n - soh1 > 3 + _MAX_LEN_DIGITS:
-                    pos = self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) too long", pos)
-                    continue
-                break
-            len_b = buf[soh1 + 3:soh2]
-            if not len_b.isdigit():
-                pos = self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) is not a number", pos)
-                continue
-            body_begin = soh2 + 1
-            cs_pos = body_begin + int(len_b)
-            end = cs_pos + _TRAILER_LEN
-            if end - pos > max_size:
-                pos = self._resync(buf, pos + 1, out, "too_large",
-                                   f"BodyLength {int(len_b)} exceeds the {max_size}-byte cap", pos)
-                continue
-            if end > n:
-                break
-            if (buf[end - 1] != _SOH_INT or not buf.startswith(b"10=", cs_pos)
-                    or buf[cs_pos - 1] != _SOH_INT):
-                pos = self._resync(buf, pos + 1, out, "garbled",
-                                   "BodyLength(9) does not end at CheckSum(10)", pos)
-                continue
-            raw = buf[pos:end]
-            stop = cs_pos - pos
-            cs_b = raw[stop + 3:stop + 6]
-            if not cs_b.isdigit() or byte_sum(raw, stop) & 0xFF != int(cs_b):
-                out.append(DecodeError("checksum", "CheckSum(10) mismatch", end - pos))
-                pos = end
-                continue
-            b0 = body_begin - pos
-            if not raw.startswith(b"35=", b0):
-                out.append(DecodeError("garbled", "MsgType(35) is not the third field", end - pos))
-                pos = end
-                continue
-            soh3 = raw.find(SOH, b0 + 3, stop)
-            header, body_start, dup = _scan_header(raw, soh3 + 1, stop)
-            out.append(RawMessage(raw, raw[2:soh1 - pos], raw[b0 + 3:soh3], header,
-                                  body_start, stop, dup))
-            pos = end
+            nxt = self._frame_slowly(buf, pos, out)
+            if nxt < 0:
+                break                                   # wait for more bytes
+            pos = nxt
         self._buf = buf[pos:] if pos < n else b""
         return out
+
+    def _frame_slowly(self, buf: bytes, pos: int, out: list[RawMessage | DecodeError]) -> int:
+        """A message the fast path did not take (a resync point, an atypical header, a frame
+        still arriving): frames it field by field, or skips garbage with the reason. Returns
+        where to go on, or -1 to wait for more bytes."""
+        n = len(buf)
+        max_size = self.max_size
+        if not buf.startswith(_BEGIN_MARK, pos):
+            if n - pos < len(_BEGIN_MARK) and _BEGIN_MARK.startswith(buf[pos:]):
+                return -1                               # maybe the start of "8=FIX": wait
+            return self._resync(buf, pos, out, "garbage", "bytes before a message start")
+        soh1 = buf.find(SOH, pos + 2, pos + 3 + _MAX_BEGIN_LEN)
+        if soh1 < 0:
+            if n - pos > 2 + _MAX_BEGIN_LEN:
+                return self._resync(buf, pos + 1, out, "garbled", "BeginString too long", pos)
+            if buf.find(b"=", pos + 2) >= 0:     # a "8=FIX..." cut short, then more
+                return self._resync(buf, pos + 1, out, "garbled", "BeginString cut short", pos)
+            return -1
+        if buf.find(b"=", pos + 2, soh1) >= 0:
+            # the BeginString of a message cut short ran into the next message's "8="
+            return self._resync(buf, pos + 1, out, "garbled", "BeginString cut short", pos)
+        if not buf.startswith(b"9=", soh1 + 1):
+            if n - soh1 < 3:
+                return -1
+            return self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) is not the second field", pos)
+        soh2 = buf.find(SOH, soh1 + 3, soh1 + 4 + _MAX_LEN_DIGITS)
+        if soh2 < 0:
+            if n - soh1 > 3 + _MAX_LEN_DIGITS:
+                return self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) too long", pos)
+            return -1
+        len_b = buf[soh1 + 3:soh2]
+        if not len_b.isdigit():
+            return self._resync(buf, pos + 1, out, "garbled", "BodyLength(9) is not a number", pos)
+        body_begin = soh2 + 1
+        cs_pos = body_begin + int(len_b)
+        end = cs_pos + _TRAILER_LEN
+        if end - pos > max_size:
+            return self._resync(buf, pos + 1, out, "too_large",
+                                f"BodyLength {int(len_b)} exceeds the {max_size}-byte cap", pos)
+        if end > n:
+            return -1
+        if (buf[end - 1] != _SOH_INT or not buf.startswith(b"10=", cs_pos)
+                or buf[cs_pos - 1] != _SOH_INT):
+            return self._resync(buf, pos + 1, out, "garbled",
+                                "BodyLength(9) does not end at CheckSum(10)", pos)
+        raw = buf[pos:end]
+        stop = cs_pos - pos
+        cs_b = raw[stop + 3:stop + 6]
+        if not cs_b.isdigit() or byte_sum(raw, stop) & 0xFF != int(cs_b):
+            out.append(DecodeError("checksum", "CheckSum(10) mismatch", end - pos))
+            return end
+        b0 = body_begin - pos
+        if not raw.startswith(b"35=", b0):
+            out.append(DecodeError("garbled", "MsgType(35) is not the third field", end - pos))
+            return end
+        soh3 = raw.find(SOH, b0 + 3, stop)
+        header, body_start, dup = _scan_header(raw, soh3 + 1, stop)
+        out.append(RawMessage(raw, raw[2:soh1 - pos], raw[b0 + 3:soh3], header,
+                              body_start, stop, dup))
+        return end
 
     def _resync(self, buf: bytes, start: int, out: list[RawMessage | DecodeError], kind: str,
                 detail: str,
