@@ -128,19 +128,13 @@ class Acceptor:
         whose Logon was already waiting in its socket when it was accepted counts as having
         sent something, so a flood of silent connections cannot push a Logon out before it is
         read. Logged-on sessions never compete for these slots."""
-        st = self.settings
         address = conn.peer.rsplit(":", 1)[0]
-        crowded: list[bool] = [
-            bool(st.max_pending_logons_per_address
-                 and self._per_address[address] >= st.max_pending_logons_per_address),
-            len(self.pending) >= st.max_pending_logons,
-            len(self.connections) >= self.max_connections]
-        for i, full in enumerate(crowded):
-            if not full:
+        for bound in range(3):             # each bound judged after the evictions before it
+            if not self._crowded(bound, address):
                 continue
-            victim = self._silent(address if i == 0 else None)
+            victim = self._silent(address if bound == 0 else None)
             if victim is None:
-                self.refused(conn, "max_connections" if i == 2 else "max_pending_logons")
+                self.refused(conn, "max_connections" if bound == 2 else "max_pending_logons")
                 conn.close("too many connections waiting for a Logon", abort=True)
                 return
             self._evict(victim)
@@ -148,6 +142,16 @@ class Acceptor:
         self.connections.add(conn)
         self.pending[conn] = None
         self._per_address[address] += 1
+
+    def _crowded(self, bound: int, address: str) -> bool:
+        """Bound 0: pending from ``address``; 1: pending in all; 2: connections in all."""
+        st = self.settings
+        if bound == 0:
+            return bool(st.max_pending_logons_per_address and
+                        self._per_address[address] >= st.max_pending_logons_per_address)
+        if bound == 1:
+            return len(self.pending) >= st.max_pending_logons
+        return len(self.connections) >= self.max_connections
 
     def _silent(self, address: str | None) -> FixConnection | None:
         """The oldest pending connection (from ``address`` when given) that has sent nothing,
@@ -160,7 +164,10 @@ class Acceptor:
         return None
 
     def _evict(self, conn: FixConnection) -> None:
+        """Close an unauthenticated connection to make room: it stops counting at once (its
+        connection_lost comes later)."""
         self._unpend(conn)
+        self.connections.discard(conn)
         self.refused(conn, "evicted_before_logon")
         conn.close("evicted: too many connections waiting for a Logon", abort=True)
 

@@ -286,6 +286,7 @@ class FixConnection(asyncio.Protocol):
         """The first message must be a valid Logon: anything the decoder could not frame before
         it (garbage, a wrong BodyLength or CheckSum: FIX Test Case 1S.d) disconnects at once,
         and so does a first frame that would not fit ``MAX_PRE_LOGON_GARBAGE``."""
+        held = self._decoder.buffered             # earlier reads of a Logon still arriving
         items = self._decoder.feed(data)
         if items and isinstance(items[0], DecodeError):
             self.acceptor.refused(self, "invalid_first_message")
@@ -302,7 +303,7 @@ class FixConnection(asyncio.Protocol):
         if session is None:
             return                             # refused: the acceptor answered and closed
         self.session = session
-        self.slot.bytes_in += len(data)        # type: ignore[union-attr]
+        self.slot.bytes_in += held + len(data)  # type: ignore[union-attr]
         session.receive_messages(items, now)
         tail = self._decoder.take_pending()
         if tail:
