@@ -13,7 +13,6 @@ from dcgateway.net.connection import FixConnection, SessionSlot
 T0 = 1_750_000_000.0
 PEER = ("192.0.2.1", 40001)
 
-# -- fakes ---------------------------------------------------------------------------------------
 
 class FakeClock:
     """A clock the test sets: ``clock()`` is the time, ``advance(s)`` moves it."""
