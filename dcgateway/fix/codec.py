@@ -68,6 +68,8 @@ _FAST_START = re.compile(
 _HEADER_DATA_START = (b"%d=" % T.SECURE_DATA_LEN, b"%d=" % T.XML_DATA_LEN)
 #: Any data-length tag at the start of a body field: when a body has none, a value can be found
 #: with one bytes.find (no data field can hide a fake "SOH tag=" sequence).
+#: A tag written as a (possibly negative) number of at most 9 digits: RefTagID can name it.
+_SIGNED_INT = re.compile(rb"-?[0-9]{1,9}")
 _BODY_DATA_FIELD = re.compile(rb"\x01(?:%s)=" % b"|".join(b"%d" % t for t in sorted(T.DATA_LENGTH_TAGS)))
 
 
@@ -96,6 +98,15 @@ class FieldError(ValueError):
         self.reason = reason
         self.tag = tag
         self.text = text
+
+
+def invalid_tag(tag_b: bytes) -> FieldError:
+    """The error for a field whose tag is not a tag number (FIX Test Case 14a): RefTagID (371)
+    is the number written when it is one (0, -1), else absent; the text shows it as sent."""
+    shown = tag_b[:20].decode("ascii", "replace")
+    ref = int(tag_b) if _SIGNED_INT.fullmatch(tag_b) else None
+    return FieldError(T.SessionRejectReason.INVALID_TAG_NUMBER, ref,
+                      f"Invalid tag number: {shown}" if shown else "field without a tag number")
 
 
 class RawMessage:
@@ -198,8 +209,7 @@ def parse_fields(raw: bytes, start: int = 0, stop: int | None = None) -> list[tu
                              "field without '=' separator")
         tag_b = raw[p:eq]
         if not tag_b.isdigit() or tag_b[0] == 0x30:
-            raise FieldError(T.SessionRejectReason.INVALID_TAG_NUMBER, None,
-                             f"invalid tag number {tag_b[:20]!r}")
+            raise invalid_tag(tag_b)
         tag = int(tag_b)
         if tag == data_tag:
             end = eq + 1 + data_len

@@ -399,6 +399,8 @@ class FixSession(LogonHandling):
         self._consume(seq)
         if problem is not None:
             self._reject(seq, msg.msg_type, problem, now, msg)
+            if problem.reason == R.SENDING_TIME_ACCURACY:      # Test Case 2f: then Logout
+                self._fatal("sending_time", problem.text, now)
             return
         handler = self._handlers.get(msg.msg_type)
         if handler is None:
@@ -451,8 +453,8 @@ class FixSession(LogonHandling):
 
     def _too_low(self, msg: RawMessage, seq: int, expected: int, now: float) -> None:
         """seq < expected: without PossDupFlag it is fatal (Test Case 2.c, Logout carrying 789);
-        a PossDup duplicate is ignored after the 122 checks (Test Case 2.e and the
-        PossDup/OrigSendingTime cases)."""
+        a PossDup duplicate is ignored after the 122 checks (Test Case 2.e): a missing 122 gets a
+        Reject (2.g), a 122 later than 52 a Reject, then a Logout and the disconnect (2.f)."""
         if not msg.poss_dup:
             text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
             self._fatal("seq_too_low", text, now, b"789=%d\x01" % expected)
@@ -465,6 +467,8 @@ class FixSession(LogonHandling):
         problem = possdup_problem(msg, sending_time)
         if problem is not None:
             self._reject(seq, msg.msg_type, problem, now, msg)
+            if problem.reason == R.SENDING_TIME_ACCURACY:      # Test Case 2f: then Logout
+                self._fatal("sending_time", problem.text, now)
 
     def _request_gap(self, now: float) -> None:
         """Send the next ResendRequest chunk if a gap is known and none is outstanding

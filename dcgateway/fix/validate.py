@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import tags as T
-from .codec import FieldError, RawMessage
+from .codec import FieldError, RawMessage, invalid_tag
 from .dictionary import DataDictionary, FieldDef, GroupDef, Section
 from .session_admin import Problem
 
@@ -499,7 +499,7 @@ def parse_allowing_empty(raw: bytes) -> list[tuple[int, bytes]]:
         eq = raw.find(b"=", p, n)
         tag_b = raw[p:eq] if eq >= 0 else b""
         if not tag_b.isdigit() or tag_b[0] == 0x30:
-            raise FieldError(R.INVALID_TAG_NUMBER, None, f"invalid tag number {tag_b[:20]!r}")
+            raise invalid_tag(tag_b)
         tag = int(tag_b)
         end = eq + 1 + data_len if tag == data_tag else raw.find(b"\x01", eq + 1, n)
         if end < 0 or end >= n or raw[end] != 1:

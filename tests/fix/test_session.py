@@ -401,12 +401,26 @@ def test_2_e_possdup_duplicate_is_ignored():
     assert h.store.next_in == 3 and not h.session.closed
 
 
-def test_2_possdup_with_orig_sending_time_after_sending_time_is_rejected():
+def test_2f_possdup_with_orig_sending_time_after_sending_time_is_rejected_then_logged_out():
+    """Test Case 2f: Reject (373=10), inbound seq incremented, Logout, then the disconnect
+    once the peer answers (or after the grace)."""
     h = logged_on()
-    [rej] = h.feed(h.peer.possdup(seq=2, orig=utc_timestamp(T0 + 60)))
+    rej, logout = h.feed(h.peer.possdup(seq=2, orig=utc_timestamp(T0 + 60)))
     f = fields(rej)
     assert rej.msg_type == b"3" and f[373] == b"10" and f[45] == b"2"
+    assert logout.msg_type == b"5" and b"SendingTime" in fields(logout)[58]
     assert h.delivered() == [] and h.store.next_in == 3
+    closes_after_logout_reply(h)
+
+
+def test_2f_possdup_below_the_expected_seq_with_a_late_orig_sending_time_is_logged_out():
+    """Test Case 2f as QuickFIX's acceptance script runs it: the resent message is a duplicate
+    (MsgSeqNum too low, PossDupFlag=Y) whose 122 is after its 52: Reject, then Logout."""
+    h = logged_on()
+    h.feed(h.peer.app("a", seq=2))
+    rej, logout = h.feed(h.peer.possdup(seq=2, orig=utc_timestamp(T0 + 60)))
+    assert (rej.msg_type, fields(rej)[373], logout.msg_type) == (b"3", b"10", b"5")
+    assert h.store.next_in == 3                       # a duplicate consumes nothing
 
 
 def test_2_possdup_without_orig_sending_time_is_rejected():

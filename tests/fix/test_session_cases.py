@@ -208,3 +208,16 @@ def test_the_signed_logon_tags_validate_in_every_dictionary():
     assert [fields(reply).get(t) for t in (1603, 1604, 1605)] == [b"OMS", b"1.0", b"ACME"]
     assert with_secure_logon(with_secure_logon(load_dictionary("ILINK2"))) is \
         with_secure_logon(load_dictionary("ILINK2"))       # nothing to add: the same object
+
+
+def test_14a_tags_that_are_not_tag_numbers_are_named_in_ref_tag_id():
+    """Test Case 14a with a tag below the valid range (0) and a negative one (-1): Reject
+    373=0 whose RefTagID (371) is the number as written, the text shows it as sent."""
+    h = logged_on()
+    for bad, seq in ((b"0", 2), (b"-1", 3)):
+        raw = codec.encode(b"FIX.4.2", b"0", b"49=%s\x0156=%s\x0134=%d\x0152=%s\x01" % (
+            h.config.their_comp_id, h.config.our_comp_id, seq, utc_timestamp(T0)),
+            bad + b"=HI\x01")
+        f = rejected(h, raw)
+        assert (f[45], f[371], f[372], f[373]) == (str(seq).encode(), bad, b"0", b"0")
+        assert f[58] == b"Invalid tag number: " + bad
