@@ -29,11 +29,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from fanout import execution_report, issue_keys, write_config  # noqa: E402
+from fanout import GATEWAY, SOURCE, make_keys, target_ids, write_config  # noqa: E402
 
 from dcgateway.auth import logon_signer  # noqa: E402
+from dcgateway.fix.codec import encode  # noqa: E402
 from dcgateway.fix.timefmt import utc_timestamp  # noqa: E402
 from simulators.fixclient import FixClient  # noqa: E402
+
+TARGET = target_ids(1)[0]
+
+
+def execution_report(seq: int, st: bytes) -> bytes:
+    """A valid FIX 4.2 ExecutionReport (a partial fill) from the source, MsgSeqNum ``seq``."""
+    head = b"49=%s\x0156=%s\x0134=%d\x0150=OPS\x0152=%s\x01" % (
+        SOURCE.encode(), GATEWAY.encode(), seq, st)
+    body = (b"37=O%d\x0111=C%d\x0117=E%d\x0120=0\x01150=1\x0139=1\x011=ACCT01\x0155=ESZ6\x01"
+            b"207=XCME\x0154=1\x0138=10\x0144=4512.25\x0132=4\x0131=4512.25\x01151=6\x01"
+            b"14=4\x016=4512.25\x0160=%s\x01" % (seq, seq, seq, st))
+    return encode(b"FIX.4.2", b"8", head, body)
 
 
 def start(cfg: Path) -> tuple[subprocess.Popen, int, float]:
@@ -61,12 +74,12 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 async def fill_backlog(port: int, creds, n: int) -> None:
-    src = FixClient("127.0.0.1", port, "SRC", begin_string="FIX.4.4", heartbeat=60,
-                    signer=logon_signer(*creds["SRC"]), sender_sub_id="OPS")
+    src = FixClient("127.0.0.1", port, SOURCE, GATEWAY, begin_string="FIX.4.2", heartbeat=60,
+                    signer=logon_signer(*creds[SOURCE]), sender_sub_id="OPS")
     await src.logon()
     st = utc_timestamp(time.time())
     first = src.next_seq
-    data = b"".join(execution_report(s, 0, st) for s in range(first, first + n))
+    data = b"".join(execution_report(s, st) for s in range(first, first + n))
     src.next_seq += n
     assert src.writer is not None
     for i in range(0, len(data), 1 << 16):
@@ -79,8 +92,8 @@ async def fill_backlog(port: int, creds, n: int) -> None:
 
 
 async def catch_up(port: int, creds, n: int) -> float:
-    t = FixClient("127.0.0.1", port, "T001", begin_string="FIX.4.4", heartbeat=60,
-                  signer=logon_signer(*creds["T001"]), sender_sub_id="OPS")
+    t = FixClient("127.0.0.1", port, TARGET, GATEWAY, begin_string="FIX.4.2", heartbeat=60,
+                  signer=logon_signer(*creds[TARGET]), sender_sub_id="OPS")
     reply = await t.logon()
     last = int(reply.get(34)) - 1                      # copies 1..last are waiting for us
     assert last >= n, (last, n)
@@ -110,8 +123,9 @@ async def catch_up(port: int, creds, n: int) -> float:
 
 async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="dcgw-recovery-") as tmp:
-        cfg = write_config(Path(tmp), 1)
-        creds = issue_keys(cfg)
+        work = Path(tmp)
+        creds = json.loads(make_keys(work, 1).read_text())
+        cfg = write_config(work / "run", work, 1, [])
         proc = None
         try:
             proc, port, _ = start(cfg)

@@ -1,0 +1,26 @@
+"""Every benchmark in benchmarks/ starts: its imports resolve against the current code and its
+options parse (``--help``). Their figures are measured by running them, not here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py")
+                    if not p.name.startswith("_") and p.name != "bare_relay.py")
+
+
+def test_there_are_benchmarks() -> None:
+    assert {"fanout.py", "codec.py", "recovery.py"} <= {p.name for p in BENCHMARKS}
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS, ids=lambda p: p.name)
+def test_benchmark_starts(bench: Path) -> None:
+    done = subprocess.run([sys.executable, str(bench), "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout.lower()
