@@ -92,7 +92,8 @@ class Gateway:
              for s in config.sessions},
             closures=self.state.closures, sending_time_tolerance_s=g.sending_time_tolerance_s)
         t0 = time.monotonic()
-        self.journal = SegmentJournal(self.data_dir / "journal")
+        self.journal = SegmentJournal(self.data_dir / "journal",
+                                      durability=g.journal_durability)
         recovery = self.journal.recover()
         self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
         self.slots: dict[str, SessionSlot] = {}
@@ -208,8 +209,12 @@ class Gateway:
         self.committer = GroupCommitter(self.journal, asyncio.get_running_loop(),
                                         self._on_durable, on_error=self._on_journal_error,
                                         on_fsync=self.metrics.fsync,
-                                        max_delay=g.journal_commit_delay_s)
+                                        max_delay=g.journal_commit_delay_s,
+                                        fsync_interval=g.journal_fsync_interval_s)
         self.maintenance.committer = self.committer
+        committer, journal = self.committer, self.journal
+        self.pump.journal_state = lambda: (committer.sync_running_seconds,
+                                           journal.appended_lsn - journal.synced_lsn)
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,
                                                              len(self.slots))

@@ -37,6 +37,11 @@ log = logging.getLogger("dcgateway.fanout")
 #: a target's, bounds the memory of copies waiting for their commit.
 MAX_UNDURABLE = 20_000
 RESUME_UNDURABLE = 10_000
+#: The same for records durable but not yet on the disk (durability ``os``: copies leave before
+#: the fsync): a stalled disk pauses the sources here, never the copies, and the journal's
+#: bytes kept for a rewrite after a failed fsync stay bounded.
+MAX_UNSYNCED = 100_000
+RESUME_UNSYNCED = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +142,9 @@ class Fanout:
         self.journal_bytes += nbytes
         self.messages_in += accepted
         self.source_marker(source, next_in)
-        if not self.sources_held and journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE:
+        if not self.sources_held and (
+                journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE
+                or journal.appended_lsn - journal.synced_lsn > MAX_UNSYNCED):
             decisions.append(self._hold(True))
         return decisions
 
@@ -178,15 +185,18 @@ class Fanout:
     def _hold(self, hold: bool) -> HoldSources:
         self.sources_held = hold
         if hold:
-            log.warning("journal is %d records behind; pausing reads from sources",
-                        self.journal.appended_lsn - self.journal.durable_lsn)
+            j = self.journal
+            log.warning("journal is %d records behind (%d not on the disk); pausing reads from "
+                        "sources", j.appended_lsn - j.durable_lsn, j.appended_lsn - j.synced_lsn)
         return HoldSources(hold)
 
     def on_durable(self, lsn: int) -> tuple[list[Outbox], list[Decision]]:
         """Records up to ``lsn`` are durable: the outboxes that now have something to write,
         and whether sources may be read again."""
         decisions: list[Decision] = []
-        if self.sources_held and self.journal.appended_lsn - lsn < RESUME_UNDURABLE:
+        j = self.journal
+        if self.sources_held and j.appended_lsn - lsn < RESUME_UNDURABLE \
+                and j.appended_lsn - j.synced_lsn < RESUME_UNSYNCED:
             decisions.append(self._hold(False))
         ready = [o for o in self.outboxes.values() if o.connected and o.ready(lsn)]
         return ready, decisions

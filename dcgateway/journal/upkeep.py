@@ -27,7 +27,7 @@ class ReadsAndMaintenance:
     _target_next: dict[str, int]
     _index: TargetIndexes
     _reader: SegmentReader
-    _durable_lsn: int
+    _synced_lsn: int
     _written_lsn: int
     _first_seg: int
     _seg: int
@@ -41,10 +41,17 @@ class ReadsAndMaintenance:
     def flush_writes(self) -> int:
         raise NotImplementedError
 
-    def sync(self) -> int:
+    @property
+    def durable_lsn(self) -> int:
+        raise NotImplementedError
+
+    def sync_to_disk(self) -> int:
         raise NotImplementedError
 
     def checkpoint(self) -> bool:
+        raise NotImplementedError
+
+    def flush_index(self) -> None:
         raise NotImplementedError
 
     def _take_snapshot(self) -> None:
@@ -77,7 +84,7 @@ class ReadsAndMaintenance:
         if last < first:
             return []
         blob = self._index.read(target, first, last)
-        limit = self._durable_lsn if durable_only else self._written_lsn
+        limit = self.durable_lsn if durable_only else self._written_lsn
         out: list[Entry] = []
         blob = blob[:len(blob) - len(blob) % IDX_SIZE]
         for i, (seg, off, length) in enumerate(IDX.iter_unpack(blob)):
@@ -103,7 +110,7 @@ class ReadsAndMaintenance:
         removed = 0
         for seg in range(self._first_seg, self._seg):
             nxt = self._segs.get(seg + 1)
-            if nxt is None or nxt[1] >= before or nxt[0] > self._durable_lsn:
+            if nxt is None or nxt[1] >= before or nxt[0] > self._synced_lsn:
                 break
             self._reader.forget(seg)
             try:
@@ -137,7 +144,7 @@ class ReadsAndMaintenance:
             self._index.truncate(target, 0)
         except OSError as e:
             raise JournalError(f"cannot reset journal index of {target}: {e.strerror}") from None
-        self.sync()
+        self.sync_to_disk()
         self._take_snapshot()
         self.checkpoint()
 

@@ -47,7 +47,7 @@ class Flow:
         for outbox in ready:
             conn = self.slots[outbox.comp_id].connection
             if conn is not None:
-                conn.kick()
+                conn.push()
 
     def apply(self, decisions: list[Decision], now: float) -> None:
         for d in decisions:
