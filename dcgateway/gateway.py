@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from .auth import NOTICES_FILE_NAME, LogonAuthenticator, NoticeLog, SessionAuth
 from .auth.canonical import required_tags
 from .config import GatewayConfig, SessionDef
-from .fanout import Fanout, Outbox, TargetStore
+from .fanout import Fanout, Outbox, SendingTimes, TargetStore
 from .fix.session import SessionConfig
 from .fsutil import private_dir
 from .journal import GroupCommitter, Recovery, SegmentJournal
@@ -96,6 +96,7 @@ class Gateway:
                                       durability=g.journal_durability)
         recovery = self.journal.recover()
         self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
+        self.sending_times = SendingTimes()
         self.slots: dict[str, SessionSlot] = {}
         self.outboxes: dict[str, Outbox] = {}
         self.target_stores: dict[str, TargetStore] = {}
@@ -160,7 +161,7 @@ class Gateway:
             return SessionSlot(sdef.comp_id, sdef.role, cfg, store)
         g = self.config.gateway
         outbox = Outbox(sdef.comp_id, sdef.begin_string, sdef.profile, g.comp_id, self.journal,
-                        g.target_max_pending)
+                        g.target_max_pending, self.sending_times)
         next_out = max(store.next_out, recovery.target_next_seq.get(sdef.comp_id, 1))
         outbox.store = target = TargetStore(outbox, store, self.journal, next_out)
         outbox.written_upto = target.recovered_delivered()
@@ -212,6 +213,7 @@ class Gateway:
                                         max_delay=g.journal_commit_delay_s,
                                         fsync_interval=g.journal_fsync_interval_s)
         self.maintenance.committer = self.committer
+        self.flow.commit = self.committer.commit_now
         committer, journal = self.committer, self.journal
         self.pump.journal_state = lambda: (committer.sync_running_seconds,
                                            journal.appended_lsn - journal.synced_lsn)

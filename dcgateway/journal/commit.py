@@ -16,9 +16,10 @@ Two durability modes (``gateway.journal_durability``; README "Durability modes")
 Shape, chosen for a small fixed cost per commit (no Future, Task, executor work item or Event
 per batch):
 
-* The fan-out appends a batch (one socket read's worth) and calls :meth:`notify`, which schedules
-  one :meth:`_commit` callback on the loop (``call_soon``; idempotent until it runs), so every
-  read of that loop turn is covered by one ``pwrite``.
+* The fan-out appends a batch (one socket read's worth) and the shell calls :meth:`commit_now`
+  right after it, so the copies of that read need no further loop turn; anything else that
+  appends calls :meth:`notify`, which schedules one commit on the loop (``call_soon``,
+  idempotent until it runs).
 * :meth:`_commit` writes the buffered records to the OS on the loop thread
   (:meth:`Journal.flush_writes`). In ``os`` mode that is the durability point: ``on_durable`` is
   called right there. In ``fsync`` mode it wakes the sync thread: a ``threading.Lock`` used as a
@@ -138,14 +139,25 @@ class GroupCommitter:
             return
         self._scheduled = True
         if self._max_delay > 0:
-            self._loop.call_later(self._max_delay, self._commit)
+            self._loop.call_later(self._max_delay, self._scheduled_commit)
         else:
-            self._loop.call_soon(self._commit)
+            self._loop.call_soon(self._scheduled_commit)
+
+    def commit_now(self) -> None:
+        """Commit at once (the shell calls it at the end of a source's read: the copies of that
+        read need no further loop turn); with ``max_delay`` or a write retry pending, the
+        same as :meth:`notify`."""
+        if self._max_delay > 0 or self._scheduled:
+            self.notify()
+        elif not self._stopping:
+            self._commit()
+
+    def _scheduled_commit(self) -> None:
+        self._scheduled = False
+        if not self._stopping:
+            self._commit()
 
     def _commit(self) -> None:
-        self._scheduled = False
-        if self._stopping:
-            return
         j = self._journal
         try:
             j.flush_writes()
@@ -166,7 +178,7 @@ class GroupCommitter:
         delay = self._write_delay
         self._write_delay = min(delay * 2, self._retry_max)
         self._scheduled = True
-        self._loop.call_later(delay, self._commit)
+        self._loop.call_later(delay, self._scheduled_commit)
 
     def _publish(self, synced: bool = False) -> None:
         """``on_durable`` if the durable LSN advanced (or, with ``synced``, if only the synced

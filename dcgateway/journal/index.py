@@ -45,7 +45,13 @@ def index_filename(target: str) -> str:
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     """``os.pwrite`` until every byte is written (a short write is retried, an error raised)."""
-    view = memoryview(data)
+    n = os.pwrite(fd, data, offset)
+    if n == len(data):
+        return
+    if n <= 0:
+        raise OSError(0, "pwrite wrote nothing")
+    offset += n
+    view = memoryview(data)[n:]
     try:
         while view:
             n = os.pwrite(fd, view, offset)

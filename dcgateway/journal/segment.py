@@ -283,32 +283,35 @@ class SegmentJournal(ReadsAndMaintenance):
         tnext = self._target_next
         parts = [APP_FIXED.pack(received, source_seq, len(targets)),
                  names.get(source) or self._name(source)]
-        saved = []
-        try:
-            for t, s in targets:        # validate and claim each seq (undone below on failure)
-                prev = tnext.get(t)
-                if prev is not None and s < prev or s < 1:
-                    raise ValueError(f"target {t}: seq {s} is not after {(prev or 1) - 1}")
-                saved.append((t, prev))
+        for t, s in targets:            # validated first: nothing to undo on a bad assignment
+            prev = tnext.get(t)
+            if prev is not None and s < prev or s < 1:
+                raise ValueError(f"target {t}: seq {s} is not after {(prev or 1) - 1}")
+            parts.append(names.get(t) or self._name(t))
+            parts.append(Q.pack(s))
+        if len(targets) > 1 and len(dict(targets)) != len(targets):
+            raise ValueError(f"a target appears twice in {targets!r}: one copy per target")
+        parts.append(raw)
+        payload = b"".join(parts)
+        off = self._size + len(self._buf)
+        if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor:
+            saved = [(t, tnext.get(t)) for t, _ in targets]
+            for t, s in targets:        # the new segment's snapshot includes this message
                 tnext[t] = s + 1
-                parts.append(names.get(t) or self._name(t))
-                parts.append(Q.pack(s))
-            if len(targets) > 1 and len(dict(targets)) != len(targets):
-                raise ValueError(f"a target appears twice in {targets!r}: one copy per target")
-            parts.append(raw)
-            payload = b"".join(parts)
-            rec_len = HDR_SIZE + len(payload)
-            off = self._size + len(self._buf)
-            if off + rec_len > self._segment_bytes and off > self._seg_floor:
+            try:
                 self._roll()
-                off = self._size
-        except BaseException:
-            for t, prev in reversed(saved):       # nothing of this message is kept
-                if prev is None:
-                    del tnext[t]
-                else:
-                    tnext[t] = prev
-            raise
+            except BaseException:
+                for t, prev in reversed(saved):       # nothing of this message is kept
+                    if prev is None:
+                        del tnext[t]
+                    else:
+                        tnext[t] = prev
+                raise
+            off = self._size
+        else:
+            for t, s in targets:
+                tnext[t] = s + 1
+        rec_len = HDR_SIZE + len(payload)
         lsn = self._appended_lsn + 1
         rest = HDR_REST.pack(T_APP, len(payload), lsn)
         buf = self._buf
@@ -352,9 +355,9 @@ class SegmentJournal(ReadsAndMaintenance):
 
     def flush_writes(self) -> int:
         """Hand buffered records to the OS (one ``pwrite``), now and then the buffered index
-        runs (:meth:`flush_index`); returns ``written_lsn``. Owner thread only. On a failed write the segment is cut
-        back to its last whole record and the buffer kept, so a retry rewrites the same bytes at
-        the same offset and no half record can survive."""
+        runs (:meth:`flush_index`); returns ``written_lsn``. Owner thread only. On a failed
+        write the segment is cut back to its last whole record and the buffer kept, so a retry
+        rewrites the same bytes at the same offset and no half record can survive."""
         self._check()
         if self._buf:
             data, off = self._buf, self._size

@@ -29,13 +29,18 @@ class Flow:
         self.slots = slots
         self.clock = clock
         self.sources = [s for s in slots.values() if s.role == Role.SOURCE]
+        #: commits what a source's read appended (the committer's ``commit_now``; wired by the
+        #: composition root once the committer exists, the fan-out's notify until then)
+        self.commit: Callable[[], None] = fanout.notify
 
     def on_app(self, conn: FixConnection, messages: list[RawMessage], now: float) -> None:
         slot = conn.slot
         assert slot is not None
         if slot.role == Role.SOURCE:
-            self.apply(self.fanout.from_source(slot.comp_id, messages, now, slot.store.next_in),
-                       now)
+            decisions = self.fanout.from_source(slot.comp_id, messages, now, slot.store.next_in)
+            if decisions:
+                self.apply(decisions, now)
+            self.commit()
         elif conn.session is not None:
             for msg_type, body in target_rejects(slot.comp_id, messages):
                 conn.session.send_app(msg_type, body, now)

@@ -46,6 +46,7 @@ class MetricsPump:
         if records:
             m.journal_append(records, nbytes)
         for name, o in self.outboxes.items():
+            o.flush_latencies()
             for cat, n in list(o.out_counts.items()):
                 d = self._delta(("out", name, cat), n)
                 if d and cat is not None:
