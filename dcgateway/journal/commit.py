@@ -198,6 +198,10 @@ class GroupCommitter:
         failures, self._failures = self._failures, []
         if self._stopping:
             return
+        synced = self._journal.synced_lsn
+        advanced = synced > self._synced_seen
+        self._synced_seen = synced
+        self._publish(synced=advanced and self._os_mode)     # the copies first, then the rest
         for exc in failures:
             self.errors += 1
             self._on_error(exc)
@@ -208,10 +212,6 @@ class GroupCommitter:
                 on_fsync(seconds, records)
             if seconds >= self._slow_sync:
                 self._slow(f"a journal fsync took {seconds:.3f} s")
-        synced = self._journal.synced_lsn
-        advanced = synced > self._synced_seen
-        self._synced_seen = synced
-        self._publish(synced=advanced and self._os_mode)
 
     def _slow(self, what: str) -> None:
         now = time.monotonic()
