@@ -16,7 +16,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +50,7 @@ from .runtime import (
     metrics_token,
     scrape_state,
     server_ssl_context,
+    tune_threads,
 )
 from .state import open_state
 from .state.session_files import FileSessionStore
@@ -64,19 +64,6 @@ def session_config(config: GatewayConfig, sdef: SessionDef) -> SessionConfig:
     return SessionConfig(begin_string=sdef.begin_string.encode(),
                          our_comp_id=g.comp_id.encode(), their_comp_id=sdef.comp_id.encode(),
                          heartbeat_min=g.heartbeat_min_s, heartbeat_max=g.heartbeat_max_s)
-
-
-#: How long a thread may wait for the GIL before the holder is asked to let it go (CPython's
-#: default is 5 ms). The journal's sync thread needs the GIL twice per group commit, right after
-#: its wake-up and right after its fdatasync; while the event loop is busy, the default makes it
-#: wait up to 5 ms each time, and every copy waits with it (journal_durability: fsync).
-SWITCH_INTERVAL_S = 0.0005
-
-
-def tune_threads() -> None:
-    """Latency of the commit hand-offs (:data:`SWITCH_INTERVAL_S`); called once the gateway is
-    up (run and demo). The loop thread pays a GIL hand-over at most twice per commit."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def tune_gc() -> None:
@@ -228,9 +215,7 @@ class Gateway:
                                         fsync_interval=g.journal_fsync_interval_s)
         self.maintenance.committer = self.committer
         self.flow.commit = self.committer.commit_now
-        committer, journal = self.committer, self.journal
-        self.pump.journal_state = lambda: (committer.sync_running_seconds,
-                                           journal.appended_lsn - journal.synced_lsn)
+        self.pump.journal_state = self.committer.sync_state
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,
                                                              len(self.slots))

@@ -131,6 +131,11 @@ class GroupCommitter:
         started = self._sync_started
         return time.perf_counter() - started if started else 0.0
 
+    def sync_state(self) -> tuple[float, int]:
+        """(:attr:`sync_running_seconds`, records not on the disk yet): for the gauges."""
+        j = self._journal
+        return self.sync_running_seconds, j.appended_lsn - j.synced_lsn
+
     # -- loop thread --------------------------------------------------------------------------
 
     def notify(self) -> None:

@@ -1,5 +1,5 @@
 """The durable journal: every application message a source sends is appended here before anything
-else happens to it, and a copy reaches a target only once its record is fdatasync'd.
+else happens to it; a copy reaches a target only once its record is durable (``durability``).
 
 Why it is shaped this way (docs/architecture.md, data flow):
 
@@ -9,9 +9,9 @@ Why it is shaped this way (docs/architecture.md, data flow):
   the gateway could forget in a crash (FIX 4.4 Vol. 2, "Message Recovery": the sender must be
   able to honour a ResendRequest for any seq it sent).
 * **Group commit.** :meth:`append` only buffers (one ``pwrite`` per batch via
-  :meth:`flush_writes`); :class:`GroupCommitter` runs at most one ``fdatasync`` at a time in a
-  worker thread, covering everything written before it started (~200 µs per fsync; one per batch,
-  never one per message).
+  :meth:`flush_writes`); :class:`GroupCommitter` runs one ``fdatasync`` at a time in its sync
+  thread, covering everything written before it started. :attr:`durable_lsn` follows it
+  (``fsync``) or the writes (``os``, the sync then bounds a power loss, not a crash).
 * **Per-target index files** (:mod:`dcgateway.journal_index`): target seq N -> (segment, offset,
   length) at a fixed slot, so serving a ResendRequest (at most 2500 messages, iLink) or a catching-
   up target costs O(returned) ``pread`` calls and no memory proportional to the backlog.

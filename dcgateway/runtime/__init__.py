@@ -8,7 +8,8 @@
 * :mod:`.health`       is the journal writable (``/healthz``, Logons during a disk fault)
 * :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
 * :mod:`.snapshot`     the state gauges read at scrape time
-* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, key owners
+* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, the GIL switch
+  interval, key owners
 """
 
 from .events import EventSink
@@ -18,10 +19,16 @@ from .maintenance import RETENTION_S, Maintenance, week_start_before
 from .pump import MetricsPump
 from .snapshot import scrape_state
 from .status import StatusFile
-from .support import fit_descriptor_limit, key_owners, metrics_token, server_ssl_context
+from .support import (
+    fit_descriptor_limit,
+    key_owners,
+    metrics_token,
+    server_ssl_context,
+    tune_threads,
+)
 
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
     "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "metrics_token",
-    "scrape_state", "server_ssl_context", "week_start_before",
+    "scrape_state", "server_ssl_context", "tune_threads", "week_start_before",
 ]
