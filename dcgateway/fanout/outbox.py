@@ -56,7 +56,7 @@ CATCHUP_BUDGET = 64 * 1024
 RUN_COPIES = 1000
 MIN_COPY_BYTES = 128
 #: Latencies gathered before they go to the histogram (else: the metrics pump, once a second).
-LATENCY_BATCH = 4096
+LATENCY_BATCH = 512
 
 _LSN = itemgetter(1)
 #: (target seq, journal lsn, source message, received at, category)
