@@ -165,7 +165,7 @@ class GroupCommitter:
     def _commit(self) -> None:
         j = self._journal
         try:
-            j.flush_writes()
+            j.flush_writes(upkeep=False)
         except JournalError as exc:
             self._write_failed(exc)
             return
@@ -176,6 +176,11 @@ class GroupCommitter:
                 self._wake.release()
         else:
             self._publish()
+        try:
+            j.upkeep()                  # zeros ahead, index runs, snapshot: after the copies
+        except JournalError as exc:
+            self.errors += 1
+            self._on_error(exc)
 
     def _write_failed(self, exc: JournalError) -> None:
         self.errors += 1

@@ -72,7 +72,6 @@ from .format import (
     segment_header,
     segment_name,
     snapshot_payload,
-    write_checkpoint,
 )
 from .index import SegmentReader, TargetIndexes, pwrite_all
 from .recovery import Recovery, SnapshotState, recover_journal
@@ -353,11 +352,12 @@ class SegmentJournal(ReadsAndMaintenance):
         self._appended_lsn = lsn
         return lsn
 
-    def flush_writes(self) -> int:
-        """Hand buffered records to the OS (one ``pwrite``), now and then the buffered index
-        runs (:meth:`flush_index`); returns ``written_lsn``. Owner thread only. On a failed
-        write the segment is cut back to its last whole record and the buffer kept, so a retry
-        rewrites the same bytes at the same offset and no half record can survive."""
+    def flush_writes(self, upkeep: bool = True) -> int:
+        """Hand buffered records to the OS (one ``pwrite``), then, unless ``upkeep`` is False
+        (the committer runs :meth:`upkeep` once the copies are out), the zeros ahead, now and
+        then the index runs and a snapshot; returns ``written_lsn``. Owner thread only. On a
+        failed write the segment is cut back to its last whole record and the buffer kept, so a
+        retry rewrites the same bytes at the same offset and no half record can survive."""
         self._check()
         if self._buf:
             data, off = self._buf, self._size
@@ -375,14 +375,20 @@ class SegmentJournal(ReadsAndMaintenance):
                 if self._fsync:           # kept for a rewrite should the fsync fail
                     self._retained.append((self._appended_lsn, self._seg, off, data))
                     self._retained_bytes += len(data)
-            if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4:
-                self._zero_ahead()
+        if upkeep:
+            self.upkeep()
+        return self._written_lsn
+
+    def upkeep(self) -> None:
+        """After a write, off the copies' path: extend the zeros ahead, write the index runs
+        (every ``INDEX_FLUSH_BYTES`` or ``INDEX_FLUSH_S``), capture a snapshot when one is due."""
+        if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4:
+            self._zero_ahead()
         pending = self._index.pending_bytes
         if pending >= INDEX_FLUSH_BYTES or (pending and time.monotonic() - self._index_flushed
                                             >= INDEX_FLUSH_S):
             self.flush_index()
         self._maybe_snapshot()
-        return self._written_lsn
 
     def flush_index(self) -> None:
         """Write the buffered index runs (one ``pwrite`` per target). Deferred by
@@ -541,57 +547,3 @@ class SegmentJournal(ReadsAndMaintenance):
         self._hook("fsync")
         if self._fsync:
             os.fdatasync(self._fd)
-
-    def _maybe_snapshot(self) -> None:
-        if self._written_lsn - self._ckpt_base >= self._ckpt_records or (
-                self._written_lsn > self._ckpt_base
-                and time.monotonic() - self._ckpt_time >= self._ckpt_seconds):
-            self._take_snapshot()
-
-    def _take_snapshot(self) -> None:
-        """Owner thread, with the buffer and index runs flushed: capture the state at
-        ``written_lsn`` for the next :meth:`checkpoint` (which writes it once that LSN is
-        durable). fds dirtied since the last captured snapshot accumulate until one is written."""
-        if self._buf:
-            return
-        self.flush_index()
-        ck = Checkpoint(self._written_lsn, self._seg, self._size, dict(self._target_next),
-                        dict(self._source_next), self._received_hw)
-        with self._state_lock:
-            self._pending_fds |= self._index.take_dirty()
-            self._pending_ckpt = ck
-        self._ckpt_base = ck.lsn
-        self._ckpt_time = time.monotonic()
-
-    @property
-    def checkpoint_due(self) -> bool:
-        ck = self._pending_ckpt         # read once: a worker may clear it meanwhile
-        return ck is not None and ck.lsn <= self._synced_lsn
-
-    def checkpoint(self) -> bool:
-        """Write the pending checkpoint if its LSN is durable: fsync the index files written
-        since the last one, then replace the checkpoint file atomically. Worker-thread safe.
-        Returns whether one was written. A failure leaves the old checkpoint (recovery then
-        replays more) and raises :class:`JournalError`."""
-        with self._sync_lock:
-            if not self._usable:
-                return False
-            with self._state_lock:
-                ck, fds = self._pending_ckpt, set(self._pending_fds)
-            if ck is None or ck.lsn > self._synced_lsn:
-                return False
-            try:
-                self._index.fsync(fds, self._fsync)
-                self._hook("fsync")
-                if self._fsync:
-                    fsync_dir(self.index_dir)
-                self._hook("write")
-                write_checkpoint(self.checkpoint_path, ck, self._fsync)
-            except OSError as e:
-                raise JournalError(f"cannot write journal checkpoint {self.checkpoint_path}: "
-                                   f"{e.strerror or e}") from None
-            with self._state_lock:
-                if self._pending_ckpt is ck:
-                    self._pending_ckpt = None
-                    self._pending_fds = set()
-            return True
