@@ -31,6 +31,7 @@ from .auth import logon_signer
 from .config import GatewayConfig
 from .fsutil import atomic_write, private_dir
 from .gateway import Gateway, tune_gc
+from .runtime import tune_threads
 from .state import open_state
 from .vocab import Role
 
@@ -170,6 +171,7 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     gw = Gateway(config)
     port = await gw.start()
     tune_gc()
+    tune_threads()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

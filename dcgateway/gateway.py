@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from .auth import NOTICES_FILE_NAME, LogonAuthenticator, NoticeLog, SessionAuth
 from .auth.canonical import required_tags
 from .config import GatewayConfig
-from .fanout import Fanout, Outbox, TargetStore
+from .fanout import Fanout, Outbox, SendingTimes, TargetStore
 from .fix.dictionary import DictionaryCache
 from .fsutil import private_dir
 from .journal import GroupCommitter, SegmentJournal
@@ -52,6 +52,7 @@ from .runtime import (
     metrics_token,
     scrape_state,
     server_ssl_context,
+    tune_threads,
 )
 from .state import open_state
 
@@ -86,12 +87,15 @@ class Gateway:
             closures=self.state.closures, sending_time_tolerance_s=g.sending_time_tolerance_s)
         self.dictionaries = DictionaryCache()
         t0 = time.monotonic()
-        self.journal = SegmentJournal(self.data_dir / "journal")
+        self.journal = SegmentJournal(self.data_dir / "journal",
+                                      durability=g.journal_durability)
         recovery = self.journal.recover()
         self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
+        self.sending_times = SendingTimes()      # one 52 per millisecond for every target
         self.slots: dict[str, SessionSlot] = {
             s.comp_id: make_slot(config, s, self.data_dir, self.journal, recovery,
-                                 self.dictionaries) for s in config.sessions}
+                                 self.dictionaries, self.sending_times)
+            for s in config.sessions}
         self.outboxes: dict[str, Outbox] = {
             name: slot.outbox for name, slot in self.slots.items() if slot.outbox is not None}
         table = RoutingTable.build(config.groups, {sd.comp_id: sd for sd in config.sessions})
@@ -191,8 +195,11 @@ class Gateway:
         self.committer = GroupCommitter(self.journal, asyncio.get_running_loop(),
                                         self._on_durable, on_error=self._on_journal_error,
                                         on_fsync=self.metrics.fsync,
-                                        max_delay=g.journal_commit_delay_s)
+                                        max_delay=g.journal_commit_delay_s,
+                                        fsync_interval=g.journal_fsync_interval_s)
         self.maintenance.committer = self.committer
+        self.flow.commit = self.committer.commit_now
+        self.pump.journal_state = self.committer.sync_state
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,
                                                              len(self.slots))
@@ -263,6 +270,7 @@ async def _main(config: GatewayConfig) -> int:
              config.gateway.comp_id, config.gateway.listen.host, port, len(gw.slots),
              time.monotonic() - t0)
     tune_gc()
+    tune_threads()
     print(f"dcgateway listening on {config.gateway.listen.host}:{port}", flush=True)
     await gw.serve(stop)
     log.info("stopped cleanly")

@@ -26,6 +26,7 @@ NAME = re.compile(r"\bdcgateway_[a-z0-9_]+\b")
 REQUIRED_ALERTS = {
     "DcgatewayTargetBacklogGrowing", "DcgatewaySessionDown", "DcgatewayLogonRejectsSpiking",
     "DcgatewayPortClosed", "DcgatewayKeyExpiringSoon", "DcgatewayJournalFsyncSlow",
+    "DcgatewayJournalFsyncStalled",
 }
 
 
@@ -140,6 +141,12 @@ CASES: list[tuple[str, list[tuple[str, str]], str, list[dict[str, str]]]] = [
     ("DcgatewayJournalNotWritable", [
         (f'dcgateway_journal_writable{{{S}}}', "1 0x10"),
     ], "5m", [{}]),
+    ("DcgatewayJournalFsyncStalled", [        # one fsync running, growing by 60 s a minute
+        (f'dcgateway_journal_fsync_running_seconds{{{S}}}', "0 0 60+60x10"),
+    ], "5m", [{}]),
+    ("DcgatewayJournalFsyncStalled", [        # healthy: fsyncs of a few ms now and then
+        (f'dcgateway_journal_fsync_running_seconds{{{S}}}', "0 0.002 0 0.001 0x10"),
+    ], "5m", []),
     ("DcgatewayConfigReloadFailed", [
         (f'dcgateway_config_last_reload_successful{{{S}}}', "1 1 0 0"),
     ], "3m", [{}]),

@@ -13,10 +13,10 @@ Nothing here imports asyncio or the network shell; the tests drive it with no ev
 """
 
 from .adapt import CopyAdapter
-from .outbox import MAX_ADMIN_QUEUED, TAKE_BUDGET, Outbox, PendingCopies
+from .outbox import MAX_ADMIN_QUEUED, TAKE_BUDGET, Outbox, PendingCopies, SendingTimes
 from .router import CANNOT_STORE_TEXT, Decision, Fanout, HoldSources, RefuseSource, target_rejects
 from .target_store import TargetStore
 
-__all__ = ["CANNOT_STORE_TEXT", "CopyAdapter", "Decision", "Fanout", "HoldSources", "MAX_ADMIN_QUEUED",
-           "Outbox", "PendingCopies", "RefuseSource", "TAKE_BUDGET", "TargetStore",
-           "target_rejects"]
+__all__ = ["CANNOT_STORE_TEXT", "CopyAdapter", "Decision", "Fanout", "HoldSources",
+           "MAX_ADMIN_QUEUED", "Outbox", "PendingCopies", "RefuseSource", "SendingTimes",
+           "TAKE_BUDGET", "TargetStore", "target_rejects"]

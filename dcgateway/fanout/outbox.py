@@ -56,6 +56,8 @@ CATCHUP_BUDGET = 64 * 1024
 #: smallest copy a run's length is estimated with against the take's budget.
 RUN_COPIES = 1000
 MIN_COPY_BYTES = 128
+#: Latencies gathered before they go to the histogram (else: the metrics pump, once a second).
+LATENCY_BATCH = 512
 
 _LSN = itemgetter(1)
 #: (target seq, journal lsn, source message, received at, category)
@@ -80,6 +82,27 @@ def decode_one(raw: bytes) -> RawMessage | None:
     """A journaled message framed again (it was verified on the way in)."""
     items = Decoder(max(len(raw) + 1, 1 << 16)).feed(raw)
     return items[0] if items and isinstance(items[0], RawMessage) else None
+
+
+class SendingTimes:
+    """SendingTime (52) of the copies handed out now, made once per millisecond however many
+    targets take in it (a commit feeds every target in the same loop turn): the timestamp,
+    the ``52=...SOH`` field and its byte sum. One is shared by the outboxes of a gateway."""
+
+    __slots__ = ("_ms", "_value")
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._value: tuple[bytes, bytes, int] = (b"", b"", 0)
+
+    def at(self, now: float) -> tuple[bytes, bytes, int]:
+        ms = int(now * 1000)
+        if ms != self._ms:
+            st = utc_timestamp(now)
+            st52 = b"52=" + st + b"\x01"
+            self._value = (st, st52, byte_sum(st52))
+            self._ms = ms
+        return self._value
 
 
 class PendingCopies:
@@ -141,8 +164,10 @@ class Outbox:
     """One target session's outbound stream (module docstring)."""
 
     def __init__(self, comp_id: str, begin_string: str, profile: str, gateway_comp: str,
-                 journal: Journal, max_pending: int) -> None:
+                 journal: Journal, max_pending: int,
+                 sending_times: SendingTimes | None = None) -> None:
         self.comp_id = comp_id
+        self.sending_times = sending_times or SendingTimes()
         self.comp_bytes = comp_id.encode()
         self.begin_string = begin_string.encode()
         self.gateway_comp = gateway_comp.encode()
@@ -170,7 +195,8 @@ class Outbox:
         self.out_counts: Counter[str | None] = Counter()   # copies handed out, by category
         self.latencies: deque[float] = deque(maxlen=10_000)  # receipt -> hand-out, seconds
         self.observe_latencies: Callable[[list[float]], None] | None = None
-        self._lats: list[float] = []
+        self._lats: list[float] = []     # not handed to observe_latencies yet
+        self._lats_counted = 0           # of them, already in copies_written
         self._catchup: deque[Entry] = deque()
 
     @property
@@ -273,10 +299,11 @@ class Outbox:
         self.last_reserved_lsn = lsn
         if not self.connected or seq < self.cursor or self.spill_from is not None:
             return
-        n = len(self.pending)
+        pending = self.pending
+        n = len(pending._items) - pending._head
         if n < self.max_pending or (n < self.max_pending * SPILL_HARD_FACTOR
                                     and not self.pushback):
-            self.pending.append((seq, lsn, src, received, cat))
+            pending._items.append((seq, lsn, src, received, cat))
         else:
             self.spill_from = self.pending.first()[0] if self.pending else seq
             self.pending.clear()
@@ -313,16 +340,17 @@ class Outbox:
         out: list[bytes] = []
         if not self.connected or self.stalled:
             return out
-        st = utc_timestamp(now)
-        st52 = b"52=" + st + b"\x01"
-        st52_sum = byte_sum(st52)
+        st, st52, st52_sum = self.sending_times.at(now)
         if self.spill_from is not None:
             budget = min(budget, CATCHUP_BUDGET)
         size = 0
+        pending = self.pending
         while size < budget:
             if not self.admin and self.spill_from is None:
                 n = self._take_run(out, durable_lsn, now, st52, st52_sum,
                                    min(RUN_COPIES, max(1, (budget - size) // MIN_COPY_BYTES)))
+                if n and not pending and not self.admin:
+                    break                   # all handed out: no second look
             else:
                 n = self._take_in_order(out, durable_lsn, now, st, st52, st52_sum,
                                         budget - size)
@@ -349,7 +377,10 @@ class Outbox:
         else:
             copies = [self._adapted(src, seq, st52, st52_sum) for seq, _, src, _, _ in run]
         self._lats.extend([now - received for _, _, _, received, _ in run])
-        self.out_counts.update([cat for _, _, _, _, cat in run])
+        if len(run) == 1:
+            self.out_counts[run[0][4]] += 1
+        else:
+            self.out_counts.update([cat for _, _, _, _, cat in run])
         self.cursor += len(run)
         self.written_upto = self.resendable_upto = self.cursor - 1
         out.extend(copies)
@@ -397,11 +428,23 @@ class Outbox:
         return self._build(adapted, seq, st52, st52_sum)
 
     def _hand_latencies(self) -> None:
+        n = len(self._lats)
+        self.copies_written += n - self._lats_counted
+        self._lats_counted = n
+        if n >= LATENCY_BATCH:
+            self.flush_latencies()
+
+    def flush_latencies(self) -> None:
+        """Hand the latencies gathered since the last call to ``observe_latencies`` (the
+        histogram): every ``LATENCY_BATCH`` copies, and from the metrics pump once a second and
+        before every scrape, rather than once per take."""
         lats, self._lats = self._lats, []
-        self.copies_written += len(lats)
-        self.latencies.extend(lats)
-        if self.observe_latencies is not None:
-            self.observe_latencies(lats)
+        self.copies_written += len(lats) - self._lats_counted
+        self._lats_counted = 0
+        if lats:
+            self.latencies.extend(lats)
+            if self.observe_latencies is not None:
+                self.observe_latencies(lats)
 
     def _from_journal(self, seq: int, st: bytes) -> bytes | None:
         """Catch-up: the copy for ``seq`` read back from the journal (durable entries only);

@@ -27,7 +27,7 @@ from typing import Protocol
 from ..fix.codec import RawMessage
 from ..fix.dropcopy import CopySource
 from ..journal import Entry, Journal
-from ..routing import RoutingTable, category
+from ..routing import Route, RoutingTable, category
 from .outbox import Outbox, decode_one
 
 log = logging.getLogger("dcgateway.fanout")
@@ -37,6 +37,11 @@ log = logging.getLogger("dcgateway.fanout")
 #: a target's, bounds the memory of copies waiting for their commit.
 MAX_UNDURABLE = 20_000
 RESUME_UNDURABLE = 10_000
+#: The same for records durable but not yet on the disk (durability ``os``: copies leave before
+#: the fsync): a stalled disk pauses the sources here, never the copies, and the journal's
+#: bytes kept for a rewrite after a failed fsync stay bounded.
+MAX_UNSYNCED = 100_000
+RESUME_UNSYNCED = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,8 @@ class HoldSources:
 
 
 Decision = RefuseSource | HoldSources
+#: ([(target, its outbox)], [each route's group]) of one routing decision
+Plan = tuple[list[tuple[str, Outbox]], list[str]]
 
 #: Logout text when the journal cannot take a message (disk full, I/O error).
 CANNOT_STORE_TEXT = "gateway cannot store messages right now; log on again later"
@@ -82,13 +89,24 @@ class Fanout:
         self.journal_bytes = 0
         self.in_counts: dict[tuple[str, str | None], int] = {}
         self.group_counts: dict[str, int] = {}
+        self._plans: dict[tuple[Route, ...], Plan] = {}    # routes -> plan (see _plan)
         self._apply_front_ends()
 
     def swap_table(self, table: RoutingTable) -> None:
         """A new routing table (groups reloaded): one reference assignment; messages already
         routed keep their routes (their sequence numbers are in the journal)."""
         self.table = table
+        self._plans.clear()
         self._apply_front_ends()
+
+    def _plan(self, routes: tuple[Route, ...]) -> Plan:
+        """What the hot path needs of a routing decision, made once per distinct decision:
+        each target's outbox, and the groups to count."""
+        plan = ([(r.target, self.outboxes[r.target]) for r in routes], [r.group for r in routes])
+        if len(self._plans) > 10_000:       # bounded: one per distinct routing decision
+            self._plans.clear()
+        self._plans[routes] = plan
+        return plan
 
     def _apply_front_ends(self) -> None:
         for o in self.outboxes.values():
@@ -105,6 +123,7 @@ class Fanout:
         decisions: list[Decision] = []
         nbytes = accepted = 0
         classify_route = table.classify_route
+        plans = self._plans
         for msg in messages:
             try:
                 cat, routes = classify_route(source, msg)
@@ -112,7 +131,10 @@ class Fanout:
                 log.error("%s MsgSeqNum %s: cannot route (%s); journaled, not copied",
                           source, msg.seq_num, exc)
                 cat, routes = None, ()
-            assigns = [(r.target, outboxes[r.target].reserve()) for r in routes]
+            plan = plans.get(routes)
+            if plan is None:
+                plan = self._plan(routes)
+            assigns = [(t, o.reserve()) for t, o in plan[0]]
             try:
                 lsn = journal.append(source, msg.seq_num or 0, now, msg.raw, assigns)
             except Exception as exc:          # disk full, I/O error: this message is not kept
@@ -130,26 +152,30 @@ class Fanout:
             in_counts[key] = in_counts.get(key, 0) + 1
             if routes:
                 src = CopySource(msg)
-                for target, seq in assigns:
-                    outboxes[target].add_copy(seq, lsn, src, now, cat)
-                for r in routes:
-                    group_counts[r.group] = group_counts.get(r.group, 0) + 1
+                for (_, o), (_, seq) in zip(plan[0], assigns):
+                    o.add_copy(seq, lsn, src, now, cat)
+                for g in plan[1]:
+                    group_counts[g] = group_counts.get(g, 0) + 1
         self.journal_bytes += nbytes
         self.messages_in += accepted
-        self.source_marker(source, next_in)
-        if not self.sources_held and journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE:
+        self.source_marker(source, next_in, notify=False)    # the shell commits the read
+        if not self.sources_held and (
+                journal.appended_lsn - journal.durable_lsn > MAX_UNDURABLE
+                or journal.appended_lsn - journal.synced_lsn > MAX_UNSYNCED):
             decisions.append(self._hold(True))
         return decisions
 
-    def source_marker(self, source: str, next_in: int) -> None:
+    def source_marker(self, source: str, next_in: int, *, notify: bool = True) -> None:
         """Journal the source's next inbound seq (admin messages consume seqs too, so a restart
         expects exactly it). Never raises: a failing disk is logged, and the journal then still
-        holds an older, lower value, which only costs a ResendRequest."""
+        holds an older, lower value, which only costs a ResendRequest. ``notify``: wake the
+        committer (:meth:`from_source` leaves that to the shell, which commits the read)."""
         try:
             self.journal.append_source_next_in(source, next_in)
         except Exception as exc:
             log.error("could not journal the inbound sequence of %s: %s", source, exc)
-        self.notify()
+        if notify:
+            self.notify()
 
     def carry_over(self, target: str, entries: list[Entry]) -> None:
         """After a target's sequence reset: journal again, under its next new seqs, the copies it
@@ -178,15 +204,18 @@ class Fanout:
     def _hold(self, hold: bool) -> HoldSources:
         self.sources_held = hold
         if hold:
-            log.warning("journal is %d records behind; pausing reads from sources",
-                        self.journal.appended_lsn - self.journal.durable_lsn)
+            j = self.journal
+            log.warning("journal is %d records behind (%d not on the disk); pausing reads from "
+                        "sources", j.appended_lsn - j.durable_lsn, j.appended_lsn - j.synced_lsn)
         return HoldSources(hold)
 
     def on_durable(self, lsn: int) -> tuple[list[Outbox], list[Decision]]:
         """Records up to ``lsn`` are durable: the outboxes that now have something to write,
         and whether sources may be read again."""
         decisions: list[Decision] = []
-        if self.sources_held and self.journal.appended_lsn - lsn < RESUME_UNDURABLE:
+        j = self.journal
+        if self.sources_held and j.appended_lsn - lsn < RESUME_UNDURABLE \
+                and j.appended_lsn - j.synced_lsn < RESUME_UNSYNCED:
             decisions.append(self._hold(False))
         ready = [o for o in self.outboxes.values() if o.connected and o.ready(lsn)]
         return ready, decisions

@@ -119,7 +119,7 @@ class RawMessage:
     """
 
     __slots__ = ("raw", "begin_string", "msg_type", "header", "body_start", "body_end",
-                 "header_error", "_fields", "_index", "_plain")
+                 "header_error", "_fields", "_index", "_plain", "_seq")
 
     def __init__(self, raw: bytes, begin_string: bytes, msg_type: bytes, header: dict[int, bytes],
                  body_start: int, body_end: int, header_error: int | None = None) -> None:
@@ -133,6 +133,7 @@ class RawMessage:
         self._fields: list[tuple[int, bytes]] | None = None
         self._index: dict[int, bytes] | None = None
         self._plain: bool | None = None
+        self._seq: int | None | bool = False       # False: not parsed yet
 
     @property
     def body(self) -> bytes:
@@ -140,11 +141,13 @@ class RawMessage:
 
     @property
     def seq_num(self) -> int | None:
-        """MsgSeqNum (34) as int, or None when absent or not a positive integer."""
-        v = self.header.get(T.MSG_SEQ_NUM)
-        if v is None or not v.isdigit():
-            return None
-        return int(v)
+        """MsgSeqNum (34) as int, or None when absent or not a positive integer (parsed once:
+        the session and the fan-out both read it)."""
+        seq = self._seq
+        if seq is False:
+            v = self.header.get(T.MSG_SEQ_NUM)
+            self._seq = seq = int(v) if v is not None and v.isdigit() else None
+        return seq
 
     @property
     def poss_dup(self) -> bool:

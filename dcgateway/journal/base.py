@@ -34,6 +34,9 @@ class Entry:
 class Journal(Protocol):
     """The journal as its users see it (owner thread: the event loop)."""
 
+    #: what :attr:`durable_lsn` means: ``fsync`` (on the disk) or ``os`` (written to the OS)
+    durability: str
+
     @property
     def appended_lsn(self) -> int: ...
 
@@ -41,7 +44,15 @@ class Journal(Protocol):
     def written_lsn(self) -> int: ...
 
     @property
-    def durable_lsn(self) -> int: ...
+    def durable_lsn(self) -> int:
+        """Up to here copies may leave: the records are as durable as the journal's
+        durability mode promises (on the disk, written to the OS, or replicated)."""
+        ...
+
+    @property
+    def synced_lsn(self) -> int:
+        """Up to here the records are on this machine's disk (fdatasync'd)."""
+        ...
 
     def recover(self) -> Recovery: ...
 
@@ -52,11 +63,20 @@ class Journal(Protocol):
 
     def append_source_next_in(self, source: str, next_in: int) -> int: ...
 
-    def flush_writes(self) -> int: ...
+    def flush_writes(self, upkeep: bool = True) -> int: ...
+
+    def upkeep(self) -> None:
+        """What follows a write off the copies' path (index runs, snapshots)."""
+        ...
 
     def sync(self) -> int:
-        """Make everything appended durable now (blocking; rare: a target's Logon, a source's
-        sequence reset); the new durable LSN."""
+        """Make everything appended durable as the mode promises, now (blocking; rare: a
+        target's Logon, a source's sequence reset); the new durable LSN."""
+        ...
+
+    def sync_to_disk(self) -> int:
+        """fdatasync what was written, whatever the mode (a committer's worker thread); the new
+        synced LSN."""
         ...
 
     def read_target(self, target: str, from_seq: int, to_seq: int, *,
@@ -80,6 +100,8 @@ class Committer(Protocol):
     """Makes appended records durable in the background and reports it (``on_durable``)."""
 
     def notify(self) -> None: ...
+
+    def commit_now(self) -> None: ...
 
     async def run(self) -> None: ...
 

@@ -1,28 +1,56 @@
-"""Group commit: one fdatasync in flight at a time, off the event loop, covering every append made
-before it started (docs/architecture.md: "group-commit fsync per batch on a separate thread or executor
-while the loop keeps reading"; an fsync is ~200 µs, so one per message would cap the gateway at a
-few thousand messages/s, while one per batch costs the same whatever the batch size).
+"""Group commit: the journal's appends reach the OS once per loop turn and the disk once per
+batch, off the event loop, at a cost per commit that does not depend on the batch (an fsync is
+about 200 µs; one per message would cap the gateway at a few thousand messages/s).
 
-Shape: the fan-out appends a batch (one socket read's worth of messages) and calls :meth:`notify`
-(sets an Event; no Future or Task per message). The committer task wakes, hands the buffered bytes
-to the OS on the loop thread (:meth:`Journal.flush_writes`, one ``pwrite``), runs
-:meth:`Journal.sync` in its own single worker thread, and calls ``on_durable(lsn)`` on the loop;
-whatever was appended meanwhile is picked up by the next round. Checkpoints (index fsyncs) run in
-the same worker between rounds, after the durable notification, so they never delay one.
+Two durability modes (``gateway.journal_durability``; README "Durability modes"):
+
+``fsync``
+    A copy leaves once its record is fdatasync'd: survives a power loss. One fdatasync in
+    flight at a time, covering everything written before it started.
+``os``
+    A copy leaves once its record is written to the OS (the page cache outlives the process:
+    any crash of the gateway, kill -9 included, loses nothing; a kernel crash or a power loss
+    may lose the last records, as with a FIX engine's file store that flushes but never syncs).
+    The fdatasync follows in the background at least every ``fsync_interval`` seconds.
+
+Shape, chosen for a small fixed cost per commit (no Future, Task, executor work item or Event
+per batch):
+
+* The fan-out appends a batch (one socket read's worth) and the shell calls :meth:`commit_now`
+  right after it, so the copies of that read need no further loop turn; anything else that
+  appends calls :meth:`notify`, which schedules one commit on the loop (``call_soon``,
+  idempotent until it runs).
+* :meth:`_commit` writes the buffered records to the OS on the loop thread
+  (:meth:`Journal.flush_writes`). In ``os`` mode that is the durability point: ``on_durable`` is
+  called right there. In ``fsync`` mode it wakes the sync thread: a ``threading.Lock`` used as a
+  binary semaphore (one ``release()``, no Python-level condition variable).
+* One dedicated thread, ``dcgw-journal-sync``, loops: wait for the wake (bounded by
+  ``fsync_interval`` in ``os`` mode, so the background sync needs no wake at all), fdatasync while
+  something written is not synced (:meth:`Journal.sync_to_disk`; the GIL is released for the
+  syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
+  repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs.
+* On the loop, :meth:`_drain` feeds the metrics (``on_fsync``), logs a slow fsync, and calls
+  ``on_durable(lsn)`` (strictly increasing).
+
+A slow or stalled disk (docs/architecture.md, "Durability and recovery"): in ``fsync`` mode copies
+wait for it, as the mode requires; in ``os`` mode they do not. Either way it is visible: an fsync
+running longer than ``slow_sync`` seconds is logged while it runs and when it ends, the
+histogram gets its duration, and :attr:`sync_running_seconds` feeds a gauge the alerts watch.
+Memory stays bounded: the fan-out stops reading sources when too many records are not durable
+(``fsync``) or not synced (``os``), see :mod:`dcgateway.fanout.router`.
 
 Failures (disk full, EIO) go to ``on_error`` and are retried with exponential backoff; nothing is
-reported durable until a sync has really succeeded (the journal rewrites un-synced bytes after a
-failed fsync, see :meth:`Journal.sync`), so the gateway keeps accepting but stops releasing copies
-until the disk recovers.
+reported durable until a write (``os``) or a sync (``fsync``) has really succeeded (after a failed
+fsync the journal rewrites what it had written, see :meth:`SegmentJournal.sync_to_disk`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import JournalError
 
@@ -31,19 +59,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: An fsync running longer than this (seconds) is logged as slow.
+SLOW_SYNC_S = 0.5
+#: How often the loop looks at a sync in flight (seconds).
+WATCH_S = 0.25
+#: In ``fsync`` mode the sync thread waits this long for a wake before looking again (bounded
+#: wait; nothing is missed by it: every write wakes it).
+IDLE_WAIT_S = 1.0
+#: Slow-fsync warnings at most this often (seconds); the others are counted into the next one.
+WARN_EVERY_S = 10.0
+
 
 class GroupCommitter:
-    """At most one fsync in flight, in a dedicated worker thread; everything appended while one
-    runs is covered by the next. ``on_durable(lsn)`` is called on the event-loop thread after each
-    sync that advanced ``durable_lsn`` (strictly increasing). ``max_delay`` bounds how long an
-    append waits before a sync starts (0: as soon as the committer is idle); a small delay trades
-    latency for bigger batches. ``on_fsync(seconds, records_in_batch)`` observes every completed
-    sync (for the fsync-latency histogram and batch-size metrics)."""
+    """Commits the journal's appends (module docstring). ``on_durable(lsn)`` is called on the
+    event-loop thread whenever :attr:`Journal.durable_lsn` advanced (strictly increasing);
+    ``on_fsync(seconds, records)`` observes every completed fsync; ``on_error(exc)`` every
+    failed write or sync. ``max_delay`` bounds how long an append waits before its commit
+    starts (0: at the end of the loop turn); a small delay trades latency for bigger batches.
+    ``fsync_interval``: the bound on the background fsync in ``os`` mode."""
 
     def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop,
                  on_durable: Callable[[int], None], *,
                  on_error: Callable[[Exception], None] | None = None, max_delay: float = 0.0,
                  on_fsync: Callable[[float, int], None] | None = None,
+                 fsync_interval: float = 0.05, slow_sync: float = SLOW_SYNC_S,
                  retry_initial: float = 0.01, retry_max: float = 1.0,
                  stop_timeout: float = 10.0) -> None:
         self._journal = journal
@@ -52,12 +91,32 @@ class GroupCommitter:
         self._on_error = on_error or self._log_error
         self._on_fsync = on_fsync
         self._max_delay = max_delay
+        self._os_mode = journal.durability == "os"
+        self._interval = fsync_interval if self._os_mode else IDLE_WAIT_S
+        self._slow_sync = slow_sync
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._stop_timeout = stop_timeout
-        self._wake = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[int]]] = []
         self._notified = journal.durable_lsn
+        self._synced_seen = journal.synced_lsn
+        # loop side
+        self._scheduled = False               # a _commit is on the loop
+        self._write_delay = retry_initial
+        self._stopping = False
+        self._warned_at = float("-inf")
+        self._slow_unlogged = 0
+        self._warned_for = 0.0                # the start of the running sync already warned of
+        # the hand-offs (each field written by one side only; the GIL makes each access atomic)
+        self._wake = threading.Lock()
+        self._wake.acquire()                  # held: no wake pending
+        self._wake_pending = False            # set by the loop, cleared by the thread
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._results: list[tuple[float, int]] = []   # (seconds, records), thread -> loop
+        self._failures: list[Exception] = []           # thread -> loop
+        self._posted = False
+        self._sync_started = 0.0              # perf_counter at the start of the sync in flight
         self.syncs = 0
         self.errors = 0
 
@@ -65,72 +124,202 @@ class GroupCommitter:
     def _log_error(exc: Exception) -> None:
         log.error("journal commit failed, retrying: %s", exc)
 
+    @property
+    def sync_running_seconds(self) -> float:
+        """How long the fsync in flight has been running (0 when none): a stalled disk shows
+        here long before the fsync completes into the histogram."""
+        started = self._sync_started
+        return time.perf_counter() - started if started else 0.0
+
+    def sync_state(self) -> tuple[float, int]:
+        """(:attr:`sync_running_seconds`, records not on the disk yet): for the gauges."""
+        j = self._journal
+        return self.sync_running_seconds, j.appended_lsn - j.synced_lsn
+
+    # -- loop thread --------------------------------------------------------------------------
+
     def notify(self) -> None:
-        """Call after a batch of appends: cheap and idempotent (sets an Event)."""
-        self._wake.set()
+        """Call after a batch of appends: cheap and idempotent until the commit runs."""
+        if self._scheduled or self._stopping:
+            return
+        self._scheduled = True
+        if self._max_delay > 0:
+            self._loop.call_later(self._max_delay, self._scheduled_commit)
+        else:
+            self._loop.call_soon(self._scheduled_commit)
+
+    def commit_now(self) -> None:
+        """Commit at once (the shell calls it at the end of a source's read: the copies of that
+        read need no further loop turn); with ``max_delay`` or a write retry pending, the
+        same as :meth:`notify`."""
+        if self._max_delay > 0 or self._scheduled:
+            self.notify()
+        elif not self._stopping:
+            self._commit()
+
+    def _scheduled_commit(self) -> None:
+        self._scheduled = False
+        if not self._stopping:
+            self._commit()
+
+    def _commit(self) -> None:
+        j = self._journal
+        try:
+            j.flush_writes(upkeep=False)
+        except JournalError as exc:
+            self._write_failed(exc)
+            return
+        self._write_delay = self._retry_initial
+        if not self._os_mode and j.written_lsn > j.synced_lsn:
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake.release()
+        else:
+            self._publish()
+        try:
+            j.upkeep()                  # zeros ahead, index runs, snapshot: after the copies
+        except JournalError as exc:
+            self.errors += 1
+            self._on_error(exc)
+
+    def _write_failed(self, exc: JournalError) -> None:
+        self.errors += 1
+        self._on_error(exc)
+        delay = self._write_delay
+        self._write_delay = min(delay * 2, self._retry_max)
+        self._scheduled = True
+        self._loop.call_later(delay, self._scheduled_commit)
+
+    def _publish(self, synced: bool = False) -> None:
+        """``on_durable`` if the durable LSN advanced (or, with ``synced``, if only the synced
+        one did: in ``os`` mode the fan-out resumes sources held for the sync on it)."""
+        j = self._journal
+        durable = j.durable_lsn
+        if durable > self._notified or synced:
+            self._notified = max(self._notified, durable)
+            self._on_durable(self._notified)
+        if self._waiters:
+            self._release(durable)
+
+    def _drain(self) -> None:
+        """What the sync thread reported (loop thread)."""
+        self._posted = False
+        results, self._results = self._results, []
+        failures, self._failures = self._failures, []
+        if self._stopping:
+            return
+        synced = self._journal.synced_lsn
+        advanced = synced > self._synced_seen
+        self._synced_seen = synced
+        self._publish(synced=advanced and self._os_mode)     # the copies first, then the rest
+        for exc in failures:
+            self.errors += 1
+            self._on_error(exc)
+        on_fsync = self._on_fsync
+        for seconds, records in results:
+            self.syncs += 1
+            if on_fsync is not None:
+                on_fsync(seconds, records)
+            if seconds >= self._slow_sync:
+                self._slow(f"a journal fsync took {seconds:.3f} s")
+
+    def _slow(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at < WARN_EVERY_S:
+            self._slow_unlogged += 1
+            return
+        more = f" ({self._slow_unlogged} more since the last report)" if self._slow_unlogged \
+            else ""
+        self._warned_at, self._slow_unlogged = now, 0
+        wait = ("copies wait for it (journal_durability: fsync)" if not self._os_mode else
+                "copies do not wait for it (journal_durability: os)")
+        log.warning("%s: the disk is slow or stalled; %s%s", what, wait, more)
+
+    def _watch(self) -> None:
+        started = self._sync_started
+        if started and started != self._warned_for:
+            running = time.perf_counter() - started
+            if running >= self._slow_sync:
+                self._warned_for = started
+                self._slow(f"a journal fsync has been running for {running:.1f} s")
 
     async def run(self) -> None:
-        """The committer task (owned by the gateway's TaskGroup); cancel it to stop. A sync in
-        flight at cancellation is allowed to finish (bounded by ``stop_timeout``) so that the
-        journal is never closed under it."""
-        ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcgw-journal-sync")
-        delay = self._retry_initial
+        """The committer's task (owned by the gateway's TaskGroup): starts the sync thread and
+        watches it; cancel it to stop. A sync in flight at cancellation is allowed to finish
+        (bounded by ``stop_timeout``) so that the journal is never closed under it."""
+        self._stop.clear()
+        self._stopping = False
+        thread = threading.Thread(target=self._work, name="dcgw-journal-sync", daemon=True)
+        self._thread = thread
+        thread.start()
+        if self._journal.appended_lsn > self._notified:
+            self.notify()
         try:
             while True:
-                await self._wake.wait()
-                if self._max_delay > 0:
-                    await asyncio.sleep(self._max_delay)
-                self._wake.clear()
-                try:
-                    await self._commit_once(ex)
-                except JournalError as e:
-                    self.errors += 1
-                    self._on_error(e)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._retry_max)
-                    self._wake.set()
-                    continue
-                delay = self._retry_initial
+                await asyncio.sleep(WATCH_S)
+                self._watch()
         finally:
+            self._stopping = True
+            self._stop.set()
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake.release()
+            deadline = time.monotonic() + self._stop_timeout
+            while thread.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            if thread.is_alive():
+                log.error("journal sync thread did not stop within %gs", self._stop_timeout)
             self._fail_waiters()
-            ex.shutdown(wait=True)
 
-    async def _commit_once(self, ex: ThreadPoolExecutor) -> None:
-        j = self._journal
-        j.flush_writes()
-        before = j.durable_lsn
-        if j.written_lsn > before:
-            lsn, seconds = await self._in_worker(ex, self._timed_sync)
-            self.syncs += 1
-            if self._on_fsync is not None:
-                self._on_fsync(seconds, lsn - before)
-        durable = j.durable_lsn     # also advanced by a segment roll or an owner-thread sync
-        if durable > self._notified:
-            self._notified = durable
-            self._on_durable(durable)
-        self._release(durable)
-        if j.checkpoint_due:
-            await self._in_worker(ex, j.checkpoint)
+    # -- the sync thread ----------------------------------------------------------------------
 
-    def _timed_sync(self) -> tuple[int, float]:
-        t0 = time.perf_counter()
-        lsn = self._journal.sync()
-        return lsn, time.perf_counter() - t0
+    def _work(self) -> None:
+        j, stop, wake = self._journal, self._stop, self._wake
+        delay = self._retry_initial
+        while not stop.is_set():
+            if wake.acquire(timeout=self._interval):
+                self._wake_pending = False
+            while not stop.is_set() and j.written_lsn > j.synced_lsn:
+                before = j.synced_lsn
+                self._sync_started = t0 = time.perf_counter()
+                try:
+                    lsn = j.sync_to_disk()
+                except JournalError as exc:
+                    self._sync_started = 0.0
+                    self._post(None, exc)
+                    if stop.wait(delay):
+                        return
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                seconds = time.perf_counter() - t0
+                self._sync_started = 0.0
+                delay = self._retry_initial
+                self._post((seconds, lsn - before), None)
+            if j.checkpoint_due and not stop.is_set():
+                try:
+                    j.checkpoint()
+                except JournalError as exc:
+                    self._post(None, exc)
 
-    async def _in_worker(self, ex: ThreadPoolExecutor, fn: Callable[[], Any]) -> Any:
-        fut = self._loop.run_in_executor(ex, fn)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            await asyncio.wait([fut], timeout=self._stop_timeout)
-            if fut.done() and not fut.cancelled():
-                fut.exception()         # retrieved: the outcome no longer matters, we are stopping
-            raise
+    def _post(self, result: tuple[float, int] | None, failure: Exception | None) -> None:
+        """Sync thread -> loop: queue the outcome, and wake the loop once for all of them."""
+        if result is not None:
+            self._results.append(result)
+        if failure is not None:
+            self._failures.append(failure)
+        if not self._posted:
+            self._posted = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:          # the loop is closed: the gateway is gone
+                pass
+
+    # -- waiting for durability ---------------------------------------------------------------
 
     async def flush(self, timeout: float | None = None) -> int:
         """Wait until everything appended so far is durable (and ``on_durable`` has been called
-        for it); returns the durable LSN. Needs :meth:`run` to be running; ``timeout`` in seconds
-        (TimeoutError)."""
+        for it); returns the durable LSN. Needs :meth:`run` to be running in ``fsync`` mode;
+        ``timeout`` in seconds (TimeoutError)."""
         target = self._journal.appended_lsn
         if self._notified >= target:
             return self._notified
@@ -145,8 +334,6 @@ class GroupCommitter:
                 fut.cancel()
 
     def _release(self, durable: int) -> None:
-        if not self._waiters:
-            return
         keep = []
         for target, fut in self._waiters:
             if fut.done():

@@ -7,8 +7,9 @@ the process holds no per-message state however large the backlog (docs/architect
 however far behind a target is).
 
 Writes are buffered per target as contiguous *runs* (consecutive seqs, small gaps padded with zero
-entries, which read as absent) and written with one ``pwrite`` per target per batch, so the append
-path does no index syscalls. Index files are not fsync'd with every group commit: recovery rebuilds
+entries, which read as absent) and written with one ``pwrite`` per target now and then (the journal
+decides when: not with every commit), so the append path does no index syscalls; reads lay the
+runs not written yet over what the file holds. Index files are not fsync'd with every group commit: recovery rebuilds
 anything after the last checkpoint from the journal itself (see :mod:`dcgateway.journal`).
 
 Everything here runs on the journal's owner thread except :meth:`TargetIndexes.fsync`, which the
@@ -44,7 +45,13 @@ def index_filename(target: str) -> str:
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     """``os.pwrite`` until every byte is written (a short write is retried, an error raised)."""
-    view = memoryview(data)
+    n = os.pwrite(fd, data, offset)
+    if n == len(data):
+        return
+    if n <= 0:
+        raise OSError(0, "pwrite wrote nothing")
+    offset += n
+    view = memoryview(data)[n:]
     try:
         while view:
             n = os.pwrite(fd, view, offset)
@@ -135,11 +142,31 @@ class TargetIndexes:
     # -- reads and maintenance -------------------------------------------------------------------
 
     def read(self, target: str, first_seq: int, last_seq: int) -> bytes:
-        """The on-disk entries for ``first_seq..last_seq`` (shorter if the file is)."""
+        """The entries for ``first_seq..last_seq``: the file's, with the runs not written yet
+        laid over them (shorter if neither reaches ``last_seq``)."""
         if target not in self._fds and not (self.dir / index_filename(target)).exists():
-            return b""
-        return os.pread(self.fd(target), (last_seq - first_seq + 1) * IDX_SIZE,
-                        (first_seq - 1) * IDX_SIZE)
+            data = b""
+        else:
+            data = os.pread(self.fd(target), (last_seq - first_seq + 1) * IDX_SIZE,
+                            (first_seq - 1) * IDX_SIZE)
+        pending = [(f, d) for t, f, d in self._spilled if t == target]
+        run = self._runs.get(target)
+        if run is not None:
+            pending.append((run[0], run[2]))
+        if not pending:
+            return data
+        buf = bytearray(data)
+        for first, entries in pending:      # in the order they would be written
+            lo = max(first, first_seq)
+            hi = min(first + len(entries) // IDX_SIZE - 1, last_seq)
+            if lo > hi:
+                continue
+            at = (lo - first_seq) * IDX_SIZE
+            if len(buf) < at:
+                buf += IDX_ZERO * ((at - len(buf)) // IDX_SIZE)
+            buf[at:at + (hi - lo + 1) * IDX_SIZE] = \
+                entries[(lo - first) * IDX_SIZE:(hi - first + 1) * IDX_SIZE]
+        return bytes(buf)
 
     def entries_on_disk(self, target: str) -> int:
         try:

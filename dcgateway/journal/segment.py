@@ -1,5 +1,5 @@
 """The durable journal: every application message a source sends is appended here before anything
-else happens to it, and a copy reaches a target only once its record is fdatasync'd.
+else happens to it; a copy reaches a target only once its record is durable (``durability``).
 
 Why it is shaped this way (docs/architecture.md, data flow):
 
@@ -9,9 +9,9 @@ Why it is shaped this way (docs/architecture.md, data flow):
   the gateway could forget in a crash (FIX 4.4 Vol. 2, "Message Recovery": the sender must be
   able to honour a ResendRequest for any seq it sent).
 * **Group commit.** :meth:`append` only buffers (one ``pwrite`` per batch via
-  :meth:`flush_writes`); :class:`GroupCommitter` runs at most one ``fdatasync`` at a time in a
-  worker thread, covering everything written before it started (~200 µs per fsync; one per batch,
-  never one per message).
+  :meth:`flush_writes`); :class:`GroupCommitter` runs one ``fdatasync`` at a time in its sync
+  thread, covering everything written before it started. :attr:`durable_lsn` follows it
+  (``fsync``) or the writes (``os``, the sync then bounds a power loss, not a crash).
 * **Per-target index files** (:mod:`dcgateway.journal_index`): target seq N -> (segment, offset,
   length) at a fixed slot, so serving a ResendRequest (at most 2500 messages, iLink) or a catching-
   up target costs O(returned) ``pread`` calls and no memory proportional to the backlog.
@@ -72,7 +72,6 @@ from .format import (
     segment_header,
     segment_name,
     snapshot_payload,
-    write_checkpoint,
 )
 from .index import SegmentReader, TargetIndexes, pwrite_all
 from .recovery import Recovery, SnapshotState, recover_journal
@@ -83,6 +82,13 @@ log = logging.getLogger(__name__)
 #: How far past the last record the live segment is kept zero-filled (see "Zeroed ahead").
 ZERO_AHEAD_BYTES = 128 << 10
 _ZEROS = bytes(ZERO_AHEAD_BYTES)
+#: ``fsync``: a copy leaves once its record is on the disk; ``os``: once it is written to the OS
+#: (the fsync follows in the background, see :mod:`.commit`).
+DURABILITY_MODES = ("fsync", "os")
+#: Buffered index runs are written once this many bytes are pending, or this long after the last
+#: write of them (see :meth:`SegmentJournal.flush_index`).
+INDEX_FLUSH_BYTES = 64 << 10
+INDEX_FLUSH_S = 1.0
 
 __all__ = ["Entry", "Recovery", "SegmentJournal"]
 
@@ -104,7 +110,11 @@ class SegmentJournal(ReadsAndMaintenance):
                  write_hook: Callable[[str], None] | None = None,
                  checkpoint_records: int = 65536, checkpoint_seconds: float = 30.0,
                  flush_bytes: int = 1 << 20, max_unsynced_bytes: int = 64 << 20,
-                 read_fd_cache: int = 16) -> None:
+                 read_fd_cache: int = 16, durability: str = "fsync") -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"journal durability {durability!r}: one of {DURABILITY_MODES}")
+        self.durability = durability
+        self._os_mode = durability == "os"
         self.directory = Path(directory)
         self.index_dir = self.directory / "index"
         self.checkpoint_path = self.index_dir / "checkpoint"
@@ -126,7 +136,7 @@ class SegmentJournal(ReadsAndMaintenance):
         self._buf = bytearray()
         self._appended_lsn = 0
         self._written_lsn = 0
-        self._durable_lsn = 0
+        self._synced_lsn = 0
         self._retained: list[tuple[int, int, int, bytearray]] = []  # (last lsn, seg, offset, bytes)
         self._retained_bytes = 0
         self._rewrite = False                 # a fsync failed: rewrite retained bytes first
@@ -144,6 +154,7 @@ class SegmentJournal(ReadsAndMaintenance):
         self._pending_fds: set[int] = set()
         self._ckpt_base = 0
         self._ckpt_time = 0.0
+        self._index_flushed = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class SegmentJournal(ReadsAndMaintenance):
         self._segs, self._first_seg = state.segs, min(state.segs)
         self._target_next, self._source_next = state.targets, state.sources
         self._received_hw = state.received_hw
-        self._appended_lsn = self._written_lsn = self._durable_lsn = rec.last_lsn
+        self._appended_lsn = self._written_lsn = self._synced_lsn = rec.last_lsn
         self._usable = True
         self._ckpt_time = time.monotonic()
         self._take_snapshot()
@@ -203,7 +214,7 @@ class SegmentJournal(ReadsAndMaintenance):
         err: JournalError | None = None
         try:
             self.flush_writes()
-            self.sync()
+            self.sync_to_disk()
             self._take_snapshot()
             self.checkpoint()
             self._cut_tail()                  # the zeros ahead: a closed segment ends at its data
@@ -245,8 +256,15 @@ class SegmentJournal(ReadsAndMaintenance):
 
     @property
     def durable_lsn(self) -> int:
-        """LSN up to which everything is fdatasync'd."""
-        return self._durable_lsn
+        """LSN up to which everything is as durable as the mode promises, so copies of it may
+        leave: fdatasync'd (``fsync``), or written to the OS (``os``: the page cache outlives
+        any crash of the process, kill -9 included)."""
+        return self._written_lsn if self._os_mode else self._synced_lsn
+
+    @property
+    def synced_lsn(self) -> int:
+        """LSN up to which everything is fdatasync'd (on the disk, whatever the mode)."""
+        return self._synced_lsn
 
     def append(self, source: str, source_seq: int, received: float, raw: bytes,
                targets: Sequence[tuple[str, int]]) -> int:
@@ -264,32 +282,35 @@ class SegmentJournal(ReadsAndMaintenance):
         tnext = self._target_next
         parts = [APP_FIXED.pack(received, source_seq, len(targets)),
                  names.get(source) or self._name(source)]
-        saved = []
-        try:
-            for t, s in targets:        # validate and claim each seq (undone below on failure)
-                prev = tnext.get(t)
-                if prev is not None and s < prev or s < 1:
-                    raise ValueError(f"target {t}: seq {s} is not after {(prev or 1) - 1}")
-                saved.append((t, prev))
+        for t, s in targets:            # validated first: nothing to undo on a bad assignment
+            prev = tnext.get(t)
+            if prev is not None and s < prev or s < 1:
+                raise ValueError(f"target {t}: seq {s} is not after {(prev or 1) - 1}")
+            parts.append(names.get(t) or self._name(t))
+            parts.append(Q.pack(s))
+        if len(targets) > 1 and len(dict(targets)) != len(targets):
+            raise ValueError(f"a target appears twice in {targets!r}: one copy per target")
+        parts.append(raw)
+        payload = b"".join(parts)
+        off = self._size + len(self._buf)
+        if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor:
+            saved = [(t, tnext.get(t)) for t, _ in targets]
+            for t, s in targets:        # the new segment's snapshot includes this message
                 tnext[t] = s + 1
-                parts.append(names.get(t) or self._name(t))
-                parts.append(Q.pack(s))
-            if len(targets) > 1 and len(dict(targets)) != len(targets):
-                raise ValueError(f"a target appears twice in {targets!r}: one copy per target")
-            parts.append(raw)
-            payload = b"".join(parts)
-            rec_len = HDR_SIZE + len(payload)
-            off = self._size + len(self._buf)
-            if off + rec_len > self._segment_bytes and off > self._seg_floor:
+            try:
                 self._roll()
-                off = self._size
-        except BaseException:
-            for t, prev in reversed(saved):       # nothing of this message is kept
-                if prev is None:
-                    del tnext[t]
-                else:
-                    tnext[t] = prev
-            raise
+            except BaseException:
+                for t, prev in reversed(saved):       # nothing of this message is kept
+                    if prev is None:
+                        del tnext[t]
+                    else:
+                        tnext[t] = prev
+                raise
+            off = self._size
+        else:
+            for t, s in targets:
+                tnext[t] = s + 1
+        rec_len = HDR_SIZE + len(payload)
         lsn = self._appended_lsn + 1
         rest = HDR_REST.pack(T_APP, len(payload), lsn)
         buf = self._buf
@@ -331,11 +352,12 @@ class SegmentJournal(ReadsAndMaintenance):
         self._appended_lsn = lsn
         return lsn
 
-    def flush_writes(self) -> int:
-        """Hand buffered records to the OS (one ``pwrite``) and buffered index runs (one per
-        target); returns ``written_lsn``. Owner thread only. On a failed write the segment is cut
-        back to its last whole record and the buffer kept, so a retry rewrites the same bytes at
-        the same offset and no half record can survive."""
+    def flush_writes(self, upkeep: bool = True) -> int:
+        """Hand buffered records to the OS (one ``pwrite``), then, unless ``upkeep`` is False
+        (the committer runs :meth:`upkeep` once the copies are out), the zeros ahead, now and
+        then the index runs and a snapshot; returns ``written_lsn``. Owner thread only. On a
+        failed write the segment is cut back to its last whole record and the buffer kept, so a
+        retry rewrites the same bytes at the same offset and no half record can survive."""
         self._check()
         if self._buf:
             data, off = self._buf, self._size
@@ -353,16 +375,33 @@ class SegmentJournal(ReadsAndMaintenance):
                 if self._fsync:           # kept for a rewrite should the fsync fail
                     self._retained.append((self._appended_lsn, self._seg, off, data))
                     self._retained_bytes += len(data)
-            if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4:
-                self._zero_ahead()
+        if upkeep:
+            self.upkeep()
+        return self._written_lsn
+
+    def upkeep(self) -> None:
+        """After a write, off the copies' path: extend the zeros ahead, write the index runs
+        (every ``INDEX_FLUSH_BYTES`` or ``INDEX_FLUSH_S``), capture a snapshot when one is due."""
+        if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4:
+            self._zero_ahead()
+        pending = self._index.pending_bytes
+        if pending >= INDEX_FLUSH_BYTES or (pending and time.monotonic() - self._index_flushed
+                                            >= INDEX_FLUSH_S):
+            self.flush_index()
+        self._maybe_snapshot()
+
+    def flush_index(self) -> None:
+        """Write the buffered index runs (one ``pwrite`` per target). Deferred by
+        :meth:`flush_writes` to every ``INDEX_FLUSH_BYTES`` or ``INDEX_FLUSH_S``, not once per
+        commit: the indexes are rebuilt from the records after the last checkpoint anyway, reads
+        see the runs not written yet, and a snapshot writes them first. Owner thread."""
+        self._index_flushed = time.monotonic()
         if self._index.pending_bytes:
             try:
                 self._index.flush()
             except OSError as e:
                 raise JournalError(f"cannot write journal index in {self.index_dir}: "
                                    f"{e.strerror or e}") from None
-        self._maybe_snapshot()
-        return self._written_lsn
 
     def _flush_full(self) -> None:
         """The buffer is full: write it, and refuse new records (backpressure) while more than
@@ -419,7 +458,7 @@ class SegmentJournal(ReadsAndMaintenance):
             with self._state_lock:
                 self._seg, self._fd, self._size, self._seg_floor = old_seg + 1, fd, size, size
                 self._zeroed_to = size
-                self._appended_lsn = self._written_lsn = self._durable_lsn = lsn
+                self._appended_lsn = self._written_lsn = self._synced_lsn = lsn
                 self._retained.clear()
                 self._retained_bytes = 0
                 self._rewrite = False
@@ -456,27 +495,33 @@ class SegmentJournal(ReadsAndMaintenance):
     # -- durability -------------------------------------------------------------------------------
 
     def sync(self) -> int:
-        """fdatasync the current segment; returns the new ``durable_lsn``, which is the
-        ``written_lsn`` observed at the start. On the owner thread it first flushes buffered
-        appends (so it covers everything appended before it); from a worker it covers what the
-        owner has flushed (the committer flushes on the loop before handing off). Safe to run in
-        one worker thread while the owner keeps appending (module docstring).
+        """Make everything appended durable as the mode promises, now (owner thread, blocking;
+        rare: a target's Logon, a source's sequence reset): write the buffered appends, then, in
+        ``fsync`` mode, fdatasync them. Returns the new :attr:`durable_lsn`."""
+        self._check()
+        self.flush_writes()
+        if self._os_mode:
+            return self._written_lsn
+        return self.sync_to_disk()
+
+    def sync_to_disk(self) -> int:
+        """fdatasync the current segment whatever the mode; returns the new :attr:`synced_lsn`,
+        the ``written_lsn`` observed at the start. Safe in one worker thread while the owner
+        keeps appending (module docstring): it covers what the owner has written to the OS.
 
         fsync failure rule: after a failed fdatasync Linux may have dropped the dirty pages, so a
         later "successful" fsync proves nothing about them. The journal therefore keeps the bytes
-        written since the last durable point (bounded by ``max_unsynced_bytes``) and, after a
+        written since the last synced point (bounded by ``max_unsynced_bytes``) and, after a
         failure, rewrites them before the next fsync."""
         self._check()
-        if threading.get_ident() == self._owner:
-            self.flush_writes()
         with self._sync_lock:
             if not self._usable:
-                return self._durable_lsn
+                return self._synced_lsn
             with self._state_lock:
                 w, seg = self._written_lsn, self._seg
                 chunks = list(self._retained) if self._rewrite else []
-            if w <= self._durable_lsn:
-                return self._durable_lsn
+            if w <= self._synced_lsn:
+                return self._synced_lsn
             try:
                 self._fdatasync_current(chunks)
             except OSError as e:
@@ -485,73 +530,20 @@ class SegmentJournal(ReadsAndMaintenance):
                                    f"{e.strerror or e}; will rewrite and retry") from None
             with self._state_lock:
                 self._rewrite = False
-                self._durable_lsn = max(self._durable_lsn, w)
+                self._synced_lsn = max(self._synced_lsn, w)
                 keep = [c for c in self._retained if c[0] > w]
                 self._retained = keep
                 self._retained_bytes = sum(len(c[3]) for c in keep)
-            return self._durable_lsn
+            return self._synced_lsn
 
     def _fdatasync_current(self, rewrite: list[tuple[int, int, int, bytearray]]) -> None:
         """Under ``_sync_lock``: rewrite the given not-yet-durable chunks (after a failed fsync),
         then fdatasync the current segment. The segment cannot change meanwhile: a roll holds
         the same lock."""
         for last, _, off, data in rewrite:
-            if last > self._durable_lsn:
+            if last > self._synced_lsn:
                 self._hook("write")
                 pwrite_all(self._fd, data, off)
         self._hook("fsync")
         if self._fsync:
             os.fdatasync(self._fd)
-
-    def _maybe_snapshot(self) -> None:
-        if self._written_lsn - self._ckpt_base >= self._ckpt_records or (
-                self._written_lsn > self._ckpt_base
-                and time.monotonic() - self._ckpt_time >= self._ckpt_seconds):
-            self._take_snapshot()
-
-    def _take_snapshot(self) -> None:
-        """Owner thread, with the buffer and index runs flushed: capture the state at
-        ``written_lsn`` for the next :meth:`checkpoint` (which writes it once that LSN is
-        durable). fds dirtied since the last captured snapshot accumulate until one is written."""
-        if self._buf or self._index.pending_bytes:
-            return
-        ck = Checkpoint(self._written_lsn, self._seg, self._size, dict(self._target_next),
-                        dict(self._source_next), self._received_hw)
-        with self._state_lock:
-            self._pending_fds |= self._index.take_dirty()
-            self._pending_ckpt = ck
-        self._ckpt_base = ck.lsn
-        self._ckpt_time = time.monotonic()
-
-    @property
-    def checkpoint_due(self) -> bool:
-        ck = self._pending_ckpt         # read once: a worker may clear it meanwhile
-        return ck is not None and ck.lsn <= self._durable_lsn
-
-    def checkpoint(self) -> bool:
-        """Write the pending checkpoint if its LSN is durable: fsync the index files written
-        since the last one, then replace the checkpoint file atomically. Worker-thread safe.
-        Returns whether one was written. A failure leaves the old checkpoint (recovery then
-        replays more) and raises :class:`JournalError`."""
-        with self._sync_lock:
-            if not self._usable:
-                return False
-            with self._state_lock:
-                ck, fds = self._pending_ckpt, set(self._pending_fds)
-            if ck is None or ck.lsn > self._durable_lsn:
-                return False
-            try:
-                self._index.fsync(fds, self._fsync)
-                self._hook("fsync")
-                if self._fsync:
-                    fsync_dir(self.index_dir)
-                self._hook("write")
-                write_checkpoint(self.checkpoint_path, ck, self._fsync)
-            except OSError as e:
-                raise JournalError(f"cannot write journal checkpoint {self.checkpoint_path}: "
-                                   f"{e.strerror or e}") from None
-            with self._state_lock:
-                if self._pending_ckpt is ck:
-                    self._pending_ckpt = None
-                    self._pending_fds = set()
-            return True

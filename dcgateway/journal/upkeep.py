@@ -1,20 +1,29 @@
 """The segment journal's read side and its upkeep: reading a target's copies by target seq
-(resends, catch-up), dropping whole segments past retention, and a target's sequence reset. Kept
-apart from :mod:`.segment` (the write side: append, group commit, segments, checkpoints) so each
-module stays readable; :class:`ReadsAndMaintenance` is a base of
+(resends, catch-up), snapshots and checkpoints, dropping whole segments past retention, and a
+target's sequence reset. Kept apart from :mod:`.segment` (the write side: append, group commit,
+segments) so each module stays readable; :class:`ReadsAndMaintenance` is a base of
 :class:`~.segment.SegmentJournal` and uses its state."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import JournalError
 from ..fsutil import fsync_dir
 from .base import Entry
-from .format import IDX, IDX_SIZE, T_RESET, decode_entry, encode_name
+from .format import (
+    IDX,
+    IDX_SIZE,
+    T_RESET,
+    Checkpoint,
+    decode_entry,
+    encode_name,
+    write_checkpoint,
+)
 
 if TYPE_CHECKING:
     from .index import SegmentReader, TargetIndexes
@@ -27,27 +36,42 @@ class ReadsAndMaintenance:
     _target_next: dict[str, int]
     _index: TargetIndexes
     _reader: SegmentReader
-    _durable_lsn: int
+    _synced_lsn: int
     _written_lsn: int
     _first_seg: int
     _seg: int
     _segs: dict[int, tuple[int, float]]
     _fsync: bool
     _sync_lock: threading.Lock
+    _state_lock: threading.Lock
+    _usable: bool
+    _buf: bytearray
+    _size: int
+    _source_next: dict[str, int]
+    _received_hw: float
+    _pending_ckpt: Checkpoint | None
+    _pending_fds: set[int]
+    _ckpt_base: int
+    _ckpt_time: float
+    _ckpt_records: int
+    _ckpt_seconds: float
+    checkpoint_path: Path
+    _hook: Callable[[str], None]
 
     def _check(self) -> None:
         raise NotImplementedError
 
-    def flush_writes(self) -> int:
+    def flush_writes(self, upkeep: bool = True) -> int:
         raise NotImplementedError
 
-    def sync(self) -> int:
+    @property
+    def durable_lsn(self) -> int:
         raise NotImplementedError
 
-    def checkpoint(self) -> bool:
+    def sync_to_disk(self) -> int:
         raise NotImplementedError
 
-    def _take_snapshot(self) -> None:
+    def flush_index(self) -> None:
         raise NotImplementedError
 
     def _append_record(self, rtype: int, payload: bytes) -> int:
@@ -55,6 +79,62 @@ class ReadsAndMaintenance:
 
     def _seg_path(self, seg: int) -> Path:
         raise NotImplementedError
+
+    # -- snapshots and checkpoints ----------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self._written_lsn - self._ckpt_base >= self._ckpt_records or (
+                self._written_lsn > self._ckpt_base
+                and time.monotonic() - self._ckpt_time >= self._ckpt_seconds):
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
+        """Owner thread, with the buffer and index runs flushed: capture the state at
+        ``written_lsn`` for the next :meth:`checkpoint` (which writes it once that LSN is
+        durable). fds dirtied since the last captured snapshot accumulate until one is written."""
+        if self._buf:
+            return
+        self.flush_index()
+        ck = Checkpoint(self._written_lsn, self._seg, self._size, dict(self._target_next),
+                        dict(self._source_next), self._received_hw)
+        with self._state_lock:
+            self._pending_fds |= self._index.take_dirty()
+            self._pending_ckpt = ck
+        self._ckpt_base = ck.lsn
+        self._ckpt_time = time.monotonic()
+
+    @property
+    def checkpoint_due(self) -> bool:
+        ck = self._pending_ckpt         # read once: a worker may clear it meanwhile
+        return ck is not None and ck.lsn <= self._synced_lsn
+
+    def checkpoint(self) -> bool:
+        """Write the pending checkpoint if its LSN is durable: fsync the index files written
+        since the last one, then replace the checkpoint file atomically. Worker-thread safe.
+        Returns whether one was written. A failure leaves the old checkpoint (recovery then
+        replays more) and raises :class:`JournalError`."""
+        with self._sync_lock:
+            if not self._usable:
+                return False
+            with self._state_lock:
+                ck, fds = self._pending_ckpt, set(self._pending_fds)
+            if ck is None or ck.lsn > self._synced_lsn:
+                return False
+            try:
+                self._index.fsync(fds, self._fsync)
+                self._hook("fsync")
+                if self._fsync:
+                    fsync_dir(self.index_dir)
+                self._hook("write")
+                write_checkpoint(self.checkpoint_path, ck, self._fsync)
+            except OSError as e:
+                raise JournalError(f"cannot write journal checkpoint {self.checkpoint_path}: "
+                                   f"{e.strerror or e}") from None
+            with self._state_lock:
+                if self._pending_ckpt is ck:
+                    self._pending_ckpt = None
+                    self._pending_fds = set()
+            return True
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -77,7 +157,7 @@ class ReadsAndMaintenance:
         if last < first:
             return []
         blob = self._index.read(target, first, last)
-        limit = self._durable_lsn if durable_only else self._written_lsn
+        limit = self.durable_lsn if durable_only else self._written_lsn
         out: list[Entry] = []
         blob = blob[:len(blob) - len(blob) % IDX_SIZE]
         for i, (seg, off, length) in enumerate(IDX.iter_unpack(blob)):
@@ -103,7 +183,7 @@ class ReadsAndMaintenance:
         removed = 0
         for seg in range(self._first_seg, self._seg):
             nxt = self._segs.get(seg + 1)
-            if nxt is None or nxt[1] >= before or nxt[0] > self._durable_lsn:
+            if nxt is None or nxt[1] >= before or nxt[0] > self._synced_lsn:
                 break
             self._reader.forget(seg)
             try:
@@ -137,7 +217,7 @@ class ReadsAndMaintenance:
             self._index.truncate(target, 0)
         except OSError as e:
             raise JournalError(f"cannot reset journal index of {target}: {e.strerror}") from None
-        self.sync()
+        self.sync_to_disk()
         self._take_snapshot()
         self.checkpoint()
 

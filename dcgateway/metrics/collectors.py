@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 
-from prometheus_client import Counter
+from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -33,11 +35,16 @@ class BatchHistogram:
             self.total = 0.0
 
         def observe_many(self, values: Iterable[float]) -> None:
-            counts, bounds, total = self.counts, self.bounds, 0.0
-            for v in values:
-                counts[bisect_left(bounds, v)] += 1     # first bound >= v: the "le" bucket
-                total += v
-            self.total += total
+            """Bucketed at C speed (``map`` of ``bisect_left``, counted by ``Counter``): the
+            fan-out hands thousands of latencies at once, and a loop here would hold the event
+            loop for milliseconds."""
+            if not isinstance(values, list):
+                values = list(values)
+            counts = self.counts
+            # first bound >= v: the "le" bucket
+            for i, n in Counter(map(partial(bisect_left, self.bounds), values)).items():
+                counts[i] += n
+            self.total += sum(values)
 
         def observe(self, value: float) -> None:
             self.counts[bisect_left(self.bounds, value)] += 1
@@ -121,7 +128,7 @@ class SnapshotCollector(Collector):
     }
 
     def __init__(self, roles: Mapping[str, str], targets: Sequence[str],
-                 snapshot: Callable[[], Snapshot] | None, errors: Counter) -> None:
+                 snapshot: Callable[[], Snapshot] | None, errors: PromCounter) -> None:
         self._roles = dict(roles)
         self._targets = frozenset(targets)
         self.snapshot = snapshot

@@ -233,6 +233,12 @@ class GatewayMetrics:
         self.journal_recovery_duration_seconds = gauge(
             "journal_recovery_duration_seconds", "How long the journal recovery scan took at "
             "start.")
+        self.journal_fsync_running_seconds = gauge(
+            "journal_fsync_running_seconds", "How long the journal fsync in flight has been "
+            "running (0: none): a stalled disk shows here before the fsync ends.")
+        self.journal_unsynced_records = gauge(
+            "journal_unsynced_records", "Journal records accepted but not yet on the disk "
+            "(fdatasync'd); durability os: copies of them may already have left.")
 
     def _build_histograms(self, add: _Add) -> None:
         self.journal_fsync_duration_seconds = add(Histogram(
@@ -357,6 +363,11 @@ class GatewayMetrics:
         self.journal_fsync_batch_records.observe(records)
 
     # -- events ---------------------------------------------------------------------------------
+
+    def journal_sync_state(self, running_seconds: float, unsynced_records: int) -> None:
+        """The committer's state, pushed once a second and before each scrape."""
+        self.journal_fsync_running_seconds.set(running_seconds)
+        self.journal_unsynced_records.set(unsynced_records)
 
     def logon_accepted(self, session: str) -> None:
         self._session_counter("logons_accepted", session)

@@ -208,6 +208,12 @@ class FixConnection(asyncio.Protocol):
             self._feed_scheduled = True
             asyncio.get_running_loop().call_soon(self.feed)
 
+    def push(self) -> None:
+        """Copies became durable: take them now (the commit ran in its own callback, so this
+        saves a loop turn per commit), unless a take is already due on this turn."""
+        if not self._feed_scheduled:
+            self.feed()
+
     def feed(self) -> None:
         """A drop copy target: write what its outbox hands out now (one budgeted take), and if
         more is ready, take again on the next turn of the loop, so a target catching up shares

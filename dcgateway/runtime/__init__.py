@@ -9,7 +9,8 @@
 * :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
 * :mod:`.sessions`     each configured session assembled (settings, store, outbox, adapter)
 * :mod:`.snapshot`     the state gauges read at scrape time
-* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, key owners
+* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, the GIL switch
+  interval, key owners
 """
 
 from .events import EventSink
@@ -20,11 +21,17 @@ from .pump import MetricsPump
 from .sessions import adapt_copies, make_slot, session_config
 from .snapshot import scrape_state
 from .status import StatusFile
-from .support import fit_descriptor_limit, key_owners, metrics_token, server_ssl_context
+from .support import (
+    fit_descriptor_limit,
+    key_owners,
+    metrics_token,
+    server_ssl_context,
+    tune_threads,
+)
 
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
     "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "metrics_token",
-    "scrape_state", "server_ssl_context", "week_start_before", "adapt_copies", "make_slot",
-    "session_config",
+    "scrape_state", "server_ssl_context", "tune_threads", "week_start_before", "adapt_copies",
+    "make_slot", "session_config",
 ]

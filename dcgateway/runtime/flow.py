@@ -32,13 +32,18 @@ class Flow:
         self.sources = [s for s in slots.values() if s.role == Role.SOURCE]
         #: where events the flow finds itself go (the gateway's event sink)
         self.acceptor_event: Callable[[SessionSlot, object], None] = lambda slot, ev: None
+        #: commits what a source's read appended (the committer's ``commit_now``; wired by the
+        #: composition root once the committer exists, the fan-out's notify until then)
+        self.commit: Callable[[], None] = fanout.notify
 
     def on_app(self, conn: FixConnection, messages: list[RawMessage], now: float) -> None:
         slot = conn.slot
         assert slot is not None
         if slot.role == Role.SOURCE:
-            self.apply(self.fanout.from_source(slot.comp_id, messages, now, slot.store.next_in),
-                       now)
+            decisions = self.fanout.from_source(slot.comp_id, messages, now, slot.store.next_in)
+            if decisions:
+                self.apply(decisions, now)
+            self.commit()
         elif conn.session is not None:
             for msg in messages:
                 if msg.msg_type == b"j":          # the target rejects a copy: report it
@@ -53,7 +58,7 @@ class Flow:
         for outbox in ready:
             conn = self.slots[outbox.comp_id].connection
             if conn is not None:
-                conn.kick()
+                conn.push()
 
     def apply(self, decisions: list[Decision], now: float) -> None:
         for d in decisions:

@@ -5,7 +5,7 @@ calls into prometheus_client."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..fanout import Fanout, Outbox
 from ..metrics import GatewayMetrics
@@ -20,6 +20,9 @@ class MetricsPump:
         self.outboxes = outboxes
         self.slots = slots
         self._pushed: dict[object, int] = {}
+        #: (seconds the fsync in flight has run, records not on the disk), once the committer
+        #: runs (the composition root sets it)
+        self.journal_state: Callable[[], tuple[float, int]] | None = None
 
     def _delta(self, key: object, total: int) -> int:
         d = total - self._pushed.get(key, 0)
@@ -28,6 +31,8 @@ class MetricsPump:
 
     def push(self) -> None:
         m, f = self.metrics, self.fanout
+        if self.journal_state is not None:
+            m.journal_sync_state(*self.journal_state())
         for (source, cat), n in list(f.in_counts.items()):
             d = self._delta(("in", source, cat), n)
             if d:
@@ -46,6 +51,7 @@ class MetricsPump:
                 d2 = self._delta(("drop", name), o.adapter.fields_dropped)
                 if d1 or d2:
                     m.untranslatable(name, d1, d2)
+            o.flush_latencies()
             for cat, n in list(o.out_counts.items()):
                 d = self._delta(("out", name, cat), n)
                 if d and cat is not None:

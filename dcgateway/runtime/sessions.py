@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..config import GatewayConfig, SessionDef
-from ..fanout import CopyAdapter, Outbox, TargetStore
+from ..fanout import CopyAdapter, Outbox, SendingTimes, TargetStore
 from ..fix.dictionary import DictionaryCache, with_secure_logon
 from ..fix.session import SessionConfig
 from ..fix.validate import ValidationOptions, Validator
@@ -36,7 +36,8 @@ def session_config(config: GatewayConfig, sdef: SessionDef,
 
 
 def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: Journal,
-              recovery: Recovery, dictionaries: DictionaryCache) -> SessionSlot:
+              recovery: Recovery, dictionaries: DictionaryCache,
+              sending_times: SendingTimes | None = None) -> SessionSlot:
     """A source's next inbound seq comes from the journal (what was durably accepted), never
     from its session file; a target's next outbound seq is the larger of its session file's
     (admin messages) and the journal's (copies), and what it was last handed is remembered."""
@@ -50,7 +51,7 @@ def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: 
         return SessionSlot(sdef.comp_id, sdef.role, cfg, store)
     g = config.gateway
     outbox = Outbox(sdef.comp_id, sdef.begin_string, sdef.profile, g.comp_id, journal,
-                    g.target_max_pending)
+                    g.target_max_pending, sending_times)
     next_out = max(store.next_out, recovery.target_next_seq.get(sdef.comp_id, 1))
     outbox.store = target = TargetStore(outbox, store, journal, next_out)
     outbox.written_upto = target.recovered_delivered()

@@ -167,8 +167,10 @@ async def test_disk_full_burns_no_target_seq_and_target_keeps_flowing(tmp_path, 
         src.send("D", new_order("LIVE-AFTER-RECOVERY"))
         # the target reads the whole burst's copies first (thousands, parsed by simplefix: slow
         # on a loaded machine); a stall never ends, so the bound only needs to be generous
-        got = await _collect(tgt, lambda ms: any(get(m, 11) == "LIVE-AFTER-RECOVERY"
-                                                 for m in ms), timeout=40)
+        # (only the newest message is looked at: _collect asks after each one, and rescanning
+        # thousands of simplefix messages every time made the wait quadratic)
+        got = await _collect(tgt, lambda ms: bool(ms) and get(ms[-1], 11) == "LIVE-AFTER-RECOVERY",
+                             timeout=40)
         st = gw.gw.outboxes["CLRFIX44"]
         live = [m for m in got if get(m, 11) == "LIVE-AFTER-RECOVERY"]
         assert live, (f"target stalled at seq {st.cursor}; {len(st.pending)} copies and "

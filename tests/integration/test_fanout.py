@@ -270,7 +270,7 @@ async def test_replay_cli_prints_what_a_target_was_sent_while_gateway_runs(folde
     cl = await connect_all(gw, "ABC123N", "CLRFIX44")
     sent = [cl["ABC123N"].send("D", new_order(f"P{i}")) for i in range(5)]
     assert len(await drain(cl["CLRFIX44"])) == 5
-    gw.gw.journal.flush_writes()                 # index entries reach the file
+    gw.gw.journal.flush_index()                  # index entries reach the file now
     proc = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "dcgateway", "replay", "--target", "CLRFIX44", "--from-seq", "2",
         "--to-seq", "4", "--json", "--config", str(folder / "gateway.yaml")],

@@ -207,3 +207,108 @@ async def test_cancel_waits_for_the_sync_in_flight(tmp_path):
         await waiter                              # its waiter never got its on_durable
     assert not [t for t in threading.enumerate() if t.name.startswith("dcgw-journal-sync")]
     j.close()
+
+
+# -- durability modes and a slow disk ------------------------------------------------------------
+
+class Stall:
+    """write_hook that holds every fsync of the sync thread until ``release`` is set (a disk
+    that stops answering); the test releases it before it ends, so no wait is unbounded."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, op: str) -> None:
+        if op == "fsync" and threading.current_thread().name.startswith("dcgw-journal-sync"):
+            self.entered.set()
+            self.release.wait(10)
+
+
+async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path):
+    j = open_journal(tmp_path / "j", durability="os")
+    durables: list[int] = []
+    fsyncs: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, fsync_interval=0.01,
+                        on_fsync=lambda s, n: fsyncs.append(n))
+    feed = Feed(j)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        lsn = feed.batch(10)
+        gc.notify()
+        await wait_for(lambda: durables and durables[-1] == lsn)
+        assert j.written_lsn == lsn
+        await wait_for(lambda: j.synced_lsn == lsn)      # the background fsync, unasked
+        await wait_for(lambda: sum(fsyncs) >= 10)
+        task.cancel()
+    assert seqs(j.read_target("T", 1, 10)) == list(range(1, 11))
+    j.close()
+
+
+async def test_os_mode_a_stalled_fsync_holds_no_copy(tmp_path, caplog):
+    stall = Stall()
+    j = open_journal(tmp_path / "j", durability="os", write_hook=stall)
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, fsync_interval=0.01,
+                        slow_sync=0.05)
+    feed = Feed(j)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            feed.batch(5)
+            gc.notify()
+            await wait_for(stall.entered.is_set)          # the fsync is stuck in the "disk"
+            for _ in range(20):
+                lsn = feed.batch(5)
+                gc.notify()
+                await wait_for(lambda: durables and durables[-1] == lsn)
+            assert j.synced_lsn < lsn == j.durable_lsn
+            await wait_for(lambda: gc.sync_running_seconds > 0.05)
+            await wait_for(lambda: "has been running for" in caplog.text)
+            assert "copies do not wait for it" in caplog.text
+            stall.release.set()
+            await wait_for(lambda: j.synced_lsn == lsn)
+            assert gc.sync_running_seconds == 0.0
+            task.cancel()
+    finally:
+        stall.release.set()
+    j.close()
+
+
+async def test_fsync_mode_a_stalled_fsync_holds_copies_and_says_so(tmp_path, caplog):
+    stall = Stall()
+    j = open_journal(tmp_path / "j", write_hook=stall)
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, slow_sync=0.05)
+    feed = Feed(j)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            lsn = feed.batch(5)
+            gc.notify()
+            await wait_for(stall.entered.is_set)
+            await wait_for(lambda: "has been running for" in caplog.text)
+            assert "copies wait for it" in caplog.text
+            assert durables == [] and j.written_lsn == lsn and j.durable_lsn < lsn
+            assert gc.sync_running_seconds > 0.05
+            stall.release.set()
+            assert await gc.flush(timeout=10) == lsn
+            await wait_for(lambda: "a journal fsync took" in caplog.text
+                           or gc.syncs >= 1)
+            task.cancel()
+    finally:
+        stall.release.set()
+    assert durables[-1] == lsn
+    j.close()
+
+
+async def test_sync_thread_is_stopped_with_the_task(tmp_path):
+    j = open_journal(tmp_path / "j", durability="os")
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
+    task = asyncio.create_task(gc.run())
+    await wait_for(lambda: any(t.name == "dcgw-journal-sync" for t in threading.enumerate()))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not [t for t in threading.enumerate() if t.name.startswith("dcgw-journal-sync")]
+    j.close()

@@ -25,8 +25,9 @@ CHILD = textwrap.dedent("""
     from dcgateway.journal import GroupCommitter, SegmentJournal
     from tests.journal.test_segment import msg
 
-    async def main(path, segment_bytes):
-        j = SegmentJournal(path, segment_bytes=segment_bytes, checkpoint_records=700)
+    async def main(path, segment_bytes, durability):
+        j = SegmentJournal(path, segment_bytes=segment_bytes, checkpoint_records=700,
+                           durability=durability)
         j.recover()
         batches = collections.deque()        # (last lsn of the batch, source seq, T2 seq)
         i = t2 = last_app = 0
@@ -57,7 +58,7 @@ CHILD = textwrap.dedent("""
                 gc.notify()
                 await asyncio.sleep(0)
 
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """)
 
 
@@ -65,11 +66,16 @@ def t2_seq(k: int) -> int:
     return k + k // 10
 
 
+@pytest.mark.parametrize("durability", ["fsync", "os"])
 @pytest.mark.parametrize("segment_bytes", [64 << 10, 64 << 20])
-def test_synced_entries_survive_kill_9(tmp_path, segment_bytes):
+def test_durable_entries_survive_kill_9(tmp_path, segment_bytes, durability):
+    """What the committer reported durable survives a kill -9 in both local modes: in ``os``
+    mode the records were only written to the OS when they were reported (the page cache
+    outlives the process)."""
     path = tmp_path / "journal"
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(segment_bytes)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(segment_bytes),
+                             durability],
                             stdout=subprocess.PIPE, text=True, cwd=repo)
     lsn = src = t2 = 0
     try:

@@ -224,6 +224,7 @@ def test_unsynced_tail_after_checkpoint_is_replayed_into_index(jdir):
     for i in range(1, 31):
         j.append("S", i, 1.0, msg(i), [("T", i), ("U", i)])
     j.sync()
+    j.flush_index()                 # index runs are written now and then, not with every sync
     crash(j)
     idx = jdir / "index" / "T.idx"
     assert idx.stat().st_size == 30 * 16

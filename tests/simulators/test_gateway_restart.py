@@ -42,8 +42,9 @@ async def finish(t, task, n: int, timeout: float = 20) -> None:
     await run_until_all(t, n)
 
 
-async def test_graceful_restart_loses_nothing(tmp_path, start_gateway):
-    folder = gateway_folder(tmp_path)
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+async def test_graceful_restart_loses_nothing(tmp_path, start_gateway, durability):
+    folder = gateway_folder(tmp_path, extra=f"journal_durability: {durability}")
     gw = await start_gateway(folder)
     ilink = target(gw.port, gw.creds, "CLR001N")
     fix = target(gw.port, gw.creds, "CLRFIX44")
@@ -67,13 +68,15 @@ async def test_graceful_restart_loses_nothing(tmp_path, start_gateway):
         assert t.counters["logons"] >= 2
 
 
+@pytest.mark.parametrize("durability", ["fsync", "os"])
 async def test_kill_9_source_resends_what_the_gateway_never_journaled(
-        tmp_path, gateway_process, loop_errors):
+        tmp_path, gateway_process, loop_errors, durability):
     """SIGSTOP the gateway, let the source write 3000 more messages into the socket (never
     read, so never journaled), kill -9, restart on a new port: the gateway must ask the source
     for them after the Logon reply, in ResendRequests of at most 2500, and the targets must get
-    them all, live ones in order and without 43=Y confusion."""
-    folder = gateway_folder(tmp_path)
+    them all, live ones in order and without 43=Y confusion. In both local durability
+    modes."""
+    folder = gateway_folder(tmp_path, extra=f"journal_durability: {durability}")
     creds = issue_keys(load_config(folder / "gateway.yaml"))
     gp = gateway_process(folder / "gateway.yaml")
     port = await asyncio.to_thread(gp.start)

@@ -71,13 +71,17 @@ def report_figures(wall: float, kills: int, sources, targets, want) -> dict:
     }
 
 
+@pytest.mark.parametrize("durability", ["fsync", "os"])
 async def test_soak_kill_9_under_steady_load_loses_nothing(tmp_path, gateway_process,
-                                                            loop_errors, record_property):
+                                                            loop_errors, record_property,
+                                                            durability):
+    """In both local durability modes: kill -9 never loses what a target was sent nor what a
+    source was told it need not send again (README "Durability modes")."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _l, ctx: loop_errors.append(ctx))
     rng = random.Random(SEED)
     wall0 = time.monotonic()
-    folder = gateway_folder(tmp_path)
+    folder = gateway_folder(tmp_path, extra=f"journal_durability: {durability}")
     creds = issue_keys(load_config(folder / "gateway.yaml"))
     gp = gateway_process(folder / "gateway.yaml")
     port = await asyncio.to_thread(gp.start)
@@ -110,6 +114,7 @@ async def test_soak_kill_9_under_steady_load_loses_nothing(tmp_path, gateway_pro
     for t, task in zip(targets, tasks):
         await finish(t, task, len(want[t.comp_id]), timeout=bound)
     figures = report_figures(round(time.monotonic() - wall0, 1), kills, sources, targets, want)
+    figures["journal_durability"] = durability
     line = json.dumps(figures, sort_keys=False)
     print(line, flush=True)
     record_property("soak", line)
