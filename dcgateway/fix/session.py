@@ -52,7 +52,6 @@ from .session_admin import (
     gap_fill_flag,
     late_seq,
     peer_reject,
-    possdup_problem,
     reject_body,
     reverse_routing,
     text_of,
@@ -60,6 +59,7 @@ from .session_admin import (
     validate,
 )
 from .session_logon import LogonHandling
+from .session_sequence import SequenceHandling
 from .session_types import (
     TRANSITIONS,
     AppMessage,
@@ -102,7 +102,7 @@ class _IllegalTransition(Exception):
     pass
 
 
-class FixSession(LogonHandling):
+class FixSession(SequenceHandling, LogonHandling):
     """One FIX session (acceptor side). See the module docstring for the theory of operation."""
 
     def __init__(self, config: SessionConfig, store: SessionStore,
@@ -424,79 +424,6 @@ class FixSession(LogonHandling):
         if not self._closed:
             self._request_gap(now)
 
-    def _too_high(self, msg: RawMessage, seq: int, now: float) -> None:
-        """seq > expected (FIX Vol. 2 "Message gap detection", Test Cases 2.b, 10.a): keep the
-        message and ask for the gap. A ResendRequest is served at once (Vol. 2: the peer's
-        request is honoured before ours) and a Logout is honoured at once."""
-        mt = msg.msg_type
-        if mt == M.LOGOUT:
-            self._on_logout(msg, now)
-            return
-        if seq > self._highest_seen:
-            self._highest_seen = seq
-        entry: RawMessage | None = msg
-        if mt == M.RESEND_REQUEST and self._validate(msg) is None:
-            self._on_resend_request(msg, now)
-            entry = None
-        if seq not in self._queue:
-            size = 0 if entry is None else len(entry.raw)
-            if (len(self._queue) < self.config.max_queued
-                    and self._queued_bytes + size <= self.config.max_queued_bytes):
-                self._queue[seq] = entry
-                self._queued_bytes += size
-            elif not self._drop_reported:     # one event per gap, not one per dropped message
-                self._drop_reported = True
-                self._events.append(ProtocolError(
-                    "queue_full", f"out-of-order queue full: dropping from MsgSeqNum {seq}; "
-                    "they will be requested again"))
-        self._request_gap(now)
-
-    def _too_low(self, msg: RawMessage, seq: int, expected: int, now: float) -> None:
-        """seq < expected: without PossDupFlag it is fatal (Test Case 2.c, Logout carrying 789);
-        a PossDup duplicate is ignored after the 122 checks (Test Case 2.e): a missing 122 gets a
-        Reject (2.g), a 122 later than 52 a Reject, then a Logout and the disconnect (2.f)."""
-        if not msg.poss_dup:
-            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
-            self._fatal("seq_too_low", text, now, b"789=%d\x01" % expected)
-            return
-        if msg.msg_type == M.SEQUENCE_RESET:
-            return
-        sending_time = self._times.parse(msg.header.get(T.SENDING_TIME, b""))
-        if sending_time is None:
-            return      # a duplicate we drop anyway; 52 itself is not worth a Reject here
-        problem = possdup_problem(msg, sending_time)
-        if problem is not None:
-            self._reject(seq, msg.msg_type, problem, now, msg)
-            if problem.reason == R.SENDING_TIME_ACCURACY:      # Test Case 2f: then Logout
-                self._fatal("sending_time", problem.text, now)
-
-    def _request_gap(self, now: float) -> None:
-        """Send the next ResendRequest chunk if a gap is known and none is outstanding
-        (7 = expected, 16 = min(expected + resend_chunk - 1, end of the gap); never 16=0)."""
-        expected = self.store.next_in
-        pending = self._resend_pending
-        if pending is not None:
-            if expected <= pending[1]:
-                return
-            self._resend_pending = None
-        top = min(self._queue) - 1 if self._queue else self._highest_seen
-        if top < expected:
-            return
-        end = min(expected + self.config.resend_chunk - 1, top)
-        self._resend_pending = (expected, end)
-        self._drop_reported = False
-        self._send(M.RESEND_REQUEST, b"7=%d\x0116=%d\x01" % (expected, end), now)
-        self._events.append(ResendRequested(expected, end))
-
-    def _jump_to(self, new_seq: int, now: float) -> None:
-        """Expected inbound seq moves forward to ``new_seq`` (GapFill or Reset): queued messages
-        below it are dropped, one at it is processed."""
-        self.store.set_next_in(new_seq)
-        for s in [s for s in self._queue if s < new_seq]:
-            m = self._queue.pop(s)
-            if m is not None:
-                self._queued_bytes -= len(m.raw)
-
     # --- admin message handlers (dispatched by MsgType) --------------------------------------
 
     def _on_heartbeat(self, msg: RawMessage, now: float) -> None:
@@ -524,35 +451,6 @@ class FixSession(LogonHandling):
             self._last_sent = now
         if event is not None:
             self._events.append(event)
-
-    def _on_gap_fill(self, msg: RawMessage, now: float) -> None:
-        """SequenceReset-GapFill in sequence (Test Cases 10.b, 10.e): NewSeqNo must move forward."""
-        seq = msg.seq_num or 0
-        new_seq = int(msg.get(T.NEW_SEQ_NO) or b"0")
-        if new_seq <= seq:
-            text = f"Attempt to lower sequence number, invalid value NewSeqNo(36)={new_seq}"
-            self._reject(seq, msg.msg_type, Problem(R.VALUE_INCORRECT, T.NEW_SEQ_NO, text), now,
-                         msg)
-            return
-        if new_seq > self.store.next_in:
-            self._jump_to(new_seq, now)
-
-    def _on_sequence_reset(self, msg: RawMessage, now: float) -> None:
-        """SequenceReset-Reset (Test Cases 11.a-c): MsgSeqNum is ignored; NewSeqNo becomes the
-        expected seq. Lower than expected: Reject 373=5, sequence unchanged."""
-        seq = msg.seq_num
-        problem = self._validate(msg)
-        expected = self.store.next_in
-        if problem is None:
-            new_seq = int(msg.get(T.NEW_SEQ_NO) or b"0")
-            if new_seq < expected:
-                problem = Problem(R.VALUE_INCORRECT, T.NEW_SEQ_NO,
-                                  f"Value is incorrect (out of range) for this tag: 36={new_seq}")
-            elif new_seq > expected:
-                self._jump_to(new_seq, now)
-        if problem is not None:
-            self._reject(seq, msg.msg_type, problem, now, msg)
-        self._drain(now)
 
     def _on_logout(self, msg: RawMessage, now: float) -> None:
         """Peer Logout (FIX Vol. 2 "Logout", Test Case 13): completes our handshake, or is
