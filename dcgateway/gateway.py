@@ -265,6 +265,7 @@ class Gateway:
             slot.store.close()
         self.journal.close()
         self.status.remove()
+        self.state.close()
 
 
 async def _main(config: GatewayConfig) -> int:

@@ -73,3 +73,24 @@ def cluster_config(folder: Path, servers: Sequence[str], *, nodes: int = 2, leas
     path = folder / "gateway.yaml"
     path.write_text(text)
     return path
+
+
+def wait_until(check, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``check()`` until it returns something truthy (returned), bounded by ``timeout``."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g}s")
+        time.sleep(interval)
+
+
+def run_cli(*args: str, config: Path, timeout: float = 60.0):
+    """``dcgateway ARGS --config CONFIG`` in its own process, as an operator runs it."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "dcgateway", *args, "--config", str(config)],
+                          capture_output=True, text=True, timeout=timeout)
