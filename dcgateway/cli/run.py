@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from ..errors import UsageError
 from .common import Output, add_command, load
 
 
@@ -22,6 +23,14 @@ def _cmd_run(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.node is not None or config.cluster is not None:     # one node of a cluster
+        if args.node is None and config.cluster is not None:
+            raise UsageError(f"{config.path} has a cluster: section; run each node with "
+                             "--node NODE_ID (one of "
+                             + ", ".join(n.node_id for n in config.cluster.nodes) + ")")
+        from ..cluster.node import run_node
+        from ..cluster.nodeconfig import for_node
+        return run_node(for_node(config, args.node))
     from ..gateway import run  # here, not at the top: `dcgateway --help` stays light
     return run(config)
 
@@ -37,6 +46,9 @@ def register_run(subparsers: Any, common: argparse.ArgumentParser) -> None:
                          "SIGHUP: reload groups)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--node", metavar="NODE_ID",
+                        help="run as this node of the cluster: section (its listen and "
+                             "metrics addresses, its files under data_dir/NODE_ID)")
 
 
 def _cmd_demo(args: argparse.Namespace, out: Output) -> int:

@@ -42,6 +42,9 @@ class Names:
     def target_subject(self, target: str) -> str:
         return f"{self.prefix}.tgt.{subject_token(target)}"
 
+    def session_subject(self, comp_id: str) -> str:
+        return f"{self.prefix}.sess.{subject_token(comp_id)}"
+
 
 def subject_token(name: str) -> str:
     """A CompID as one subject token or KV key: itself when it is made of letters, digits,
