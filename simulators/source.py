@@ -89,10 +89,14 @@ class SourceSimulator:
                  reconnect_timeout: float = 30.0, sync_at_end: bool = True,
                  logout_at_end: bool = False, reset: bool = False, seq: int | None = None,
                  sync_seq: bool = True,
-                 addresses: Sequence[tuple[str, int]] | None = None) -> None:
+                 addresses: Sequence[tuple[str, int]] | None = None,
+                 silence_timeout: float | None = None) -> None:
         """``addresses``: every node of a cluster gateway (``host:port`` first when not in
         it): a refused connection tries the next, and a node naming the one that serves the
-        session is followed."""
+        session is followed. ``silence_timeout``: a gateway that sends nothing (not even a
+        Heartbeat) for this long is taken for dead and the connection dropped (FIX: a missed
+        heartbeat, then a TestRequest unanswered), so the client fails over."""
+        self.silence_timeout = silence_timeout
         self.sender = sender
         self.addresses = Addresses(addresses or [(host, port)])
         self.client = FixClient(host, port, sender, target, begin_string=begin_string,
@@ -354,6 +358,7 @@ class SourceSimulator:
     async def _reader(self, c: FixClient) -> None:
         loop = asyncio.get_running_loop()
         reason = "peer closed"
+        heard = loop.time()
         try:
             while True:
                 try:
@@ -363,7 +368,11 @@ class SourceSimulator:
                 if msg is None:
                     break
                 if msg is not False:
+                    heard = loop.time()
                     self._on_message(msg)
+                elif self.silence_timeout and loop.time() - heard > self.silence_timeout:
+                    reason = "gateway silent"
+                    break
                 hbi = c.heartbeat
                 if c.connected and loop.time() - c.last_sent_at >= hbi:
                     c.send("0")

@@ -89,9 +89,14 @@ class TargetSimulator:
                  expected_seq: int = 1, seq: int | None = None, reset: bool = False,
                  send_heartbeats: bool = True, sync_seq: bool = True,
                  max_queued: int = 100_000,
-                 addresses: Sequence[tuple[str, int]] | None = None) -> None:
+                 addresses: Sequence[tuple[str, int]] | None = None,
+                 silence_timeout: float | None = None) -> None:
         """``addresses``: every node of a cluster gateway: a refused connection tries the
-        next, and a node naming the one that serves the session is followed."""
+        next, and a node naming the one that serves the session is followed.
+        ``silence_timeout``: a gateway silent this long (no copy, no Heartbeat) is taken for
+        dead and the connection dropped, so the client fails over."""
+        self.silence_timeout = silence_timeout
+        self._heard = 0.0
         if resend_mode not in ("0", "explicit"):
             raise ValueError("resend_mode is '0' (16=0) or 'explicit'")
         self.comp_id = comp_id
@@ -308,6 +313,7 @@ class TargetSimulator:
         self._pending = None
         self._since_connect = 0
         c.expected_in = self.expected
+        self._heard = loop.time()
         self.state = "logging_on"
         c.send_raw(c.logon_message(reset=reset))
         return True
@@ -329,8 +335,14 @@ class TargetSimulator:
             data = await c.read_raw(0.2)
             if data == b"":
                 return "refused" if self._refusal else "eof"
+            now = asyncio.get_running_loop().time()
             if data:
+                self._heard = now
                 self._feed(data)
+            elif (self.silence_timeout and self.state == "active"
+                  and now - self._heard > self.silence_timeout):
+                self.counters["silent_gateway"] += 1
+                return "eof"
             if self._refusal:
                 return "refused"
             self._timers()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Held:
     revision: int
     valid_until: float                 # monotonic
     since: float                       # monotonic, when acquired
+    term: str = ""                     # this acquisition's id
     timer: asyncio.TimerHandle | None = None
 
 
@@ -99,8 +101,12 @@ class LeaseManager:
         self._lose(name, "its lease ran out before it could be renewed")
         return False
 
-    def _value(self, name: str) -> bytes:
+    def _value(self, name: str, term: str | None = None) -> bytes:
+        """The lease's entry: who, where, and the *term* (one per acquisition: renewals keep
+        it, a takeover changes it)."""
+        h = self.held.get(name)
         return json.dumps({"node": self.node_id, "lease": name, "renewed": time.time(),
+                           "term": term or (h.term if h is not None else ""),
                            **self.info}).encode()
 
     # -- acquire, renew, release ------------------------------------------------------------
@@ -111,20 +117,21 @@ class LeaseManager:
         if name in self.held:
             return self.holds(name)
         t = self.clock()
+        term = f"{self.node_id}.{secrets.token_hex(4)}"
         try:
-            rev = await self.kv.create(lease_key(name), self._value(name))
+            rev = await self.kv.create(lease_key(name), self._value(name, term))
         except KeyWrongLastSequenceError:
             return False
-        self._set(name, rev, t, acquired=True)
+        self._set(name, rev, t, term)
         log.warning("node %s acquired lease %s", self.node_id, name)
         self.on_acquired(name)
         return True
 
-    def _set(self, name: str, rev: int, sent_at: float, acquired: bool = False) -> None:
+    def _set(self, name: str, rev: int, sent_at: float, term: str = "") -> None:
         h = self.held.get(name)
         until = sent_at + self.lease_s - self.margin
         if h is None:
-            h = self.held[name] = Held(lease_key(name), rev, until, sent_at)
+            h = self.held[name] = Held(lease_key(name), rev, until, sent_at, term)
         else:
             h.revision, h.valid_until = rev, until
         if h.timer is not None:

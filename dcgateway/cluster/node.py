@@ -107,34 +107,66 @@ class ClusterNode:
 
     # -- the node's life --------------------------------------------------------------------------
 
+    async def _setup(self, stop: asyncio.Event) -> Any:
+        """Connect, make sure the journal stream and the leases bucket exist; retried (NATS
+        may be starting, or electing leaders after a restart) until it works or ``stop``."""
+        nc = None
+        while not stop.is_set():
+            try:
+                nc = nc or await connect(self.cluster, f"dcgateway-{self.me.node_id}")
+                js = nc.jetstream(timeout=5)
+                await ensure_stream(js, self.names.journal, [f"{self.names.prefix}.>"],
+                                    self.cluster.replicas, STREAM_MAX_AGE_S)
+                kv = await open_bucket(js, self.names.bucket("leases"), self.cluster.replicas,
+                                       ttl=self.cluster.lease_s)
+                self.leases = LeaseManager(kv, self.me.node_id, self.cluster.lease_s,
+                                           info={"address": str(self.me.listen),
+                                                 "metrics": str(self.me.metrics)},
+                                           want=[PRIMARY], on_acquired=self._acquired,
+                                           on_lost=self._on_lost)
+                return nc
+            except Exception as exc:
+                log.warning("node %s: the cluster is not ready (%s); retrying",
+                            self.me.node_id, exc or type(exc).__name__)
+                await asyncio.sleep(1.0)
+        return nc
+
     async def run(self, stop: asyncio.Event) -> int:
-        nc = await connect(self.cluster, f"dcgateway-{self.me.node_id}")
-        js = nc.jetstream(timeout=5)
-        await ensure_stream(js, self.names.journal, [f"{self.names.prefix}.>"],
-                            self.cluster.replicas, STREAM_MAX_AGE_S)
-        kv = await open_bucket(js, self.names.bucket("leases"), self.cluster.replicas,
-                               ttl=self.cluster.lease_s)
-        self.leases = LeaseManager(kv, self.me.node_id, self.cluster.lease_s,
-                                   info={"address": str(self.me.listen),
-                                         "metrics": str(self.me.metrics)},
-                                   want=[PRIMARY], on_acquired=self._acquired,
-                                   on_lost=self._on_lost)
+        nc = await self._setup(stop)
+        if self.leases is None:
+            return 0
         tasks = [asyncio.create_task(self.leases.run(), name="leases"),
                  asyncio.create_task(self._watch_holder(), name="lease-holder")]
         try:
             while not stop.is_set():
-                await self._standby(stop)
-                if stop.is_set():
-                    break
-                await self._serve_as_primary(nc, stop)
+                try:
+                    await self._standby(stop)
+                    if stop.is_set():
+                        break
+                    await self._serve_as_primary(nc, stop)
+                except Exception as exc:      # a NATS timeout while taking over, ...
+                    log.error("node %s could not serve (%s); standing by again",
+                              self.me.node_id, exc or type(exc).__name__)
+                    await self._give_up_lease()
+                    await asyncio.sleep(1.0)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.leases.held:
-                await self.leases.release(PRIMARY)
-            await nc.close()
+            await self._give_up_lease()
+            try:
+                await asyncio.wait_for(nc.close(), 5)
+            except Exception as exc:
+                log.warning("closing the NATS connection: %s", exc)
         return 0
+
+    async def _give_up_lease(self) -> None:
+        if self.leases is not None and self.leases.held:
+            self._primary.clear()
+            try:
+                await asyncio.wait_for(self.leases.release(PRIMARY), 5)
+            except Exception as exc:
+                log.warning("releasing the lease: %s", exc)
 
     async def _standby(self, stop: asyncio.Event) -> None:
         """Listen and answer every correctly signed Logon with the serving node's address,
@@ -170,6 +202,7 @@ class ClusterNode:
         except Fenced as exc:
             log.error("node %s could not take over the journal: %s", self.me.node_id, exc)
             await replog.close()
+            await self._give_up_lease()
             return
         if not self.serving():
             await replog.close()
@@ -179,6 +212,7 @@ class ClusterNode:
                      committer_factory=lambda g: ClusterCommitter(journal, g._on_durable,
                                                                   self.serving))
         self.gateway, self.journal = gw, journal
+        gw.reload_groups()               # the cluster's groups, not the file's: they may differ
         self._adopt_sessions(gw, journal)
         gate = Gate(journal, self.serving)
 

@@ -7,12 +7,16 @@ target's reset) is one message of one totally ordered stream, and a target's seq
 function of that stream (replaying it gives every target's next seq, as the embedded journal's
 recovery does). Only the node holding the primary lease writes, and **every publish carries
 ``Nats-Expected-Last-Sequence``: the stream sequence its writer believes is the last one**.
-JetStream's stream leader stores a message only if that is true. A writer that takes over first
-appends a takeover record after the last one it read; from then on a stale writer (a node paused
-past its lease that wakes up) expects an older last sequence, and its very first publish is
-refused (error 10071): it cannot add a record, so it cannot give a target sequence number to a
-second message. The check is decided by the stream's leader under the stream's own Raft log, so
-it does not depend on any node's clock.
+and ``Nats-Expected-Last-Msg-Id``: the sequence and the message id of the record its writer
+believes is the last one. JetStream's stream leader stores a message only if both are true.
+Every record's message id ends with its writer's id (a random token per takeover), so the
+expectation names the writer too: a sequence number alone could coincide (a stale writer's
+predicted sequence may equal the new writer's current last), the writer's own message id
+cannot. A writer that takes over first appends a takeover record after the last one it read;
+from then on a stale writer (a node paused past its lease that wakes up) expects a record of
+its own that is not the last one, and its publish is refused: it cannot add a record, so it
+cannot give a target sequence number to a second message. The check is decided by the stream's
+leader under the stream's own Raft log, so it does not depend on any node's clock.
 
 Pipelining without reordering: the writer predicts the sequence of each record (it is the only
 writer, so record ``n`` lands at ``last + n``) and sends each with the previous one as its
@@ -20,9 +24,10 @@ expectation, up to ``window`` unacknowledged. If one is lost or refused, every l
 refused too (its expectation no longer holds): the stream never has a hole and never a record
 out of order. The writer then stops, *resynchronises* (reads the stream's last sequence and
 checks the record there carries its own writer id: otherwise it has been fenced out), counts what
-was stored as acknowledged and sends the rest again. Duplicate message ids (``Nats-Msg-Id``,
-built by the caller from the source, its sequence epoch and MsgSeqNum) make a retried publish
-that did land harmless within the stream's duplicate window.
+was stored as acknowledged and sends the rest again. A source message's id is built from the
+source, its sequence epoch and MsgSeqNum (and the writer), so a publish retried after a lost
+acknowledgement that did land is dropped by the stream's duplicate window, and the chain
+refuses it anyway.
 
 Acknowledgements arrive on one subscription (one callback per ack, no Future or task per
 message); ``on_acked(stream_seq)`` reports the highest sequence below which everything is stored
@@ -41,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
@@ -49,6 +55,7 @@ log = logging.getLogger("dcgateway.cluster")
 
 WRITER_HEADER = "Dcgw-Writer"
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 MSG_ID = "Nats-Msg-Id"
 WRONG_LAST_SEQUENCE = 10071
 #: Unacknowledged publishes in flight at most.
@@ -66,7 +73,7 @@ class Pending:
     seq: int                      # predicted stream sequence
     subject: str
     payload: bytes
-    headers: dict[str, str]
+    headers: dict[str, str]         # with its message id and the previous record's
     sent_at: float = 0.0
 
 
@@ -91,6 +98,7 @@ class ReplicatedLog:
         self.ack_timeout = ack_timeout
         self.clock = clock
         self.next_seq = 0                 # sequence the next append will get
+        self.last_id = ""                 # message id of the last record appended
         self.acked = 0                    # everything up to here is stored
         self.fenced = False
         self.queued: deque[Pending] = deque()       # appended, not sent yet
@@ -120,9 +128,11 @@ class ReplicatedLog:
         for _ in range(attempts):
             last = after if after is not None else await self.last_sequence()
             body = json.dumps({"type": "takeover", "writer": self.writer, "after": last})
+            takeover_id = f"{self.writer}.takeover"
             try:
                 ack = await self.js.publish(self.control_subject, body.encode(), headers={
-                    EXPECTED_LAST_SEQ: str(last), WRITER_HEADER: self.writer})
+                    EXPECTED_LAST_SEQ: str(last), WRITER_HEADER: self.writer,
+                    MSG_ID: takeover_id})
             except Exception as exc:
                 if _err_code(exc) == WRONG_LAST_SEQUENCE and after is not None:
                     raise Fenced(f"the stream has records after {after}") from None
@@ -131,6 +141,7 @@ class ReplicatedLog:
                 continue
             self.next_seq = ack.seq + 1
             self.acked = ack.seq
+            self.last_id = takeover_id
             self.fenced = False
             log.warning("writer %s took over stream %s at sequence %d", self.writer,
                         self.stream, ack.seq)
@@ -146,9 +157,10 @@ class ReplicatedLog:
             raise Fenced(f"writer {self.writer} was fenced out of {self.stream}")
         seq = self.next_seq
         self.next_seq = seq + 1
-        hdrs = {WRITER_HEADER: self.writer, **(headers or {})}
-        if msg_id is not None:
-            hdrs[MSG_ID] = msg_id
+        rid = f"{msg_id}.{self.writer}" if msg_id is not None else f"{self.writer}.{seq}"
+        hdrs = {WRITER_HEADER: self.writer, **(headers or {}), MSG_ID: rid,
+                EXPECTED_LAST_MSG_ID: self.last_id, EXPECTED_LAST_SEQ: str(seq - 1)}
+        self.last_id = rid
         self.queued.append(Pending(seq, subject, payload, hdrs))
         self._wake.set()
         return seq
@@ -158,7 +170,6 @@ class ReplicatedLog:
         return len(self.queued) + len(self.inflight)
 
     async def _send(self, p: Pending) -> None:
-        p.headers[EXPECTED_LAST_SEQ] = str(p.seq - 1)
         p.sent_at = self.clock()
         await self.nc.publish(p.subject, p.payload, reply=f"{self._inbox}.{p.seq}",
                               headers=p.headers)
@@ -288,31 +299,41 @@ Replay = Callable[[int, str, dict[str, str], bytes], Awaitable[None] | None]
 
 
 async def replay(nc: Client, stream: str, subjects: str, upto: int, handle: Replay,
-                 timeout: float = 60.0) -> int:
+                 timeout: float = 60.0, batch: int = 2000) -> int:
     """Every record of ``stream`` up to sequence ``upto``, in order, to ``handle(seq, subject,
-    headers, data)`` (an ordered consumer: gaps from retention are skipped, never reordered);
-    the number of records read."""
+    headers, data)``; the number of records read. A pull consumer of its own (fetched in
+    batches: in order, none dropped however slow ``handle`` is), deleted at the end; records
+    already gone by retention are skipped, never reordered. ``timeout`` bounds the whole read
+    (fetches are retried meanwhile: a stream leader may be being elected)."""
     if upto <= 0:
         return 0
     js = nc.jetstream(timeout=5)
-    done = asyncio.get_running_loop().create_future()
+    psub = await js.pull_subscribe(subjects, stream=stream, config=api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE,
+        inactive_threshold=60.0, max_waiting=1))
     count = 0
-
-    async def cb(msg: Msg) -> None:
-        nonlocal count
-        seq = msg.metadata.sequence.stream
-        if seq <= upto:
-            r = handle(seq, msg.subject, dict(msg.headers or {}), msg.data)
-            if r is not None:
-                await r
-            count += 1
-        if seq >= upto and not done.done():
-            done.set_result(None)
-
-    sub = await js.subscribe(subjects, stream=stream, cb=cb, ordered_consumer=True,
-                             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
-        await asyncio.wait_for(done, timeout)
+        seq = 0
+        while seq < upto:
+            try:
+                msgs = await psub.fetch(max(1, min(batch, upto - seq)), timeout=2.0)
+            except (asyncio.TimeoutError, nats_errors.TimeoutError):
+                if loop.time() > deadline:
+                    raise
+                continue
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq > upto:
+                    break
+                r = handle(seq, msg.subject, dict(msg.headers or {}), msg.data)
+                if r is not None:
+                    await r
+                count += 1
     finally:
-        await sub.unsubscribe()
+        try:
+            await psub.unsubscribe()
+        except Exception:
+            pass
     return count

@@ -122,8 +122,9 @@ class Nodes:
         got = await self.primary_lease()
         return None if got is None else got[0]
 
-    async def primary_lease(self) -> tuple[str, int] | None:
-        """(node, lease revision) of the primary lease now (None while it is free)."""
+    async def primary_lease(self) -> tuple[str, str] | None:
+        """(node, lease term) of the primary lease now (None while it is free); the term
+        changes at every takeover."""
         nc = await nats.connect(servers=list(self.cluster.nats.servers))
         try:
             kv = await nc.jetstream().key_value(f"{self.cluster.name}_leases")
@@ -133,18 +134,20 @@ class Nodes:
                 return None
             if not e.value:
                 return None
-            return str(json.loads(e.value).get("node")), int(e.revision or 0)
+            doc = json.loads(e.value)
+            return str(doc.get("node")), str(doc.get("term"))
         finally:
             await nc.close()
 
-    async def wait_primary(self, timeout: float = 30.0, after: int = 0) -> tuple[str, int]:
-        """(node, lease revision) of a primary whose lease was taken after revision ``after``
-        (a takeover, by whichever node won it)."""
+    async def wait_primary(self, timeout: float = 30.0, after: str = "") -> tuple[str, str]:
+        """(node, term) of a primary other than term ``after`` (a takeover, by whichever node
+        won it) that has started serving."""
         import asyncio
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             p = await self.primary_lease()
-            if p is not None and p[1] > after and "acquired" in self.log_text(p[0]):
+            if p is not None and p[1] != after and "serves every session" in \
+                    self.log_text(p[0]).rsplit("acquired lease", 1)[-1]:
                 return p
             await asyncio.sleep(0.1)
         raise AssertionError(f"no new primary within {timeout}s")

@@ -57,6 +57,7 @@ def cluster_config(folder: Path, servers: Sequence[str], *, nodes: int = 2, leas
           market_close: {time: "16:00", tz: America/Chicago}
           week_start: {day: sunday, time: "16:00", tz: America/Chicago}
           keystore: {path: var/keys.db, master_key_file: var/master.key}
+          heartbeat_min_s: 1
         entities:
           - {name: TRADECO, administrators: [{name: tina, email: tina@tradeco.example}]}
           - {name: CLEARCO, administrators: [{name: carl, email: carl@clearco.example}]}
