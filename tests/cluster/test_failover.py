@@ -17,6 +17,7 @@ duplicates, each source in order, its own sequence gapless.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import subprocess
@@ -178,6 +179,14 @@ async def test_primary_killed_five_times_under_load_loses_nothing(run: Run) -> N
         primary, rev = await run.nodes.wait_primary(timeout=LEASE_S + 20, after=rev)
     await run.finish()
     assert sum(s.stats["redirects"] for s in run.sources) > 0
+    r = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "dcgateway", "cluster", "status", "--json", "--config",
+        str(run.path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["primary"] == primary and all(n["alive"] for n in doc["nodes"])
+    assert {s["node"] for s in doc["sessions"]} == {primary}
+    assert doc["stream"]["replicas"] == 3 and len(doc["stream"]["followers"]) == 2
 
 
 async def test_sigstop_past_the_lease_then_sigcont_sends_nothing_more(run: Run) -> None:
@@ -276,3 +285,17 @@ async def test_a_cold_restart_of_everything_loses_nothing(own_run: Run) -> None:
         await asyncio.to_thread(own_run.nodes.start, n)
     await own_run.nodes.wait_primary(timeout=LEASE_S + 30)
     await own_run.finish()
+
+
+async def test_a_graceful_stop_hands_over_at_once(run: Run) -> None:
+    """SIGTERM: the serving node logs its sessions out, gives its lease up and exits; the other
+    node takes over without waiting for the lease to run out; nothing is lost."""
+    primary, term = await run.start(count=1500, rate=300)
+    await asyncio.sleep(1.0)
+    t0 = time.monotonic()
+    code = await asyncio.to_thread(run.nodes.stop, primary, 15.0)
+    assert code == 0 and time.monotonic() - t0 < 12
+    other, _ = await run.nodes.wait_primary(timeout=10, after=term)
+    assert other != primary
+    await asyncio.to_thread(run.nodes.start, primary)
+    await run.finish()

@@ -129,3 +129,13 @@ def test_the_cli_changes_the_cluster(config_path: Path, two) -> None:
     r = run_cli("sessions", "unlock", "CLR001N", "--json", config=config_path)
     assert r.returncode == 0 and json.loads(r.stdout)["was_locked"] is True, r.stderr
     wait_until(lambda: not a.closures.is_locked("CLR001N"), 1.0)
+
+
+def test_cluster_status_without_nodes(config_path: Path, two) -> None:
+    r = run_cli("cluster", "status", "--json", config=config_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["primary"] is None and [n["alive"] for n in doc["nodes"]] == [False, False]
+    assert doc["stream"].get("missing") is True
+    r = run_cli("cluster", "status", config=config_path)
+    assert "not created yet" in r.stdout and "served by no node" in r.stdout
