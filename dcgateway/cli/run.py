@@ -52,16 +52,26 @@ def register_run(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    if args.cluster:
+        from ..cluster.demo import cluster_demo
+        return cluster_demo(load(args), rate=200.0 if args.rate is None else args.rate,
+                            duration=args.duration, kill_after=args.kill_after)
     from ..demo import demo
-    return demo(load(args), rate=args.rate, duration=args.duration)
+    return demo(load(args), rate=500.0 if args.rate is None else args.rate,
+                duration=args.duration)
 
 
 def register_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(subparsers, common, "demo", _cmd_demo,
                     "the gateway with the demo config plus the simulators, live totals; Ctrl-C stops")
-    p.add_argument("--rate", type=float, default=500.0,
-                   help="messages per second per source simulator (default 500)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="messages per second per source simulator (default 500; 200 with --cluster)")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this long (default: until Ctrl-C)")
+    p.add_argument("--cluster", action="store_true",
+                   help="three local NATS servers, two gateway nodes and the simulators; the "
+                        "serving node is killed and the sessions move (needs nats-server)")
+    p.add_argument("--kill-after", type=float, default=10.0, metavar="SECONDS",
+                   help="with --cluster: when the serving node is killed (default 10)")
 
 

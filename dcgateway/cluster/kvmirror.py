@@ -82,6 +82,7 @@ class KvMirror:
                                         name="dcgw-cluster-state")
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._watchers: list[Any] = []
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class KvMirror:
             kv = await open_bucket(js, self.names.bucket(w), self.settings.replicas)
             self._buckets[w] = kv
             watcher = await kv.watchall()
+            self._watchers.append(watcher)
             first = asyncio.get_running_loop().create_future()
             self._tasks.append(asyncio.ensure_future(self._follow(w, watcher, first)))
             ready.append(first)
@@ -149,11 +151,17 @@ class KvMirror:
             self._loop.close()
 
     async def _shutdown(self) -> None:
+        for watcher in self._watchers:
+            try:
+                await watcher.stop()
+            except Exception:
+                pass
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
+        await asyncio.sleep(0.01)          # the cancelled helper tasks of the client finish
 
     def _call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
         if threading.current_thread() is self._thread:
