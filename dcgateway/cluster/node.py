@@ -72,6 +72,7 @@ class ClusterNode:
         self.journal: ClusterJournal | None = None
         self.metrics = ClusterMetrics(self)
         self._primary = asyncio.Event()
+        self._lease_nc: Any = None
         self._lost = asyncio.Event()
         self.takeovers = 0
 
@@ -117,7 +118,12 @@ class ClusterNode:
                 js = nc.jetstream(timeout=5)
                 await ensure_stream(js, self.names.journal, [f"{self.names.prefix}.>"],
                                     self.cluster.replicas, STREAM_MAX_AGE_S)
-                kv = await open_bucket(js, self.names.bucket("leases"), self.cluster.replicas,
+                # the leases on a connection of their own: a renewal must never queue behind
+                # thousands of journal publishes and their acknowledgements
+                self._lease_nc = self._lease_nc or await connect(
+                    self.cluster, f"dcgateway-{self.me.node_id}-leases")
+                kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
+                                       self.names.bucket("leases"), self.cluster.replicas,
                                        ttl=self.cluster.lease_s)
                 self.leases = LeaseManager(kv, self.me.node_id, self.cluster.lease_s,
                                            info={"address": str(self.me.listen),
@@ -154,10 +160,12 @@ class ClusterNode:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._give_up_lease()
-            try:
-                await asyncio.wait_for(nc.close(), 5)
-            except Exception as exc:
-                log.warning("closing the NATS connection: %s", exc)
+            for conn in (nc, self._lease_nc):
+                try:
+                    if conn is not None:
+                        await asyncio.wait_for(conn.close(), 5)
+                except Exception as exc:
+                    log.warning("closing the NATS connection: %s", exc)
         return 0
 
     async def _give_up_lease(self) -> None:
