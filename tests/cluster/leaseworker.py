@@ -75,7 +75,10 @@ async def main(a: argparse.Namespace) -> None:
     runner.cancel()
     lease_task.cancel()
     await asyncio.gather(runner, lease_task, return_exceptions=True)
-    await nc.close()
+    try:
+        await asyncio.wait_for(nc.close(), 10)
+    except Exception:
+        pass
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import nats
 
 from dcgateway.config import GatewayConfig, load_config
 
+from .support import close_nats
+
 REPO = Path(__file__).resolve().parents[2]
 SCOPES = ("ABC", "ABD", "CLR", "CLRFIX44")
 
@@ -137,7 +139,7 @@ class Nodes:
             doc = json.loads(e.value)
             return str(doc.get("node")), str(doc.get("term"))
         finally:
-            await nc.close()
+            await close_nats(nc)
 
     async def wait_primary(self, timeout: float = 30.0, after: str = "") -> tuple[str, str]:
         """(node, term) of a primary other than term ``after`` (a takeover, by whichever node

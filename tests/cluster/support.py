@@ -95,3 +95,13 @@ def run_cli(*args: str, config: Path, timeout: float = 60.0):
     import sys
     return subprocess.run([sys.executable, "-m", "dcgateway", *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=timeout)
+
+
+async def close_nats(*conns) -> None:
+    """Close NATS connections, bounded (a client's close can wait on a busy server)."""
+    import asyncio
+    for nc in conns:
+        try:
+            await asyncio.wait_for(nc.close(), 10)
+        except (asyncio.TimeoutError, Exception):
+            pass

@@ -40,7 +40,7 @@ from simulators.target import TargetSimulator
 from tests.simulators.support import GROUPS, SUB_IDS, assert_exact, expected, run_until_all
 
 from .nodes import REPO, Nodes, issue_cluster_keys
-from .support import cluster_config
+from .support import close_nats, cluster_config
 
 pytestmark = pytest.mark.asyncio
 LEASE_S = 2.0
@@ -166,7 +166,7 @@ async def journal_writers(r: Run) -> list[tuple[str, str]]:
                           "takeover" if subj.endswith(".ctl") else "record")))
         return out
     finally:
-        await nc.close()
+        await close_nats(nc)
 
 
 async def test_primary_killed_five_times_under_load_loses_nothing(run: Run) -> None:

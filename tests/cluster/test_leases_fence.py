@@ -27,7 +27,7 @@ import pytest
 from dcgateway.cluster.natslocal import LocalNatsCluster
 from dcgateway.cluster.replog import WRITER_HEADER, replay
 
-from .support import unique_name, wait_until
+from .support import close_nats, unique_name, wait_until
 
 LEASE_S = 2.0
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def stream_records(cluster: LocalNatsCluster, name: str) -> list[tuple[int, str,
         await replay(nc, f"{name.upper()}_J", f"{name}.>", last,
                      lambda seq, subj, hdrs, data: out.append(
                          (seq, hdrs.get(WRITER_HEADER, ""), json.loads(data))))
-        await nc.close()
+        await close_nats(nc)
         return out
     return asyncio.run(read())
 

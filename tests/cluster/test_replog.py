@@ -14,7 +14,7 @@ import pytest
 from dcgateway.cluster.natslocal import LocalNatsCluster
 from dcgateway.cluster.replog import WRITER_HEADER, ReplicatedLog, ensure_stream, replay
 
-from .support import unique_name
+from .support import close_nats, unique_name
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,7 +58,7 @@ async def test_pipelined_appends_land_in_order_once(nats_cluster: LocalNatsClust
         assert [json.loads(d)["n"] for _, _, d in recs[1:]] == list(range(1, 5001))
         await log.close()
     finally:
-        await nc.close()
+        await close_nats(nc)
 
 
 async def test_a_stale_writer_whose_sequence_coincides_is_still_fenced(
@@ -105,5 +105,4 @@ async def test_a_stale_writer_whose_sequence_coincides_is_still_fenced(
         await a.close()
         await b.close()
     finally:
-        await nc1.close()
-        await nc2.close()
+        await close_nats(nc1, nc2)
