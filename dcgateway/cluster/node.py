@@ -27,12 +27,15 @@ import shutil
 import time
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from ..config import GatewayConfig
 from ..fix.store import MemoryStore
 from ..gateway import Gateway, session_config
 from ..net.acceptor import Acceptor, AcceptorSettings
 from ..net.connection import FixConnection, SessionSlot
-from ..runtime import server_ssl_context
+from ..net.http import serve_http
+from ..runtime import metrics_token, server_ssl_context
 from ..vocab import Role
 from .connect import Names, connect
 from .fence import Gate, MarkingStore, fence_connection
@@ -181,7 +184,8 @@ class ClusterNode:
         until this node holds the primary lease (or ``stop``)."""
         if self.serving():
             return
-        standby = Standby(self.config, lambda comp: elsewhere_text(comp, self._holder()))
+        standby = Standby(self.config, lambda comp: elsewhere_text(comp, self._holder()),
+                          self.metrics)
         await standby.start()
         log.info("node %s standing by on %s", self.me.node_id, self.me.listen)
         try:
@@ -283,7 +287,8 @@ class Standby:
     every configured session, whose ``admit`` always names the serving node (after the Logon
     is authenticated against the cluster's key pairs: nobody else learns anything)."""
 
-    def __init__(self, config: GatewayConfig, text_for: Any) -> None:
+    def __init__(self, config: GatewayConfig, text_for: Any,
+                 metrics: ClusterMetrics | None = None) -> None:
         from ..auth import LogonAuthenticator, SessionAuth
         from ..auth.canonical import required_tags
         from ..state import open_state
@@ -303,17 +308,29 @@ class Standby:
                                  slots, clock=time.time, authenticator=auth)
         self.acceptor.admit = lambda slot, conn: str(text_for(slot.comp_id))
         self._timers: asyncio.Task[None] | None = None
+        self.registry = CollectorRegistry()
+        if metrics is not None:
+            metrics.attach(self.registry)
+        self._http: Any = None
 
     async def start(self) -> None:
         g = self.config.gateway
         await self.acceptor.start(g.listen.host, g.listen.port, ssl=server_ssl_context(g.tls))
         self._timers = asyncio.create_task(self.acceptor.run_timers())
+        # a standby answers /metrics too (its lease state) and /healthz (up, standing by)
+        self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
+                                      lambda: (True, "standing by"),
+                                      ssl=server_ssl_context(g.metrics_tls),
+                                      bearer_token=metrics_token(g.metrics_token_file))
 
     async def stop(self) -> None:
         if self._timers is not None:
             self._timers.cancel()
             await asyncio.gather(self._timers, return_exceptions=True)
         await self.acceptor.shutdown("node taking over")
+        if self._http is not None:
+            self._http.close()
+            await self._http.wait_closed()
         self.state.close()
 
 
