@@ -74,6 +74,10 @@ class ClusterJournal:
         pending = self._pending
         while pending and pending[0][0] <= stream_seq:
             durable = pending.popleft()[1]
+        if not pending:
+            # everything published is replicated: what the local journal holds beyond it is
+            # its own bookkeeping (segment snapshots), never anything a client waits for
+            durable = max(durable, self.local.appended_lsn)
         if durable > self._durable:
             self._durable = durable
             self.on_durable(durable)
@@ -146,7 +150,8 @@ class ClusterJournal:
 
     def sync(self) -> int:
         """Non-blocking here (module docstring): raise the barrier writes wait behind."""
-        self.barrier = max(self.barrier, self.local.appended_lsn)
+        if self._pending:
+            self.barrier = max(self.barrier, self._pending[-1][1])
         return self._durable
 
     def read_target(self, target: str, from_seq: int, to_seq: int, *,

@@ -222,7 +222,8 @@ class LeaseManager:
         takes longer than the lease is abandoned, and the local bound takes over)."""
         while True:
             try:
-                await asyncio.wait_for(self.step(), self.lease_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.lease_s):   # not wait_for: see replog.run
+                    await self.step()
+            except TimeoutError:
                 log.warning("lease step took longer than %gs", self.lease_s)
             await asyncio.sleep(self.renew_every)

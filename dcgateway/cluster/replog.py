@@ -254,8 +254,11 @@ class ReplicatedLog:
         """Send, watch for lost acks, resynchronise; until fenced or cancelled."""
         while not self.fenced:
             try:
-                await asyncio.wait_for(self._wake.wait(), 0.2)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races its inner wait, and this loop would then never end
+                async with asyncio.timeout(0.2):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
             if self.inflight and self.clock() - self.inflight[0].sent_at > self.ack_timeout:
