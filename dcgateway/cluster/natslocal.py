@@ -32,6 +32,16 @@ def nats_server_binary() -> str | None:
     return DEBIAN_NATS_SERVER if os.access(DEBIAN_NATS_SERVER, os.X_OK) else None
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when the process that started it dies, so a
+    test run or a demo killed outright leaves no server behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` distinct ports free right now (bound then released: a small race, fine on a
     machine the tests own)."""
@@ -122,7 +132,8 @@ class LocalNatsCluster:
         try:
             s.proc = subprocess.Popen([self.binary, "-c", str(s.config_file)],
                                       stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
         finally:
             log.close()
 
