@@ -21,7 +21,8 @@ Prints exactly one JSON line on stdout (progress on stderr):
    "single": {PHASE: {"msgs_in_per_s", "deliveries_per_s", "p50_us", "p99_us", "cpu_pct",
                       "lost", "dup", "out_of_order"}},
    "cluster": {PHASE: {...}}, "ratio": {PHASE: {cluster / single of each figure}},
-   "takeover_s": [each kill], "takeover_median_s", "lease_s", "ok", "errors"}
+   "takeover_s": [each kill], "takeover_median_s", "lease_s" (the takeovers'),
+   "load_lease_s" (the phases'), "ok", "errors"}
 
   .venv/bin/python benchmarks/cluster.py [--targets 4] [--messages 100000] [--rate 2000]
       [--seconds 10] [--kills 5]
@@ -89,7 +90,7 @@ def run_cluster(work: Path, creds: Path, args: argparse.Namespace, nats: LocalNa
                 ) -> dict:
     folder = work / "cluster"
     config = fanout.write_config(folder, work, args.targets, [])
-    section, ports = cluster_section(nats.urls, args.lease_s, "benchflat")
+    section, ports = cluster_section(nats.urls, args.load_lease_s, "benchflat")
     config.write_text(config.read_text() + section)
     nodes = start_nodes(config, folder)
     try:
@@ -164,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=1.0)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--takeover-rate", type=float, default=500.0)
-    ap.add_argument("--lease-s", type=float, default=2.0)
+    ap.add_argument("--lease-s", type=float, default=2.0, help="lease for the takeovers")
+    ap.add_argument("--load-lease-s", type=float, default=5.0,
+                    help="lease for the throughput and latency phases (the default lease_s)")
     ap.add_argument("--max-seconds", type=float, default=600.0)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = ap.parse_args(argv)
     args.rates, args.dcgw_set = [args.rate], []
     work = Path(tempfile.mkdtemp(prefix="dcgw-cluster-bench-"))
@@ -184,17 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if nats is not None:
             nats.stop()
-        shutil.rmtree(work, ignore_errors=True)
     for name, r in (("single", single), ("cluster", cluster)):
         if not r.get("ok"):
             errors.append(f"{name}: {r.get('errors')}")
+    if errors or args.keep:
+        print(f"logs kept in {work}", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     s, c = phases_of(single), phases_of(cluster)
     ratio = {ph: {f: (round(c[ph][f] / s[ph][f], 3) if c.get(ph, {}).get(f) and s[ph].get(f)
                       else None) for f in FIGURES} for ph in s}
     doc = {"bench": "cluster", "targets": args.targets, "replicas": 3, "single": s,
            "cluster": c, "ratio": ratio, "takeover_s": kills,
            "takeover_median_s": statistics.median(kills) if kills else None,
-           "lease_s": args.lease_s, "ok": not errors and len(kills) == args.kills,
+           "lease_s": args.lease_s, "load_lease_s": args.load_lease_s,
+           "ok": not errors and len(kills) == args.kills,
            "errors": errors}
     print(json.dumps(doc), flush=True)
     return 0 if doc["ok"] else 1

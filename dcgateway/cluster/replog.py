@@ -58,8 +58,9 @@ EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 MSG_ID = "Nats-Msg-Id"
 WRONG_LAST_SEQUENCE = 10071
-#: Unacknowledged publishes in flight at most.
-WINDOW = 2000
+#: Unacknowledged publishes in flight at most (throughput is about this many per acknowledgement
+#: round trip; 8000 records are a few MB of buffers).
+WINDOW = 8000
 #: An ack not back within this is treated as lost: resynchronise.
 ACK_TIMEOUT_S = 2.0
 
