@@ -254,7 +254,8 @@ async def test_a_groups_change_routes_at_the_serving_node_and_after_failover(
         while not clr.delivered and time.monotonic() - changed < 5:
             await asyncio.sleep(0.05)
         assert clr.delivered, "the serving node did not route with the new group"
-        assert time.monotonic() - changed < 2.0
+        # the table follows within a second; the bound adds a matching message and its copy
+        assert time.monotonic() - changed < 3.0
         await asyncio.to_thread(r.nodes.kill, primary)
         await r.nodes.wait_primary(timeout=LEASE_S + 20, after=rev)
         before = len(clr.delivered)

@@ -137,7 +137,8 @@ def test_a_killed_holders_lease_is_free_within_lease_s(
         w1.proc.wait(10)
         killed = time.monotonic()
         wait_until(lambda: w2.sent() >= 5, LEASE_S + 10, what="n2 serving")
-        assert time.monotonic() - killed < LEASE_S + 3
+        # free after lease_s, taken at the next try (every lease_s / 4), on a busy machine
+        assert time.monotonic() - killed < LEASE_S + 5
     finally:
         w1.stop()
         if w2 is not None:
