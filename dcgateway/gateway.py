@@ -30,7 +30,7 @@ from .config import GatewayConfig
 from .fanout import Fanout, Outbox, SendingTimes, TargetStore
 from .fix.dictionary import DictionaryCache
 from .fsutil import private_dir
-from .journal import GroupCommitter, SegmentJournal
+from .journal import Committer, GroupCommitter, Journal, SegmentJournal
 from .metrics import GatewayMetrics
 from .net.acceptor import Acceptor, AcceptorSettings
 from .net.connection import SessionSlot
@@ -72,7 +72,10 @@ class Gateway:
     is set, then shuts down gracefully. Tests drive it in-process with port 0."""
 
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time,
-                 authenticator: LogonAuthenticator | None = None) -> None:
+                 authenticator: LogonAuthenticator | None = None,
+                 journal: Journal | None = None,
+                 committer_factory: Callable[[Gateway], Committer] | None = None) -> None:
+        # journal, committer_factory: the cluster's replicated journal (dcgateway.cluster)
         self.config = config
         self.clock = clock
         g = config.gateway
@@ -87,8 +90,9 @@ class Gateway:
             closures=self.state.closures, sending_time_tolerance_s=g.sending_time_tolerance_s)
         self.dictionaries = DictionaryCache()
         t0 = time.monotonic()
-        self.journal = SegmentJournal(self.data_dir / "journal",
-                                      durability=g.journal_durability)
+        self.journal: Journal = (journal if journal is not None else SegmentJournal(
+            self.data_dir / "journal", durability=g.journal_durability))
+        self._committer_factory = committer_factory
         recovery = self.journal.recover()
         self.health = JournalHealth(self.journal, self.data_dir / "journal", self._journal_ok)
         self.sending_times = SendingTimes()      # one 52 per millisecond for every target
@@ -137,7 +141,7 @@ class Gateway:
         self.notifier = ExpiryNotifier(lambda: list(self.state.keys.store.snapshot().values()),
                                        NoticeLog(self.data_dir / NOTICES_FILE_NAME),
                                        key_owners(config), mailer, clock=clock)
-        self.committer: GroupCommitter | None = None   # needs the running loop: start()
+        self.committer: Committer | None = None   # needs the running loop: start()
         self._http: Any = None
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -192,11 +196,12 @@ class Gateway:
 
     async def start(self) -> int:
         g = self.config.gateway
-        self.committer = GroupCommitter(self.journal, asyncio.get_running_loop(),
-                                        self._on_durable, on_error=self._on_journal_error,
-                                        on_fsync=self.metrics.fsync,
-                                        max_delay=g.journal_commit_delay_s,
-                                        fsync_interval=g.journal_fsync_interval_s)
+        self.committer = (self._committer_factory(self) if self._committer_factory is not None
+                          else GroupCommitter(self.journal, asyncio.get_running_loop(),
+                                              self._on_durable, on_error=self._on_journal_error,
+                                              on_fsync=self.metrics.fsync,
+                                              max_delay=g.journal_commit_delay_s,
+                                              fsync_interval=g.journal_fsync_interval_s))
         self.maintenance.committer = self.committer
         self.flow.commit = self.committer.commit_now
         self.pump.journal_state = self.committer.sync_state
@@ -255,6 +260,7 @@ class Gateway:
             slot.store.close()
         self.journal.close()
         self.status.remove()
+        self.state.close()
 
 
 async def _main(config: GatewayConfig) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import datetime as _dt
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -303,6 +304,50 @@ class FixClient:
             got.append(msg)
 
 
+# -- cluster failover ---------------------------------------------------------------------------
+
+_SERVED_AT = re.compile(r" at (\S+):(\d+); log on there")
+#: What a cluster node says while no node serves the session yet (a takeover in progress).
+NO_NODE_TEXT = "no node serves session"
+
+
+class Addresses:
+    """The gateway's addresses in the order configured (a cluster's nodes), for a client that
+    fails over by itself: :meth:`next` after a connection is refused or dropped, :meth:`named`
+    when a node's Logout says which node serves the session (``... at HOST:PORT; log on
+    there``)."""
+
+    def __init__(self, addresses: Sequence[tuple[str, int]]) -> None:
+        if not addresses:
+            raise ValueError("at least one address")
+        self.all = [(str(h), int(p)) for h, p in addresses]
+        self.i = 0
+
+    @property
+    def current(self) -> tuple[str, int]:
+        return self.all[self.i]
+
+    def next(self) -> tuple[str, int]:
+        self.i = (self.i + 1) % len(self.all)
+        return self.current
+
+    def named(self, text: str) -> tuple[str, int] | None:
+        """The address a redirecting Logout names (made current), or None."""
+        m = _SERVED_AT.search(text)
+        if m is None:
+            return None
+        addr = (m[1].strip("[]"), int(m[2]))
+        if addr not in self.all:
+            self.all.append(addr)
+        self.i = self.all.index(addr)
+        return addr
+
+
+def is_redirect(text: str) -> bool:
+    """A cluster node's answer to a Logon it does not serve (log on elsewhere or again)."""
+    return _SERVED_AT.search(text) is not None or NO_NODE_TEXT in text
+
+
 # -- credentials for the command-line simulators -----------------------------------------------
 
 def load_key_file(path: str | os.PathLike[str], comp_id: str | None = None) -> tuple[str, str]:
@@ -326,6 +371,9 @@ def add_connection_args(parser: Any, *, comp_id_flag: str) -> None:
     """The options every simulator command shares: where to connect and how to sign."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--failover", metavar="HOST:PORT,...", default="",
+                        help="the other nodes of a cluster, tried in order when a node is "
+                             "down or names the node serving the session")
     parser.add_argument(comp_id_flag, dest="comp_id", required=True,
                         help="our SenderCompID (a session configured on the gateway)")
     parser.add_argument("--gateway-comp-id", default="DCGW", help="the gateway's CompID (56)")
@@ -383,3 +431,12 @@ def command_main(args: Any, amain: Callable[[Any], Any], unbounded: str | None) 
         return 2
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0 if summary.get("error") is None else 1
+
+
+def addresses_from_args(args: Any) -> list[tuple[str, int]]:
+    """--host/--port first, then --failover's HOST:PORT list."""
+    out = [(args.host, args.port)]
+    for item in filter(None, (getattr(args, "failover", "") or "").split(",")):
+        host, _, port = item.strip().rpartition(":")
+        out.append((host or "127.0.0.1", int(port)))
+    return out

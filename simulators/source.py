@@ -31,11 +31,14 @@ from typing import Any, NamedTuple
 import simplefix
 
 from .fixclient import (
+    Addresses,
     FixClient,
     LogonSigner,
     add_connection_args,
+    addresses_from_args,
     command_main,
     get,
+    is_redirect,
     sending_time,
     signer_from_args,
 )
@@ -85,8 +88,17 @@ class SourceSimulator:
                  flow: Iterable[OrderEvent] | None = None, auto_reconnect: bool = False,
                  reconnect_timeout: float = 30.0, sync_at_end: bool = True,
                  logout_at_end: bool = False, reset: bool = False, seq: int | None = None,
-                 sync_seq: bool = True) -> None:
+                 sync_seq: bool = True,
+                 addresses: Sequence[tuple[str, int]] | None = None,
+                 silence_timeout: float | None = None) -> None:
+        """``addresses``: every node of a cluster gateway (``host:port`` first when not in
+        it): a refused connection tries the next, and a node naming the one that serves the
+        session is followed. ``silence_timeout``: a gateway that sends nothing (not even a
+        Heartbeat) for this long is taken for dead and the connection dropped (FIX: a missed
+        heartbeat, then a TestRequest unanswered), so the client fails over."""
+        self.silence_timeout = silence_timeout
         self.sender = sender
+        self.addresses = Addresses(addresses or [(host, port)])
         self.client = FixClient(host, port, sender, target, begin_string=begin_string,
                                 heartbeat=heartbeat, signer=signer,
                                 sender_sub_id=sub_ids[0] if sub_ids else None)
@@ -148,7 +160,11 @@ class SourceSimulator:
         is still logged on (the gateway has not seen our old connection close yet) or, with
         ``sync_seq``, when it carries 789 (our MsgSeqNum was too low: adopt the gateway's)."""
         c = self.client
-        for _ in range(attempts):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_timeout
+        tries = 0
+        while tries < attempts:
+            tries += 1
             reset, self._reset_next = self._reset_next, False
             if reset:
                 self._store.clear()
@@ -166,6 +182,19 @@ class SourceSimulator:
             text = get(reply, 58) or ""
             await c.close()
             nxt = get(reply, 789)
+            if is_redirect(text) and loop.time() < deadline:
+                # a cluster node that does not serve us: it kept nothing of this Logon
+                c.next_seq -= 1
+                self._reset_next = reset
+                if self.addresses.named(text) is None:
+                    self.addresses.next()
+                    await asyncio.sleep(0.2)
+                else:               # a fresh SendingTime: each signed Logon is accepted once
+                    await asyncio.sleep(0.05)
+                c.host, c.port = self.addresses.current
+                self.stats["redirects"] += 1
+                tries -= 1
+                continue
             if nxt and nxt.isdigit() and self.sync_seq and int(nxt) > c.next_seq - 1:
                 c.next_seq = int(nxt)
                 self.stats["seq_synced_from_789"] += 1
@@ -184,6 +213,8 @@ class SourceSimulator:
             self.client.port = port
         if host is not None:
             self.client.host = host
+        if port is not None or host is not None:
+            self.addresses = Addresses([(self.client.host, self.client.port)])
         await self._teardown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.reconnect_timeout if timeout is None else timeout)
@@ -196,6 +227,8 @@ class SourceSimulator:
                 if isinstance(exc, LogonRefused) or loop.time() >= deadline:
                     raise
                 await self.client.close()
+                if len(self.addresses.all) > 1:          # that node is down: the next one
+                    self.client.host, self.client.port = self.addresses.next()
                 await asyncio.sleep(0.2)
 
     async def _teardown(self) -> None:
@@ -325,6 +358,7 @@ class SourceSimulator:
     async def _reader(self, c: FixClient) -> None:
         loop = asyncio.get_running_loop()
         reason = "peer closed"
+        heard = loop.time()
         try:
             while True:
                 try:
@@ -334,7 +368,11 @@ class SourceSimulator:
                 if msg is None:
                     break
                 if msg is not False:
+                    heard = loop.time()
                     self._on_message(msg)
+                elif self.silence_timeout and loop.time() - heard > self.silence_timeout:
+                    reason = "gateway silent"
+                    break
                 hbi = c.heartbeat
                 if c.connected and loop.time() - c.last_sent_at >= hbi:
                     c.send("0")
@@ -505,7 +543,8 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
                           duration=args.duration, rate=args.rate, seed=args.seed,
                           accounts=args.accounts, symbols=args.symbols, exchanges=args.exchanges,
                           auto_reconnect=args.reconnect, reconnect_timeout=args.reconnect_timeout,
-                          logout_at_end=True, reset=args.reset, seq=args.seq)
+                          logout_at_end=True, reset=args.reset, seq=args.seq,
+                          addresses=addresses_from_args(args))
     try:
         return await sim.run()
     except (OSError, asyncio.TimeoutError) as exc:

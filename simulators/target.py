@@ -44,7 +44,16 @@ from dcgateway.fix.dropcopy import unwrap_rtrf
 from dcgateway.fix.validate import Validator
 from dcgateway.routing import category
 
-from .fixclient import FixClient, LogonSigner, add_connection_args, command_main, signer_from_args
+from .fixclient import (
+    Addresses,
+    FixClient,
+    LogonSigner,
+    add_connection_args,
+    addresses_from_args,
+    command_main,
+    is_redirect,
+    signer_from_args,
+)
 from .orders import message_key
 
 __all__ = ["TargetSimulator", "Delivery", "main"]
@@ -81,11 +90,20 @@ class TargetSimulator:
                  resend_chunk: int = 2500, resend_timeout: float = 3.0, keep_raw: bool = False,
                  expected_seq: int = 1, seq: int | None = None, reset: bool = False,
                  send_heartbeats: bool = True, sync_seq: bool = True,
-                 max_queued: int = 100_000, dictionary: str | None = None) -> None:
+                 max_queued: int = 100_000,
+                 addresses: Sequence[tuple[str, int]] | None = None,
+                 silence_timeout: float | None = None, dictionary: str | None = None) -> None:
+        """``addresses``: every node of a cluster gateway: a refused connection tries the
+        next, and a node naming the one that serves the session is followed.
+        ``silence_timeout``: a gateway silent this long (no copy, no Heartbeat) is taken for
+        dead and the connection dropped, so the client fails over."""
+        self.silence_timeout = silence_timeout
+        self._heard = 0.0
         if resend_mode not in ("0", "explicit"):
             raise ValueError("resend_mode is '0' (16=0) or 'explicit'")
         self.comp_id = comp_id
         self.gateway = gateway
+        self.addresses = Addresses(addresses or [(host, port)])
         self.client = FixClient(host, port, comp_id, gateway, begin_string=begin_string,
                                 heartbeat=heartbeat, signer=signer, sender_sub_id=sub_id,
                                 rcvbuf=rcvbuf, read_size=read_size, stream_limit=stream_limit)
@@ -98,6 +116,7 @@ class TargetSimulator:
         self.resend_timeout, self.max_queued = resend_timeout, max_queued
         self.keep_raw, self.send_heartbeats = keep_raw, send_heartbeats
         self._reset_next = reset
+        self._reset_was = False
         self._comp_b, self._gw_b = comp_id.encode(), gateway.encode()
         # sequencing
         self.expected = expected_seq
@@ -203,6 +222,7 @@ class TargetSimulator:
             return False
 
         refusals = 0
+        redirect_deadline = loop.time() + self.reconnect_timeout
         while not done():
             if self.state == "down" and not await self._establish(done):
                 break
@@ -214,6 +234,19 @@ class TargetSimulator:
                 text, nxt = self._refusal or ("", None)
                 self._refusal = None
                 await self._down()
+                if is_redirect(text) and loop.time() < redirect_deadline:
+                    # a cluster node that does not serve us kept nothing of this Logon
+                    self.client.next_seq -= 1
+                    self._reset_next = self._reset_was
+                    if self.addresses.named(text) is None:
+                        self.addresses.next()
+                        await asyncio.sleep(self.reconnect_delay)
+                    else:           # a fresh SendingTime: each signed Logon is accepted once
+                        await asyncio.sleep(0.05)
+                    self.client.host, self.client.port = self.addresses.current
+                    self.counters["redirects"] += 1
+                    refusals = 0
+                    continue
                 if nxt and nxt.isdigit() and self.sync_seq and refusals < 10:
                     self.client.next_seq = int(nxt)
                     self.counters["seq_synced_from_789"] += 1
@@ -224,6 +257,7 @@ class TargetSimulator:
                     break
                 continue
             refusals = 0
+            redirect_deadline = loop.time() + self.reconnect_timeout
             await self._down()
             if outcome == "drop":
                 self.counters["drops"] += 1
@@ -271,11 +305,16 @@ class TargetSimulator:
                 break
             except (OSError, asyncio.TimeoutError) as exc:
                 never_on = self.counters["logons"] == 0     # wrong address: say so at once
-                if never_on or not self.auto_reconnect or loop.time() >= deadline or done():
+                single = len(self.addresses.all) == 1
+                if (never_on and single) or not self.auto_reconnect \
+                        or loop.time() >= deadline or done():
                     self.error = f"cannot connect: {type(exc).__name__}: {exc}"
                     return False
+                if not single:                               # that node is down: the next
+                    c.host, c.port = self.addresses.next()
                 await asyncio.sleep(self.reconnect_delay)
         reset, self._reset_next = self._reset_next, False
+        self._reset_was = reset
         if reset:
             self.expected = 1
             self.highest_seen = 0
@@ -284,6 +323,7 @@ class TargetSimulator:
         self._pending = None
         self._since_connect = 0
         c.expected_in = self.expected
+        self._heard = loop.time()
         self.state = "logging_on"
         c.send_raw(c.logon_message(reset=reset))
         return True
@@ -305,8 +345,14 @@ class TargetSimulator:
             data = await c.read_raw(0.2)
             if data == b"":
                 return "refused" if self._refusal else "eof"
+            now = asyncio.get_running_loop().time()
             if data:
+                self._heard = now
                 self._feed(data)
+            elif (self.silence_timeout and self.state == "active"
+                  and now - self._heard > self.silence_timeout):
+                self.counters["silent_gateway"] += 1
+                return "eof"
             if self._refusal:
                 return "refused"
             self._timers()
@@ -604,7 +650,8 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
                           rcvbuf=args.rcvbuf, drop_every=args.drop_every,
                           max_drops=args.max_drops, resend_mode=args.resend_mode,
                           dictionary=args.dictionary,
-                          expected_seq=args.expected_seq, seq=args.seq, reset=args.reset)
+                          expected_seq=args.expected_seq, seq=args.seq, reset=args.reset,
+                          addresses=addresses_from_args(args))
     timeout = args.timeout or max(args.duration or 0, 300.0)
     return await sim.run(count=args.count, duration=args.duration, idle=args.idle,
                          timeout=timeout)

@@ -113,7 +113,7 @@ def test_help_and_version_exit_0(capsys) -> None:
 
 def test_command_table_has_the_implemented_commands_only() -> None:
     assert set(COMMANDS) == {"run", "check-config", "groups", "keys", "sessions", "replay", "demo",
-                             "portal", "users"}
+                             "portal", "users", "cluster"}
 
 
 # -- run ------------------------------------------------------------------------------------

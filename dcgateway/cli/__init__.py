@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConfigError, DcGatewayError
-from . import groups, keys, portal, replay, run, sessions
+from . import cluster, groups, keys, portal, replay, run, sessions
 from .common import (
     ArgumentError,
     Handler,
@@ -41,6 +41,7 @@ COMMANDS: dict[str, Registrar] = {
     "demo": run.register_demo,
     "portal": portal.register_portal,
     "users": portal.register_users,
+    "cluster": cluster.register,
 }
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,17 @@ def _find_group(groups: Sequence[GroupDef], name: str, entity: str | None) -> Gr
         raise UsageError(f"{exc}; see `dcgateway groups list`") from None
 
 
+def _current(config: GatewayConfig) -> tuple[GroupDef, ...]:
+    """The groups as the state store has them (the file, or the cluster's bucket)."""
+    if config.cluster is None:
+        return config.groups
+    state = open_state(config)
+    try:
+        return state.groups.current()
+    finally:
+        state.close()
+
+
 def _short(items: Sequence[str], limit: int = 3) -> str:
     shown = ",".join(items[:limit])
     return shown + (f" (+{len(items) - limit})" if len(items) > limit else "")
@@ -32,7 +43,7 @@ def _short(items: Sequence[str], limit: int = 3) -> str:
 
 def _cmd_groups_list(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
-    groups = [g for g in config.groups if args.entity is None or g.entity == args.entity]
+    groups = [g for g in _current(config) if args.entity is None or g.entity == args.entity]
     if args.actor is not None:
         mine = administered(config, args.actor)
         if not mine:
@@ -49,7 +60,7 @@ def _cmd_groups_list(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd_groups_show(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
-    group = _find_group(config.groups, args.name, args.entity)
+    group = _find_group(_current(config), args.name, args.entity)
     require_admin(config, args.actor, group.entity)
     data = group_to_data(group)
     out.result(data, yaml.safe_dump(data, sort_keys=False, default_flow_style=None,

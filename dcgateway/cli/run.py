@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from ..errors import UsageError
 from .common import Output, add_command, load
 
 
@@ -22,6 +23,14 @@ def _cmd_run(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.node is not None or config.cluster is not None:     # one node of a cluster
+        if args.node is None and config.cluster is not None:
+            raise UsageError(f"{config.path} has a cluster: section; run each node with "
+                             "--node NODE_ID (one of "
+                             + ", ".join(n.node_id for n in config.cluster.nodes) + ")")
+        from ..cluster.node import run_node
+        from ..cluster.nodeconfig import for_node
+        return run_node(for_node(config, args.node))
     from ..gateway import run  # here, not at the top: `dcgateway --help` stays light
     return run(config)
 
@@ -37,19 +46,32 @@ def register_run(subparsers: Any, common: argparse.ArgumentParser) -> None:
                          "SIGHUP: reload groups)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--node", metavar="NODE_ID",
+                        help="run as this node of the cluster: section (its listen and "
+                             "metrics addresses, its files under data_dir/NODE_ID)")
 
 
 def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    if args.cluster:
+        from ..cluster.demo import cluster_demo
+        return cluster_demo(load(args), rate=200.0 if args.rate is None else args.rate,
+                            duration=args.duration, kill_after=args.kill_after)
     from ..demo import demo
-    return demo(load(args), rate=args.rate, duration=args.duration)
+    return demo(load(args), rate=500.0 if args.rate is None else args.rate,
+                duration=args.duration)
 
 
 def register_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(subparsers, common, "demo", _cmd_demo,
                     "the gateway with the demo config plus the simulators, live totals; Ctrl-C stops")
-    p.add_argument("--rate", type=float, default=500.0,
-                   help="messages per second per source simulator (default 500)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="messages per second per source simulator (default 500; 200 with --cluster)")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this long (default: until Ctrl-C)")
+    p.add_argument("--cluster", action="store_true",
+                   help="three local NATS servers, two gateway nodes and the simulators; the "
+                        "serving node is killed and the sessions move (needs nats-server)")
+    p.add_argument("--kill-after", type=float, default=10.0, metavar="SECONDS",
+                   help="with --cluster: when the serving node is killed (default 10)")
 
 

@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..errors import ConfigError
 from ..fix.dictionary import SHIPPED, load_dictionary
+from .cluster import parse_cluster
 from .groups import read_groups
 from .model import (
     BEGIN_STRINGS,
@@ -382,7 +383,7 @@ def _parse_sessions(ctx: Context, node: Node, entity_names: set[str] | None, bas
 # load_config
 # ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("gateway", "entities", "sessions", "groups_file", "operators", "portal")
+_TOP_KEYS = ("gateway", "entities", "sessions", "groups_file", "operators", "portal", "cluster")
 _URL_RE = re.compile(r"https?://[^\s/]+(?::\d+)?/?")
 
 
@@ -473,6 +474,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         if node is not None else ((), None))
     operators = _parse_operators(ctx, m, entities)
     portal = _parse_portal(ctx, m, base)
+    cluster = parse_cluster(ctx, m, base)
     groups_file = m.get("groups_file", file_path(base), base / "groups.yaml")
     groups: tuple[GroupDef, ...] = ()
     problems = ctx.problems
@@ -486,4 +488,4 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         raise ConfigError(problems or [f"{display}: gateway: no valid settings"])
     return GatewayConfig(path=file, gateway=gateway, entities=entities, sessions=sessions,
                          groups=groups, groups_file=groups_file, operators=operators,
-                         portal=portal)
+                         portal=portal, cluster=None if cluster is BAD else cluster)

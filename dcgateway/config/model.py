@@ -10,9 +10,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from ..vocab import CATEGORIES, FRONT_ENDS, PROFILES, ROLES
+
+if TYPE_CHECKING:
+    from .cluster import ClusterSettings
 
 BEGIN_STRINGS = ("FIX.4.2", "FIX.4.4")
 DURABILITY_MODES = ("fsync", "os")
@@ -192,6 +196,8 @@ class GatewayConfig:
     groups_file: Path
     operators: tuple[Administrator, ...] = ()
     portal: PortalSettings | None = None
+    #: several nodes on NATS JetStream (``cluster:``); None: one process, the embedded default
+    cluster: ClusterSettings | None = None
     _sessions: Mapping[str, SessionDef] = field(init=False, repr=False, compare=False)
     _entities: Mapping[str, Entity] = field(init=False, repr=False, compare=False)
 

@@ -7,7 +7,9 @@ Binding rules (FIX Vol. 2 "Logon" and Test Cases 1S; the venue's Logon rules):
 * Before a Logon is authenticated nothing about the gateway's state is revealed: an unknown
   SenderCompID, a wrong TargetCompID, a bad or missing signature all get the same Logout,
   ``authentication failed`` (the precise reason goes to the log and the metric's label). The one
-  other answer is the venue's port-closure text for a locked session.
+  other answer is the venue's port-closure text for a locked session. In cluster mode a
+  correctly signed Logon for a session another node serves is answered, after authentication,
+  with a Logout naming that node (the ``admit`` hook).
 * A session already logged on keeps its connection (Test Case 1S.b): a correctly signed second
   Logon for it is disconnected without a word; one that does not authenticate gets the same
   ``authentication failed`` as anyone else, so a peer without the key learns nothing.
@@ -108,6 +110,9 @@ class Acceptor:
         #: (the weekly reset in progress), "journal_unwritable" (a storage fault) -> Logout text
         self.refusals: dict[str, str] = {}
         self.max_connections = settings.max_connections   # lowered to fit the fd limit
+        #: cluster mode: ``admit(slot, conn)`` -> None when this node serves the session (it
+        #: may wrap the connection), else the Logout text naming the node that serves it
+        self.admit: Callable[[SessionSlot, FixConnection], str | None] | None = None
         self._refusals: Counter[str] = Counter()
         self._refusals_logged_at = float("-inf")
 
@@ -235,6 +240,10 @@ class Acceptor:
             self._refuse_logon(conn, first, refusal, slot, now)
             return None
         assert slot is not None
+        elsewhere = self.admit(slot, conn) if self.admit is not None else None
+        if elsewhere is not None:               # cluster: another node serves it
+            self._refuse_logon(conn, first, "served_elsewhere", slot, now, elsewhere)
+            return None
         self._unpend(conn)
         if slot.outbox is not None:
             slot.outbox.attach()                # before its Logon is processed: see fanout
@@ -245,7 +254,7 @@ class Acceptor:
         return session
 
     def _refuse_logon(self, conn: FixConnection, logon: RawMessage, code: str,
-                      slot: SessionSlot | None, now: float) -> None:
+                      slot: SessionSlot | None, now: float, text: str | None = None) -> None:
         """A Logon that cannot bind. It is authenticated first (a configured session's failures
         count towards its port closure, as they would when it binds); only a peer that holds the
         key learns more than ``authentication failed``: a duplicate identity is disconnected
@@ -258,7 +267,7 @@ class Acceptor:
         if decision.ok and code == "already_logged_on":
             conn.close("duplicate Logon for a session already logged on", abort=True)
             return
-        text = self.refusals.get(code, AUTH_FAILED_TEXT) if decision.ok else (
+        text = (text or self.refusals.get(code, AUTH_FAILED_TEXT)) if decision.ok else (
             decision.text or AUTH_FAILED_TEXT)
         begin = logon.begin_string or b"FIX.4.2"
         their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")[:64]

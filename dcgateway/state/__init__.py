@@ -16,6 +16,7 @@ an interface (:mod:`.base`) with the files under ``data_dir`` as the embedded im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..auth import KeyManager, KeyStore, MarketClose, PortClosures
@@ -52,6 +53,12 @@ class StateStore:
     closures: ClosureStore
     audit: AuditSink
     users: UserStore | None = None
+    #: releases what the store holds open (cluster mode: its NATS connection); None for files
+    closer: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        if self.closer is not None:
+            self.closer()
 
 
 def entity_of_session_id(config: GatewayConfig, session_id: str) -> str | None:
@@ -60,9 +67,12 @@ def entity_of_session_id(config: GatewayConfig, session_id: str) -> str | None:
 
 
 def open_state(config: GatewayConfig) -> StateStore:
-    """The embedded (file) state store of ``config``."""
+    """The state store of ``config``: files under ``data_dir`` (the embedded default), or the
+    cluster's key-value buckets when gateway.yaml has a ``cluster:`` section."""
     g = config.gateway
     audit = AuditTrail(g.data_dir, lambda sid: entity_of_session_id(config, sid))
+    if config.cluster is not None:
+        return _open_cluster_state(config, audit)
     keys = KeyManager(KeyStore(g.keystore.path, g.keystore.master_key_file),
                       MarketClose.parse(g.market_close.time.strftime("%H:%M"),
                                         g.market_close.tz.key),
@@ -72,3 +82,17 @@ def open_state(config: GatewayConfig) -> StateStore:
                       closures=PortClosures(state_path(g.data_dir)), audit=audit,
                       users=open_user_store(g.data_dir, g.keystore.master_key_file,
                                             g.keystore.path))
+
+
+def _open_cluster_state(config: GatewayConfig, audit: AuditTrail) -> StateStore:
+    """Cluster mode (:mod:`dcgateway.cluster.kvstate`): the same calls on replicated buckets;
+    the key manager's lifecycle rules on top of the cluster's key store."""
+    from ..cluster.kvstate import cluster_state_parts
+    g = config.gateway
+    groups, store, closures, users, mirror = cluster_state_parts(config, audit)
+    keys = KeyManager(store, MarketClose.parse(g.market_close.time.strftime("%H:%M"),
+                                               g.market_close.tz.key),
+                      audit.log("keys"), environment=g.environment or "DCGW",
+                      session_ids={s.key_scope for s in config.sessions})
+    return StateStore(config=config, groups=groups, keys=keys, closures=closures, audit=audit,
+                      users=users, closer=mirror.close)

@@ -1,0 +1,1 @@
+"""Cluster mode: several gateway nodes on NATS JetStream (see docs/cluster.md)."""

@@ -1,0 +1,359 @@
+"""One node of the cluster (``dcgateway run --node ID``): standby until it holds the primary
+lease, then the gateway on the replicated journal until it stops or loses the lease.
+
+Why one primary serves every session (docs/cluster.md): a target's sequence must be one
+function of one totally ordered stream with one writer at a time, and a source's copies must
+reach targets on other nodes in order; with every session on the lease holder, the gateway's
+own fan-out (route once, give each target its next seq, journal, release when durable) runs
+unchanged, on the replicated journal. The other nodes are hot in everything but the journal:
+they listen, authenticate each Logon against the cluster's key pairs and answer it with a
+Logout naming the node that serves the session, and the simulators (any FIX engine with a list
+of addresses) go there.
+
+Taking over: the lease is free ``lease_s`` after its holder stopped renewing. The new primary
+reads the stream to its end into a fresh local journal (the sequence state of every source,
+target and session), appends its takeover record (from then on the old writer is fenced out),
+builds the gateway on that journal and serves: sources are asked for what was not replicated
+(their next expected seq comes from the stream), targets continue on their own sequence and get
+whatever they missed as resends (43=Y, 122). Losing the lease (or being fenced) cuts every
+client connection at once (:mod:`.fence`) and the node goes back to standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ..config import GatewayConfig
+from ..fix.dictionary import DictionaryCache
+from ..fix.store import MemoryStore
+from ..gateway import Gateway
+from ..net.acceptor import Acceptor, AcceptorSettings
+from ..net.connection import FixConnection, SessionSlot
+from ..net.http import serve_http
+from ..runtime import metrics_token, server_ssl_context, session_config
+from ..vocab import Role
+from .connect import Names, connect
+from .fence import Gate, MarkingStore, fence_connection
+from .journal import ClusterCommitter, ClusterJournal, make_log, rebuild
+from .kvmirror import open_bucket
+from .leases import PRIMARY, LeaseManager
+from .metrics import ClusterMetrics
+from .replog import Fenced, ensure_stream
+
+log = logging.getLogger("dcgateway.cluster")
+
+#: The journal stream keeps records this long: the venue's 48 hours through a whole week.
+STREAM_MAX_AGE_S = 9 * 86400.0
+
+
+def elsewhere_text(comp_id: str, holder: dict[str, Any] | None) -> str:
+    """The Logout text for a session another node serves (clients parse ``at HOST:PORT``)."""
+    if holder is None:
+        return (f"no node serves session {comp_id} right now (taking over); log on again in "
+                "a second")
+    return (f"session {comp_id} is served by node {holder.get('node')} at "
+            f"{holder.get('address')}; log on there")
+
+
+class ClusterNode:
+    """The node process's life (module docstring). ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        assert config.cluster is not None and config.cluster.this_node is not None
+        self.config = config
+        self.cluster = config.cluster
+        self.me = config.cluster.this_node
+        self.names = Names(config.cluster.name)
+        self.leases: LeaseManager | None = None
+        self.holders: dict[str, dict[str, Any] | None] = {}
+        self.gateway: Gateway | None = None
+        self.journal: ClusterJournal | None = None
+        self.metrics = ClusterMetrics(self)
+        self._primary = asyncio.Event()
+        self._lease_nc: Any = None
+        self._lost = asyncio.Event()
+        self.takeovers = 0
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    def _acquired(self, name: str) -> None:
+        self._primary.set()
+
+    def _on_lost(self, name: str) -> None:
+        self._primary.clear()
+        self._lost.set()
+
+    def serving(self) -> bool:
+        return self.leases is not None and self.leases.holds(PRIMARY)
+
+    def _holder(self) -> dict[str, Any] | None:
+        """The serving node as its lease says; None when free, or held by this node's own
+        previous life (killed: its lease has not run out yet), which serves nobody."""
+        h = self.holders.get(PRIMARY)
+        if h is None or (h.get("node") == self.me.node_id and not self.serving()):
+            return None
+        return h
+
+    async def _watch_holder(self) -> None:
+        """Who holds the primary lease, for the Logouts this node answers with."""
+        assert self.leases is not None
+        while True:
+            try:
+                self.holders[PRIMARY] = await self.leases.holder(PRIMARY)
+            except Exception as exc:
+                log.debug("reading the primary lease: %s", exc)
+            await asyncio.sleep(0.25)
+
+    # -- the node's life --------------------------------------------------------------------------
+
+    async def _setup(self, stop: asyncio.Event) -> Any:
+        """Connect, make sure the journal stream and the leases bucket exist; retried (NATS
+        may be starting, or electing leaders after a restart) until it works or ``stop``."""
+        nc = None
+        while not stop.is_set():
+            try:
+                nc = nc or await connect(self.cluster, f"dcgateway-{self.me.node_id}")
+                js = nc.jetstream(timeout=5)
+                await ensure_stream(js, self.names.journal, [f"{self.names.prefix}.>"],
+                                    self.cluster.replicas, STREAM_MAX_AGE_S)
+                # the leases on a connection of their own: a renewal must never queue behind
+                # thousands of journal publishes and their acknowledgements
+                self._lease_nc = self._lease_nc or await connect(
+                    self.cluster, f"dcgateway-{self.me.node_id}-leases")
+                kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
+                                       self.names.bucket("leases"), self.cluster.replicas,
+                                       ttl=self.cluster.lease_s)
+                self.leases = LeaseManager(kv, self.me.node_id, self.cluster.lease_s,
+                                           info={"address": str(self.me.listen),
+                                                 "metrics": str(self.me.metrics)},
+                                           want=[PRIMARY], on_acquired=self._acquired,
+                                           on_lost=self._on_lost)
+                return nc
+            except Exception as exc:
+                log.warning("node %s: the cluster is not ready (%s); retrying",
+                            self.me.node_id, exc or type(exc).__name__)
+                await asyncio.sleep(1.0)
+        return nc
+
+    async def run(self, stop: asyncio.Event) -> int:
+        nc = await self._setup(stop)
+        if self.leases is None:
+            return 0
+        tasks = [asyncio.create_task(self.leases.run(), name="leases"),
+                 asyncio.create_task(self._watch_holder(), name="lease-holder")]
+        try:
+            while not stop.is_set():
+                try:
+                    await self._standby(stop)
+                    if stop.is_set():
+                        break
+                    await self._serve_as_primary(nc, stop)
+                except Exception as exc:      # a NATS timeout while taking over, ...
+                    log.error("node %s could not serve (%s); standing by again",
+                              self.me.node_id, exc or type(exc).__name__)
+                    await self._give_up_lease()
+                    await asyncio.sleep(1.0)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._give_up_lease()
+            for conn in (nc, self._lease_nc):
+                try:
+                    if conn is not None:
+                        await asyncio.wait_for(conn.close(), 5)
+                except Exception as exc:
+                    log.warning("closing the NATS connection: %s", exc)
+        return 0
+
+    async def _give_up_lease(self) -> None:
+        if self.leases is not None and self.leases.held:
+            self._primary.clear()
+            try:
+                await asyncio.wait_for(self.leases.release(PRIMARY), 5)
+            except Exception as exc:
+                log.warning("releasing the lease: %s", exc)
+
+    async def _standby(self, stop: asyncio.Event) -> None:
+        """Listen and answer every correctly signed Logon with the serving node's address,
+        until this node holds the primary lease (or ``stop``)."""
+        if self.serving():
+            return
+        standby = Standby(self.config, lambda comp: elsewhere_text(comp, self._holder()),
+                          self.metrics)
+        await standby.start()
+        log.info("node %s standing by on %s", self.me.node_id, self.me.listen)
+        try:
+            waits = [asyncio.ensure_future(self._primary.wait()),
+                     asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+        finally:
+            await standby.stop()
+
+    async def _serve_as_primary(self, nc: Any, stop: asyncio.Event) -> None:
+        t0 = time.monotonic()
+        self._lost.clear()
+        info = await nc.jetstream(timeout=5).stream_info(self.names.journal)
+        last = int(info.state.last_seq)
+        data_dir = self.config.gateway.data_dir
+        journal = await rebuild(nc, self.names, data_dir / "journal", last)
+        gw_stop = asyncio.Event()
+
+        def fenced() -> None:
+            self._lost.set()
+        replog = make_log(nc, self.names, self.me.node_id, journal, fenced)
+        try:
+            await replog.take_over(after=last)
+        except Fenced as exc:
+            log.error("node %s could not take over the journal: %s", self.me.node_id, exc)
+            await replog.close()
+            await self._give_up_lease()
+            return
+        if not self.serving():
+            await replog.close()
+            return
+        shutil.rmtree(data_dir / "sessions", ignore_errors=True)   # a cache of the stream
+        gw = Gateway(self.config, journal=journal,
+                     committer_factory=lambda g: ClusterCommitter(journal, g._on_durable,
+                                                                  self.serving))
+        self.gateway, self.journal = gw, journal
+        gw.reload_groups()               # the cluster's groups, not the file's: they may differ
+        self._adopt_sessions(gw, journal)
+        gate = Gate(journal, self.serving)
+
+        def admit(slot: SessionSlot, conn: FixConnection) -> str | None:
+            if not self.serving():
+                return elsewhere_text(slot.comp_id, self._holder())
+            fence_connection(conn, gate, slot.store)
+            return None
+        gw.acceptor.admit = admit
+        self.metrics.attach(gw.registry)
+        self.takeovers += 1
+        await gw.start()
+        log.warning("node %s serves every session (took over in %.3fs at stream sequence %d)",
+                    self.me.node_id, time.monotonic() - t0, last)
+
+        async def until_lost() -> None:
+            await asyncio.wait([asyncio.ensure_future(self._lost.wait()),
+                                asyncio.ensure_future(stop.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if self._lost.is_set():
+                gate.lost()
+            gw_stop.set()
+        watcher = asyncio.create_task(until_lost())
+        try:
+            await gw.serve(gw_stop)
+        finally:
+            watcher.cancel()
+            await replog.close()
+            self.gateway = None
+        if self._lost.is_set():
+            log.error("node %s stopped serving (lease lost or journal fenced)", self.me.node_id)
+
+    def _adopt_sessions(self, gw: Gateway, journal: ClusterJournal) -> None:
+        """Every session continues the sequence numbers the stream recorded, and records its
+        own from now on (:class:`~.fence.MarkingStore`)."""
+        for comp_id, slot in gw.slots.items():
+            store = slot.store
+            out = journal.session_out.get(comp_id)
+            if out is not None and out > store.next_out:
+                store.set_next_out(out)
+            if slot.role == Role.TARGET:
+                nin = journal.session_in.get(comp_id)
+                if nin is not None:
+                    store.set_next_in(nin)
+            slot.store = MarkingStore(store, journal, comp_id, slot.role == Role.TARGET)
+
+
+class _NoStore(MemoryStore):
+    """A standby's sessions never bind: nothing to keep."""
+
+    def sync(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class Standby:
+    """What a node that does not serve the sessions answers on its FIX port: the acceptor with
+    every configured session, whose ``admit`` always names the serving node (after the Logon
+    is authenticated against the cluster's key pairs: nobody else learns anything)."""
+
+    def __init__(self, config: GatewayConfig, text_for: Any,
+                 metrics: ClusterMetrics | None = None) -> None:
+        from ..auth import LogonAuthenticator, SessionAuth
+        from ..auth.canonical import required_tags
+        from ..state import open_state
+        self.config = config
+        g = config.gateway
+        self.state = open_state(config)
+        dictionaries = DictionaryCache()
+        slots = {s.comp_id: SessionSlot(s.comp_id, s.role,
+                                        session_config(config, s, dictionaries), _NoStore())
+                 for s in config.sessions}
+        auth = LogonAuthenticator(self.state.keys.store,
+                                  {s.comp_id: SessionAuth(s.key_scope, required_tags(s.profile))
+                                   for s in config.sessions},
+                                  closures=self.state.closures,
+                                  sending_time_tolerance_s=g.sending_time_tolerance_s)
+        self.acceptor = Acceptor(AcceptorSettings(our_comp_id=g.comp_id,
+                                                  logon_timeout=g.logon_timeout_s,
+                                                  max_connections=g.max_connections),
+                                 slots, clock=time.time, authenticator=auth)
+        self.acceptor.admit = lambda slot, conn: str(text_for(slot.comp_id))
+        self._timers: asyncio.Task[None] | None = None
+        self.registry = CollectorRegistry()
+        if metrics is not None:
+            metrics.attach(self.registry)
+        self._http: Any = None
+
+    async def start(self) -> None:
+        g = self.config.gateway
+        await self.acceptor.start(g.listen.host, g.listen.port, ssl=server_ssl_context(g.tls))
+        self._timers = asyncio.create_task(self.acceptor.run_timers())
+        # a standby answers /metrics too (its lease state) and /healthz (up, standing by)
+        self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
+                                      lambda: (True, "standing by"),
+                                      ssl=server_ssl_context(g.metrics_tls),
+                                      bearer_token=metrics_token(g.metrics_token_file))
+
+    async def stop(self) -> None:
+        if self._timers is not None:
+            self._timers.cancel()
+            await asyncio.gather(self._timers, return_exceptions=True)
+        await self.acceptor.shutdown("node taking over")
+        if self._http is not None:
+            self._http.close()
+            await self._http.wait_closed()
+        self.state.close()
+
+
+def run_node(config: GatewayConfig) -> int:
+    """``dcgateway run --node``: the node in the foreground until SIGTERM/SIGINT."""
+    import os
+    import signal
+
+    import uvloop
+
+    os.umask(0o077)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        node = ClusterNode(config)
+        print(f"dcgateway node {node.me.node_id} on {node.me.listen}", flush=True)
+        return await node.run(stop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
