@@ -88,6 +88,9 @@ class Run:
                 logout_at_end=True, addresses=addrs, heartbeat=HEARTBEAT,
                 silence_timeout=SILENCE_S))
         self.runs = [asyncio.create_task(s.run()) for s in self.sources]
+        # the routing table is read while the cluster is whole: the groups do not change in
+        # these runs, and a KV bucket whose server was just restarted may still be electing
+        self.routing = await asyncio.to_thread(self.table)
         return primary
 
     def table(self) -> RoutingTable:
@@ -105,7 +108,7 @@ class Run:
         """Sources done; each target then holds exactly its expected set."""
         summaries = await asyncio.wait_for(asyncio.gather(*self.runs), timeout)
         assert all(s["error"] is None for s in summaries), summaries
-        want = expected(await asyncio.to_thread(self.table), *self.sources)
+        want = expected(self.routing, *self.sources)
         for t, task in zip(self.targets, self.tasks):
             n = len(want.get(t.comp_id, []))
             loop = asyncio.get_running_loop()
