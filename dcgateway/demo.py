@@ -30,8 +30,8 @@ import uvloop
 from .auth import logon_signer
 from .config import GatewayConfig
 from .fsutil import atomic_write, private_dir
-from .gateway import Gateway, tune_gc
-from .runtime import tune_threads
+from .gateway import Gateway
+from .runtime import tune_for_latency
 from .state import open_state
 from .vocab import Role
 
@@ -170,8 +170,7 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     creds = demo_credentials(config)
     gw = Gateway(config)
     port = await gw.start()
-    tune_gc()
-    tune_threads()
+    tune_for_latency()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,7 +12,6 @@ the shutdown order. What the pieces do is in their own modules: the data flow in
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -24,18 +23,17 @@ from typing import Any
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from .auth import NOTICES_FILE_NAME, LogonAuthenticator, NoticeLog, SessionAuth
+from .auth import LogonAuthenticator, SessionAuth
 from .auth.canonical import required_tags
 from .config import GatewayConfig
-from .fanout import Fanout, Outbox, SendingTimes, TargetStore
+from .fanout import Fanout, Outbox, SendingTimes
 from .fix.dictionary import DictionaryCache
 from .fsutil import private_dir
 from .journal import Committer, GroupCommitter, Journal, SegmentJournal
 from .metrics import GatewayMetrics
-from .net.acceptor import Acceptor, AcceptorSettings
+from .net.acceptor import Acceptor
 from .net.connection import SessionSlot
 from .net.http import serve_http
-from .notify import ExpiryNotifier, LogMailer, SmtpMailer
 from .routing import RoutingTable
 from .runtime import (
     UNWRITABLE_TEXT,
@@ -45,37 +43,30 @@ from .runtime import (
     Maintenance,
     MetricsPump,
     StatusFile,
+    acceptor_settings,
     adapt_copies,
+    expiry_notifier,
     fit_descriptor_limit,
-    key_owners,
     make_slot,
     metrics_token,
     scrape_state,
     server_ssl_context,
-    tune_threads,
+    tune_for_latency,
 )
 from .state import open_state
 
 log = logging.getLogger("dcgateway")
 
 
-def tune_gc() -> None:
-    """Latency: the hot path allocates no reference cycles, so the cyclic GC's full collections
-    (tens of ms once a burst leaves many objects alive) buy nothing; freeze what start-up built
-    and make collections rare. Called once the gateway is up (run and demo)."""
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
-
 class Gateway:
     """A running gateway. ``start()`` binds the listeners; ``serve(stop)`` runs until ``stop``
-    is set, then shuts down gracefully. Tests drive it in-process with port 0."""
+    is set, then shuts down gracefully. Tests drive it in-process with port 0. The cluster
+    (:mod:`dcgateway.cluster`) passes its replicated ``journal`` and ``committer_factory``."""
 
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time,
                  authenticator: LogonAuthenticator | None = None,
                  journal: Journal | None = None,
                  committer_factory: Callable[[Gateway], Committer] | None = None) -> None:
-        # journal, committer_factory: the cluster's replicated journal (dcgateway.cluster)
         self.config = config
         self.clock = clock
         g = config.gateway
@@ -104,9 +95,6 @@ class Gateway:
             name: slot.outbox for name, slot in self.slots.items() if slot.outbox is not None}
         table = RoutingTable.build(config.groups, {sd.comp_id: sd for sd in config.sessions})
         self.fanout = Fanout(self.journal, table, self.outboxes, notify=self._notify)
-        for slot in self.slots.values():
-            if isinstance(slot.store, TargetStore):
-                slot.store.carry_over = self.fanout.carry_over
         adapt_copies(config.sessions, self.outboxes, self.dictionaries)
         self.flow = Flow(self.fanout, self.journal, self.slots, clock)
         self.registry = CollectorRegistry()
@@ -114,33 +102,18 @@ class Gateway:
         self.metrics.snapshot = lambda: scrape_state(self.slots, self.outboxes,
                                                      self.state.keys.store,
                                                      self.state.closures, self.health.ok)
-        for name, o in self.outboxes.items():
-            o.observe_latencies = lambda lats, name=name: \
-                self.metrics.observe_fanout_latencies(name, lats)
         self.pump = MetricsPump(self.metrics, self.fanout, self.outboxes, self.slots)
         self.status = StatusFile(self.data_dir, clock, lambda: {
             n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()})
         self.events = EventSink(self.metrics, self.status, self.authenticator.is_locked)
         self.events.describe_copy = self._describe_copy
         self.flow.acceptor_event = self.events
-        self.acceptor = Acceptor(
-            AcceptorSettings(
-                our_comp_id=g.comp_id, logon_timeout=g.logon_timeout_s,
-                max_message_size=g.max_message_size, write_buffer_high=g.write_buffer_high,
-                write_buffer_low=g.write_buffer_low, max_connections=g.max_connections,
-                max_inbound_rate=g.max_inbound_msgs_per_s,
-                max_pending_logons=g.max_pending_logons,
-                max_pending_logons_per_address=g.max_pending_logons_per_address,
-                pre_logon_idle=g.pre_logon_idle_s),
-            self.slots, clock=clock, app_sink=self.flow.on_app,
-            authenticator=self.authenticator, on_event=self._on_event)
+        self.acceptor = Acceptor(acceptor_settings(config), self.slots, clock=clock,
+                                 app_sink=self.flow.on_app, authenticator=self.authenticator,
+                                 on_event=self._on_event)
         self.maintenance = Maintenance(config, self.state.groups, self.fanout, self.journal,
                                        self.metrics, self.acceptor, self.slots, clock)
-        mailer = (SmtpMailer(g.smtp.host, g.smtp.port, g.smtp.sender) if g.smtp is not None
-                  else LogMailer())
-        self.notifier = ExpiryNotifier(lambda: list(self.state.keys.store.snapshot().values()),
-                                       NoticeLog(self.data_dir / NOTICES_FILE_NAME),
-                                       key_owners(config), mailer, clock=clock)
+        self.notifier = expiry_notifier(config, self.state.keys.store, self.data_dir, clock)
         self.committer: Committer | None = None   # needs the running loop: start()
         self._http: Any = None
         self.port: int | None = None
@@ -275,8 +248,7 @@ async def _main(config: GatewayConfig) -> int:
     log.info("dcgateway %s listening on %s:%d (%d sessions; started in %.3fs)",
              config.gateway.comp_id, config.gateway.listen.host, port, len(gw.slots),
              time.monotonic() - t0)
-    tune_gc()
-    tune_threads()
+    tune_for_latency()
     print(f"dcgateway listening on {config.gateway.listen.host}:{port}", flush=True)
     await gw.serve(stop)
     log.info("stopped cleanly")

@@ -9,8 +9,8 @@
 * :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
 * :mod:`.sessions`     each configured session assembled (settings, store, outbox, adapter)
 * :mod:`.snapshot`     the state gauges read at scrape time
-* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, the GIL switch
-  interval, key owners
+* :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, GC and GIL
+  tuning, the acceptor's settings, the key-expiry notifier
 """
 
 from .events import EventSink
@@ -22,10 +22,14 @@ from .sessions import adapt_copies, make_slot, session_config
 from .snapshot import scrape_state
 from .status import StatusFile
 from .support import (
+    acceptor_settings,
+    expiry_notifier,
     fit_descriptor_limit,
     key_owners,
     metrics_token,
     server_ssl_context,
+    tune_for_latency,
+    tune_gc,
     tune_threads,
 )
 
@@ -33,5 +37,6 @@ __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
     "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "metrics_token",
     "scrape_state", "server_ssl_context", "tune_threads", "week_start_before", "adapt_copies",
-    "make_slot", "session_config",
+    "make_slot", "session_config", "acceptor_settings", "expiry_notifier", "tune_for_latency",
+    "tune_gc",
 ]

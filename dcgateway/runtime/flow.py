@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from ..fanout import Decision, Fanout, HoldSources, RefuseSource, target_rejects
+from ..fanout import Decision, Fanout, HoldSources, RefuseSource, TargetStore, target_rejects
 from ..fix.codec import RawMessage
 from ..fix.session_admin import peer_reject
 from ..fix.session_types import Disconnect, LoggedOn
@@ -30,6 +30,10 @@ class Flow:
         self.slots = slots
         self.clock = clock
         self.sources = [s for s in slots.values() if s.role == Role.SOURCE]
+        for slot in slots.values():
+            if isinstance(slot.store, TargetStore):
+                # a target's sequence reset re-offers the copies routed and not yet delivered
+                slot.store.carry_over = fanout.carry_over
         #: where events the flow finds itself go (the gateway's event sink)
         self.acceptor_event: Callable[[SessionSlot, object], None] = lambda slot, ev: None
         #: commits what a source's read appended (the committer's ``commit_now``; wired by the

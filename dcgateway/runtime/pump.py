@@ -6,6 +6,7 @@ calls into prometheus_client."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from ..fanout import Fanout, Outbox
 from ..metrics import GatewayMetrics
@@ -20,6 +21,8 @@ class MetricsPump:
         self.outboxes = outboxes
         self.slots = slots
         self._pushed: dict[object, int] = {}
+        for name, o in outboxes.items():
+            o.observe_latencies = partial(metrics.observe_fanout_latencies, name)
         #: (seconds the fsync in flight has run, records not on the disk), once the committer
         #: runs (the composition root sets it)
         self.journal_state: Callable[[], tuple[float, int]] | None = None

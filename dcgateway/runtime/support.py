@@ -1,8 +1,10 @@
 """Process-level helpers of the composition root: TLS contexts, the metrics bearer token, the
-descriptor limit, the GIL switch interval, and who is told when a key is about to expire."""
+descriptor limit, the garbage collector and the GIL switch interval, the acceptor's settings, and
+who is told when a key is about to expire."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 import ssl
@@ -11,8 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..auth import NOTICES_FILE_NAME, NoticeLog
 from ..config import Administrator, GatewayConfig
 from ..errors import ConfigError
+from ..net.acceptor import AcceptorSettings
+from ..notify import ExpiryNotifier, LogMailer, SmtpMailer
+from ..state.base import KeyRecords
 
 log = logging.getLogger("dcgateway")
 
@@ -27,6 +33,20 @@ def tune_threads() -> None:
     """Latency of the commit hand-offs (:data:`SWITCH_INTERVAL_S`); called once the gateway is
     up. The loop thread pays a GIL hand-over at most twice per commit."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def tune_gc() -> None:
+    """Latency: the hot path allocates no reference cycles, so the cyclic GC's full collections
+    (tens of ms once a burst leaves many objects alive) buy nothing; freeze what start-up built
+    and make collections rare."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
+def tune_for_latency() -> None:
+    """:func:`tune_gc` and :func:`tune_threads`; called once the gateway is up (run and demo)."""
+    tune_gc()
+    tune_threads()
 
 
 #: Descriptors kept for everything but FIX connections: journal segments and indexes, session
@@ -95,3 +115,26 @@ def key_owners(config: GatewayConfig
         ent = config.entity(name) if name else None
         return None if ent is None else (ent.name, ent.administrators)
     return owner
+
+
+def acceptor_settings(config: GatewayConfig) -> AcceptorSettings:
+    """The network shell's limits, from the ``gateway`` section."""
+    g = config.gateway
+    return AcceptorSettings(
+        our_comp_id=g.comp_id, logon_timeout=g.logon_timeout_s,
+        max_message_size=g.max_message_size, write_buffer_high=g.write_buffer_high,
+        write_buffer_low=g.write_buffer_low, max_connections=g.max_connections,
+        max_inbound_rate=g.max_inbound_msgs_per_s, max_pending_logons=g.max_pending_logons,
+        max_pending_logons_per_address=g.max_pending_logons_per_address,
+        pre_logon_idle=g.pre_logon_idle_s)
+
+
+def expiry_notifier(config: GatewayConfig, keys: KeyRecords, data_dir: Path,
+                    clock: Callable[[], float]) -> ExpiryNotifier:
+    """Key-expiry notices to the entities' administrators: by ``smtp`` when configured, else
+    to the log; what was sent is remembered under ``data_dir``."""
+    smtp = config.gateway.smtp
+    mailer = SmtpMailer(smtp.host, smtp.port, smtp.sender) if smtp is not None else LogMailer()
+    return ExpiryNotifier(lambda: list(keys.snapshot().values()),
+                          NoticeLog(data_dir / NOTICES_FILE_NAME), key_owners(config), mailer,
+                          clock=clock)
