@@ -122,9 +122,9 @@ def report(seq: int, now: float) -> bytes:
     return codec.encode_fields("FIX.4.2", "8", [(49, "SRC1"), (56, "GW"), (34, seq),
                                                 (50, "TRADER1"), (52, st)],
                                [(37, "ORD123456"), (11, f"CL{seq:010d}"), (17, f"EX{seq:012d}"),
-                                (20, 0), (150, "F"), (39, "1"), (1, "ACCT01"), (55, "ESZ6"),
+                                (20, 0), (150, "1"), (39, "1"), (1, "ACCT01"), (55, "ESZ6"),
                                 (207, "XCME"), (54, 1), (38, 100), (44, "4512.25"), (32, 10),
-                                (31, "4512.25"), (151, 90), (14, 10), (60, st)])
+                                (31, "4512.25"), (151, 90), (14, 10), (6, "4512.25"), (60, st)])
 
 
 async def run(args: argparse.Namespace, folder: Path) -> dict:
@@ -213,6 +213,10 @@ def main() -> int:
         os.chdir(d)
         result = uvloop.run(run(args, Path(d)))
     print(json.dumps(result))
+    want = 0 if args.dry else args.reads * args.msgs * args.targets
+    if result["copies"] != want:                  # a figure of rejected reads means nothing
+        print(f"tick: {result['copies']} copies written, expected {want}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -24,3 +24,13 @@ def test_benchmark_starts(bench: Path) -> None:
                           timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
+
+
+def test_tick_benchmark_measures_delivered_copies() -> None:
+    """tick.py's figure is the cost of reads whose copies all left: it exits 1 when a read was
+    rejected (a message invalid for the session's dictionary measures the Reject path)."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tick.py"), "--reads", "50",
+                           "--msgs", "2", "--targets", "2"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"copies": 200' in done.stdout
