@@ -1,9 +1,11 @@
 """Recovery benchmark: a target catching up on a backlog, and a gateway restarting with it.
 
 * catch-up: a target that was offline while the source sent --backlog messages logs on and asks
-  for them (ResendRequest, served from the journal at most 2500 per request, as a FIX engine does
-  it: the next request when the previous chunk has arrived); catchup_msgs_per_s = backlog / time
-  from the first request to the last copy received.
+  for them with ResendRequests of --request-chunk messages (2500, the venue's cap: the next
+  request when the previous chunk has arrived), or with one request for everything (16=0, as
+  QuickFIX does) with --request-chunk 0; the gateway answers each whole, from the journal, in
+  slices that share its loop; catchup_msgs_per_s = backlog / time from the first request to the
+  last copy received.
 * restart: the gateway is stopped (SIGTERM) and started again with the backlog journaled;
   restart_s = from process start to the listener being up (journal recovery included);
   also after a kill -9 (restart_after_kill_s), where the journal has no clean close.
@@ -91,7 +93,7 @@ async def fill_backlog(port: int, creds, n: int) -> None:
     await src.close()
 
 
-async def catch_up(port: int, creds, n: int) -> float:
+async def catch_up(port: int, creds, n: int, chunk: int = 2500) -> float:
     t = FixClient("127.0.0.1", port, TARGET, GATEWAY, begin_string="FIX.4.2", heartbeat=60,
                   signer=logon_signer(*creds[TARGET]), sender_sub_id="OPS")
     reply = await t.logon()
@@ -103,8 +105,8 @@ async def catch_up(port: int, creds, n: int) -> float:
     begin = 1
     tail = b""
     while begin <= last:
-        end = min(begin + 2499, last)
-        t.send("2", [(7, begin), (16, end)])
+        end = min(begin + chunk - 1, last) if chunk else last
+        t.send("2", [(7, begin), (16, end if chunk else 0)])
         want = end - begin + 1
         while want > 0:
             data = await asyncio.wait_for(t.reader.read(1 << 18), 60)
@@ -132,14 +134,15 @@ async def main_async(args) -> dict:
             await fill_backlog(port, creds, args.backlog)
             stop(proc)
             proc, port, restart_s = start(cfg)           # clean restart with N journaled
-            rate = await catch_up(port, creds, args.backlog)
+            rate = await catch_up(port, creds, args.backlog, args.request_chunk)
             stop(proc, signal.SIGKILL)
             proc, port, restart_kill_s = start(cfg)      # restart after kill -9
             stop(proc)
         finally:
             if proc is not None and proc.poll() is None:  # never leave a gateway behind
                 stop(proc, signal.SIGKILL)
-    return {"bench": "recovery", "backlog": args.backlog, "catchup_msgs_per_s": round(rate),
+    return {"bench": "recovery", "backlog": args.backlog, "request_chunk": args.request_chunk,
+            "catchup_msgs_per_s": round(rate),
             "restart_s": round(restart_s, 3), "restart_after_kill_s": round(restart_kill_s, 3),
             "python": sys.version.split()[0]}
 
@@ -147,6 +150,8 @@ async def main_async(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backlog", type=int, default=100_000)
+    ap.add_argument("--request-chunk", type=int, default=2500,
+                    help="messages per ResendRequest (0: one request for everything, 16=0)")
     args = ap.parse_args(argv)
     print(json.dumps(uvloop.run(main_async(args))))
     return 0

@@ -6,8 +6,8 @@ it twice must say so (PossDupFlag 43=Y). So this simulator:
 
 * keeps its own inbound sequence (FIX Vol. 2 "Message gap detection"): a message above the
   expected seq is held and the gap is asked for with a ResendRequest (``resend_mode`` ``"0"``:
-  ``16=0``, the gateway serving at most 2500 per request, so the next chunk is asked for when one
-  is consumed; ``"explicit"``: ``16=end`` of the gap in chunks of ``resend_chunk``); gap fills
+  ``16=0`` once, as QuickFIX does, the whole gap expected in answer; ``"explicit"``: ``16=end``
+  of the gap in chunks of ``resend_chunk``, as a client of a venue that caps answers does); gap fills
   (35=4 123=Y) move it forward; a stalled resend is asked for again after ``resend_timeout``;
 * counts ``unflagged_duplicates``: a seq below the expected one, or a business message already
   delivered, arriving without 43=Y (on the copy, or for ilink2 on the inner original);
@@ -505,7 +505,7 @@ class TargetSimulator:
             self._pending = (exp, end)
         else:
             end = 0
-            self._pending = (exp, exp + self.resend_chunk - 1)
+            self._pending = (exp, top)         # the whole gap: asked again only if it stalls
         self.client.send("2", [(7, exp), (16, end)])
         self.gaps_requested += 1
         self.resend_requests.append((exp, end))

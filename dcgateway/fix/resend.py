@@ -3,14 +3,18 @@ answering a ResendRequest from the session's store. Pure functions on bytes.
 
 Application messages are re-sent with PossDupFlag 43=Y, a new SendingTime and OrigSendingTime
 122; admin messages, and seqs the store no longer has, are coalesced into SequenceReset-GapFill
-messages (35=4, 123=Y). At most ``resend_chunk`` messages answer one request (the venue's 2500),
-and a store may cap the range at what it has handed out (``resend_limit``: a drop copy target's
-later copies are on their way, in order).
+messages (35=4, 123=Y). A request is answered whole, up to what was sent (16=0: everything), and
+a store may cap the range at what it has handed out (``resend_limit``: a drop copy target's later
+copies are on their way, in order). The answer is built in slices (:class:`ResendProgress`): a
+shell that shares its event loop asks for one slice at a time (``SessionConfig.resend_slice``),
+so a request for 300,000 messages never holds the loop. Answering only part of a request is not
+an option: an engine that asked for 1..0 (QuickFIX) waits for the whole range before it asks
+again, and would stall.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import tags as T
@@ -97,12 +101,33 @@ def _decode_one(raw: bytes | None) -> RawMessage | None:
     return items[0]
 
 
-def answer_resend_request(config: SessionConfig, store: SessionStore, msg: RawMessage,
-                          now: float) -> tuple[Problem | None, list[tuple[int, bytes]],
-                                               Event | None]:
-    """Serve 7..16 (16=0: infinity) from ``store``, clamped to what was sent and to
-    ``resend_chunk`` messages: (a Reject's problem, or the (seq, message) answers and the
-    event)."""
+@dataclass(slots=True)
+class ResendProgress:
+    """A ResendRequest being answered: ``begin..end`` (clamped to what was sent), ``next`` the
+    first seq not answered yet, and what the slices so far re-sent and gap-filled."""
+
+    begin: int
+    end: int
+    next: int = field(default=0)
+    resent: int = 0
+    gap_filled: int = 0
+
+    def __post_init__(self) -> None:
+        if self.next == 0:
+            self.next = self.begin
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.end - self.next + 1)
+
+    def served(self) -> ResendServed:
+        return ResendServed(self.begin, self.end, self.resent, self.gap_filled)
+
+
+def resend_range(store: SessionStore, msg: RawMessage
+                 ) -> tuple[Problem | None, ResendProgress | None, Event | None]:
+    """What a ResendRequest asks for, 7..16 (16=0: infinity), clamped to what was sent: (a
+    Reject's problem) or (the range to answer) or (an event: nothing to answer)."""
     begin = int(msg.get(T.BEGIN_SEQ_NO) or b"0")
     end = int(msg.get(T.END_SEQ_NO) or b"0")
     last = store.next_out - 1
@@ -111,13 +136,24 @@ def answer_resend_request(config: SessionConfig, store: SessionStore, msg: RawMe
         last = min(last, limit())
     if begin < 1 or (end and end < begin):
         tag = T.BEGIN_SEQ_NO if begin < 1 else T.END_SEQ_NO
-        return Problem(R.VALUE_INCORRECT, tag, f"Value is incorrect for this tag: {tag}"), [], None
+        return Problem(R.VALUE_INCORRECT, tag, f"Value is incorrect for this tag: {tag}"), None, None
     end = last if end == 0 or end > last else end
-    end = min(end, begin + config.resend_chunk - 1)
     if begin > end:
-        return None, [], ProtocolError("resend_range",
-                                       f"ResendRequest from {begin} but last sent is {last}")
+        return None, None, ProtocolError("resend_range",
+                                         f"ResendRequest from {begin} but last sent is {last}")
+    return None, ResendProgress(begin, end), None
+
+
+def serve_slice(config: SessionConfig, store: SessionStore, progress: ResendProgress,
+                now: float, limit: int) -> list[tuple[int, bytes]]:
+    """The next at most ``limit`` seqs of ``progress`` answered from ``store``: (seq, message)
+    in order; ``progress`` moves on."""
+    first = progress.next
+    last = min(progress.end, first + max(1, limit) - 1)
     resender = Resender(config.begin_string, config.our_comp_id, config.their_comp_id,
                         utc_timestamp(now))
-    out, resent, filled = resender.serve(store.get_outbound(begin, end), begin, end)
-    return None, out, ResendServed(begin, end, resent, filled)
+    out, resent, filled = resender.serve(store.get_outbound(first, last), first, last)
+    progress.next = last + 1
+    progress.resent += resent
+    progress.gap_filled += filled
+    return out

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from ..errors import StoreError
 from . import tags as T
 from .codec import DecodeError, Decoder, RawMessage, encode
-from .resend import answer_resend_request
+from .resend import ResendProgress, resend_range, serve_slice
 from .session_admin import (
     Problem,
     SendingTimeParser,
@@ -132,6 +132,7 @@ class FixSession(SequenceHandling, LogonHandling):
         self._drop_reported = False
         self._highest_seen = 0
         self._resend_pending: tuple[int, int] | None = None
+        self._serving: ResendProgress | None = None    # a ResendRequest being answered
         self._head = b"49=" + config.our_comp_id + b"\x0156=" + config.their_comp_id + b"\x0134="
         self._handlers: dict[bytes, Callable[[RawMessage, float], None]] = {
             M.HEARTBEAT: self._on_heartbeat, M.TEST_REQUEST: self._on_test_request,
@@ -441,16 +442,42 @@ class FixSession(SequenceHandling, LogonHandling):
         self._events.append(peer_reject(msg))
 
     def _on_resend_request(self, msg: RawMessage, now: float) -> None:
-        """FIX Vol. 2 "Resend Request", Test Case 8 (:func:`.resend.answer_resend_request`)."""
-        problem, out, event = answer_resend_request(self.config, self.store, msg, now)
+        """FIX Vol. 2 "Resend Request", Test Case 8 (:mod:`.resend`): the whole range is
+        answered, a slice now and the rest as the shell asks (:meth:`continue_resend`); a new
+        request replaces one still being answered."""
+        problem, progress, event = resend_range(self.store, msg)
         if problem is not None:
             self._reject(msg.seq_num, msg.msg_type, problem, now, msg)
             return
+        if event is not None:
+            self._events.append(event)
+        if progress is not None:
+            self._serving = progress
+            self.continue_resend(now)
+
+    @property
+    def resend_backlog(self) -> int:
+        """Seqs of the ResendRequest being answered that are not answered yet."""
+        return 0 if self._serving is None else self._serving.remaining
+
+    def continue_resend(self, now: float) -> None:
+        """Answer the next slice of the ResendRequest being served: ``config.resend_slice``
+        seqs (all of them when 0). The shell calls this again while :attr:`resend_backlog` is
+        not 0, once what it wrote has drained, so a large request shares the loop."""
+        progress = self._serving
+        if progress is None:
+            return
+        if self._closed or self.state is not S.ACTIVE:
+            self._serving = None            # ending: what is left is not owed any more
+            return
+        limit = self.config.resend_slice or progress.remaining
+        out = serve_slice(self.config, self.store, progress, now, limit)
         if out:
             self._out.extend(Outgoing(seq, True, raw) for seq, raw in out)
             self._last_sent = now
-        if event is not None:
-            self._events.append(event)
+        if not progress.remaining:
+            self._serving = None
+            self._events.append(progress.served())
 
     def _on_logout(self, msg: RawMessage, now: float) -> None:
         """Peer Logout (FIX Vol. 2 "Logout", Test Case 13): completes our handshake, or is

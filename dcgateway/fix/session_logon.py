@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import tags as T
 from .codec import RawMessage
+from .resend import ResendProgress
 from .session_admin import SendingTimeParser, logon_problem, logon_reply_body
 from .session_types import (
     AuthDecision,
@@ -33,6 +34,7 @@ class LogonHandling:
     _events: list[Event]
     _queue: dict[int, RawMessage | None]
     _highest_seen: int
+    _serving: ResendProgress | None
 
     def _disconnect(self, reason: str) -> None:
         raise NotImplementedError
@@ -87,6 +89,7 @@ class LogonHandling:
         reset = msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y" or self.config.reset_on_logon
         if reset:
             self.store.reset()
+            self._serving = None
         expected = self.store.next_in
         if seq < expected:
             text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
@@ -125,6 +128,7 @@ class LogonHandling:
         if (self.config.begin_string == b"FIX.4.4" and msg.seq_num == 1
                 and msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"):
             self.store.reset()
+            self._serving = None            # nothing of the old sequence is owed any more
             hbi = self.heartbeat_interval or int(msg.get(T.HEART_BT_INT) or b"30")
             self._send(M.LOGON, logon_reply_body(msg, hbi), now)
             self._consume(1)

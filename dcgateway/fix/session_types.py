@@ -48,7 +48,10 @@ class SessionConfig:
     heartbeat_min: int = 5         # accepted HeartBtInt(108) range, docs/venue.md: 5..60
     heartbeat_max: int = 60
     sending_time_tolerance: float = 120.0   # SendingTime accuracy for all inbound messages
-    resend_chunk: int = 2500       # max messages per ResendRequest we send, and per one we serve
+    resend_chunk: int = 2500       # max messages per ResendRequest we send (the venue's 2500)
+    #: seqs of a ResendRequest we serve answered per :meth:`~.session.FixSession.continue_resend`
+    #: call (0: the whole request at once); a request is always answered whole
+    resend_slice: int = 0
     logout_timeout: float = 10.0   # after we send Logout, disconnect if no Logout reply by then
     max_queued: int = 10000        # bound on out-of-order inbound messages held while a gap fills
     allow_reset_on_logon: bool = True   # 141=Y accepted on Logon

@@ -1,6 +1,6 @@
 """Per-target index files: ``<journal>/index/<target>.idx``, one fixed-size entry per target seq.
 
-Why a file per target and a fixed slot per seq: a ResendRequest (at most 2500 messages, iLink) or a
+Why a file per target and a fixed slot per seq: a ResendRequest (served 200 messages a slice) or a
 catching-up target asks for a range of its own sequence numbers; with the entry for seq N at byte
 ``(N - 1) * 16`` the whole range is one ``pread`` of the index plus one ``pread`` per message, and
 the process holds no per-message state however large the backlog (docs/architecture.md: memory stays bounded

@@ -13,7 +13,7 @@ Why it is shaped this way (docs/architecture.md, data flow):
   thread, covering everything written before it started. :attr:`durable_lsn` follows it
   (``fsync``) or the writes (``os``, the sync then bounds a power loss, not a crash).
 * **Per-target index files** (:mod:`dcgateway.journal_index`): target seq N -> (segment, offset,
-  length) at a fixed slot, so serving a ResendRequest (at most 2500 messages, iLink) or a catching-
+  length) at a fixed slot, so serving a ResendRequest (200 messages a slice) or a catching-
   up target costs O(returned) ``pread`` calls and no memory proportional to the backlog.
 * **Checkpoint + replay instead of fsyncing indexes per commit.** Index files are fsync'd only when
   a checkpoint is written (every ``checkpoint_records`` records or ``checkpoint_seconds``); recovery

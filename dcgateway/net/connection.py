@@ -92,7 +92,8 @@ TAKE_SLICE_S = 0.002
 #: The smallest take (bytes): a catching-up target always makes progress.
 MIN_TAKE_BUDGET = 4096
 #: A target catching up from the journal waits this many times as long as its last take before
-#: the next one (1.0: catch-up takes at most about half of the loop's time).
+#: the next one (1.0: catch-up takes at most about half of the loop's time). A large
+#: ResendRequest is answered the same way, a slice (``SessionConfig.resend_slice``) at a time.
 CATCHUP_REST_RATIO = 1.0
 
 
@@ -114,7 +115,7 @@ class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
                  "connected_at", "heard", "_decoder", "_closing", "_lost", "_paused", "_holds",
                  "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled",
-                 "_take_budget")
+                 "_take_budget", "_resend_scheduled")
 
     def __init__(self, acceptor: ConnectionOwner, clock: Callable[[], float],
                  max_message_size: int) -> None:
@@ -137,6 +138,7 @@ class FixConnection(asyncio.Protocol):
         self._holds: set[str] = set()         # reasons to stop reading from this peer
         self._feed_scheduled = False          # a drop copy target's next take is on the loop
         self._take_budget = TAKE_BUDGET       # bytes per take, fitted to TAKE_SLICE_S
+        self._resend_scheduled = False        # the next slice of a ResendRequest is on the loop
         self.close_reason = ""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -199,6 +201,7 @@ class FixConnection(asyncio.Protocol):
         if outbox is not None:
             outbox.pushback = False
             self.kick()
+        self._resend_later(0.0)
 
     def kick(self) -> None:
         """A drop copy target has something to write: take it on the next turn of the loop
@@ -243,6 +246,34 @@ class FixConnection(asyncio.Protocol):
         except Exception:                      # one target's fault must not stop the others
             log.exception("internal error feeding %s; closing it", self.name)
             self.close("internal error", abort=True)
+
+    def _resend_later(self, delay: float) -> None:
+        """The session is answering a large ResendRequest: its next slice on a later turn of the
+        loop (after ``delay``), unless our writes to the peer are paused (resume_writing asks
+        again) or one is already due."""
+        session = self.session
+        if (session is None or not session.resend_backlog or self._resend_scheduled
+                or self._paused or self._closing):
+            return
+        self._resend_scheduled = True
+        asyncio.get_running_loop().call_later(delay, self._continue_resend)
+
+    def _continue_resend(self) -> None:
+        self._resend_scheduled = False
+        session = self.session
+        if session is None or self._paused or self._closing:
+            return
+        try:
+            now = self.clock()
+            t0 = time.perf_counter()
+            session.continue_resend(now)
+            self.pump(now, resend_rest=True, started=t0)
+        except StoreError as exc:
+            log.error("session %s: %s; disconnecting it", self.name, exc)
+            self.close("cannot store session state")
+        except Exception:                      # never let a bug escape into the loop
+            log.exception("internal error answering a ResendRequest on %s; closing it", self.name)
+            self.close("internal error")
 
     def _fit_budget(self, took: float) -> None:
         """Keep one take near TAKE_SLICE_S of the loop, whatever a copy costs here (a copy read
@@ -337,9 +368,10 @@ class FixConnection(asyncio.Protocol):
         self.pump(now)
         return True
 
-    def pump(self, now: float) -> None:
+    def pump(self, now: float, resend_rest: bool = False, started: float = 0.0) -> None:
         """Hand the session's events on, make its state durable, then write its bytes (a drop
-        copy target's through its outbox, in sequence order with the copies)."""
+        copy target's through its outbox, in sequence order with the copies); a ResendRequest
+        answered in part goes on on a later turn (after a rest as long as this slice took)."""
         session = self.session
         assert session is not None and self.slot is not None
         events = session.events()
@@ -363,6 +395,9 @@ class FixConnection(asyncio.Protocol):
                 self.feed()
         if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
+        elif session.resend_backlog:
+            self._resend_later((time.perf_counter() - started) * CATCHUP_REST_RATIO
+                               if resend_rest else 0.0)
 
     def tick(self, now: float) -> None:
         if self._closing:

@@ -21,6 +21,12 @@ from ..vocab import Role
 
 log = logging.getLogger("dcgateway")
 
+#: Seqs of a ResendRequest answered per turn of the loop: a request is always answered whole (an
+#: engine that asked for 1..0 waits for all of it), a target's copies read back from the journal
+#: and rebuilt cost tens of µs each, so 200 keep a slice to a few ms, and the connection rests
+#: as long between slices (:data:`dcgateway.net.connection.CATCHUP_REST_RATIO`).
+RESEND_SLICE = 200
+
 
 def session_config(config: GatewayConfig, sdef: SessionDef,
                    dictionaries: DictionaryCache) -> SessionConfig:
@@ -32,7 +38,8 @@ def session_config(config: GatewayConfig, sdef: SessionDef,
     return SessionConfig(begin_string=sdef.begin_string.encode(),
                          our_comp_id=g.comp_id.encode(), their_comp_id=sdef.comp_id.encode(),
                          heartbeat_min=g.heartbeat_min_s, heartbeat_max=g.heartbeat_max_s,
-                         validator=validator, reset_on_logon=sdef.reset_on_logon)
+                         validator=validator, reset_on_logon=sdef.reset_on_logon,
+                         resend_slice=RESEND_SLICE)
 
 
 def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: Journal,

@@ -186,7 +186,10 @@ def test_bit_flipped_or_truncated_message_never_yields_a_bad_frame_and_decoding_
     must = [s for s, at in zip(sentinels, starts) if at >= damage_at + CODEC_CAP]
     assert must and got[-len(must):] == must
     if bad != victim:
-        assert errs, "damage went unreported"
+        # reported, unless the damage kept the frame whole and its CheckSum right (two flips
+        # that cancel out, e.g. '.'->',' and '8'->':'): the codec cannot tell, and hands the
+        # frame on whole for the session to judge its fields
+        assert errs or (codec.checksum_ok(bad) and bad in raws), "damage went unreported"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -755,17 +755,75 @@ def test_8_resend_request_with_explicit_end_and_missing_store_entries():
     assert fields(out[1])[36] == b"4"
 
 
-def test_8_resend_is_served_in_chunks_of_resend_chunk():
+def test_8_resend_request_for_everything_is_answered_whole():
+    """16=0 asks for everything sent: an engine that asked for 1..0 (QuickFIX) waits for the
+    whole range before it asks again, so a partial answer would stall it."""
     h = logged_on()
     for i in range(3000):
         h.session.send_app(b"8", b"37=%d\x01" % i, T0)
     h.sent()
     out = h.feed(h.peer.build("2", [(7, 1), (16, 0)]))
-    assert len(out) == 2500 and fields(out[-1])[34] == b"2500"
-    assert only(h.events(), ResendServed) == [ResendServed(1, 2500, 2499, 1)]
-    out = h.feed(h.peer.build("2", [(7, 2501), (16, 999999)]))
-    assert fields(out[0])[34] == b"2501" and fields(out[-1])[34] == b"3001"
-    assert only(h.events(), ResendServed) == [ResendServed(2501, 3001, 501, 0)]
+    assert [int(fields(m)[34]) for m in out] == list(range(1, 3002))     # gap fill for 1 + 3000
+    assert only(h.events(), ResendServed) == [ResendServed(1, 3001, 3000, 1)]
+    assert h.session.resend_backlog == 0
+
+
+def test_8_a_large_resend_is_answered_in_slices_the_shell_asks_for():
+    h = logged_on(config=make_config(resend_slice=400))
+    for i in range(1000):
+        h.session.send_app(b"8", b"37=%d\x01" % i, T0)
+    h.sent()
+    out = h.feed(h.peer.build("2", [(7, 1), (16, 0)]))
+    assert int(fields(out[0])[34]) == 1 and int(fields(out[-1])[34]) == 400
+    assert h.session.resend_backlog == 601 and only(h.events(), ResendServed) == []
+    seqs = [int(fields(m)[34]) for m in out]
+    while h.session.resend_backlog:
+        h.session.continue_resend(T0 + 1)
+        seqs += [int(fields(m)[34]) for m in h.sent()]
+    assert seqs == list(range(1, 1002))
+    assert only(h.events(), ResendServed) == [ResendServed(1, 1001, 1000, 1)]
+    h.session.continue_resend(T0 + 2)                   # nothing owed: nothing sent
+    assert h.sent() == []
+
+
+def test_8_a_gap_fill_at_a_slice_boundary_ends_where_the_next_slice_starts():
+    h = logged_on(config=make_config(resend_slice=3))
+    for i in range(4):
+        h.session.send_app(b"8", b"37=%d\x01" % i, T0)
+    h.session._send(b"0", b"", T0)                      # seqs 6, 7: admin, gap-filled
+    h.session._send(b"0", b"", T0)
+    h.session.send_app(b"8", b"37=9\x01", T0)
+    h.sent()
+    out = h.feed(h.peer.build("2", [(7, 4), (16, 0)]))
+    h.session.continue_resend(T0)
+    out += h.sent()
+    got = [(m.msg_type, int(fields(m)[34]), int(fields(m).get(36, b"0"))) for m in out]
+    assert got == [(b"8", 4, 0), (b"8", 5, 0), (b"4", 6, 7), (b"4", 7, 8), (b"8", 8, 0)]
+
+
+def test_8_a_new_resend_request_replaces_the_one_being_answered():
+    h = logged_on(config=make_config(resend_slice=10))
+    for i in range(100):
+        h.session.send_app(b"8", b"37=%d\x01" % i, T0)
+    h.sent()
+    h.feed(h.peer.build("2", [(7, 1), (16, 0)]))
+    assert h.session.resend_backlog == 91
+    out = h.feed(h.peer.build("2", [(7, 50), (16, 55)]))
+    assert [int(fields(m)[34]) for m in out] == [50, 51, 52, 53, 54, 55]
+    assert h.session.resend_backlog == 0
+    assert only(h.events(), ResendServed) == [ResendServed(50, 55, 6, 0)]
+
+
+def test_8_a_resend_being_answered_stops_when_the_session_ends():
+    h = logged_on(config=make_config(resend_slice=10))
+    for i in range(100):
+        h.session.send_app(b"8", b"37=%d\x01" % i, T0)
+    h.sent()
+    h.feed(h.peer.build("2", [(7, 1), (16, 0)]))
+    h.session.logout("end of day", T0)
+    h.sent()
+    h.session.continue_resend(T0)
+    assert h.sent() == [] and h.session.resend_backlog == 0
 
 
 def test_8_resend_request_beyond_last_sent_is_reported():

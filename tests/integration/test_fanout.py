@@ -41,12 +41,13 @@ async def connect_all(gw, *names: str) -> dict[str, FixClient]:
     return clients
 
 
-async def drain(c: FixClient, quiet: float = 0.3, count: int = 0) -> list[simplefix.FixMessage]:
+async def drain(c: FixClient, quiet: float = 0.3, count: int = 0,
+                timeout: float = 20) -> list[simplefix.FixMessage]:
     """Every message until nothing arrives for ``quiet`` seconds once at least ``count`` came
-    (a loaded machine may pause inside a long burst); bounded: at most 20 s."""
+    (a loaded machine may pause inside a long burst); bounded: at most ``timeout`` s."""
     got: list[simplefix.FixMessage] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
+    deadline = loop.time() + timeout
     while loop.time() < deadline:
         if len(got) < count:
             try:
@@ -141,24 +142,33 @@ async def test_offline_target_gets_everything_it_missed_with_possdup(folder, sta
     await close_all(cl)
 
 
-async def test_resend_request_larger_than_2500_is_served_in_chunks(folder, start_gateway):
+async def test_one_resend_request_for_everything_is_answered_whole(folder, start_gateway):
+    """As a QuickFIX engine asks after an outage: one ResendRequest 1..0 and nothing more until
+    it is answered. 6,000 copies missed: all of them come (in slices that share the loop, with
+    live copies in between), so the target never stalls on a partial answer."""
     gw = await start_gateway(folder)
     cl = await connect_all(gw, "ABC123N")
     src = cl["ABC123N"]
-    for i in range(2600):
+    n = 6000
+    for i in range(n):
         src.send("D", new_order(f"B{i}"))
     src.send("1", [(112, "sync")])
-    await src.expect("0", skip=(), timeout=20)
+    await src.expect("0", skip=(), timeout=30)
     await asyncio.sleep(0.2)
     t = gw.client("CLRFIX44")
-    await t.logon()
+    reply = await t.logon()
+    assert int(get(reply, 34)) == n + 1
     t.send("2", [(7, 1), (16, 0)])
-    first = await drain(t, count=2500)
-    assert len(first) == 2500 and get(first[-1], 11) == "B2499"
-    t.send("2", [(7, 2501), (16, 0)])
-    *second, gap_fill = await drain(t, count=101)   # then our Logon reply (2601) as a gap fill
-    assert [get(m, 11) for m in second] == [f"B{i}" for i in range(2500, 2600)]
-    assert (get(gap_fill, 35), get(gap_fill, 34)) == ("4", "2601")
+    src.send("D", new_order("LIVE"))                 # live while the answer is under way
+    got = await drain(t, count=n + 2, timeout=60)
+    by_seq = {int(get(m, 34)): m for m in got}
+    assert sorted(by_seq) == list(range(1, n + 3)) and len(got) == n + 2
+    assert [get(by_seq[s], 11) for s in range(1, n + 1)] == [f"B{i}" for i in range(n)]
+    assert all(get(by_seq[s], 43) == "Y" for s in range(1, n + 1))
+    assert (get(by_seq[n + 1], 35), get(by_seq[n + 1], 123)) == ("4", "Y")   # our Logon reply
+    assert get(by_seq[n + 2], 11) == "LIVE" and get(by_seq[n + 2], 43) is None
+    assert gw.metric("dcgateway_resend_requests_served_total", session="CLRFIX44") == 1
+    assert gw.metric("dcgateway_messages_resent_total", session="CLRFIX44") == n
     await t.close()
     await close_all(cl)
 

@@ -87,6 +87,16 @@ class FakeSession:
         self.logouts: list[str] = []
         self.out = b""
         self.fail: Exception | None = None
+        self.resend_backlog = 0               # slices of a ResendRequest still to answer
+        self.perf: FakeClock | None = None    # advanced by ``slice_cost`` per slice answered
+        self.slice_cost = 0.0
+
+    def continue_resend(self, now: float) -> None:
+        if self.resend_backlog:
+            self.resend_backlog -= 1
+            self.out += b"SLICE%d" % self.resend_backlog
+            if self.perf is not None:
+                self.perf.advance(self.slice_cost)
 
     def receive_messages(self, items: list[RawMessage], now: float) -> None:
         self.first.extend(items)

@@ -426,3 +426,51 @@ def test_fit_budget(start: int, took: float, after: int) -> None:
     conn._fit_budget(took)
     assert conn._take_budget == pytest.approx(after, abs=1)      # float rounding of the ratio
 
+
+
+# -- a ResendRequest answered in slices -----------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_a_large_resend_goes_on_a_slice_per_turn_resting_as_long_as_each_took(
+        loop, perf) -> None:
+    conn, tr, owner = bound()
+    owner.session.perf, owner.session.slice_cost = perf, 0.003
+    owner.session.resend_backlog = 2
+    with call_later_spy() as later:
+        conn.data_received(b"8=FIX.4.2")              # the read that carried the request
+        assert later == [(0.0, conn._continue_resend)]
+        later.pop()[1]()
+        assert tr.writes == [b"SLICE1"]
+        assert later == [(pytest.approx(0.003 * CATCHUP_REST_RATIO), conn._continue_resend)]
+        later.pop()[1]()
+        assert tr.writes == [b"SLICE1", b"SLICE0"] and later == []   # answered: no more
+
+
+@pytest.mark.asyncio
+async def test_a_resend_waits_while_writes_are_paused_and_goes_on_when_they_resume(
+        loop) -> None:
+    conn, tr, owner = bound()
+    owner.session.resend_backlog = 2
+    with call_later_spy() as later:
+        conn.pause_writing()
+        conn.data_received(b"8=FIX.4.2")
+        assert later == []                            # the peer is not reading: nothing more
+        conn.resume_writing()
+        assert later == [(0.0, conn._continue_resend)]
+        conn.pause_writing()                          # paused again before the slice ran
+        later.pop()[1]()
+        assert tr.writes == [] and owner.session.resend_backlog == 2
+        conn.resume_writing()
+        later.pop()[1]()
+    assert tr.writes == [b"SLICE1"]
+
+
+@pytest.mark.asyncio
+async def test_a_resend_stops_when_the_connection_closes(loop) -> None:
+    conn, tr, owner = bound()
+    owner.session.resend_backlog = 5
+    with call_later_spy() as later:
+        conn.data_received(b"8=FIX.4.2")
+        conn.close("bye", abort=True)
+        later.pop()[1]()
+    assert owner.session.resend_backlog == 5 and tr.writes == []
