@@ -156,8 +156,8 @@ class ClusterJournal:
     def flush_writes(self, upkeep: bool = True) -> int:
         return self.local.flush_writes(upkeep)
 
-    def upkeep(self) -> None:
-        self.local.upkeep()
+    def upkeep(self, idle: bool = False) -> None:
+        self.local.upkeep(idle)
 
     def sync_to_disk(self) -> int:
         """The local read side only (it is rebuilt from the stream on a takeover)."""

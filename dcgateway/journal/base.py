@@ -65,8 +65,9 @@ class Journal(Protocol):
 
     def flush_writes(self, upkeep: bool = True) -> int: ...
 
-    def upkeep(self) -> None:
-        """What follows a write off the copies' path (index runs, snapshots)."""
+    def upkeep(self, idle: bool = False) -> None:
+        """What follows a write off the copies' path (index runs, snapshots); ``idle``: no
+        write for a while, so what is deferred for batching (index runs) is written now."""
         ...
 
     def sync(self) -> int:

@@ -66,6 +66,8 @@ WATCH_S = 0.25
 #: In ``fsync`` mode the sync thread waits this long for a wake before looking again (bounded
 #: wait; nothing is missed by it: every write wakes it).
 IDLE_WAIT_S = 1.0
+#: Commits stopped this long: the journal's deferred upkeep (index runs) is done now.
+IDLE_UPKEEP_S = 1.0
 #: Slow-fsync warnings at most this often (seconds); the others are counted into the next one.
 WARN_EVERY_S = 10.0
 
@@ -102,6 +104,8 @@ class GroupCommitter:
         self._synced_seen = journal.synced_lsn
         # loop side
         self._scheduled = False               # a _commit is on the loop
+        self._last_commit = 0.0               # monotonic time of the last commit
+        self._idle_scheduled = False          # an idle upkeep is on the loop
         self._write_delay = retry_initial
         self._stopping = False
         self._warned_at = float("-inf")
@@ -178,6 +182,27 @@ class GroupCommitter:
             self._publish()
         try:
             j.upkeep()                  # zeros ahead, index runs, snapshot: after the copies
+        except JournalError as exc:
+            self.errors += 1
+            self._on_error(exc)
+        self._last_commit = time.monotonic()
+        if not self._idle_scheduled:
+            self._idle_scheduled = True
+            self._loop.call_later(IDLE_UPKEEP_S, self._idle_upkeep)
+
+    def _idle_upkeep(self) -> None:
+        """Once commits stopped for ``IDLE_UPKEEP_S``: the journal's deferred upkeep (index
+        runs) now, so readers beside the gateway (``dcgateway replay``) see the last records."""
+        self._idle_scheduled = False
+        if self._stopping:
+            return
+        quiet = time.monotonic() - self._last_commit
+        if quiet < IDLE_UPKEEP_S:
+            self._idle_scheduled = True
+            self._loop.call_later(IDLE_UPKEEP_S - quiet, self._idle_upkeep)
+            return
+        try:
+            self._journal.upkeep(idle=True)
         except JournalError as exc:
             self.errors += 1
             self._on_error(exc)

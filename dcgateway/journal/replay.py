@@ -4,7 +4,8 @@
 reader never writes and never takes the lock: it reads the target's index file (fixed 16-byte
 slots) and the records those slots point at, and keeps only records that are whole, CRC-valid and
 really assign that sequence number to that target (``journal_format.decode_entry``). Entries the
-running gateway has not flushed to its index yet are simply not shown.
+running gateway has not written to its index yet are not shown: it writes the index at least once
+a second while copies flow, and about a second after they stop.
 """
 
 from __future__ import annotations

@@ -379,14 +379,16 @@ class SegmentJournal(ReadsAndMaintenance):
             self.upkeep()
         return self._written_lsn
 
-    def upkeep(self) -> None:
+    def upkeep(self, idle: bool = False) -> None:
         """After a write, off the copies' path: extend the zeros ahead, write the index runs
-        (every ``INDEX_FLUSH_BYTES`` or ``INDEX_FLUSH_S``), capture a snapshot when one is due."""
+        (every ``INDEX_FLUSH_BYTES`` or ``INDEX_FLUSH_S``, and when ``idle``: the committer calls
+        that once writes stopped, so ``dcgateway replay`` beside the running gateway sees the
+        last copies), capture a snapshot when one is due."""
         if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4:
             self._zero_ahead()
         pending = self._index.pending_bytes
-        if pending >= INDEX_FLUSH_BYTES or (pending and time.monotonic() - self._index_flushed
-                                            >= INDEX_FLUSH_S):
+        if pending >= INDEX_FLUSH_BYTES or (pending and (idle or time.monotonic()
+                                                         - self._index_flushed >= INDEX_FLUSH_S)):
             self.flush_index()
         self._maybe_snapshot()
 

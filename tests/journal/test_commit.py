@@ -312,3 +312,26 @@ async def test_sync_thread_is_stopped_with_the_task(tmp_path):
         await task
     assert not [t for t in threading.enumerate() if t.name.startswith("dcgw-journal-sync")]
     j.close()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+async def test_once_commits_stop_the_index_is_written_for_readers_beside_the_gateway(
+        tmp_path, monkeypatch, durability):
+    """``dcgateway replay`` reads the index files of a running gateway without its lock: a few
+    copies and then silence must not leave the last ones invisible to it (the index runs are
+    batched while commits flow and written once they stop)."""
+    from dcgateway.journal import commit as commit_module
+    from dcgateway.journal.replay import last_seq, read_sent
+    monkeypatch.setattr(commit_module, "IDLE_UPKEEP_S", 0.05)
+    j = open_journal(tmp_path / "j", durability=durability)
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
+    feed = Feed(j)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        feed.batch(5)
+        gc.notify()
+        await gc.flush(timeout=5)
+        await wait_for(lambda: last_seq(tmp_path / "j", "T") == 5)
+        task.cancel()
+    assert [s.target_seq for s in read_sent(tmp_path / "j", "T", 1, 10)] == [1, 2, 3, 4, 5]
+    j.close()
