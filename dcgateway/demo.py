@@ -153,7 +153,8 @@ def simulators(config: GatewayConfig, port: int, rate: float,
             sources.append(SourceSimulator("127.0.0.1", port, sdef.comp_id, signer=signer,
                                            target=gateway, begin_string=sdef.begin_string,
                                            rate=rate, seed=len(sources) + 1, reset=True,
-                                           auto_reconnect=True, sync_at_end=False))
+                                           auto_reconnect=True, sync_at_end=False,
+                                           mass_actions=sdef.profile == "ilink2"))
     return sources, targets
 
 

@@ -130,11 +130,13 @@ class OrderFlow(Iterator[OrderEvent]):
     iLink 2 message, not a FIX 4.4 one); ``outcomes`` overrides :data:`OUTCOMES`
     weights; ``clock`` returns TransactTime (60) text (default: the wall clock)."""
 
+    P_MASS = 0.01           # the default chance of a BZ per step
+
     def __init__(self, *, seed: int = 1, sender: str = "SRC", begin_string: str = "FIX.4.2",
                  accounts: Sequence[str] = DEFAULT_ACCOUNTS,
                  symbols: Sequence[str] = DEFAULT_SYMBOLS,
                  exchanges: Sequence[str] | None = None, sub_ids: Sequence[str | None] = (None,),
-                 max_open: int = 16, p_new: float = 0.3, p_mass: float = 0.01,
+                 max_open: int = 16, p_new: float = 0.3, p_mass: float = P_MASS,
                  outcomes: dict[str, float] | None = None,
                  clock: Callable[[], str] | None = None, id_prefix: str | None = None) -> None:
         if not accounts or not symbols or not sub_ids:

@@ -90,8 +90,10 @@ class SourceSimulator:
                  logout_at_end: bool = False, reset: bool = False, seq: int | None = None,
                  sync_seq: bool = True,
                  addresses: Sequence[tuple[str, int]] | None = None,
-                 silence_timeout: float | None = None) -> None:
-        """``addresses``: every node of a cluster gateway (``host:port`` first when not in
+                 silence_timeout: float | None = None, mass_actions: bool = True) -> None:
+        """``mass_actions``: send OrderMassActionReports (35=BZ) now and then, as an iLink 2
+        session does; False for a plain FIX 4.2 session, whose dictionary has no BZ (the
+        gateway rejects it there). ``addresses``: every node of a cluster gateway (``host:port`` first when not in
         it): a refused connection tries the next, and a node naming the one that serves the
         session is followed. ``silence_timeout``: a gateway that sends nothing (not even a
         Heartbeat) for this long is taken for dead and the connection dropped (FIX: a missed
@@ -109,7 +111,8 @@ class SourceSimulator:
         self.rate = rate
         self.flow: Iterable[OrderEvent] = flow if flow is not None else OrderFlow(
             seed=seed, sender=sender, begin_string=begin_string, accounts=accounts,
-            symbols=symbols, exchanges=exchanges, sub_ids=list(sub_ids) or [None])
+            symbols=symbols, exchanges=exchanges, sub_ids=list(sub_ids) or [None],
+            p_mass=OrderFlow.P_MASS if mass_actions else 0.0)
         self._events = iter(self.flow)
         self.auto_reconnect = auto_reconnect
         self.reconnect_timeout = reconnect_timeout
@@ -533,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect", action="store_true",
                    help="log on again (continuing the sequence) when the connection drops")
     p.add_argument("--reconnect-timeout", type=float, default=30.0)
+    p.add_argument("--no-mass-actions", dest="mass_actions", action="store_false",
+                   help="never send 35=BZ (a plain FIX 4.2 session: BZ is iLink 2's)")
     return p
 
 
@@ -544,7 +549,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
                           accounts=args.accounts, symbols=args.symbols, exchanges=args.exchanges,
                           auto_reconnect=args.reconnect, reconnect_timeout=args.reconnect_timeout,
                           logout_at_end=True, reset=args.reset, seq=args.seq,
-                          addresses=addresses_from_args(args))
+                          addresses=addresses_from_args(args), mass_actions=args.mass_actions)
     try:
         return await sim.run()
     except (OSError, asyncio.TimeoutError) as exc:

@@ -113,3 +113,14 @@ def test_bad_arguments_are_refused():
         OrderFlow(accounts=[])
     with pytest.raises(ValueError):
         OrderFlow(outcomes={"fill": 0})
+
+
+def test_a_plain_fix_42_source_sends_no_mass_action_reports() -> None:
+    """35=BZ is iLink 2's, not in FIX 4.2's dictionary: a `fix`-profile FIX 4.2 source (the
+    demo's and the CLI's --no-mass-actions) never sends it; an iLink 2 one does."""
+    from simulators.source import SourceSimulator
+    plain = SourceSimulator("127.0.0.1", 1, "SRC", count=1, mass_actions=False)
+    ilink = SourceSimulator("127.0.0.1", 1, "SRC", count=1)
+    types = {kind: Counter(next(sim._events).msg_type for _ in range(5000))
+             for kind, sim in (("plain", plain), ("ilink", ilink))}
+    assert types["plain"]["BZ"] == 0 and types["ilink"]["BZ"] > 0
