@@ -38,6 +38,7 @@ from dcgateway.routing import RoutingTable
 from simulators.source import SourceSimulator
 from simulators.target import TargetSimulator
 from tests.simulators.support import GROUPS, SUB_IDS, assert_exact, expected, run_until_all
+from tests.tasks import cancel_and_wait
 
 from .nodes import REPO, Nodes, issue_cluster_keys
 from .support import close_nats, cluster_config
@@ -125,10 +126,7 @@ class Run:
     async def close(self) -> None:
         for t in self.targets:
             t.stop()
-        for task in self.tasks + self.runs:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*self.tasks, *self.runs, return_exceptions=True)
+        await cancel_and_wait(*self.tasks, *self.runs)
         for s in self.sources:
             await s.close()
         for t in self.targets:

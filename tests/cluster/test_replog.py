@@ -13,6 +13,7 @@ import pytest
 
 from dcgateway.cluster.natslocal import LocalNatsCluster
 from dcgateway.cluster.replog import WRITER_HEADER, ReplicatedLog, ensure_stream, replay
+from tests.tasks import cancel_and_wait
 
 from .support import close_nats, unique_name
 
@@ -50,8 +51,7 @@ async def test_pipelined_appends_land_in_order_once(nats_cluster: LocalNatsClust
         async with asyncio.timeout(60):
             while log.acked < seqs[-1]:
                 await asyncio.sleep(0.01)
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await cancel_and_wait(runner)
         assert acked == sorted(acked) and acked[-1] == seqs[-1] and not fenced
         assert log.publishes < 5000 + 50                     # no resend storm
         recs = await _records(nc, stream, name)
@@ -96,8 +96,7 @@ async def test_a_stale_writer_whose_sequence_coincides_is_still_fenced(
         async with asyncio.timeout(10):
             while not a.fenced:
                 await asyncio.sleep(0.01)
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await cancel_and_wait(runner)
         assert fenced == ["a"]
         recs = await _records(nc1, stream, name)
         writers = [w.split(".")[0] for _, w, _ in recs]

@@ -121,9 +121,12 @@ async def test_a_target_300k_behind_catches_up_without_stalling_the_rest(tmp_pat
 
         live.lags_ms.clear()
         polls: list[float] = []
+        polled = asyncio.Event()
 
         async def poll_health() -> None:
-            while True:
+            # stopped by an event, not cancel(): Python 3.11's wait_for (in healthz_ms) can
+            # swallow a cancellation that meets its own result, and the poller went on forever
+            while not polled.is_set():
                 polls.append(await healthz_ms(metrics_port))
                 await asyncio.sleep(0.1)
 
@@ -136,18 +139,19 @@ async def test_a_target_300k_behind_catches_up_without_stalling_the_rest(tmp_pat
         poller = asyncio.create_task(poll_health())
         sender = asyncio.create_task(paced_source())
         behind.stdin.write(b"go\n")                          # it starts reading: catch-up
-        await behind.stdin.drain()
+        await asyncio.wait_for(behind.stdin.drain(), 10)
+        behind.stdin.close()
         result = json.loads(await asyncio.wait_for(behind.stdout.readline(), 150))
         await asyncio.wait_for(sender, 60)
-        poller.cancel()
-        await asyncio.gather(poller, return_exceptions=True)
+        polled.set()
+        await asyncio.wait_for(poller, 20)
         deadline = time.monotonic() + 30
         while live.copies < BEHIND + RATE * LIVE_SECONDS and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         if behind.returncode is None:
             behind.kill()
-        await behind.wait()
+        await asyncio.wait_for(behind.wait(), 30)
         await src.close()
         if live.transport is not None:
             live.transport.close()
