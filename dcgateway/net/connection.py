@@ -267,7 +267,7 @@ class FixConnection(asyncio.Protocol):
             now = self.clock()
             t0 = time.perf_counter()
             session.continue_resend(now)
-            self.pump(now, resend_rest=True, started=t0)
+            self.pump(now, resend_rest=(time.perf_counter() - t0) * CATCHUP_REST_RATIO)
         except StoreError as exc:
             log.error("session %s: %s; disconnecting it", self.name, exc)
             self.close("cannot store session state")
@@ -368,10 +368,10 @@ class FixConnection(asyncio.Protocol):
         self.pump(now)
         return True
 
-    def pump(self, now: float, resend_rest: bool = False, started: float = 0.0) -> None:
+    def pump(self, now: float, resend_rest: float = 0.0) -> None:
         """Hand the session's events on, make its state durable, then write its bytes (a drop
         copy target's through its outbox, in sequence order with the copies); a ResendRequest
-        answered in part goes on on a later turn (after a rest as long as this slice took)."""
+        answered in part goes on on a later turn, after ``resend_rest`` seconds."""
         session = self.session
         assert session is not None and self.slot is not None
         events = session.events()
@@ -396,8 +396,7 @@ class FixConnection(asyncio.Protocol):
         if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
         elif session.resend_backlog:
-            self._resend_later((time.perf_counter() - started) * CATCHUP_REST_RATIO
-                               if resend_rest else 0.0)
+            self._resend_later(resend_rest)
 
     def tick(self, now: float) -> None:
         if self._closing:
