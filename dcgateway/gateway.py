@@ -1,10 +1,10 @@
 """Composition root: config -> state -> journal -> routing -> fan-out -> net, and nothing else.
 
 This is the only module that builds long-lived objects and wires them together (no module-level
-singletons anywhere), runs every task under one TaskGroup, and owns the process-level concerns:
-uvloop through a loop factory (never a global policy), signals (SIGTERM/SIGINT: graceful stop
-with a Logout to every session; SIGHUP: reload the groups), the umask, the descriptor limit and
-the shutdown order. What the pieces do is in their own modules: the data flow in
+singletons anywhere), runs every task under one TaskGroup, and decides the start-up and shutdown
+order (SIGTERM/SIGINT: a Logout to every session, then the journal flushed; SIGHUP: reload the
+groups); the process around it (umask, the uvloop runner, the signals) is
+:mod:`dcgateway.runtime.process`. What the pieces do is in their own modules: the data flow in
 :mod:`dcgateway.fanout` and :mod:`dcgateway.runtime.flow`, events in
 :mod:`dcgateway.runtime.events`, schedules in :mod:`dcgateway.runtime.maintenance`.
 """
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvloop
 from prometheus_client import CollectorRegistry
 
 from .auth import LogonAuthenticator, SessionAuth
@@ -45,10 +43,12 @@ from .runtime import (
     StatusFile,
     acceptor_settings,
     adapt_copies,
+    copy_describer,
     expiry_notifier,
     fit_descriptor_limit,
     make_slot,
     metrics_token,
+    run_until_signalled,
     scrape_state,
     server_ssl_context,
     tune_for_latency,
@@ -106,7 +106,7 @@ class Gateway:
         self.status = StatusFile(self.data_dir, clock, lambda: {
             n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()})
         self.events = EventSink(self.metrics, self.status, self.authenticator.is_locked)
-        self.events.describe_copy = self._describe_copy
+        self.events.describe_copy = copy_describer(self.journal)
         self.flow.acceptor_event = self.events
         self.acceptor = Acceptor(acceptor_settings(config), self.slots, clock=clock,
                                  app_sink=self.flow.on_app, authenticator=self.authenticator,
@@ -123,13 +123,6 @@ class Gateway:
         log.info("recovered journal in %.3fs: %d records in %d segments (%d torn bytes cut); "
                  "groups version %s", self.recovery_seconds, recovery.records, recovery.segments,
                  recovery.torn_bytes, table.version)
-
-    def _describe_copy(self, target: str, seq: int) -> str:
-        entries = self.journal.read_target(target, seq, seq) if seq > 0 else []
-        if not entries:
-            return "not a copy, or no longer in the journal"
-        e = entries[0]
-        return f"copy of {e.source} MsgSeqNum {e.source_seq}"
 
     # -- wiring callbacks -----------------------------------------------------------------------
 
@@ -159,11 +152,7 @@ class Gateway:
         return self.maintenance.reload_groups()
 
     def health_check(self) -> tuple[bool, str]:
-        if not self.acceptor.listening:
-            return False, "FIX listener is down"
-        if not self.health.ok:
-            return False, f"journal is not writable: {self.health.reason}"
-        return True, "ok"
+        return self.health.check(self.acceptor.listening)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -236,13 +225,9 @@ class Gateway:
         self.state.close()
 
 
-async def _main(config: GatewayConfig) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def _serve(config: GatewayConfig, stop: asyncio.Event) -> int:
     gw = Gateway(config)
-    loop.add_signal_handler(signal.SIGHUP, gw.reload_groups)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gw.reload_groups)
     t0 = time.monotonic()
     port = await gw.start()
     log.info("dcgateway %s listening on %s:%d (%d sessions; started in %.3fs)",
@@ -256,7 +241,6 @@ async def _main(config: GatewayConfig) -> int:
 
 
 def run(config: GatewayConfig) -> int:
-    """Run the gateway in the foreground until SIGTERM/SIGINT; returns the exit code."""
-    os.umask(0o077)                       # everything under data_dir is private (0600/0700)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_main(config))
+    """Run the gateway in the foreground until SIGTERM/SIGINT (SIGHUP reloads the groups);
+    returns the exit code."""
+    return run_until_signalled(lambda stop: _serve(config, stop))

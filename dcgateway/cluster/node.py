@@ -339,21 +339,11 @@ class Standby:
 
 def run_node(config: GatewayConfig) -> int:
     """``dcgateway run --node``: the node in the foreground until SIGTERM/SIGINT."""
-    import os
-    import signal
+    from ..runtime import run_until_signalled
 
-    import uvloop
-
-    os.umask(0o077)
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> int:
         node = ClusterNode(config)
         print(f"dcgateway node {node.me.node_id} on {node.me.listen}", flush=True)
         return await node.run(stop)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
+    return run_until_signalled(main)

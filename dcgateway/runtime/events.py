@@ -21,6 +21,7 @@ from ..fix.session_types import (
     ResendServed,
     SessionRejectSent,
 )
+from ..journal import Journal
 from ..metrics import GatewayMetrics
 from ..net.acceptor import Refused
 from ..net.connection import SessionSlot
@@ -108,6 +109,17 @@ class EventSink:
 
     def _refused(self, name: str, slot: SessionSlot | None, ev: Refused) -> None:
         self.metrics.connection_refused(ev.reason)
+
+
+def copy_describer(journal: Journal) -> Callable[[str, int], str]:
+    """(target, seq) -> what that copy was, from the journal: for the log line of a target's
+    Reject of a copy (:attr:`EventSink.describe_copy`)."""
+    def describe(target: str, seq: int) -> str:
+        entries = journal.read_target(target, seq, seq) if seq > 0 else []
+        if not entries:
+            return "not a copy, or no longer in the journal"
+        return f"copy of {entries[0].source} MsgSeqNum {entries[0].source_seq}"
+    return describe
 
 
 _HANDLERS: Mapping[type, Handler] = {

@@ -36,6 +36,14 @@ class JournalHealth:
         self.reason = ""
         self._log = RateLimitedLog(log, interval=30.0)
 
+    def check(self, listening: bool) -> tuple[bool, str]:
+        """``/healthz``: (ok, why) from the FIX listener's state and the journal's."""
+        if not listening:
+            return False, "FIX listener is down"
+        if not self.ok:
+            return False, f"journal is not writable: {self.reason}"
+        return True, "ok"
+
     def _set(self, ok: bool, reason: str = "") -> None:
         changed = ok != self.ok
         self.ok, self.reason = ok, reason

@@ -1,0 +1,28 @@
+"""The process around a gateway or a cluster node (``dcgateway run``): everything it creates is
+private (umask 077: files 0600, directories 0700), uvloop comes in through a loop factory (never
+a global event-loop policy), and SIGTERM or SIGINT asks for a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    """Run ``main(stop)`` on a uvloop loop until it returns; ``stop`` is set on SIGTERM or
+    SIGINT. Returns ``main``'s exit code."""
+    os.umask(0o077)
+
+    async def _run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_run())
