@@ -304,10 +304,12 @@ class TargetSimulator:
                 await c.connect()
                 break
             except (OSError, asyncio.TimeoutError) as exc:
+                if done():                                   # asked to stop: not a failure
+                    return False
                 never_on = self.counters["logons"] == 0     # wrong address: say so at once
                 single = len(self.addresses.all) == 1
                 if (never_on and single) or not self.auto_reconnect \
-                        or loop.time() >= deadline or done():
+                        or loop.time() >= deadline:
                     self.error = f"cannot connect: {type(exc).__name__}: {exc}"
                     return False
                 if not single:                               # that node is down: the next

@@ -78,14 +78,14 @@ class Run:
             self.targets.append(TargetSimulator(
                 host, port, comp, signer=logon_signer(*self.creds[comp]), heartbeat=HEARTBEAT,
                 begin_string="FIX.4.4" if comp == "CLRFIX44" else "FIX.4.2", addresses=addrs,
-                reconnect_timeout=60, keep_raw=True, silence_timeout=SILENCE_S))
+                reconnect_timeout=120, keep_raw=True, silence_timeout=SILENCE_S))
         self.tasks = [asyncio.create_task(t.run(until=_never, timeout=240, logout=False))
                       for t in self.targets]
         await asyncio.sleep(0.5)
         for comp, seed in (("ABC123N", 7), ("ABD123N", 9)):
             self.sources.append(SourceSimulator(
                 host, port, comp, signer=logon_signer(*self.creds[comp]), sub_ids=SUB_IDS[comp],
-                seed=seed, count=count, rate=rate, auto_reconnect=True, reconnect_timeout=60,
+                seed=seed, count=count, rate=rate, auto_reconnect=True, reconnect_timeout=120,
                 logout_at_end=True, addresses=addrs, heartbeat=HEARTBEAT,
                 silence_timeout=SILENCE_S))
         self.runs = [asyncio.create_task(s.run()) for s in self.sources]
@@ -113,7 +113,7 @@ class Run:
         for t, task in zip(self.targets, self.tasks):
             n = len(want.get(t.comp_id, []))
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
+            deadline = loop.time() + 120            # a takeover on a busy machine is slow
             while len(t.delivered) < n and not task.done() and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             t.stop()
