@@ -15,7 +15,6 @@ printed (both 0).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import signal
@@ -258,17 +257,13 @@ def _groups(config: GatewayConfig) -> Any:
 def cluster_demo(config: GatewayConfig, *, rate: float = 200.0, duration: float | None = None,
                  kill_after: float = 10.0, out: Any = sys.stdout) -> int:
     """``dcgateway demo --cluster`` in the foreground until Ctrl-C or ``duration``."""
-    os.umask(0o077)
+    from ..runtime import run_until_signalled
 
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> int:
         demo = Demo(config, out, rate)
         try:
             return await demo.run(duration, kill_after, stop)
         finally:
             await asyncio.to_thread(demo.close)
 
-    return asyncio.run(main())
+    return run_until_signalled(main)
