@@ -340,11 +340,15 @@ class Outbox:
         out: list[bytes] = []
         if not self.connected or self.stalled:
             return out
+        pending = self.pending
+        items = pending._items
+        if (len(items) == pending._head + 1 and not self.admin and not self.direct
+                and self.spill_from is None):
+            return self._take_one(out, items[-1], durable_lsn, now)
         st, st52, st52_sum = self.sending_times.at(now)
         if self.spill_from is not None:
             budget = min(budget, CATCHUP_BUDGET)
         size = 0
-        pending = self.pending
         while size < budget:
             if not self.admin and self.spill_from is None:
                 n = self._take_run(out, durable_lsn, now, st52, st52_sum,
@@ -362,6 +366,28 @@ class Outbox:
             self.direct = []
         if self._lats:
             self._hand_latencies()
+        return out
+
+    def _take_one(self, out: list[bytes], item: PendingCopy, durable_lsn: int,
+                  now: float) -> list[bytes]:
+        """:meth:`take` when one copy waits and nothing else does (a source at a moderate
+        rate: every read commits one message): the same result, fewer steps."""
+        seq, lsn, src, received, cat = item
+        if seq != self.cursor or lsn > durable_lsn:
+            return out
+        self.pending.clear()
+        _, st52, st52_sum = self.sending_times.at(now)
+        out.append(self._build(src, seq, st52, st52_sum) if self._adapt is None
+                   else self._adapted(src, seq, st52, st52_sum))
+        self.out_counts[cat] += 1
+        self.cursor = seq + 1
+        self.written_upto = self.resendable_upto = seq
+        lats = self._lats
+        lats.append(now - received)
+        self.copies_written += len(lats) - self._lats_counted
+        self._lats_counted = len(lats)
+        if len(lats) >= LATENCY_BATCH:
+            self.flush_latencies()
         return out
 
     def _take_run(self, out: list[bytes], durable_lsn: int, now: float, st52: bytes,

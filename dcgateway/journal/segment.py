@@ -335,8 +335,12 @@ class SegmentJournal(ReadsAndMaintenance):
         """Marker: the source's inbound sequence advanced to ``next_in`` (admin messages consume
         seqs too). On recovery the latest marker sets the source's next_in and later APP records
         raise it; so a marker written after a batch makes the restart's expected seq exact, and a
-        lower marker (a sequence reset, 141=Y) is honoured rather than ignored."""
+        lower marker (a sequence reset, 141=Y) is honoured rather than ignored. A marker equal to
+        what the records already say (the batch's last message was ``next_in - 1``: the common
+        case) is not written; the current LSN is returned."""
         self._check()
+        if self._source_next.get(source) == next_in:
+            return self._appended_lsn
         lsn = self._append_record(T_NEXT_IN, MARK_FIXED.pack(next_in) + encode_name(source))
         self._source_next[source] = next_in
         return lsn

@@ -231,7 +231,8 @@ class FixConnection(asyncio.Protocol):
             t0 = time.perf_counter()
             out = outbox.take(durable, self.clock(), self._take_budget)
             took = time.perf_counter() - t0
-            self._fit_budget(took)
+            if took > TAKE_SLICE_S / 2 or self._take_budget < TAKE_BUDGET:
+                self._fit_budget(took)
             if out:
                 self.write_raw(b"".join(out))
             if outbox.ready(durable) and not self._paused and not self._closing:

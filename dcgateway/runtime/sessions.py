@@ -48,7 +48,8 @@ def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: 
     """A source's next inbound seq comes from the journal (what was durably accepted), never
     from its session file; a target's next outbound seq is the larger of its session file's
     (admin messages) and the journal's (copies), and what it was last handed is remembered."""
-    store = FileSessionStore(data_dir / "sessions" / f"{sdef.comp_id}.log")
+    store = FileSessionStore(data_dir / "sessions" / f"{sdef.comp_id}.log",
+                             defer_next_in=sdef.role == Role.SOURCE)
     if store.recovered_torn_bytes:
         log.warning("session %s: dropped a torn record (%d bytes) at the end of %s",
                     sdef.comp_id, store.recovered_torn_bytes, store.path)

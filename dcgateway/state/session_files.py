@@ -13,7 +13,10 @@ seen a sequence number, or a message, that a crash would make the gateway forget
 *inbound* seq alone is only written, not fsynced: losing its last value in a crash makes the
 gateway expect an older seq, and FIX recovers that by a ResendRequest (a source's inbound seq is
 authoritative in the journal anyway); an fsync per read of a busy source would cost the event
-loop ~200 µs every time.
+loop ~200 µs every time. A source's store goes further (``defer_next_in``): the journal is
+what its inbound seq is recovered from, so the file's copy (what ``dcgateway sessions list``
+shows while the gateway runs) is written at most every ``DEFER_NEXT_IN_S`` seconds, with any
+fsync'd batch, and on close, rather than once per read.
 
 Room on a full disk: the file is kept zero-filled up to ``RESERVE_BYTES`` past its last record
 (extended when less than a quarter is left, a failure to extend only logged), so when the disk
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -47,6 +51,9 @@ MAX_RECORD = 16 * 1024 * 1024
 #: Zero-filled room kept past the last record (see "Room on a full disk").
 RESERVE_BYTES = 64 * 1024
 _ZEROS = bytes(RESERVE_BYTES)
+#: With ``defer_next_in``: the inbound seq reaches the file at most this long after it changed
+#: (the session's timer syncs the store once a second, so also when the traffic stops).
+DEFER_NEXT_IN_S = 1.0
 
 
 def _record(rtype: int, seq: int, payload: bytes = b"") -> bytes:
@@ -74,9 +81,12 @@ def peek_sequences(path: Path | str) -> tuple[int, int] | None:
 class FileSessionStore:
     """A :class:`dcgateway.fix.store.SessionStore` backed by one append-only file."""
 
-    def __init__(self, path: Path | str, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path | str, *, fsync: bool = True,
+                 defer_next_in: bool = False) -> None:
         self.path = Path(path)
         self._fsync = fsync
+        self._defer_in = defer_next_in
+        self._in_written = 0.0                # monotonic time the inbound seq was last written
         self._next_in = 1
         self._next_out = 1
         self._index: dict[int, tuple[int, int]] = {}
@@ -228,9 +238,17 @@ class FileSessionStore:
     # -- durability -------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Before the batch's output goes to the socket: write the latest inbound seq, and
-        fdatasync when an outbound record was written (one for the whole batch)."""
-        self._flush_in()
+        """Before the batch's output goes to the socket: write the latest inbound seq (with
+        ``defer_next_in``, only when the batch is fsync'd anyway or ``DEFER_NEXT_IN_S`` passed),
+        and fdatasync when an outbound record was written (one for the whole batch)."""
+        if self._pending_in is not None:
+            if not self._defer_in or self._dirty:
+                self._flush_in()
+            else:
+                now = time.monotonic()
+                if now - self._in_written >= DEFER_NEXT_IN_S:
+                    self._in_written = now
+                    self._flush_in()
         if self._dirty:
             self._sync_now()
             self._dirty = False

@@ -234,3 +234,39 @@ def test_a_reset_after_delivery_carries_nothing(rig):
     rig.store.reset()
     rig.store.save_outbound(1, b"reply")
     assert rig.store.next_out == 2 and rig.journal.target_last_seq("T") == 0
+
+
+def test_one_waiting_copy_goes_the_short_way_with_the_same_result(rig, tmp_path):
+    """A source at a moderate rate commits one message per read: the take of a lone copy
+    (no session message waiting) is the common case and must equal the general path's."""
+    rig.outbox.attach()
+    rig.copies(1)
+    assert rig.outbox.take(rig.journal.durable_lsn, NOW) == []    # not durable: nothing
+    assert len(rig.outbox.pending) == 1 and rig.outbox.cursor == 1
+    rig.durable()
+    (one,) = rig.take_all()
+    assert one.seq_num == 1 and rig.outbox.cursor == 2 and rig.outbox.written_upto == 1
+    assert not rig.outbox.pending and rig.outbox.copies_written == 1
+    assert rig.outbox.out_counts["order"] == 1 and len(rig.outbox._lats) == 1
+    # the same copy made by the run path (two copies queued) is byte for byte the same
+    other = Rig(tmp_path / "other")
+    try:
+        other.outbox.attach()
+        other.copies(2)
+        other.durable()
+        first, _ = other.take_all()
+        assert first.raw == one.raw
+    finally:
+        other.file.close()
+        other.journal.close()
+
+
+def test_one_waiting_copy_behind_a_session_message_waits_its_turn(rig):
+    rig.outbox.attach()
+    hb = rig.store.reserve()                      # seq 1: a Heartbeat queued in its turn
+    rig.copies(1)                                 # seq 2
+    rig.durable()
+    rig.outbox.add_session([Outgoing(hb, False, b"8=FIX.4.4\x01HB\x01")])
+    out = rig.outbox.take(rig.journal.durable_lsn, NOW)
+    assert out[0] == b"8=FIX.4.4\x01HB\x01" and len(out) == 2
+    assert decode(out[1])[0].seq_num == 2

@@ -421,6 +421,24 @@ def test_source_next_in_from_records_and_markers(jdir):
     j.close()
 
 
+def test_a_marker_the_records_already_imply_is_not_written(jdir):
+    """After a batch whose last message was seq N, the marker N+1 says nothing new: it is not
+    written (one record less per read), and the restart still expects N+1; a marker that
+    differs (admin seqs consumed, a sequence reset) is written."""
+    j = open_journal(jdir)
+    j.append("A", 1, 1.0, msg(1), [("T", 1)])
+    lsn = j.appended_lsn
+    assert j.append_source_next_in("A", 2) == lsn and j.appended_lsn == lsn
+    assert j.append_source_next_in("A", 4) == lsn + 1        # seqs 2, 3 were admin messages
+    assert j.append_source_next_in("A", 4) == lsn + 1        # said already
+    assert j.append_source_next_in("B", 1) == lsn + 2        # never seen: written
+    j.sync()
+    crash(j)
+    j, rec = reopen(jdir)
+    assert rec.source_next_in == {"A": 4, "B": 1}
+    j.close()
+
+
 def test_odd_target_names_get_safe_index_files(jdir):
     j = open_journal(jdir)
     names = ["../evil", "has space", "ÜNI", ".hidden", "A/B", "Ü" * 120]

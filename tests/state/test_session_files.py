@@ -186,3 +186,39 @@ def test_records_fit_in_the_reserve_when_the_disk_is_full(tmp_path, monkeypatch)
     s.close()
     monkeypatch.undo()
     assert FileSessionStore(p).get_outbound(1, 5)[-1][0] == 5
+
+
+def test_a_deferred_inbound_seq_is_written_now_and_then_not_per_read(tmp_path, monkeypatch):
+    """A source's store (``defer_next_in``): its inbound seq is recovered from the journal, so
+    the file's copy is written at most every DEFER_NEXT_IN_S, with an fsync'd batch, and on
+    close, not once per read."""
+    from dcgateway.state import session_files
+    from dcgateway.state.session_files import peek_sequences
+    clock = [1000.0]
+    monkeypatch.setattr(session_files.time, "monotonic", lambda: clock[0])
+    p = tmp_path / "SRC.log"
+    s = FileSessionStore(p, defer_next_in=True)
+    s.set_next_in(2)
+    s.sync()                                       # the first one is written
+    assert peek_sequences(p) == (2, 1)
+    size = s.data_size
+    for i in range(3, 50):                        # reads within the same second
+        s.set_next_in(i)
+        s.sync()
+    assert s.data_size == size and peek_sequences(p) == (2, 1) and s.next_in == 49
+    clock[0] += session_files.DEFER_NEXT_IN_S
+    s.sync()
+    assert peek_sequences(p) == (49, 1)
+    s.set_next_in(50)
+    s.save_outbound(1, b"hb")                     # an fsync'd batch carries it along
+    s.sync()
+    assert peek_sequences(p) == (50, 2)
+    s.set_next_in(51)
+    s.close()                                     # and a clean close
+    assert peek_sequences(p) == (51, 2)
+    # without defer_next_in every sync writes it
+    q = FileSessionStore(tmp_path / "T.log")
+    q.set_next_in(7)
+    q.sync()
+    assert peek_sequences(tmp_path / "T.log") == (7, 1)
+    q.close()
