@@ -352,7 +352,9 @@ class FixSession(SequenceHandling, LogonHandling):
         expected = self.store.next_in
         if seq == expected:
             self._process(msg, seq, now)
-            self._drain(now)
+            if self._queue or self._resend_pending is not None or \
+                    self._highest_seen > expected:
+                self._drain(now)             # else it would find nothing to do
         elif seq > expected:
             self._too_high(msg, seq, now)
         else:
