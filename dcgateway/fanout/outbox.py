@@ -56,6 +56,9 @@ CATCHUP_BUDGET = 64 * 1024
 #: smallest copy a run's length is estimated with against the take's budget.
 RUN_COPIES = 1000
 MIN_COPY_BYTES = 128
+#: Up to this many waiting copies (and nothing else) are taken in one short loop (the common
+#: case at moderate rates) rather than by the run machinery.
+FEW_COPIES = 16
 #: Latencies gathered before they go to the histogram (else: the metrics pump, once a second).
 LATENCY_BATCH = 512
 
@@ -341,10 +344,10 @@ class Outbox:
         if not self.connected or self.stalled:
             return out
         pending = self.pending
-        items = pending._items
-        if (len(items) == pending._head + 1 and not self.admin and not self.direct
-                and self.spill_from is None):
-            return self._take_one(out, items[-1], durable_lsn, now)
+        if (0 < len(pending._items) - pending._head <= FEW_COPIES and not self.admin
+                and not self.direct and self.spill_from is None):
+            if self._take_few(out, durable_lsn, now) or not pending.first()[1] <= durable_lsn:
+                return out                  # all handed out, or nothing is durable yet
         st, st52, st52_sum = self.sending_times.at(now)
         if self.spill_from is not None:
             budget = min(budget, CATCHUP_BUDGET)
@@ -368,27 +371,35 @@ class Outbox:
             self._hand_latencies()
         return out
 
-    def _take_one(self, out: list[bytes], item: PendingCopy, durable_lsn: int,
-                  now: float) -> list[bytes]:
-        """:meth:`take` when one copy waits and nothing else does (a source at a moderate
-        rate: every read commits one message): the same result, fewer steps."""
-        seq, lsn, src, received, cat = item
-        if seq != self.cursor or lsn > durable_lsn:
-            return out
-        self.pending.clear()
+    def _take_few(self, out: list[bytes], durable_lsn: int, now: float) -> bool:
+        """:meth:`take` when a few copies wait and nothing else does (a source at a moderate
+        rate: a read commits one message or a handful): all of them, if they run on from the
+        cursor and are durable (lsns never decrease: the last one says it for all); the same
+        result as the run path, in fewer steps. False when they do not qualify."""
+        pending = self.pending
+        items, head = pending._items, pending._head
+        seq = self.cursor
+        n = len(items) - head
+        last = items[-1]
+        if items[head][0] != seq or last[0] != seq + n - 1 or last[1] > durable_lsn:
+            return False
+        run = items[head:] if head else items
+        pending.clear()
         _, st52, st52_sum = self.sending_times.at(now)
-        out.append(self._build(src, seq, st52, st52_sum) if self._adapt is None
-                   else self._adapted(src, seq, st52, st52_sum))
-        self.out_counts[cat] += 1
-        self.cursor = seq + 1
-        self.written_upto = self.resendable_upto = seq
-        lats = self._lats
-        lats.append(now - received)
+        build, lats, counts = self._build, self._lats, self.out_counts
+        adapt = self._adapt
+        for s, _, src, received, cat in run:
+            out.append(build(src, s, st52, st52_sum) if adapt is None
+                       else self._adapted(src, s, st52, st52_sum))
+            lats.append(now - received)
+            counts[cat] += 1
+        self.cursor = seq + n
+        self.written_upto = self.resendable_upto = seq + n - 1
         self.copies_written += len(lats) - self._lats_counted
         self._lats_counted = len(lats)
         if len(lats) >= LATENCY_BATCH:
             self.flush_latencies()
-        return out
+        return True
 
     def _take_run(self, out: list[bytes], durable_lsn: int, now: float, st52: bytes,
                   st52_sum: int, limit: int) -> int:

@@ -236,7 +236,7 @@ def test_a_reset_after_delivery_carries_nothing(rig):
     assert rig.store.next_out == 2 and rig.journal.target_last_seq("T") == 0
 
 
-def test_one_waiting_copy_goes_the_short_way_with_the_same_result(rig, tmp_path):
+def test_a_few_waiting_copies_go_the_short_way_with_the_same_result(rig, tmp_path):
     """A source at a moderate rate commits one message per read: the take of a lone copy
     (no session message waiting) is the common case and must equal the general path's."""
     rig.outbox.attach()
@@ -248,20 +248,31 @@ def test_one_waiting_copy_goes_the_short_way_with_the_same_result(rig, tmp_path)
     assert one.seq_num == 1 and rig.outbox.cursor == 2 and rig.outbox.written_upto == 1
     assert not rig.outbox.pending and rig.outbox.copies_written == 1
     assert rig.outbox.out_counts["order"] == 1 and len(rig.outbox._lats) == 1
-    # the same copy made by the run path (two copies queued) is byte for byte the same
+    # three more, the last not durable yet: none goes until all may (then in one take)
+    rig.copies(2)
+    rig.durable()
+    rig.copies(1)
+    assert rig.outbox.take(rig.journal.durable_lsn, NOW + 1) != []       # the run path: 2, 3
+    assert rig.outbox.cursor == 4 and len(rig.outbox.pending) == 1
+    rig.durable()
+    assert seqs_of(rig.take_all()) == [4] and rig.outbox.copies_written == 4
+    # the same copies made by the run path (more than FEW_COPIES queued) are byte for byte
+    # the same
+    from dcgateway.fanout.outbox import FEW_COPIES
     other = Rig(tmp_path / "other")
     try:
         other.outbox.attach()
-        other.copies(2)
+        other.copies(FEW_COPIES + 1)
         other.durable()
-        first, _ = other.take_all()
-        assert first.raw == one.raw
+        many = other.take_all()
+        assert seqs_of(many) == list(range(1, FEW_COPIES + 2))
+        assert many[0].raw == one.raw
     finally:
         other.file.close()
         other.journal.close()
 
 
-def test_one_waiting_copy_behind_a_session_message_waits_its_turn(rig):
+def test_waiting_copies_behind_a_session_message_wait_their_turn(rig):
     rig.outbox.attach()
     hb = rig.store.reserve()                      # seq 1: a Heartbeat queued in its turn
     rig.copies(1)                                 # seq 2
