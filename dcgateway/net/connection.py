@@ -211,16 +211,21 @@ class FixConnection(asyncio.Protocol):
             self._feed_scheduled = True
             asyncio.get_running_loop().call_soon(self.feed)
 
-    def push(self) -> None:
+    def push(self, batch: list[tuple[FixConnection, bytes]] | None = None) -> None:
         """Copies became durable: take them now (the commit ran in its own callback, so this
-        saves a loop turn per commit), unless a take is already due on this turn."""
+        saves a loop turn per commit), unless a take is already due on this turn. With
+        ``batch``, what is taken is appended to it for the caller to write (see :meth:`feed`)."""
         if not self._feed_scheduled:
-            self.feed()
+            self.feed(batch)
 
-    def feed(self) -> None:
+    def feed(self, batch: list[tuple[FixConnection, bytes]] | None = None) -> None:
         """A drop copy target: write what its outbox hands out now (one budgeted take), and if
         more is ready, take again on the next turn of the loop, so a target catching up shares
-        the loop with every other session, the journal and the metrics endpoint."""
+        the loop with every other session, the journal and the metrics endpoint.
+
+        ``batch``: append ``(self, bytes)`` instead of writing, so that a commit builds every
+        target's copies before the first write wakes a reader (on a busy machine the woken
+        reader may take this CPU, and the copies still to build would wait for it)."""
         self._feed_scheduled = False
         outbox = self.slot.outbox if self.slot is not None else None
         if outbox is None or self._paused or self._closing or self.transport is None:
@@ -234,7 +239,10 @@ class FixConnection(asyncio.Protocol):
             if took > TAKE_SLICE_S / 2 or self._take_budget < TAKE_BUDGET:
                 self._fit_budget(took)
             if out:
-                self.write_raw(b"".join(out))
+                if batch is None:
+                    self.write_raw(b"".join(out))
+                else:
+                    batch.append((self, b"".join(out)))
             if outbox.ready(durable) and not self._paused and not self._closing:
                 if catching_up:
                     # reading back from the journal: rest as long as the take ran, so catch-up

@@ -59,10 +59,13 @@ class Flow:
         ready, decisions = self.fanout.on_durable(lsn)
         if decisions:
             self.apply(decisions, self.clock())
-        for outbox in ready:
+        batch: list[tuple[FixConnection, bytes]] = []
+        for outbox in ready:                # every target's copies built first...
             conn = self.slots[outbox.comp_id].connection
             if conn is not None:
-                conn.push()
+                conn.push(batch)
+        for conn, data in batch:            # ...then written (FixConnection.feed says why)
+            conn.write_raw(data)
 
     def apply(self, decisions: list[Decision], now: float) -> None:
         for d in decisions:

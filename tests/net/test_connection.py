@@ -474,3 +474,26 @@ async def test_a_resend_stops_when_the_connection_closes(loop) -> None:
         conn.close("bye", abort=True)
         later.pop()[1]()
     assert owner.session.resend_backlog == 5 and tr.writes == []
+
+
+@pytest.mark.asyncio
+async def test_a_commit_builds_every_targets_copies_before_it_writes_any(loop) -> None:
+    """push(batch): the take's bytes go into the caller's batch, not to the socket, so a commit
+    builds all targets' copies before the first write wakes a reader (runtime.flow writes the
+    batch); what is left is taken on the next turn and written as usual."""
+    box1, box2 = FakeOutbox([b"a1", b"a2"]), FakeOutbox([b"b1"])
+    c1, tr1, _ = bound(outbox=box1)
+    c2, tr2, _ = bound(outbox=box2)
+    batch: list = []
+    c1.push(batch)
+    c2.push(batch)
+    assert tr1.writes == [] and tr2.writes == []           # built, nothing written yet
+    assert batch == [(c1, b"a1"), (c2, b"b1")]
+    for conn, data in batch:
+        conn.write_raw(data)
+    assert tr1.writes == [b"a1"] and tr2.writes == [b"b1"]
+    await turns()                                          # a2 was ready: the next turn
+    assert tr1.writes == [b"a1", b"a2"] and len(box2.takes) == 1
+    c1.kick()
+    c1.push(batch := [])                                   # a take already due: none now
+    assert batch == []
