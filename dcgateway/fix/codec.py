@@ -73,6 +73,10 @@ _SIGNED_INT = re.compile(rb"-?[0-9]{1,9}")
 _BODY_DATA_FIELD = re.compile(rb"\x01(?:%s)=" % b"|".join(b"%d" % t for t in sorted(T.DATA_LENGTH_TAGS)))
 
 
+#: ``SOH tag=`` per tag number, as :meth:`RawMessage.get` looks for it in a plain body.
+_FIELD_KEYS: dict[int, bytes] = {}
+
+
 class DecodeError:
     """A framing problem the decoder skipped over. ``kind`` is one of ``garbage`` (bytes before a
     message start), ``garbled`` (bad 8/9/35 layout or BodyLength not landing on 10=), ``checksum``
@@ -179,7 +183,11 @@ class RawMessage:
         if self._plain is None:
             self._plain = _BODY_DATA_FIELD.search(raw, self.body_start - 1, self.body_end) is None
         if self._plain:
-            key = b"\x01%d=" % tag
+            key = _FIELD_KEYS.get(tag)
+            if key is None:
+                key = b"\x01%d=" % tag
+                if len(_FIELD_KEYS) < 4096:       # bounded: tags come from filters and code
+                    _FIELD_KEYS[tag] = key
             i = raw.find(key, self.body_start - 1, self.body_end)
             if i < 0:
                 return default
