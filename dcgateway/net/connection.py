@@ -429,6 +429,15 @@ class FixConnection(asyncio.Protocol):
             log.exception("internal error on timer of %s; closing it", self.name)
             self.close("internal error")
 
+    def write_fed(self, data: bytes) -> None:
+        """Write what :meth:`feed` put in a batch; a fault closes only this target, as it
+        would have inside :meth:`feed`."""
+        try:
+            self.write_raw(data)
+        except Exception:                      # one target's fault must not stop the others
+            log.exception("internal error writing to %s; closing it", self.name)
+            self.close("internal error", abort=True)
+
     def write_raw(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
             self.transport.write(data)

@@ -65,7 +65,7 @@ class Flow:
             if conn is not None:
                 conn.push(batch)
         for conn, data in batch:            # ...then written (FixConnection.feed says why)
-            conn.write_raw(data)
+            conn.write_fed(data)
 
     def apply(self, decisions: list[Decision], now: float) -> None:
         for d in decisions:
@@ -104,3 +104,8 @@ class Flow:
                 slot.connection.hold_reading("journal")
         elif isinstance(ev, Disconnect) and slot.connection is None:
             self.fanout.source_marker(slot.comp_id, slot.store.next_in)
+            try:
+                slot.store.settle()      # its file's inbound seq, deferred while connected
+            except Exception as exc:     # a failing disk: the journal has the seq anyway
+                log.error("session %s: could not write its inbound seq on disconnect: %s",
+                          slot.comp_id, exc)

@@ -15,8 +15,9 @@ gateway expect an older seq, and FIX recovers that by a ResendRequest (a source'
 authoritative in the journal anyway); an fsync per read of a busy source would cost the event
 loop ~200 µs every time. A source's store goes further (``defer_next_in``): the journal is
 what its inbound seq is recovered from, so the file's copy (what ``dcgateway sessions list``
-shows while the gateway runs) is written at most every ``DEFER_NEXT_IN_S`` seconds, with any
-fsync'd batch, and on close, rather than once per read.
+shows when no gateway runs) is written at most every ``DEFER_NEXT_IN_S`` seconds, with any
+fsync'd batch, when the source disconnects (:meth:`FileSessionStore.settle`) and on close,
+rather than once per read.
 
 Room on a full disk: the file is kept zero-filled up to ``RESERVE_BYTES`` past its last record
 (extended when less than a quarter is left, a failure to extend only logged), so when the disk
@@ -252,6 +253,12 @@ class FileSessionStore:
         if self._dirty:
             self._sync_now()
             self._dirty = False
+
+    def settle(self) -> None:
+        """The session ended (a disconnect): write a deferred inbound seq now, so the file does
+        not lag behind while the session is away (no fsync: the next batch or close carries
+        it to the disk)."""
+        self._flush_in()
 
     def flush(self) -> None:
         """Make everything durable, the inbound seq included (clean close, tests)."""

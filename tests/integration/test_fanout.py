@@ -295,3 +295,29 @@ async def test_replay_cli_prints_what_a_target_was_sent_while_gateway_runs(folde
         "--config", str(folder / "gateway.yaml")], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "not a target session" in bad.stderr
     await close_all(cl)
+
+
+async def test_a_sources_session_file_has_its_inbound_seq_once_it_disconnects(folder,
+                                                                             start_gateway):
+    """A source's inbound seq reaches its session file at most once a second while it is
+    connected (the journal is what it is recovered from), and at its disconnect, so the file
+    (what `dcgateway sessions list` reads when no gateway runs) does not stay behind, also
+    when the source just drops the connection after messages that got no reply."""
+    from dcgateway.state.session_files import peek_sequences
+    gw = await start_gateway(folder)
+    src = (await connect_all(gw, "ABC123N"))["ABC123N"]
+    src.send("1", [(112, "sync")])                      # seq 2: its Heartbeat writes seq 3
+    await src.expect("0", skip=())
+    slot = gw.gw.slots["ABC123N"]
+    for i in range(30):                                 # seqs 3..32: no reply to any
+        src.send("D", new_order(f"N{i}"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while slot.store.next_in != 33 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert slot.store.next_in == 33
+    src.abort()                                         # gone, no Logout
+    while slot.connection is not None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    path = gw.gw.config.gateway.data_dir / "sessions" / "ABC123N.log"
+    assert peek_sequences(path)[0] == 33

@@ -497,3 +497,23 @@ async def test_a_commit_builds_every_targets_copies_before_it_writes_any(loop) -
     c1.kick()
     c1.push(batch := [])                                   # a take already due: none now
     assert batch == []
+
+
+@pytest.mark.asyncio
+async def test_a_fault_writing_a_batch_closes_only_that_target(loop, caplog) -> None:
+    bad_box, good_box = FakeOutbox([b"x"]), FakeOutbox([b"ok"])
+    bad, bad_tr, _ = bound(outbox=bad_box)
+    good, good_tr, _ = bound(outbox=good_box)
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("transport bug")
+    bad_tr.write = broken                                  # type: ignore[method-assign]
+    batch: list = []
+    bad.push(batch)
+    good.push(batch)
+    with caplog.at_level(logging.ERROR, logger="dcgateway.net"):
+        for conn, data in batch:
+            conn.write_fed(data)
+    assert bad.close_reason == "internal error" and bad_tr.calls == ["abort"]
+    assert good_tr.writes == [b"ok"] and good.close_reason == ""
+    assert "internal error writing to" in caplog.text

@@ -214,8 +214,11 @@ def test_a_deferred_inbound_seq_is_written_now_and_then_not_per_read(tmp_path, m
     s.sync()
     assert peek_sequences(p) == (50, 2)
     s.set_next_in(51)
-    s.close()                                     # and a clean close
+    s.settle()                                    # the source disconnected
     assert peek_sequences(p) == (51, 2)
+    s.set_next_in(52)
+    s.close()                                     # and a clean close
+    assert peek_sequences(p) == (52, 2)
     # without defer_next_in every sync writes it
     q = FileSessionStore(tmp_path / "T.log")
     q.set_next_in(7)
