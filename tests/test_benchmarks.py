@@ -3,6 +3,7 @@ options parse (``--help``). Their figures are measured by running them, not here
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,15 @@ def test_tick_benchmark_measures_delivered_copies() -> None:
                           timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"copies": 200' in done.stdout
+
+
+def test_tick_benchmark_paces_reads_when_asked() -> None:
+    """--pace-us idles after each read (cold caches, as at a moderate rate): the same copies
+    leave, and the pace is part of the figure's record."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tick.py"), "--reads", "20",
+                           "--msgs", "1", "--targets", "2", "--pace-us", "200"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["pace_us"] == 200 and result["copies"] == 40
