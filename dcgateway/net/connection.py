@@ -236,8 +236,7 @@ class FixConnection(asyncio.Protocol):
             t0 = time.perf_counter()
             out = outbox.take(durable, self.clock(), self._take_budget)
             took = time.perf_counter() - t0
-            if took > TAKE_SLICE_S / 2 or self._take_budget < TAKE_BUDGET:
-                self._fit_budget(took)
+            self._fit_budget(took)
             if out:
                 if batch is None:
                     self.write_raw(b"".join(out))
