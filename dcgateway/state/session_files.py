@@ -55,6 +55,8 @@ _ZEROS = bytes(RESERVE_BYTES)
 #: With ``defer_next_in``: the inbound seq reaches the file at most this long after it changed
 #: (the session's timer syncs the store once a second, so also when the traffic stops).
 DEFER_NEXT_IN_S = 1.0
+#: The clock of ``defer_next_in`` (a module attribute, so a test can move it).
+_clock = time.monotonic
 
 
 def _record(rtype: int, seq: int, payload: bytes = b"") -> bytes:
@@ -246,7 +248,7 @@ class FileSessionStore:
             if not self._defer_in or self._dirty:
                 self._flush_in()
             else:
-                now = time.monotonic()
+                now = _clock()
                 if now - self._in_written >= DEFER_NEXT_IN_S:
                     self._in_written = now
                     self._flush_in()

@@ -195,7 +195,7 @@ def test_a_deferred_inbound_seq_is_written_now_and_then_not_per_read(tmp_path, m
     from dcgateway.state import session_files
     from dcgateway.state.session_files import peek_sequences
     clock = [1000.0]
-    monkeypatch.setattr(session_files.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(session_files, "_clock", lambda: clock[0])
     p = tmp_path / "SRC.log"
     s = FileSessionStore(p, defer_next_in=True)
     s.set_next_in(2)
