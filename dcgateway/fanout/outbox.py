@@ -395,10 +395,7 @@ class Outbox:
             counts[cat] += 1
         self.cursor = seq + n
         self.written_upto = self.resendable_upto = seq + n - 1
-        self.copies_written += len(lats) - self._lats_counted
-        self._lats_counted = len(lats)
-        if len(lats) >= LATENCY_BATCH:
-            self.flush_latencies()
+        self._hand_latencies()
         return True
 
     def _take_run(self, out: list[bytes], durable_lsn: int, now: float, st52: bytes,
