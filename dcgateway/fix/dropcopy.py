@@ -85,18 +85,9 @@ class CopySource:
 
     def with_body(self, body: bytes) -> CopySource:
         """This message with another body (the header, and so 115/116/122, unchanged)."""
-        other = CopySource.__new__(CopySource)
-        for name in ("msg", "sender_comp_id", "sender_sub_id", "sending_time",
-                     "orig_sending_time"):
-            setattr(other, name, getattr(self, name))
+        other = CopySource(self.msg)        # the same header fields, nothing cached yet
         other.body = body
         other.body_sum = byte_sum(body)
-        other._fix_tail = None
-        other._fix_tail_sum = 0
-        other._envelope = None
-        other._envelope_sum = 0
-        other.fix_live = None
-        other.variants = None
         return other
 
     def fix_tail(self, orig_sending_time: bytes | None = None) -> bytes:

@@ -5,6 +5,8 @@ and output primitives."""
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 from . import tags as T
 from .codec import RawMessage
 from .resend import ResendProgress
@@ -23,6 +25,7 @@ from .store import SessionStore
 M = T.MsgType
 
 
+@trait
 class LogonHandling:
     # the FixSession state and primitives this base uses
     config: SessionConfig

@@ -5,7 +5,7 @@ expected seq. A base of :class:`~.session.FixSession`, using its state and outpu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from mypy_extensions import trait
 
 from . import tags as T
 from .codec import RawMessage
@@ -17,6 +17,7 @@ M = T.MsgType
 R = T.SessionRejectReason
 
 
+@trait
 class SequenceHandling:
     # the FixSession state this base uses
     config: SessionConfig
@@ -29,17 +30,30 @@ class SequenceHandling:
     _drop_reported: bool
     _resend_pending: tuple[int, int] | None
 
-    if TYPE_CHECKING:   # FixSession's primitives (declared, not defined: no stub in the MRO)
-        def _validate(self, msg: RawMessage) -> Problem | None: ...
-        def _on_logout(self, msg: RawMessage, now: float) -> None: ...
-        def _on_resend_request(self, msg: RawMessage, now: float) -> None: ...
-        def _drain(self, now: float) -> None: ...
-        def _reject(self, seq: int | None, msg_type: bytes, problem: Problem, now: float,
-                    msg: RawMessage | None = None) -> None: ...
-        def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
-                   detail: str | None = None, wait: bool = True) -> None: ...
-        def _send(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
-                  body_sum: int | None = None) -> int: ...
+    # FixSession's primitives, which it overrides (this is a trait: mypyc compiles the mix-in)
+    def _validate(self, msg: RawMessage) -> Problem | None:
+        raise NotImplementedError
+
+    def _on_logout(self, msg: RawMessage, now: float) -> None:
+        raise NotImplementedError
+
+    def _on_resend_request(self, msg: RawMessage, now: float) -> None:
+        raise NotImplementedError
+
+    def _drain(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _reject(self, seq: int | None, msg_type: bytes, problem: Problem, now: float,
+                msg: RawMessage | None = None) -> None:
+        raise NotImplementedError
+
+    def _fatal(self, kind: str, text: str, now: float, extra: bytes = b"",
+               detail: str | None = None, wait: bool = True) -> None:
+        raise NotImplementedError
+
+    def _send(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
+              body_sum: int | None = None) -> int:
+        raise NotImplementedError
 
     def _too_high(self, msg: RawMessage, seq: int, now: float) -> None:
         """seq > expected (FIX Vol. 2 "Message gap detection", Test Cases 2.b, 10.a): keep the

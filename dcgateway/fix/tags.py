@@ -8,6 +8,8 @@ Numbers are from the FIX 4.2 and FIX 4.4 specifications (Volume 1 "Standard Mess
 
 from __future__ import annotations
 
+from typing import Final
+
 # --- standard header / trailer (FIX 4.2 & 4.4, Vol. 1) ---
 BEGIN_STRING = 8
 BODY_LENGTH = 9
@@ -125,25 +127,25 @@ class MsgType:
     """MsgType (35) values. Session-level ones per FIX Vol. 2; application ones that drop copy
     categories refer to (see docs/architecture.md vocabulary)."""
 
-    HEARTBEAT = b"0"
-    TEST_REQUEST = b"1"
-    RESEND_REQUEST = b"2"
-    REJECT = b"3"
-    SEQUENCE_RESET = b"4"
-    LOGOUT = b"5"
-    LOGON = b"A"
-    XML_NON_FIX = b"n"
-    EXECUTION_REPORT = b"8"
-    ORDER_CANCEL_REJECT = b"9"
-    NEW_ORDER_SINGLE = b"D"
-    ORDER_CANCEL_REQUEST = b"F"
-    ORDER_CANCEL_REPLACE_REQUEST = b"G"
-    NEW_ORDER_CROSS = b"s"
-    NEW_ORDER_MULTILEG = b"AB"
-    MULTILEG_CANCEL_REPLACE = b"AC"
-    ORDER_MASS_ACTION_REPORT = b"BZ"
-    ORDER_MASS_ACTION_REQUEST = b"CA"
-    BUSINESS_MESSAGE_REJECT = b"j"
+    HEARTBEAT: Final = b"0"
+    TEST_REQUEST: Final = b"1"
+    RESEND_REQUEST: Final = b"2"
+    REJECT: Final = b"3"
+    SEQUENCE_RESET: Final = b"4"
+    LOGOUT: Final = b"5"
+    LOGON: Final = b"A"
+    XML_NON_FIX: Final = b"n"
+    EXECUTION_REPORT: Final = b"8"
+    ORDER_CANCEL_REJECT: Final = b"9"
+    NEW_ORDER_SINGLE: Final = b"D"
+    ORDER_CANCEL_REQUEST: Final = b"F"
+    ORDER_CANCEL_REPLACE_REQUEST: Final = b"G"
+    NEW_ORDER_CROSS: Final = b"s"
+    NEW_ORDER_MULTILEG: Final = b"AB"
+    MULTILEG_CANCEL_REPLACE: Final = b"AC"
+    ORDER_MASS_ACTION_REPORT: Final = b"BZ"
+    ORDER_MASS_ACTION_REQUEST: Final = b"CA"
+    BUSINESS_MESSAGE_REJECT: Final = b"j"
 
 
 #: Session-level (administrative) message types, FIX Vol. 2. On resend these are gap-filled.
@@ -156,22 +158,22 @@ ADMIN_MSG_TYPES: frozenset[bytes] = frozenset({
 class SessionRejectReason:
     """SessionRejectReason (373) values, FIX 4.2/4.4."""
 
-    INVALID_TAG_NUMBER = 0
-    REQUIRED_TAG_MISSING = 1
-    TAG_NOT_DEFINED_FOR_MSG_TYPE = 2
-    UNDEFINED_TAG = 3
-    TAG_WITHOUT_VALUE = 4
-    VALUE_INCORRECT = 5
-    INCORRECT_DATA_FORMAT = 6
-    DECRYPTION_PROBLEM = 7
-    SIGNATURE_PROBLEM = 8
-    COMPID_PROBLEM = 9
-    SENDING_TIME_ACCURACY = 10
-    INVALID_MSG_TYPE = 11
-    XML_VALIDATION_ERROR = 12
-    TAG_APPEARS_MORE_THAN_ONCE = 13
-    TAG_OUT_OF_ORDER = 14
-    REPEATING_GROUP_OUT_OF_ORDER = 15
-    INCORRECT_NUM_IN_GROUP = 16
-    NON_DATA_VALUE_INCLUDES_DELIMITER = 17
-    OTHER = 99
+    INVALID_TAG_NUMBER: Final = 0
+    REQUIRED_TAG_MISSING: Final = 1
+    TAG_NOT_DEFINED_FOR_MSG_TYPE: Final = 2
+    UNDEFINED_TAG: Final = 3
+    TAG_WITHOUT_VALUE: Final = 4
+    VALUE_INCORRECT: Final = 5
+    INCORRECT_DATA_FORMAT: Final = 6
+    DECRYPTION_PROBLEM: Final = 7
+    SIGNATURE_PROBLEM: Final = 8
+    COMPID_PROBLEM: Final = 9
+    SENDING_TIME_ACCURACY: Final = 10
+    INVALID_MSG_TYPE: Final = 11
+    XML_VALIDATION_ERROR: Final = 12
+    TAG_APPEARS_MORE_THAN_ONCE: Final = 13
+    TAG_OUT_OF_ORDER: Final = 14
+    REPEATING_GROUP_OUT_OF_ORDER: Final = 15
+    INCORRECT_NUM_IN_GROUP: Final = 16
+    NON_DATA_VALUE_INCLUDES_DELIMITER: Final = 17
+    OTHER: Final = 99

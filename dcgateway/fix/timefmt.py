@@ -45,7 +45,7 @@ def parse_utc_timestamp(value: bytes) -> float | None:
                       int(clock[0:2]), int(clock[3:5]), int(clock[6:8]))
     except ValueError:
         return None
-    seconds = calendar.timegm(dt.timetuple())
+    seconds = float(calendar.timegm(dt.timetuple()))
     if frac:
         seconds += int(frac[1:]) / 10 ** (len(frac) - 1)
-    return float(seconds)
+    return seconds

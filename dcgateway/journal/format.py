@@ -248,7 +248,8 @@ def write_checkpoint(path: Path, ck: Checkpoint, fsync: bool) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            written = os.write(fd, view)    # not inside the slice: mypyc evaluates a slice
+            view = view[written:]           # bound with a side effect twice
         if fsync:
             os.fsync(fd)
     finally:

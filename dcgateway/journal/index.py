@@ -124,8 +124,8 @@ class TargetIndexes:
             self._write(target, first, data)
             self._spilled.pop(0)
         for target in list(self._runs):
-            first, _, data = self._runs[target]
-            self._write(target, first, data)
+            first, _, run = self._runs[target]     # a bytearray, not the bytes above
+            self._write(target, first, run)
             del self._runs[target]
         self.pending_bytes = 0
 
@@ -152,7 +152,7 @@ class TargetIndexes:
         pending = [(f, d) for t, f, d in self._spilled if t == target]
         run = self._runs.get(target)
         if run is not None:
-            pending.append((run[0], run[2]))
+            pending.append((run[0], bytes(run[2])))
         if not pending:
             return data
         buf = bytearray(data)

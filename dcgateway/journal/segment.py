@@ -50,7 +50,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import JournalError
 from ..fsutil import fsync_dir, private_dir
@@ -76,6 +76,11 @@ from .format import (
 from .index import SegmentReader, TargetIndexes, pwrite_all
 from .recovery import Recovery, SnapshotState, recover_journal
 from .upkeep import ReadsAndMaintenance
+
+#: Every write of segment bytes goes through this module global, looked up at each call (a
+#: compiled module binds a direct call to a function at build time): the seam the fault
+#: injection tests replace to fail a write half-way.
+write_at: Callable[[int, Any, int], None] = pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +372,7 @@ class SegmentJournal(ReadsAndMaintenance):
             data, off = self._buf, self._size
             try:
                 self._hook("write")
-                pwrite_all(self._fd, data, off)
+                write_at(self._fd, data, off)
             except OSError as e:
                 self._cut_tail()
                 raise JournalError(f"cannot write journal segment {self._seg_path(self._seg)}: "
@@ -427,7 +432,7 @@ class SegmentJournal(ReadsAndMaintenance):
         if stop <= start:
             return
         try:
-            pwrite_all(self._fd, memoryview(_ZEROS)[:stop - start], start)
+            write_at(self._fd, memoryview(_ZEROS)[:stop - start], start)
         except OSError as e:
             log.debug("journal: cannot zero ahead in %s: %s", self._seg_path(self._seg), e)
             return
@@ -483,7 +488,7 @@ class SegmentJournal(ReadsAndMaintenance):
             raise JournalError(f"cannot create journal segment {path}: {e.strerror}") from None
         try:
             self._hook("write")
-            pwrite_all(fd, data, 0)
+            write_at(fd, data, 0)
             self._hook("fsync")
             if self._fsync:
                 os.fdatasync(fd)
@@ -549,7 +554,7 @@ class SegmentJournal(ReadsAndMaintenance):
         for last, _, off, data in rewrite:
             if last > self._synced_lsn:
                 self._hook("write")
-                pwrite_all(self._fd, data, off)
+                write_at(self._fd, data, off)
         self._hook("fsync")
         if self._fsync:
             os.fdatasync(self._fd)

@@ -6,12 +6,17 @@ copies over."""
 from __future__ import annotations
 
 from dcgateway.fanout import PendingCopies
+from dcgateway.fix import codec
+from dcgateway.fix.dropcopy import CopySource
+
+SOURCE = CopySource(codec.Decoder().feed(codec.encode_fields(
+    "FIX.4.2", "8", [(49, "S"), (56, "GW"), (34, 1)], [(17, "E1")]))[0])
 
 
 def queue(*items: tuple[int, int]) -> PendingCopies:
     q = PendingCopies()
     for seq, lsn in items:
-        q.append((seq, lsn, None, 0.0, "execution"))   # type: ignore[arg-type]
+        q.append((seq, lsn, SOURCE, 0.0, "execution"))
     return q
 
 

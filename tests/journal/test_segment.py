@@ -499,13 +499,13 @@ def test_half_written_batch_leaves_no_half_record(jdir, monkeypatch):
     j.append("S", 1, 1.0, msg(1), [("T", 1)])
     j.sync()
     size = data_end(jdir / segment_name(1))
-    real = journal_mod.pwrite_all
+    real = journal_mod.write_at
 
     def half_then_enospc(fd, data, off):
         real(fd, bytes(data[:len(data) // 2]), off)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(journal_mod, "pwrite_all", half_then_enospc)
+    monkeypatch.setattr(journal_mod, "write_at", half_then_enospc)
     j.append("S", 2, 1.0, msg(2), [("T", 2)])
     j.append("S", 3, 1.0, msg(3), [("T", 3)])
     with pytest.raises(JournalError):
@@ -609,13 +609,13 @@ def test_roll_after_failed_fsync_rewrites_unsynced_bytes(jdir, monkeypatch):
     del faults.fail["fsync"]
     unsynced_at = j._retained[0][2]
     writes: list[int] = []
-    real = journal_mod.pwrite_all
+    real = journal_mod.write_at
 
     def recording(fd, data, off):
         writes.append(off)
         real(fd, data, off)
 
-    monkeypatch.setattr(journal_mod, "pwrite_all", recording)
+    monkeypatch.setattr(journal_mod, "write_at", recording)
     i = 1
     while len(list(jdir.glob("*.seg"))) == 1:
         i += 1
