@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from . import hotpath
 from .auth import LogonAuthenticator, SessionAuth
 from .auth.canonical import required_tags
 from .config import GatewayConfig
@@ -230,9 +231,9 @@ async def _serve(config: GatewayConfig, stop: asyncio.Event) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gw.reload_groups)
     t0 = time.monotonic()
     port = await gw.start()
-    log.info("dcgateway %s listening on %s:%d (%d sessions; started in %.3fs)",
+    log.info("dcgateway %s listening on %s:%d (%d sessions; started in %.3fs; %s)",
              config.gateway.comp_id, config.gateway.listen.host, port, len(gw.slots),
-             time.monotonic() - t0)
+             time.monotonic() - t0, hotpath.describe())
     tune_for_latency()
     print(f"dcgateway listening on {config.gateway.listen.host}:{port}", flush=True)
     await gw.serve(stop)

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from .. import __version__, hotpath
 from ..errors import ConfigError, DcGatewayError
 from . import cluster, groups, keys, portal, replay, run, sessions
 from .common import (
@@ -46,7 +46,8 @@ COMMANDS: dict[str, Registrar] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dcgateway", description="Real-time FIX drop copy fan-out gateway.")
-    parser.add_argument("--version", action="version", version=f"dcgateway {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"dcgateway {__version__} ({hotpath.describe()})")
     add_global_options(parser, suppress=False)
     common = Parser(add_help=False)
     add_global_options(common, suppress=True)
