@@ -92,12 +92,33 @@ def compiled_modules() -> list[str]:
     return out
 
 
+def stale_modules() -> list[str]:
+    """Compiled modules whose ``.py`` beside them is newer (by more than a second, so that an
+    install that unpacks both is not caught): a source edited after the in-place build, which
+    this process does not run. ``scripts/test`` and ``scripts/run`` rebuild them; so does
+    ``pip install -e .``."""
+    out = []
+    for name in compiled_modules():
+        path = getattr(sys.modules[name], "__file__", None) or ""
+        source = os.path.join(os.path.dirname(path), name.rpartition(".")[2] + ".py")
+        try:
+            if os.stat(source).st_mtime > os.stat(path).st_mtime + 1.0:
+                out.append(name)
+        except OSError:
+            continue
+    return out
+
+
 def describe() -> str:
     """One line for logs and ``--version``: compiled or pure Python, and why."""
     for name in COMPILED_MODULES:
         __import__(name)
     done = compiled_modules()
     if len(done) == len(COMPILED_MODULES):
+        stale = stale_modules()
+        if stale:
+            return (f"hot path compiled (mypyc), but {len(stale)} module(s) older than their "
+                    f"source, e.g. {stale[0]}: rebuild with pip install -e .")
         return "hot path compiled (mypyc)"
     if not done:
         why = f"{PURE_ENV} set" if pure_requested() else "not compiled at install"

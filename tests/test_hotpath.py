@@ -20,7 +20,7 @@ def test_compiled_when_the_machine_can_compile() -> None:
     if hotpath.pure_requested():
         assert hotpath.describe() == f"hot path pure Python ({hotpath.PURE_ENV} set)"
     elif shutil.which("cc") or shutil.which("gcc"):
-        assert hotpath.describe() == "hot path compiled (mypyc)"
+        assert hotpath.describe() == "hot path compiled (mypyc)"    # and none of it stale
         for name in hotpath.COMPILED_MODULES:
             assert not importlib.import_module(name).__file__.endswith(".py"), name
     else:
@@ -62,3 +62,27 @@ def test_version_says_how_the_hot_path_runs() -> None:
     proc = run_pure("import sys; from dcgateway.cli import main; sys.argv = ['dcgateway', "
                     "'--version']; main()")
     assert f"({hotpath.PURE_ENV} set)" in proc.stdout
+
+
+def test_a_source_newer_than_its_compiled_module_is_reported(tmp_path) -> None:
+    """An in-place build goes stale when a hot-path source is edited after it: the start-up log
+    line and --version say so instead of running old code quietly."""
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "mod.py").write_text("X = 1\n")
+    code = (f"import os, sys, types\n"
+            f"from dcgateway import hotpath\n"
+            f"so = {str(folder / 'mod.cpython-311-x86_64-linux-gnu.so')!r}\n"
+            f"open(so, 'wb').close()\n"
+            f"os.utime(so, (1000, 1000))\n"
+            f"m = types.ModuleType('dcgateway.fix.codec'); m.__file__ = so\n"
+            f"sys.modules['dcgateway.fix.codec'] = m\n"
+            f"print(hotpath.stale_modules())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"          # mod.py is not codec.py: nothing to compare
+    (folder / "codec.py").write_text("X = 1\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.stdout.strip() == "['dcgateway.fix.codec']", proc.stderr

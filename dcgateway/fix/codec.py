@@ -26,17 +26,18 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
+from typing import Final
 
 from . import tags as T
 
-SOH = b"\x01"
-_SOH_INT = 1
-_BEGIN_MARK = b"8=FIX"
-_MAX_BEGIN_LEN = 16      # "FIXT.1.1" is 8; leave room, but not much
-_MAX_LEN_DIGITS = 7      # BodyLength up to 9,999,999 digits-wise; max_size caps the value
-_TRAILER_LEN = 7         # b"10=" + 3 digits + SOH
+SOH: Final = b"\x01"
+_SOH_INT: Final = 1
+_BEGIN_MARK: Final = b"8=FIX"
+_MAX_BEGIN_LEN: Final = 16      # "FIXT.1.1" is 8; leave room, but not much
+_MAX_LEN_DIGITS: Final = 7      # BodyLength up to 9,999,999 digits-wise; max_size caps the value
+_TRAILER_LEN: Final = 7         # b"10=" + 3 digits + SOH
 
-DEFAULT_MAX_SIZE = 64 * 1024
+DEFAULT_MAX_SIZE: Final = 64 * 1024
 
 
 def byte_sum(data: bytes, stop: int | None = None) -> int:
