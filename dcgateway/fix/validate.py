@@ -199,11 +199,15 @@ class Validator:
         end = msg.body_end
         bucket = self._buckets.get((msg.msg_type, raw.count(b"\x01", 0, end)))
         if bucket is not None:
+            # A compiled layout has no data field (:meth:`_learn`) and no value pattern matches
+            # SOH, so a message it matches has a plain body: RawMessage.get skips its own scan.
             if bucket[0].fullmatch(raw, 0, end) is not None:
+                msg.note_plain_body()
                 return None
             for i in range(1, len(bucket)):
                 if bucket[i].fullmatch(raw, 0, end) is not None:
                     bucket.insert(0, bucket.pop(i))     # most recent first
+                    msg.note_plain_body()
                     return None
         return self._validate_slow(msg)
 

@@ -288,6 +288,22 @@ def test_the_fast_path_is_used_for_a_repeated_layout():
     assert v._slow_runs == slow_runs
 
 
+def test_a_message_a_compiled_layout_matched_reads_its_fields_without_a_data_field_scan():
+    """A compiled layout never holds a data field, so the fast path marks the message's body
+    plain; a message with a data field is never marked, and reads its fields the careful way."""
+    v = Validator(FIX42)
+    v.validate(msg())
+    first = msg()
+    assert v.validate(first) is None and v.cached_layouts == 1
+    assert first._plain is None                      # matched the slow way, then compiled
+    again = msg()
+    assert v.validate(again) is None and again._plain is True
+    assert again.get(150) == b"2" and again.get(58) == b"filled"
+    with_data = msg(body=[*ER, (95, 3), (96, "a\x01b")])
+    v.validate(with_data)
+    assert with_data._plain is not True and with_data.get(96) == b"a\x01b"
+
+
 def test_layout_cache_is_bounded():
     size = 16
     v = Validator(FIX42, ValidationOptions(layout_cache_size=size))
