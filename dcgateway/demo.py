@@ -178,10 +178,11 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     host = config.gateway.metrics.host
-    log.info("demo: gateway on %s:%d; %s", config.gateway.listen.host, port, hotpath.describe())
+    hot = hotpath.describe()
+    log.info("demo: gateway on %s:%d; %s", config.gateway.listen.host, port, hot)
     print(f"dcgateway demo: FIX on {config.gateway.listen.host}:{port}; metrics on "
-          f"http://{host}:{gw.metrics_port}/metrics (health: /healthz); {hotpath.describe()}; "
-          f"Ctrl-C stops", file=out, flush=True)
+          f"http://{host}:{gw.metrics_port}/metrics (health: /healthz); {hot}; Ctrl-C stops",
+          file=out, flush=True)
     gw_done = asyncio.Event()
     serve = asyncio.create_task(gw.serve(gw_done))
     portal = await start_portal(config, out)
