@@ -44,10 +44,20 @@ COMMANDS: dict[str, Registrar] = {
     "cluster": cluster.register,
 }
 
+class _Version(argparse.Action):
+    """``--version``: describes the hot path only when asked (that imports every compiled
+    module), not while building the parser for every other command."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"dcgateway {__version__} ({hotpath.describe()})")     # stdout, as argparse's
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dcgateway", description="Real-time FIX drop copy fan-out gateway.")
-    parser.add_argument("--version", action="version",
-                        version=f"dcgateway {__version__} ({hotpath.describe()})")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version and whether the hot path runs compiled, and exit")
     add_global_options(parser, suppress=False)
     common = Parser(add_help=False)
     add_global_options(common, suppress=True)
