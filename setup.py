@@ -19,20 +19,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GROUP = "dcgateway_native"        # the name of the shared library mypyc builds for the group
 
 
-def remove_built(modules: list[str]) -> None:
-    """Delete compiled modules an earlier in-place (editable) build left beside the sources:
-    a stale one would shadow the .py it was built from, even when this build stays pure."""
-    for name in modules:
-        folder, leaf = os.path.split(os.path.join(HERE, *name.split(".")))
-        for path in glob.glob(os.path.join(folder, leaf + ".*.so")):
-            os.remove(path)
+def remove_built() -> None:
+    """Delete the compiled modules an earlier in-place (editable) build left beside the
+    sources, every one of them (the package has no other extension modules): a stale one would
+    shadow the .py it was built from, even when this build stays pure or no longer compiles it."""
+    for path in glob.glob(os.path.join(HERE, "dcgateway", "**", "*.so"), recursive=True):
+        os.remove(path)
     for path in glob.glob(os.path.join(HERE, GROUP + "__mypyc.*.so")):
         os.remove(path)
 
 
 def hot_path_extensions() -> list:
     hotpath = runpy.run_path(os.path.join(HERE, "dcgateway", "hotpath.py"))
-    remove_built(hotpath["COMPILED_MODULES"])
+    remove_built()
     if hotpath["pure_requested"]():
         print("dcgateway: DCGATEWAY_PURE set, installing pure Python", file=sys.stderr)
         return []

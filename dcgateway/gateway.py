@@ -136,7 +136,8 @@ class Gateway:
         self.events(slot, ev)
 
     def _on_durable(self, lsn: int) -> None:
-        self.health.committed()
+        if not self.health.ok:              # a commit after a failure: the journal recovered
+            self.health.committed()
         self.flow.on_durable(lsn)
 
     def _on_journal_error(self, exc: Exception) -> None:
