@@ -49,9 +49,6 @@ COMPILED_MODULES: tuple[str, ...] = (
     "dcgateway.journal.index",
     "dcgateway.journal.upkeep",
     "dcgateway.journal.segment",
-    "dcgateway.fanout.target_store",
-    "dcgateway.net.connection",
-    "dcgateway.runtime.flow",
 )
 
 PURE_ENV = "DCGATEWAY_PURE"

@@ -14,9 +14,7 @@ stamp="$venv/.dcgateway-installed"
 stale() {
   [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$root/setup.py" -nt "$stamp" ] ||
     [ -n "$(find "$root/dcgateway/fix" "$root/dcgateway/fanout" "$root/dcgateway/journal" \
-      "$root/dcgateway/routing.py" "$root/dcgateway/net/connection.py" \
-      "$root/dcgateway/runtime/flow.py" "$root/dcgateway/hotpath.py" \
-      -name '*.py' -newer "$stamp" -print -quit)" ]
+      "$root/dcgateway/routing.py" "$root/dcgateway/hotpath.py" -name '*.py' -newer "$stamp" -print -quit)" ]
 }
 if stale; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip

@@ -116,7 +116,7 @@ class GroupCommitter:
         self._wake.acquire()                  # held: no wake pending
         self._wake_pending = False            # set by the loop, cleared by the thread
         self._stop = threading.Event()
-        self._sync_thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
         self._results: list[tuple[float, int]] = []   # (seconds, records), thread -> loop
         self._failures: list[Exception] = []           # thread -> loop
         self._posted = False
@@ -275,7 +275,7 @@ class GroupCommitter:
         self._stop.clear()
         self._stopping = False
         thread = threading.Thread(target=self._work, name="dcgw-journal-sync", daemon=True)
-        self._sync_thread = thread
+        self._thread = thread
         thread.start()
         if self._journal.appended_lsn > self._notified:
             self.notify()

@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, cast
+from typing import Any, Callable, Protocol
 
 from ..fix import tags as T
 from ..fix.codec import RawMessage, encode_fields
@@ -303,8 +303,7 @@ class Acceptor:
     async def start(self, host: str, port: int, ssl: Any = None) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: cast(asyncio.Protocol,
-                         FixConnection(self, self.clock, self.settings.max_message_size)),
+            lambda: FixConnection(self, self.clock, self.settings.max_message_size),
             host, port, ssl=ssl, reuse_address=True, backlog=LISTEN_BACKLOG)
         bound: int = self._server.sockets[0].getsockname()[1]
         log.info("FIX listener on %s:%d", host, bound)

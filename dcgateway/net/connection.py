@@ -12,12 +12,6 @@ fast"), and no byte that the batch produced reaches the peer before the state be
 Backpressure: the transport's write-buffer watermarks bound what we buffer for a peer. While the
 buffer is above the high mark we stop reading from that peer (``pause_reading``), so a client that
 floods requests but does not read the answers cannot grow our memory (docs/architecture.md rule 5).
-
-The module is compiled with the hot path (:mod:`dcgateway.hotpath`): :class:`FixConnection` is
-a native class, so it does not subclass ``asyncio.Protocol`` (the loops take any object with its
-methods), and it types its session and outbox by the Protocols below (what it uses of them), so
-the tests' recording fakes plug in where the gateway puts its own; :class:`SessionSlot` stays a
-plain Python class.
 """
 
 from __future__ import annotations
@@ -28,11 +22,9 @@ import logging
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
-
-from mypy_extensions import mypyc_attr
 
 from ..errors import StoreError
 from ..fanout import TAKE_BUDGET
@@ -41,16 +33,15 @@ from ..fix.session_types import SessionConfig
 
 if TYPE_CHECKING:
     from ..fanout import Outbox
+    from ..fix.session import FixSession
 
 log = logging.getLogger("dcgateway.net")
 
 
-@mypyc_attr(native_class=False)
 @dataclass
 class SessionSlot:
     """A configured session as the network shell sees it: its durable store, its outbox when
-    it is a drop copy target, and, while logged on, its connection. A plain Python class even
-    when this module is compiled (the gateway, the cluster and the tests fill it in)."""
+    it is a drop copy target, and, while logged on, its connection."""
 
     comp_id: str
     role: str
@@ -64,10 +55,10 @@ class SessionSlot:
 
 
 class ConnectionOwner(Protocol):
-    """What a connection needs of the acceptor that made it."""
+    """What a connection needs of the acceptor that made it (a narrow seam: the acceptor
+    imports this module, never the other way round)."""
 
-    @property
-    def settings(self) -> Any: ...
+    settings: Any
 
     @property
     def write_buffer_limits(self) -> tuple[int, int]: ...
@@ -81,67 +72,12 @@ class ConnectionOwner(Protocol):
 
     def refused(self, conn: FixConnection, reason: str) -> None: ...
 
-    def bind(self, conn: FixConnection, first: RawMessage, now: float) -> ConnSession | None: ...
+    def bind(self, conn: FixConnection, first: RawMessage, now: float) -> FixSession | None: ...
 
     def dispatch(self, conn: FixConnection, events: list[Any], now: float) -> None: ...
 
     def on_event(self, slot: SessionSlot | None, ev: Any) -> None: ...
 
-
-class ConnSession(Protocol):
-    """What the shell uses of a :class:`~dcgateway.fix.session.FixSession`."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    @property
-    def resend_backlog(self) -> int: ...
-
-    def receive_data(self, data: bytes, now: float) -> None: ...
-
-    def receive_messages(self, items: list[RawMessage | DecodeError], now: float) -> None: ...
-
-    def events(self) -> list[Any]: ...
-
-    def data_to_send(self) -> bytes: ...
-
-    def items_to_send(self) -> list[Any]: ...
-
-    def on_timer(self, now: float) -> None: ...
-
-    def continue_resend(self, now: float) -> None: ...
-
-    def logout(self, text: str, now: float) -> None: ...
-
-    def send_app(self, msg_type: bytes, body: bytes, now: float, extra_header: bytes = b"",
-                 body_sum: int | None = None) -> int: ...
-
-
-class ConnOutbox(Protocol):
-    """What the shell uses of a drop copy target's :class:`~dcgateway.fanout.Outbox`."""
-
-    journal: Any
-    pushback: bool
-
-    @property
-    def spill_from(self) -> int | None: ...
-
-    @property
-    def stalled(self) -> bool: ...
-
-    @property
-    def admin(self) -> dict[int, bytes]: ...
-
-    def take(self, durable_lsn: int, now: float, budget: int) -> list[bytes]: ...
-
-    def ready(self, durable_lsn: int) -> bool: ...
-
-    def add_session(self, items: Iterable[Any]) -> None: ...
-
-
-#: What takes and resend slices are timed with: a seam for the tests (compiled, this module keeps
-#: its own reference to an imported module, but looks a module-level variable up at each call).
-perf_counter: Callable[[], float] = time.perf_counter
 
 #: Bytes of non-FIX input accepted before a Logon before the connection is dropped.
 MAX_PRE_LOGON_GARBAGE = 4096
@@ -175,18 +111,7 @@ def _bytes_waiting(transport: asyncio.BaseTransport) -> int:
     return int.from_bytes(buf, sys.byteorder)
 
 
-def _outbox_of(slot: SessionSlot | None) -> ConnOutbox | None:
-    """A drop copy target's outbox, typed by what the connection uses of it. Read untyped on
-    purpose: compiled, a typed read of ``slot.outbox`` checks for the fan-out's own class, and
-    the tests plug a recording fake in."""
-    outbox: ConnOutbox | None = getattr(slot, "outbox", None)
-    return outbox
-
-
-class FixConnection:
-    """An asyncio protocol (duck-typed: it does not subclass ``asyncio.Protocol``, so that it
-    compiles as a native class, see :mod:`dcgateway.hotpath`)."""
-
+class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
                  "connected_at", "heard", "_decoder", "_closing", "_lost", "_paused", "_holds",
                  "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled",
@@ -200,7 +125,7 @@ class FixConnection:
         self.peer = "?"
         self.address = "?"                        # peer host, set by the acceptor
         self.heard = False                       # any byte received yet
-        self.session: ConnSession | None = None
+        self.session: FixSession | None = None
         self.slot: SessionSlot | None = None
         self.connected_at = clock()
         self._decoder = Decoder(max_message_size)
@@ -251,11 +176,6 @@ class FixConnection:
             log.exception("internal error on connection %s (%s); closing it", self.peer, self.name)
             self.close("internal error")
 
-    def eof_received(self) -> bool | None:
-        """The peer closed its side: let the transport close ours (``asyncio.Protocol``'s
-        default, which this duck-typed protocol does not inherit)."""
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._lost = True
@@ -266,7 +186,7 @@ class FixConnection:
 
     def pause_writing(self) -> None:
         self._paused = True
-        outbox = _outbox_of(self.slot)
+        outbox = self.slot.outbox if self.slot is not None else None
         if outbox is not None:
             # A drop copy target is still read while it drains its copies: its Heartbeats and
             # TestRequests must be heard (its queued session messages are bounded).
@@ -277,7 +197,7 @@ class FixConnection:
     def resume_writing(self) -> None:
         self._paused = False
         self.release_reading("write_buffer")
-        outbox = _outbox_of(self.slot)
+        outbox = self.slot.outbox if self.slot is not None else None
         if outbox is not None:
             outbox.pushback = False
             self.kick()
@@ -307,15 +227,15 @@ class FixConnection:
         target's copies before the first write wakes a reader (on a busy machine the woken
         reader may take this CPU, and the copies still to build would wait for it)."""
         self._feed_scheduled = False
-        outbox = _outbox_of(self.slot)
+        outbox = self.slot.outbox if self.slot is not None else None
         if outbox is None or self._paused or self._closing or self.transport is None:
             return
         try:
             durable = outbox.journal.durable_lsn
             catching_up = outbox.spill_from is not None
-            t0 = perf_counter()
+            t0 = time.perf_counter()
             out = outbox.take(durable, self.clock(), self._take_budget)
-            took = perf_counter() - t0
+            took = time.perf_counter() - t0
             self._fit_budget(took)
             if out:
                 if batch is None:
@@ -353,9 +273,9 @@ class FixConnection:
             return
         try:
             now = self.clock()
-            t0 = perf_counter()
+            t0 = time.perf_counter()
             session.continue_resend(now)
-            self.pump(now, resend_rest=(perf_counter() - t0) * CATCHUP_REST_RATIO)
+            self.pump(now, resend_rest=(time.perf_counter() - t0) * CATCHUP_REST_RATIO)
         except StoreError as exc:
             log.error("session %s: %s; disconnecting it", self.name, exc)
             self.close("cannot store session state")
@@ -466,7 +386,7 @@ class FixConnection:
         if events:
             self.acceptor.dispatch(self, events, now)
         self.slot.store.sync()
-        outbox = _outbox_of(self.slot)
+        outbox = self.slot.outbox
         if outbox is None:
             out = session.data_to_send()
             if out:

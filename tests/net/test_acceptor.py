@@ -102,7 +102,7 @@ def replies(tr: FakeTransport) -> list[RawMessage]:
 
 def test_the_acceptor_and_the_fake_owner_both_provide_the_connection_owner_seam() -> None:
     members = {n for n in vars(ConnectionOwner) if not n.startswith("_")}
-    members |= set(getattr(ConnectionOwner, "__annotations__", {}))
+    members |= set(ConnectionOwner.__annotations__)
     assert {"settings", "bind", "dispatch", "refused", "logon_timeout"} <= members
     acceptor = Rig().acceptor
     assert [m for m in sorted(members) if not hasattr(acceptor, m)] == []
