@@ -136,8 +136,7 @@ class Gateway:
         self.events(slot, ev)
 
     def _on_durable(self, lsn: int) -> None:
-        if not self.health.ok:              # a commit after a failure: the journal recovered
-            self.health.committed()
+        self.health.committed()
         self.flow.on_durable(lsn)
 
     def _on_journal_error(self, exc: Exception) -> None:
