@@ -40,6 +40,11 @@ _TRAILER_LEN: Final = 7         # b"10=" + 3 digits + SOH
 DEFAULT_MAX_SIZE: Final = 64 * 1024
 
 
+#: zlib's Adler-32, read as a constant (compiled, ``zlib.adler32`` is a module attribute
+#: lookup on every call; :func:`byte_sum` runs several times per message)
+_ADLER32: Final = zlib.adler32
+
+
 def byte_sum(data: bytes, stop: int | None = None) -> int:
     """``sum(data[:stop])``, the CheckSum's sum, at C speed: Adler-32's low 16 bits are
     ``1 + sum(data)`` modulo 65521, exact for any 256 bytes (at most 65,280), so it is taken 256
@@ -47,10 +52,10 @@ def byte_sum(data: bytes, stop: int | None = None) -> int:
     every frame once and every copied body once)."""
     n = len(data) if stop is None else stop
     if n <= 256:
-        return (zlib.adler32(data if n == len(data) else data[:n]) & 0xFFFF) - 1
+        return (_ADLER32(data if n == len(data) else data[:n]) & 0xFFFF) - 1
     total = 0
     for i in range(0, n, 256):      # slices, not a memoryview: cheaper at these sizes
-        total += (zlib.adler32(data[i:min(i + 256, n)]) & 0xFFFF) - 1
+        total += (_ADLER32(data[i:min(i + 256, n)]) & 0xFFFF) - 1
     return total
 
 #: Header tag bytes -> int, so the header scan needs no int() per field.

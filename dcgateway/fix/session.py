@@ -41,6 +41,7 @@ events) live in :mod:`.session_types` and are re-exported here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from ..errors import StoreError
 from . import tags as T
@@ -89,6 +90,13 @@ R = T.SessionRejectReason
 #: Logout text when the session's own state cannot be stored (a full or failing disk).
 STORE_FAULT_TEXT = "gateway cannot store session state right now; log on again later"
 S = SessionState
+
+# What the per-message path compares with, as module constants: compiled, these are read
+# directly, where ``M.LOGON`` or ``S.ACTIVE`` is an attribute lookup on a class each time.
+_AWAITING_LOGON: Final = S.AWAITING_LOGON
+_MT_LOGON: Final = M.LOGON
+_MT_LOGOUT: Final = M.LOGOUT
+_MT_SEQUENCE_RESET: Final = M.SEQUENCE_RESET
 
 __all__ = [
     "AppMessage", "AuthDecision", "AuthFailed", "Authenticator", "Disconnect", "Event",
@@ -334,19 +342,19 @@ class FixSession(SequenceHandling, LogonHandling):
             self._fatal("seq_missing", "MsgSeqNum(34) missing", now)
             return
         if self._ending:                    # an error Logout was sent: only its answer counts
-            if msg.msg_type == M.LOGOUT:
+            if msg.msg_type == _MT_LOGOUT:
                 self._events.append(LoggedOut(text_of(msg) or "logout confirmed"))
                 self._disconnect("logout complete")
             return
-        if self.state is S.AWAITING_LOGON:
+        if self.state is _AWAITING_LOGON:
             self._on_first_message(msg, seq, now)
             return
         if not self._comp_ids_ok(msg, seq, now) or not self._sending_time_ok(msg, seq, now):
             return
-        if msg.msg_type == M.LOGON:
+        if msg.msg_type == _MT_LOGON:
             self._on_second_logon(msg, now)
             return
-        if msg.msg_type == M.SEQUENCE_RESET and not gap_fill_flag(msg):
+        if msg.msg_type == _MT_SEQUENCE_RESET and not gap_fill_flag(msg):
             self._on_sequence_reset(msg, now)
             return
         expected = self.store.next_in

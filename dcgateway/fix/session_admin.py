@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from . import tags as T
 from .codec import FieldError, RawMessage, fields_bytes
@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 R = T.SessionRejectReason
 M = T.MsgType
+# compared with on every message: module constants, read directly when compiled
+_MT_REJECT: Final = M.REJECT
+_MT_SEQUENCE_RESET: Final = M.SEQUENCE_RESET
 
 
 class MessageValidator(Protocol):
@@ -363,7 +366,7 @@ def validate(msg: RawMessage, times: SendingTimeParser,
     present and well formed, and the PossDupFlag rules."""
     mt = msg.msg_type
     if validator is not None:
-        if mt != M.REJECT:              # never reject a Reject (it could loop)
+        if mt != _MT_REJECT:            # never reject a Reject (it could loop)
             problem = validator.validate(msg)
             if problem is not None:
                 return problem
@@ -384,7 +387,7 @@ def validate(msg: RawMessage, times: SendingTimeParser,
                 return problem
         if mt not in T.ADMIN_MSG_TYPES and not valid_msg_type(mt):
             return Problem(R.INVALID_MSG_TYPE, T.MSG_TYPE, "Invalid MsgType")
-    if msg.poss_dup and mt != M.SEQUENCE_RESET:
+    if msg.poss_dup and mt != _MT_SEQUENCE_RESET:
         return possdup_problem(msg, sending_time)
     return None
 

@@ -23,7 +23,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from .format import HDR_SIZE, IDX_SIZE, IDX_ZERO, segment_name
 
@@ -63,6 +63,18 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         view.release()
 
 
+class _Run:
+    """A target's pending entries: seqs ``first`` .. ``next - 1`` (a native class when compiled:
+    its fields are read and written without boxing on the append path)."""
+
+    __slots__ = ("first", "next", "data")
+
+    def __init__(self, first: int, entry: bytes) -> None:
+        self.first = first
+        self.next = first + 1
+        self.data = bytearray(entry)
+
+
 class TargetIndexes:
     """The index files of all targets, with their pending (unwritten) runs."""
 
@@ -70,7 +82,7 @@ class TargetIndexes:
         self.dir = directory
         self._hook = hook
         self._fds: dict[str, int] = {}
-        self._runs: dict[str, list[Any]] = {}     # target -> [first_seq, next_seq, bytearray]
+        self._runs: dict[str, _Run] = {}
         self._spilled: list[tuple[str, int, bytes]] = []
         self.pending_bytes = 0
         self.dirty: set[int] = set()              # fds written (or truncated) since take_dirty()
@@ -87,34 +99,36 @@ class TargetIndexes:
     def add(self, target: str, seq: int, entry: bytes) -> None:
         run = self._runs.get(target)
         if run is not None:
-            nxt = run[1]
+            nxt = run.next
             if seq == nxt:
-                run[2] += entry
-                run[1] = seq + 1
+                run.data += entry
+                run.next = seq + 1
                 self.pending_bytes += IDX_SIZE
                 return
             if nxt < seq <= nxt + GAP_PAD:
-                run[2] += IDX_ZERO * (seq - nxt)
-                run[2] += entry
+                run.data += IDX_ZERO * (seq - nxt)
+                run.data += entry
                 self.pending_bytes += IDX_SIZE * (seq - nxt + 1)
-                run[1] = seq + 1
+                run.next = seq + 1
                 return
-            self._spilled.append((target, run[0], bytes(run[2])))
-        self._runs[target] = [seq, seq + 1, bytearray(entry)]
+            self._spilled.append((target, run.first, bytes(run.data)))
+        self._runs[target] = _Run(seq, entry)
         self.pending_bytes += IDX_SIZE
 
     def add_record(self, targets: Sequence[tuple[str, int]], entry: bytes) -> None:
         """One record's entries for all its targets (the append hot path: one call per record,
         the common case -- the next seq of an existing run -- inline)."""
         runs = self._runs
+        n = 0
         for t, s in targets:
             run = runs.get(t)
-            if run is not None and run[1] == s:
-                run[2] += entry
-                run[1] = s + 1
-                self.pending_bytes += IDX_SIZE
+            if run is not None and run.next == s:
+                run.data += entry
+                run.next = s + 1
+                n += 1
             else:
                 self.add(t, s, entry)
+        self.pending_bytes += n * IDX_SIZE
 
     def flush(self) -> None:
         """Write every pending run. On an error the runs not yet written stay pending (a retry
@@ -124,8 +138,8 @@ class TargetIndexes:
             self._write(target, first, data)
             self._spilled.pop(0)
         for target in list(self._runs):
-            first, _, run = self._runs[target]     # a bytearray, not the bytes above
-            self._write(target, first, run)
+            run = self._runs[target]
+            self._write(target, run.first, run.data)
             del self._runs[target]
         self.pending_bytes = 0
 
@@ -152,7 +166,7 @@ class TargetIndexes:
         pending = [(f, d) for t, f, d in self._spilled if t == target]
         run = self._runs.get(target)
         if run is not None:
-            pending.append((run[0], bytes(run[2])))
+            pending.append((run.first, bytes(run.data)))
         if not pending:
             return data
         buf = bytearray(data)

@@ -46,11 +46,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import struct
 import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Final, Sequence
 
 from ..errors import JournalError
 from ..fsutil import fsync_dir, private_dir
@@ -66,7 +67,6 @@ from .format import (
     T_SNAPSHOT,
     U32,
     Checkpoint,
-    Q,
     encode_name,
     frame,
     segment_header,
@@ -83,6 +83,9 @@ from .upkeep import ReadsAndMaintenance
 write_at: Callable[[int, Any, int], None] = pwrite_all
 
 log = logging.getLogger(__name__)
+
+#: zlib's CRC-32 as a constant: compiled, ``zlib.crc32`` is an attribute lookup per call
+_CRC32: Final = zlib.crc32
 
 #: How far past the last record the live segment is kept zero-filled (see "Zeroed ahead").
 ZERO_AHEAD_BYTES = 128 << 10
@@ -150,6 +153,7 @@ class SegmentJournal(ReadsAndMaintenance):
         self._source_next: dict[str, int] = {}
         self._received_hw = 0.0
         self._names: dict[str, bytes] = {}
+        self._layouts: dict[tuple[str, ...], tuple[struct.Struct, bytes, list[bytes]]] = {}
         self._segs: dict[int, tuple[int, float]] = {}   # segment -> (snapshot lsn, received_hw)
         self._first_seg = 0
         self._reader = SegmentReader(self.directory, read_fd_cache)
@@ -283,20 +287,21 @@ class SegmentJournal(ReadsAndMaintenance):
             self._check()
         if len(self._buf) >= self._flush_bytes or self._index.pending_bytes >= self._flush_bytes:
             self._flush_full()
-        names = self._names
         tnext = self._target_next
-        parts = [APP_FIXED.pack(received, source_seq, len(targets)),
-                 names.get(source) or self._name(source)]
+        key: list[str] = [source]
         for t, s in targets:            # validated first: nothing to undo on a bad assignment
             prev = tnext.get(t)
             if prev is not None and s < prev or s < 1:
                 raise ValueError(f"target {t}: seq {s} is not after {(prev or 1) - 1}")
-            parts.append(names.get(t) or self._name(t))
-            parts.append(Q.pack(s))
-        if len(targets) > 1 and len(dict(targets)) != len(targets):
-            raise ValueError(f"a target appears twice in {targets!r}: one copy per target")
-        parts.append(raw)
-        payload = b"".join(parts)
+            key.append(t)
+        layout = self._layouts.get(tuple(key))
+        if layout is None:
+            layout = self._layout(key)
+        args: list[object] = [received, source_seq, len(targets), layout[1]]
+        for (_, s), enc in zip(targets, layout[2]):
+            args.append(enc)
+            args.append(s)
+        payload = layout[0].pack(*args) + raw
         off = self._size + len(self._buf)
         if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor:
             saved = [(t, tnext.get(t)) for t, _ in targets]
@@ -319,7 +324,7 @@ class SegmentJournal(ReadsAndMaintenance):
         lsn = self._appended_lsn + 1
         rest = HDR_REST.pack(T_APP, len(payload), lsn)
         buf = self._buf
-        buf += U32.pack(zlib.crc32(payload, zlib.crc32(rest)))
+        buf += U32.pack(_CRC32(payload, _CRC32(rest)))
         buf += rest
         buf += payload
         self._appended_lsn = lsn
@@ -329,6 +334,21 @@ class SegmentJournal(ReadsAndMaintenance):
         if received > self._received_hw:
             self._received_hw = received
         return lsn
+
+    def _layout(self, key: list[str]) -> tuple[struct.Struct, bytes, list[bytes]]:
+        """The packing of an APP record's fixed part for one source and list of targets (the
+        same bytes as APP_FIXED, then each length-prefixed name, each target's followed by its
+        seq): made once per distinct list, which also checks that no target appears twice."""
+        if len(set(key[1:])) != len(key) - 1:
+            raise ValueError(f"a target appears twice in {key[1:]!r}: one copy per target")
+        encs = [self._names.get(n) or self._name(n) for n in key]
+        fmt = APP_FIXED.format + "".join(f"{len(e)}s" + ("Q" if i else "")
+                                         for i, e in enumerate(encs))
+        if len(self._layouts) > 10_000:      # bounded: lists come from the configured groups
+            self._layouts.clear()
+        found = (struct.Struct(fmt), encs[0], encs[1:])
+        self._layouts[tuple(key)] = found
+        return found
 
     def _name(self, name: str) -> bytes:
         if len(self._names) > 100_000:       # bounded: names come from configured sessions

@@ -76,9 +76,9 @@ def peek_sequences(path: Path | str) -> tuple[int, int] | None:
     if not data.startswith(MAGIC):
         raise StoreError(f"{path} is not a dcgateway session store (bad magic)")
     probe = FileSessionStore.__new__(FileSessionStore)
-    probe._next_in, probe._next_out, probe._index, probe.delivered = 1, 1, {}, None
+    probe.next_in, probe._next_out, probe._index, probe.delivered = 1, 1, {}, None
     probe._scan(data)
-    return probe._next_in, probe._next_out
+    return probe.next_in, probe._next_out
 
 
 class FileSessionStore:
@@ -90,7 +90,9 @@ class FileSessionStore:
         self._fsync = fsync
         self._defer_in = defer_next_in
         self._in_written = 0.0                # monotonic time the inbound seq was last written
-        self._next_in = 1
+        #: next MsgSeqNum expected inbound: a plain attribute, read on every message (set it
+        #: through :meth:`set_next_in`)
+        self.next_in = 1
         self._next_out = 1
         self._index: dict[int, tuple[int, int]] = {}
         self.delivered: int | None = None     # a target's last seq handed out (see TargetStore)
@@ -146,7 +148,7 @@ class FileSessionStore:
                 self._index[seq] = (pos + hs, length)
                 self._next_out = seq + 1
             elif rtype == _REC_NEXT_IN:
-                self._next_in = seq
+                self.next_in = seq
             elif rtype == _REC_NEXT_OUT:
                 self._next_out = seq
             elif rtype == _REC_DELIVERED:
@@ -164,16 +166,12 @@ class FileSessionStore:
         return self._size
 
     @property
-    def next_in(self) -> int:
-        return self._next_in
-
-    @property
     def next_out(self) -> int:
         return self._next_out
 
     def set_next_in(self, seq: int) -> None:
         # Coalesced: only the latest value is written, at the next sync() (once per batch).
-        self._next_in = seq
+        self.next_in = seq
         self._pending_in = seq
 
     def set_next_out(self, seq: int) -> None:
@@ -233,7 +231,7 @@ class FileSessionStore:
         self._reserved_to = os.fstat(self._fd).st_size
         self._index.clear()
         self.delivered = None
-        self._next_in = 1
+        self.next_in = 1
         self._next_out = 1
         self._pending_in = None
         self._dirty = False
