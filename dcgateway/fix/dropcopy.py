@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from zlib import adler32 as _adler32
 
 from . import tags as T
 from .codec import RawMessage, byte_sum, encode
@@ -188,12 +187,22 @@ def _fix_live_parts(src: CopySource) -> tuple[bytes, bytes, int, int]:
             byte_sum(mt_field) + src._fix_tail_sum + src.body_sum)
 
 
+def _digits_sum(n: int) -> int:
+    """The byte sum of ``b"%d" % n`` (``n >= 0``), from the number itself: compiled, a few
+    integer steps, cheaper than summing the bytes just made."""
+    total = 0
+    while True:
+        total += 48 + n % 10
+        n //= 10
+        if n == 0:
+            return total
+
+
 def _live_fix(begin_string: bytes, head: bytes) -> LiveBuilder:
     start = b"8=" + begin_string + b"\x019="
     head_len = len(head) + 1                                   # the SOH after 34
     fixed_sum = byte_sum(start) + byte_sum(head) + 1
     trailers = _TRAILERS
-    adler = _adler32
 
     def build(src: CopySource, seq: int, st52: bytes, st52_sum: int) -> bytes:
         parts = src.fix_live
@@ -201,10 +210,10 @@ def _live_fix(begin_string: bytes, head: bytes) -> LiveBuilder:
             src.fix_live = parts = _fix_live_parts(src)
         mt_field, rest, rest_len, rest_sum = parts
         seq_b = b"%d" % seq
-        len_b = b"%d" % (rest_len + head_len + len(seq_b) + len(st52))
-        # Adler-32 of a few digits: its low byte is 1 + their sum's (the high half is masked off)
-        cs = (fixed_sum + rest_sum + st52_sum + adler(len_b) + adler(seq_b) - 2) & 0xFF
-        return b"".join((start, len_b, mt_field, head, seq_b, b"\x01", st52, rest, trailers[cs]))
+        body_len = rest_len + head_len + len(seq_b) + len(st52)
+        cs = (fixed_sum + rest_sum + st52_sum + _digits_sum(body_len) + _digits_sum(seq)) & 0xFF
+        return b"".join((start, b"%d" % body_len, mt_field, head, seq_b, b"\x01", st52, rest,
+                         trailers[cs]))
     return build
 
 
@@ -217,9 +226,9 @@ def _live_ilink2(begin_string: bytes, head: bytes) -> LiveBuilder:
     def build(src: CopySource, seq: int, st52: bytes, st52_sum: int) -> bytes:
         env, env_sum = src.envelope()
         seq_b = b"%d" % seq
-        len_b = b"%d" % (len(mt) + len(head) + len(seq_b) + 1 + len(st52) + len(env))
-        cs = (fixed_sum + byte_sum(len_b) + byte_sum(seq_b) + st52_sum + env_sum) & 0xFF
-        return b"".join((start, len_b, b"\x01", mt, head, seq_b, b"\x01", st52, env,
+        body_len = len(mt) + len(head) + len(seq_b) + 1 + len(st52) + len(env)
+        cs = (fixed_sum + _digits_sum(body_len) + _digits_sum(seq) + st52_sum + env_sum) & 0xFF
+        return b"".join((start, b"%d" % body_len, b"\x01", mt, head, seq_b, b"\x01", st52, env,
                          trailers[cs]))
     return build
 

@@ -5,10 +5,8 @@ gateway's snapshot at scrape time."""
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left
-from collections import Counter
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -35,16 +33,19 @@ class BatchHistogram:
             self.total = 0.0
 
         def observe_many(self, values: Iterable[float]) -> None:
-            """Bucketed at C speed (``map`` of ``bisect_left``, counted by ``Counter``): the
-            fan-out hands thousands of latencies at once, and a loop here would hold the event
-            loop for milliseconds."""
-            if not isinstance(values, list):
-                values = list(values)
+            """Bucketed at C speed: the values sorted once, then one ``bisect_right`` per bound
+            (the count at or below it), about a quarter of the cost of bisecting each value
+            into the bounds. The fan-out hands hundreds of latencies at once, and a loop here
+            would hold the event loop."""
+            ordered = sorted(values)
             counts = self.counts
-            # first bound >= v: the "le" bucket
-            for i, n in Counter(map(partial(bisect_left, self.bounds), values)).items():
-                counts[i] += n
-            self.total += sum(values)
+            below = 0
+            for i, bound in enumerate(self.bounds):   # the "le" bucket: first bound >= v
+                upto = bisect_right(ordered, bound, below)
+                counts[i] += upto - below
+                below = upto
+            counts[-1] += len(ordered) - below
+            self.total += sum(ordered)
 
         def observe(self, value: float) -> None:
             self.counts[bisect_left(self.bounds, value)] += 1
