@@ -211,22 +211,22 @@ class FixConnection(asyncio.Protocol):
             self._feed_scheduled = True
             asyncio.get_running_loop().call_soon(self.feed)
 
-    def push(self, batch: list[tuple[FixConnection, bytes]] | None = None) -> None:
+    def push(self, batch: list[tuple[FixConnection, bytes]] | None = None,
+             now: float | None = None) -> None:
         """Copies became durable: take them now (the commit ran in its own callback, so this
         saves a loop turn per commit), unless a take is already due on this turn. With
-        ``batch``, what is taken is appended to it for the caller to write (see :meth:`feed`)."""
-        if not self._feed_scheduled:
-            self.feed(batch)
+        ``batch``, what is taken is appended to it for the caller to write (see :meth:`feed`);
+        ``now``: the caller's clock reading (one per commit, not one per target).
 
-    def feed(self, batch: list[tuple[FixConnection, bytes]] | None = None) -> None:
-        """A drop copy target: write what its outbox hands out now (one budgeted take), and if
+        A drop copy target: write what its outbox hands out now (one budgeted take), and if
         more is ready, take again on the next turn of the loop, so a target catching up shares
         the loop with every other session, the journal and the metrics endpoint.
 
         ``batch``: append ``(self, bytes)`` instead of writing, so that a commit builds every
         target's copies before the first write wakes a reader (on a busy machine the woken
         reader may take this CPU, and the copies still to build would wait for it)."""
-        self._feed_scheduled = False
+        if self._feed_scheduled:
+            return
         outbox = self.slot.outbox if self.slot is not None else None
         if outbox is None or self._paused or self._closing or self.transport is None:
             return
@@ -234,7 +234,7 @@ class FixConnection(asyncio.Protocol):
             durable = outbox.journal.durable_lsn
             catching_up = outbox.spill_from is not None
             t0 = time.perf_counter()
-            out = outbox.take(durable, self.clock(), self._take_budget)
+            out = outbox.take(durable, self.clock() if now is None else now, self._take_budget)
             took = time.perf_counter() - t0
             if took > TAKE_SLICE_S / 2 or self._take_budget < TAKE_BUDGET:
                 self._fit_budget(took)      # (a quick take at the full budget changes nothing)
@@ -256,6 +256,11 @@ class FixConnection(asyncio.Protocol):
         except Exception:                      # one target's fault must not stop the others
             log.exception("internal error feeding %s; closing it", self.name)
             self.close("internal error", abort=True)
+
+    def feed(self) -> None:
+        """The take :meth:`kick` scheduled (see :meth:`push`)."""
+        self._feed_scheduled = False
+        self.push()
 
     def _resend_later(self, delay: float) -> None:
         """The session is answering a large ResendRequest: its next slice on a later turn of the

@@ -57,14 +57,16 @@ class Flow:
 
     def on_durable(self, lsn: int) -> None:
         ready, decisions = self.fanout.on_durable(lsn)
+        now = self.clock()
         if decisions:
-            self.apply(decisions, self.clock())
+            self.apply(decisions, now)
         batch: list[tuple[FixConnection, bytes]] = []
+        slots = self.slots
         for outbox in ready:                # every target's copies built first...
-            conn = self.slots[outbox.comp_id].connection
+            conn = slots[outbox.comp_id].connection
             if conn is not None:
-                conn.push(batch)
-        for conn, data in batch:            # ...then written (FixConnection.feed says why)
+                conn.push(batch, now)
+        for conn, data in batch:            # ...then written (FixConnection.push says why)
             conn.write_fed(data)
 
     def apply(self, decisions: list[Decision], now: float) -> None:
