@@ -69,16 +69,9 @@ PendingCopy = tuple[int, int, CopySource, float, "str | None"]
 
 class SeqSource(Protocol):
     """What the outbox needs of its target's session store (:class:`~.target_store.
-    TargetStore`): the next outbound seq, and to note that the target is connected."""
-
-    @property
-    def next_out(self) -> int: ...
+    TargetStore`): to note that the target is connected."""
 
     def note_attached(self) -> None: ...
-
-    def reserve(self) -> int: ...
-
-    def unreserve(self, seq: int) -> None: ...
 
 
 def decode_one(raw: bytes) -> RawMessage | None:
@@ -183,6 +176,10 @@ class Outbox:
         self.journal = journal
         self.max_pending = max_pending
         self.store: SeqSource | None = None
+        #: the target's next outbound MsgSeqNum, copies and session messages alike: kept here,
+        #: where each copy reserves one (:meth:`reserve`), and read and set by the target's
+        #: session store (:class:`~.target_store.TargetStore`), which sets it when it is made
+        self.next_out = 1
         self.connected = False
         self.pushback = False             # the socket's buffer is above its high mark
         self.stalled = False              # too many session messages queued: not reading
@@ -247,10 +244,9 @@ class Outbox:
     @property
     def backlog(self) -> int:
         """Copies routed to this target and not yet handed out."""
-        assert self.store is not None
         if not self.connected:
-            return max(0, self.store.next_out - 1 - self.written_upto)
-        return max(0, self.store.next_out - self.cursor)
+            return max(0, self.next_out - 1 - self.written_upto)
+        return max(0, self.next_out - self.cursor)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -264,7 +260,7 @@ class Outbox:
         self.store.note_attached()
         self._clear()
         self.connected = True
-        self.cursor = self.store.next_out
+        self.cursor = self.next_out
         self.resendable_upto = self.cursor - 1
 
     def detach(self) -> None:
@@ -287,13 +283,17 @@ class Outbox:
         self.stalled = False
 
     def reserve(self) -> int:
-        """The next outbound MsgSeqNum of the target, for a copy."""
-        assert self.store is not None
-        return self.store.reserve()
+        """The next outbound MsgSeqNum of the target, for a copy (made durable by its journal
+        record)."""
+        seq = self.next_out
+        self.next_out = seq + 1
+        return seq
 
     def unreserve(self, seq: int) -> None:
-        assert self.store is not None
-        self.store.unreserve(seq)
+        """The journal refused the record that ``seq`` was reserved for: give it back, so the
+        target's stream has no hole this outbox would wait on forever."""
+        if self.next_out == seq + 1:
+            self.next_out = seq
 
     # -- producers ----------------------------------------------------------------------------
 
@@ -334,8 +334,7 @@ class Outbox:
         if self.direct or self.cursor in self.admin:
             return True
         if self.spill_from is not None:
-            assert self.store is not None
-            return self.cursor < self.store.next_out
+            return self.cursor < self.next_out
         return bool(self.pending) and self.pending.first()[0] == self.cursor and \
             self.pending.first()[1] <= durable_lsn
 
@@ -485,8 +484,7 @@ class Outbox:
     def _from_journal(self, seq: int, st: bytes) -> bytes | None:
         """Catch-up: the copy for ``seq`` read back from the journal (durable entries only);
         None when caught up (new copies queue in memory again) or not durable yet."""
-        assert self.store is not None
-        if seq >= self.store.next_out:
+        if seq >= self.next_out:
             self.spill_from = None
             self._catchup.clear()
             return None
@@ -494,7 +492,7 @@ class Outbox:
         while ahead and ahead[0].target_seq < seq:
             ahead.popleft()
         if not ahead:
-            last = min(seq + CATCHUP_BATCH - 1, self.store.next_out - 1)
+            last = min(seq + CATCHUP_BATCH - 1, self.next_out - 1)
             ahead.extend(self.journal.read_target(self.comp_id, seq, last))
         if not ahead or ahead[0].target_seq != seq:
             return None

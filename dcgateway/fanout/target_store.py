@@ -1,6 +1,8 @@
 """The session store of a drop copy target: its inbound sequence and the session's own messages
-live in its session file, its copies in the journal; the outbound counter lives here, shared by
-the session (admin messages) and the fan-out (:meth:`TargetStore.reserve`, one per copy).
+live in its session file, its copies in the journal; the outbound counter, shared by the session
+(admin messages) and the fan-out (one per copy), lives in the target's outbox
+(:attr:`~.outbox.Outbox.next_out`, :meth:`~.outbox.Outbox.reserve`), where each copy reserves
+its seq, and is read and set here for the session.
 
 A sequence reset never drops a copy: copies routed to the target and never handed out to it
 (target seq above the last one written) are *carried over*: after the reset's first message (the
@@ -33,7 +35,7 @@ class TargetStore:
         self.outbox = outbox
         self.file = file
         self.journal = journal
-        self._next_out = next_out
+        outbox.next_out = next_out          # the outbound counter lives in the outbox
         self.carry_over: CarryOver | None = None
         self._carried: list[Entry] = []
 
@@ -43,33 +45,21 @@ class TargetStore:
 
     @property
     def next_out(self) -> int:
-        return self._next_out
+        return self.outbox.next_out
 
     def set_next_in(self, seq: int) -> None:
         self.file.set_next_in(seq)
 
     def set_next_out(self, seq: int) -> None:
         self.file.set_next_out(seq)
-        self._next_out = seq
+        self.outbox.next_out = seq
 
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self.file.save_outbound(seq, raw)
-        self._next_out = max(self._next_out, seq + 1)
+        self.outbox.next_out = max(self.outbox.next_out, seq + 1)
         if self._carried and self.carry_over is not None:
             carried, self._carried = self._carried, []
             self.carry_over(self.outbox.comp_id, carried)
-
-    def reserve(self) -> int:
-        """The next outbound MsgSeqNum, for a copy (made durable by its journal record)."""
-        seq = self._next_out
-        self._next_out = seq + 1
-        return seq
-
-    def unreserve(self, seq: int) -> None:
-        """The journal refused the record that ``seq`` was reserved for: give it back, so the
-        target's stream has no hole its outbox would wait on forever."""
-        if self._next_out == seq + 1:
-            self._next_out = seq
 
     def resend_limit(self) -> int:
         """A ResendRequest is served up to what was handed out (or durable when the target
@@ -93,13 +83,13 @@ class TargetStore:
     def reset(self) -> None:
         """Both sequences restart at 1; copies never handed out are carried over."""
         o = self.outbox
-        undelivered = self._next_out - 1 - o.written_upto
+        undelivered = o.next_out - 1 - o.written_upto
         self._carried = (self.journal.read_target(o.comp_id, o.written_upto + 1,
-                                                  self._next_out - 1)
+                                                  o.next_out - 1)
                          if undelivered > 0 else [])
         self.file.reset()
         self.journal.reset_target(o.comp_id)
-        self._next_out = 1
+        o.next_out = 1
         o.reset()
 
     def note_delivered(self) -> None:
@@ -116,7 +106,7 @@ class TargetStore:
         connected) counts as everything: copies are then caught up or resent, never carried
         over a reset as if new (that could duplicate them without a flag)."""
         d = self.file.delivered
-        last = self._next_out - 1
+        last = self.outbox.next_out - 1
         return last if d is None or d < 0 else min(d, last)
 
     def sync(self) -> None:

@@ -110,7 +110,7 @@ class Rig:
             self.src_seq += 1
             raw = order(self.src_seq)
             (msg,) = decode(raw)
-            seq = self.store.reserve()
+            seq = self.outbox.reserve()
             lsn = self.journal.append("SRC", self.src_seq, NOW, raw, [("T", seq)])
             self.outbox.add_copy(seq, lsn, CopySource(msg), NOW, "order")
             seqs.append(seq)
@@ -161,7 +161,7 @@ def test_a_take_is_bounded_by_its_budget_and_the_rest_follows(rig):
 def test_session_messages_interleave_by_seq_and_retransmissions_go_at_once(rig):
     rig.outbox.attach()
     rig.copies(2)                                  # seqs 1, 2
-    hb = rig.store.reserve()                       # seq 3: the session's Heartbeat
+    hb = rig.outbox.reserve()                       # seq 3: the session's Heartbeat
     rig.copies(1)                                  # seq 4
     heartbeat = encode_fields("FIX.4.4", "0", [(49, "DCGW"), (56, "T"), (34, hb),
                                                 (52, "20260601-10:00:01.000")])
@@ -200,7 +200,7 @@ def test_a_slow_target_spills_to_the_journal_and_catches_up_without_gaps(tmp_pat
 def test_a_target_that_never_reads_its_session_messages_is_stalled(rig):
     rig.outbox.attach()
     rig.copies(1)                                  # seq 1, never durable: everything queues
-    items = [Outgoing(rig.store.reserve(), False, b"x") for _ in range(MAX_ADMIN_QUEUED + 1)]
+    items = [Outgoing(rig.outbox.reserve(), False, b"x") for _ in range(MAX_ADMIN_QUEUED + 1)]
     rig.outbox.add_session(items)
     assert rig.outbox.stalled and rig.outbox.take(10**9, NOW) == []
 
@@ -279,7 +279,7 @@ def test_a_few_waiting_copies_go_the_short_way_with_the_same_result(rig, tmp_pat
 
 def test_waiting_copies_behind_a_session_message_wait_their_turn(rig):
     rig.outbox.attach()
-    hb = rig.store.reserve()                      # seq 1: a Heartbeat queued in its turn
+    hb = rig.outbox.reserve()                      # seq 1: a Heartbeat queued in its turn
     rig.copies(1)                                 # seq 2
     rig.durable()
     rig.outbox.add_session([Outgoing(hb, False, b"8=FIX.4.4\x01HB\x01")])
