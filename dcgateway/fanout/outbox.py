@@ -451,9 +451,17 @@ class Outbox:
             size += len(raw)
             seq += 1
         self.cursor = seq
+        if self.spill_from is not None and seq >= self.next_out:
+            self._caught_up()               # (a take that ended on the budget at the last copy)
         if size:
             self.written_upto = self.resendable_upto = seq - 1
         return size
+
+    def _caught_up(self) -> None:
+        """Everything reserved was handed out from the journal: new copies queue in memory
+        again."""
+        self.spill_from = None
+        self._catchup.clear()
 
     def _adapted(self, src: CopySource, seq: int, st52: bytes, st52_sum: int) -> bytes:
         assert self._adapt is not None
@@ -485,8 +493,7 @@ class Outbox:
         """Catch-up: the copy for ``seq`` read back from the journal (durable entries only);
         None when caught up (new copies queue in memory again) or not durable yet."""
         if seq >= self.next_out:
-            self.spill_from = None
-            self._catchup.clear()
+            self._caught_up()
             return None
         ahead = self._catchup
         while ahead and ahead[0].target_seq < seq:

@@ -197,6 +197,30 @@ def test_a_slow_target_spills_to_the_journal_and_catches_up_without_gaps(tmp_pat
     r.journal.close()
 
 
+def test_a_catch_up_that_ends_on_its_budget_at_the_last_copy_leaves_the_journal(tmp_path):
+    """The take that hands out the last reserved copy from the journal ends the catch-up even
+    when its budget ran out on that copy (no later take would come: nothing is ready), so the
+    next copies queue in memory again."""
+    r = Rig(tmp_path, max_pending=10)
+    r.outbox.attach()
+    r.outbox.pushback = True
+    r.copies(25)
+    assert r.outbox.spill_from is not None
+    r.durable()
+    r.outbox.pushback = False
+    got: list = []
+    while len(got) < 25:                           # budget 1: one copy a take, the last included
+        got += decode(b"".join(r.outbox.take(r.journal.durable_lsn, NOW, budget=1)))
+        assert len(got) < 26
+    assert seqs_of(got) == list(range(1, 26))
+    assert not r.outbox.ready(r.journal.durable_lsn)
+    assert r.outbox.spill_from is None and not r.outbox.pending
+    r.copies(2)
+    assert len(r.outbox.pending) == 2              # queued in memory, not read back
+    r.file.close()
+    r.journal.close()
+
+
 def test_a_target_that_never_reads_its_session_messages_is_stalled(rig):
     rig.outbox.attach()
     rig.copies(1)                                  # seq 1, never durable: everything queues
