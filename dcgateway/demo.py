@@ -144,6 +144,11 @@ def simulators(config: GatewayConfig, port: int, rate: float,
     sources: list[SourceSimulator] = []
     targets: list[TargetSimulator] = []
     gateway = config.gateway.comp_id
+    # Order IDs unique across runs, as a firm's are across its trading day: a copy the previous
+    # run routed and never delivered reaches its target after the sequence reset (carried
+    # over), and the target simulator, which knows only this run, must not take it for a
+    # repeat of this run's order with the same ID.
+    run = _base36(int(time.time()) % 36 ** 4)      # 4 characters: about 19 days apart
     for sdef in config.sessions:
         signer = logon_signer(*creds[sdef.comp_id])
         if sdef.role == Role.TARGET:
@@ -155,8 +160,19 @@ def simulators(config: GatewayConfig, port: int, rate: float,
                                            target=gateway, begin_string=sdef.begin_string,
                                            rate=rate, seed=len(sources) + 1, reset=True,
                                            auto_reconnect=True, sync_at_end=False,
-                                           mass_actions=sdef.profile == "ilink2"))
+                                           mass_actions=sdef.profile == "ilink2",
+                                           id_prefix=f"{sdef.comp_id}-{run}-"))
     return sources, targets
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = digits[d] + out
+        if n == 0:
+            return out
 
 
 def checked_line(targets: list[Any]) -> str:

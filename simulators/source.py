@@ -90,14 +90,17 @@ class SourceSimulator:
                  logout_at_end: bool = False, reset: bool = False, seq: int | None = None,
                  sync_seq: bool = True,
                  addresses: Sequence[tuple[str, int]] | None = None,
-                 silence_timeout: float | None = None, mass_actions: bool = True) -> None:
+                 silence_timeout: float | None = None, mass_actions: bool = True,
+                 id_prefix: str | None = None) -> None:
         """``mass_actions``: send OrderMassActionReports (35=BZ) now and then, as an iLink 2
         session does; False for a plain FIX 4.2 session, whose dictionary has no BZ (the
         gateway rejects it there). ``addresses``: every node of a cluster gateway (``host:port`` first when not in
         it): a refused connection tries the next, and a node naming the one that serves the
         session is followed. ``silence_timeout``: a gateway that sends nothing (not even a
         Heartbeat) for this long is taken for dead and the connection dropped (FIX: a missed
-        heartbeat, then a TestRequest unanswered), so the client fails over."""
+        heartbeat, then a TestRequest unanswered), so the client fails over. ``id_prefix``:
+        what the order IDs (ClOrdID, OrderID) start with; default ``<sender>-<seed>-``, the
+        same on every run."""
         self.silence_timeout = silence_timeout
         self.sender = sender
         self.addresses = Addresses(addresses or [(host, port)])
@@ -112,7 +115,7 @@ class SourceSimulator:
         self.flow: Iterable[OrderEvent] = flow if flow is not None else OrderFlow(
             seed=seed, sender=sender, begin_string=begin_string, accounts=accounts,
             symbols=symbols, exchanges=exchanges, sub_ids=list(sub_ids) or [None],
-            p_mass=OrderFlow.P_MASS if mass_actions else 0.0)
+            p_mass=OrderFlow.P_MASS if mass_actions else 0.0, id_prefix=id_prefix)
         self._events = iter(self.flow)
         self.auto_reconnect = auto_reconnect
         self.reconnect_timeout = reconnect_timeout

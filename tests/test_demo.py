@@ -57,3 +57,30 @@ def test_demo_shows_traffic_and_stops_cleanly(tmp_path):
     assert "error" not in (folder / "var" / "demo.log").read_text().lower()
     # a run that included a sequence reset, started with a permissive umask: data_dir is private
     assert loose_modes(folder / "var") == []
+
+
+def test_each_run_of_the_demo_gives_its_orders_new_ids(tmp_path, monkeypatch):
+    """A copy routed in one run and never delivered reaches its target in the next (carried
+    over the sequence reset): its order IDs must not be those of the next run's orders, or the
+    target simulator takes it for a repeat sent without PossDupFlag."""
+    from dcgateway import demo
+    from dcgateway.config import load_config
+
+    folder = tmp_path / "config"
+    folder.mkdir()
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    shutil.copy(REPO / "config" / "gateway.yaml", folder / "gateway.yaml")
+    config = load_config(folder / "gateway.yaml")
+    creds = {s.comp_id: ("A" * 20, "Q" * 43)
+             for s in config.sessions}
+    prefixes = []
+    for now in (1_800_000_000.0, 1_800_000_060.0):
+        monkeypatch.setattr(demo.time, "time", lambda now=now: now)
+        sources, _ = demo.simulators(config, 9878, 100.0, creds)
+        assert sources
+        prefixes.append({s.sender: s.flow.prefix for s in sources})
+    first, second = prefixes
+    assert first.keys() == second.keys()
+    for sender in first:
+        assert first[sender].startswith(f"{sender}-") and second[sender].startswith(f"{sender}-")
+        assert first[sender] != second[sender]
