@@ -11,7 +11,11 @@ Bounded work and memory, whatever the backlog:
 
 * **A budget per take.** :meth:`take` returns at most about ``budget`` bytes; the shell writes
   them and, if :meth:`ready` says more could go, takes again on a later turn of the event loop.
-  A target catching up on 10 million copies shares the loop with everyone else.
+  A target catching up on 10 million copies shares the loop with everyone else. A live take
+  also hands out at least as many copies as were queued since the previous take, so a target
+  that reads what it is sent is never outrun by the sources (however small the budget: the
+  shell fits it to the time a take runs, which a busy machine stretches), and its queue does not
+  grow until it spills.
 * **Slow and offline targets cost disk, not memory.** At most ``max_pending`` copies wait in
   memory while the socket pushes back (``SPILL_HARD_FACTOR`` times that while it keeps up); past
   that the outbox *spills*: it keeps only its cursor and reads copies back from the journal by
@@ -187,6 +191,9 @@ class Outbox:
         self.written_upto = 0             # highest seq handed out to the target
         self.resendable_upto = 0          # highest seq a ResendRequest may be served up to
         self.pending = PendingCopies()
+        #: copies queued since the last take while the socket took what it was sent (not
+        #: pushing back): the next take hands them all out, whatever its budget
+        self.arrived = 0
         self.admin: dict[int, bytes] = {}
         self.direct: list[bytes] = []     # retransmissions: out at once, after what is ready
         self.spill_from: int | None = None
@@ -275,6 +282,7 @@ class Outbox:
 
     def _clear(self) -> None:
         self.pending.clear()
+        self.arrived = 0
         self.admin.clear()
         self.direct.clear()
         self._catchup.clear()
@@ -309,9 +317,12 @@ class Outbox:
         if n < self.max_pending or (n < self.max_pending * SPILL_HARD_FACTOR
                                     and not self.pushback):
             pending._items.append((seq, lsn, src, received, cat))
+            if not self.pushback:
+                self.arrived += 1
         else:
             self.spill_from = self.pending.first()[0] if self.pending else seq
             self.pending.clear()
+            self.arrived = 0
             log.warning("target %s is slow: %d copies queued; serving it from the journal "
                         "until it catches up", self.comp_id, n)
 
@@ -340,31 +351,40 @@ class Outbox:
 
     def take(self, durable_lsn: int, now: float, budget: int = TAKE_BUDGET) -> list[bytes]:
         """What may be written now, in order: runs of durable copies and session messages by
-        seq (at most about ``budget`` bytes), then any retransmissions."""
+        seq (about ``budget`` bytes, or as many copies as were queued since the previous take
+        if that is more: see the module docstring), then any retransmissions."""
         out: list[bytes] = []
         if not self.connected or self.stalled:
             return out
         pending = self.pending
         if (0 < len(pending._items) - pending._head <= FEW_COPIES and not self.admin
                 and not self.direct and self.spill_from is None):
-            if self._take_few(out, durable_lsn, now) or not pending.first()[1] <= durable_lsn:
-                return out                  # all handed out, or nothing is durable yet
+            if self._take_few(out, durable_lsn, now):
+                self.arrived = 0            # all handed out
+                return out
+            if not pending.first()[1] <= durable_lsn:
+                return out                  # nothing is durable yet
+        # copies queued since the last take and not handed out yet (some may not have been
+        # durable then) are owed, whatever the budget; what this take cannot hand out (not
+        # durable yet) stays owed
+        owed = self.cursor + self.arrived
         st, st52, st52_sum = self.sending_times.at(now)
         if self.spill_from is not None:
             budget = min(budget, CATCHUP_BUDGET)
         size = 0
-        while size < budget:
+        while size < budget or self.cursor < owed:
+            room = max(budget - size, (owed - self.cursor) * MIN_COPY_BYTES)
             if not self.admin and self.spill_from is None:
                 n = self._take_run(out, durable_lsn, now, st52, st52_sum,
-                                   min(RUN_COPIES, max(1, (budget - size) // MIN_COPY_BYTES)))
+                                   min(RUN_COPIES, max(1, room // MIN_COPY_BYTES)))
                 if n and not pending and not self.admin:
                     break                   # all handed out: no second look
             else:
-                n = self._take_in_order(out, durable_lsn, now, st, st52, st52_sum,
-                                        budget - size)
+                n = self._take_in_order(out, durable_lsn, now, st, st52, st52_sum, room)
             if not n:
                 break
             size += n
+        self.arrived = max(0, owed - self.cursor)
         if self.direct:
             out.extend(self.direct)
             self.direct = []

@@ -149,13 +149,39 @@ def test_copies_leave_only_once_durable_and_in_order(rig):
 
 def test_a_take_is_bounded_by_its_budget_and_the_rest_follows(rig):
     rig.outbox.attach()
+    rig.outbox.pushback = True                     # a backlog built while its socket was full
     rig.copies(50)
+    rig.outbox.pushback = False
     rig.durable()
     first = decode(b"".join(rig.outbox.take(rig.journal.durable_lsn, NOW, budget=1000)))
     assert 1 <= len(first) < 50
     assert rig.outbox.ready(rig.journal.durable_lsn)            # the shell takes again later
     rest = rig.take_all()
     assert seqs_of(first + rest) == list(range(1, 51))
+
+
+def test_a_take_hands_out_every_copy_queued_since_the_last_one_whatever_its_budget(rig):
+    """A target that takes what it is sent must not be outrun by the sources: the shell fits
+    the budget to how long a take runs (a busy machine makes every take look slow), and a
+    budget smaller than what each turn brings would let the queue grow until it spills."""
+    rig.outbox.attach()
+    rig.copies(40)
+    rig.durable()
+    assert seqs_of(rig.take_all(budget=1)) == list(range(1, 41))
+    rig.copies(30)                                 # the next turn: 30 more, 10 of them...
+    rig.durable()
+    rig.copies(10)                                 # ...not durable yet when the take runs
+    assert seqs_of(rig.take_all(budget=1)) == list(range(41, 71))
+    rig.durable()
+    assert seqs_of(rig.take_all(budget=1)) == list(range(71, 81))   # still owed: all of them
+    rig.outbox.pushback = True                     # copies queued while the socket is full...
+    rig.copies(40)
+    rig.outbox.pushback = False
+    rig.durable()
+    first = rig.take_all(budget=1000)              # ...are a backlog: the budget bounds it
+    assert 1 <= len(first) < 40
+    rest = rig.take_all()
+    assert seqs_of(first + rest) == list(range(81, 121))
 
 
 def test_session_messages_interleave_by_seq_and_retransmissions_go_at_once(rig):
