@@ -172,7 +172,7 @@ async def test_a_target_300k_behind_catches_up_without_stalling_the_rest(tmp_pat
     # where the catch-up takes longer too (fixed bounds failed on a machine losing a quarter
     # of its busy time to the hypervisor: p99 132 ms, gaps and order all as they should be).
     catch_up_ms = result["seconds"] * 1000
-    assert len(polls) >= LIVE_SECONDS * 5 and max(polls) < max(200.0, catch_up_ms / 15), \
+    assert len(polls) >= LIVE_SECONDS * 5 and max(polls) < max(200.0, catch_up_ms / 50), \
         (catch_up_ms, polls)
-    assert p99 < max(100.0, catch_up_ms / 30), \
+    assert p99 < max(100.0, catch_up_ms / 100), \
         f"the live target's p99 lag was {p99:.1f} ms during a {catch_up_ms:.0f} ms catch-up"
