@@ -22,18 +22,22 @@ buffers: read latency at the fixed rates), the system's CPU over the phase (utim
 /proc, 100 = one core), the load's own CPU (near 100 it measures the harness), lost / dup /
 out_of_order. For the gateway also, from its /metrics scraped before and after each phase: fsync
 p50/p99 (interpolated within the ``dcgateway_journal_fsync_duration_seconds`` buckets), the
-number of fsyncs and the mean group-commit batch. Ratios are dcgw / relay: above 1 the gateway
+number of fsyncs and the mean group-commit batch, and (journal_durability fsync) the p50/p99 of
+``dcgateway_journal_commit_wait_seconds``: a commit's wait from its write to the OS until the
+loop learns it is durable; minus the fsync, that is what the hand-offs cost. Ratios are dcgw / relay: above 1 the gateway
 moves more (msgs/s, deliveries/s) or is slower or costlier (latency, CPU).
 
 Prints exactly one JSON line on stdout (progress goes to stderr):
   {"bench": "fanout", "targets": 4, "reps": 1, "phases": ["rate_2000", "rate_10000", "flat"],
    "dcgw": {PHASE: {"msgs_in_per_s", "deliveries_per_s", "p50_us", "p99_us", "p999_us",
                     "cpu_pct", "load_cpu_pct", "lost", "dup", "out_of_order", "fsync_p50_us",
-                    "fsync_p99_us", "fsyncs", "batch_mean"}},
+                    "fsync_p99_us", "fsyncs", "batch_mean", "commit_wait_p50_us",
+                    "commit_wait_p99_us"}},
    "relay": {PHASE: {... the same without fsync}},
    "ratio": {PHASE: {"msgs_in_per_s", "deliveries_per_s", "p50_us", "p99_us", "p999_us",
                      "cpu_pct"}},
-   "fsync": {"p50_us", "p99_us", "mean_us", "fsyncs", "batch_mean"}, "ok": true, "errors": []}
+   "fsync": {"p50_us", "p99_us", "mean_us", "fsyncs", "batch_mean", "commit_wait_p50_us",
+             "commit_wait_p99_us"}, "ok": true, "errors": []}
 Every process it starts is stopped (SIGTERM, then SIGKILL) on the way out, Ctrl-C included.
 
   .venv/bin/python benchmarks/fanout.py [--targets 4] [--reps 1] [--dcgw-set KEY=VALUE ...]
@@ -67,6 +71,7 @@ FIGURES = ("msgs_in_per_s", "deliveries_per_s", "p50_us", "p99_us", "p999_us", "
 COUNTS = ("lost", "dup", "out_of_order")
 FSYNC = "dcgateway_journal_fsync_duration_seconds"
 BATCH = "dcgateway_journal_fsync_batch_records"
+WAIT = "dcgateway_journal_commit_wait_seconds"
 LISTENING = re.compile(r"listening on [\w.:-]+:(\d+)\s*$", re.M)
 METRICS_AT = re.compile(r"metrics on https?://[^\s/]+:(\d+)/metrics")
 TEMPLATE_KEYS = ("comp_id", "listen", "metrics", "data_dir", "keystore")
@@ -224,7 +229,8 @@ def run_load(port: int, pid: int, args: argparse.Namespace, creds: Path | None =
     if creds is not None:
         cmd += ["--creds", str(creds)]
     if metrics_url:
-        cmd += ["--metrics", metrics_url, "--metric-prefix", "dcgateway_journal_fsync_"]
+        cmd += ["--metrics", metrics_url, "--metric-prefix", "dcgateway_journal_fsync_",
+                "--metric-prefix", WAIT]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, cwd=REPO)
     try:
@@ -307,16 +313,23 @@ def fsync_figures(deltas: list[dict[str, float]]) -> dict:
     for d in deltas:
         for key, v in d.items():
             total[key] = total.get(key, 0.0) + v
-    buckets = sorted((float(key.split("{", 1)[1][:-1]), v) for key, v in total.items()
-                     if key.startswith(FSYNC + "_bucket{"))
+
+    def quantiles_us(name: str) -> tuple[float | None, float | None]:
+        buckets = sorted((float(key.split("{", 1)[1][:-1]), v) for key, v in total.items()
+                         if key.startswith(name + "_bucket{"))
+        p50, p99 = bucket_quantile(buckets, 0.50), bucket_quantile(buckets, 0.99)
+        return (None if p50 is None else round(p50 * 1e6, 1),
+                None if p99 is None else round(p99 * 1e6, 1))
+
     count = total.get(FSYNC + "_count", 0.0)
-    p50, p99 = bucket_quantile(buckets, 0.50), bucket_quantile(buckets, 0.99)
+    p50, p99 = quantiles_us(FSYNC)
+    wait50, wait99 = quantiles_us(WAIT)
     batches = total.get(BATCH + "_count", 0.0)
-    return {"p50_us": None if p50 is None else round(p50 * 1e6, 1),
-            "p99_us": None if p99 is None else round(p99 * 1e6, 1),
+    return {"p50_us": p50, "p99_us": p99,
             "mean_us": round(total.get(FSYNC + "_sum", 0.0) / count * 1e6, 1) if count else None,
             "fsyncs": int(count),
-            "batch_mean": round(total.get(BATCH + "_sum", 0.0) / batches, 2) if batches else None}
+            "batch_mean": round(total.get(BATCH + "_sum", 0.0) / batches, 2) if batches else None,
+            "commit_wait_p50_us": wait50, "commit_wait_p99_us": wait99}
 
 
 def median(values: list) -> float | None:
@@ -339,7 +352,9 @@ def summary(results: dict[str, list[dict]], phases: list[str]) -> dict:
             if system == "dcgw":
                 fs = fsync_figures([p.get("metrics", {}) for p in rows])
                 fig.update(fsync_p50_us=fs["p50_us"], fsync_p99_us=fs["p99_us"],
-                           fsyncs=fs["fsyncs"], batch_mean=fs["batch_mean"])
+                           fsyncs=fs["fsyncs"], batch_mean=fs["batch_mean"],
+                           commit_wait_p50_us=fs["commit_wait_p50_us"],
+                           commit_wait_p99_us=fs["commit_wait_p99_us"])
             out[system][name] = fig
     for name in phases:
         gw, relay = out["dcgw"].get(name, {}), out["relay"].get(name, {})

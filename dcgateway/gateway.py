@@ -163,6 +163,7 @@ class Gateway:
                           else GroupCommitter(self.journal, asyncio.get_running_loop(),
                                               self._on_durable, on_error=self._on_journal_error,
                                               on_fsync=self.metrics.fsync,
+                                              on_wait=self.metrics.commit_wait,
                                               max_delay=g.journal_commit_delay_s,
                                               fsync_interval=g.journal_fsync_interval_s))
         self.maintenance.committer = self.committer

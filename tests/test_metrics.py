@@ -399,6 +399,24 @@ async def test_journal_metrics(scrape) -> None:
 
 
 @pytest.mark.asyncio
+async def test_commit_wait_histogram(scrape) -> None:
+    """``GroupCommitter(on_wait=metrics.commit_wait)``: one observation per commit."""
+    m = make()
+    name = "dcgateway_journal_commit_wait_seconds"
+    assert value(await scrape(m), name, "_count") == 0       # exposed before the first commit
+    on_wait: Callable[[float], None] = m.commit_wait
+    for seconds in (0.0003, 0.0004, 0.003):
+        on_wait(seconds)
+    fams = await scrape(m)
+    assert fams[name].type == "histogram"
+    assert value(fams, name, "_count") == 3
+    assert value(fams, name, "_sum") == pytest.approx(0.0037)
+    assert value(fams, name, "_bucket", le="0.00025") == 0
+    assert value(fams, name, "_bucket", le="0.0005") == 2
+    assert value(fams, name, "_bucket", le="0.005") == 3
+
+
+@pytest.mark.asyncio
 async def test_fsync_fits_the_group_committer_callback() -> None:
     """``GroupCommitter(on_fsync=metrics.fsync)``: called as on_fsync(seconds, records)."""
     m = make()

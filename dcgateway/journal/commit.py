@@ -29,8 +29,11 @@ per batch):
   something written is not synced (:meth:`Journal.sync_to_disk`; the GIL is released for the
   syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
   repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs.
-* On the loop, :meth:`_drain` feeds the metrics (``on_fsync``), logs a slow fsync, and calls
-  ``on_durable(lsn)`` (strictly increasing).
+* On the loop, :meth:`_drain` calls ``on_durable(lsn)`` (strictly increasing), then feeds the
+  metrics: ``on_fsync`` per fdatasync, and in ``fsync`` mode ``on_wait`` per commit, how long
+  its records waited between their write to the OS and the loop learning they are durable (the
+  fdatasync that covered them, the one in flight before it, and the two hand-offs: what the
+  disk costs a copy), and logs a slow fsync.
 
 A slow or stalled disk (docs/architecture.md, "Durability and recovery"): in ``fsync`` mode copies
 wait for it, as the mode requires; in ``os`` mode they do not. Either way it is visible: an fsync
@@ -50,6 +53,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import JournalError
@@ -70,20 +74,25 @@ IDLE_WAIT_S = 1.0
 IDLE_UPKEEP_S = 1.0
 #: Slow-fsync warnings at most this often (seconds); the others are counted into the next one.
 WARN_EVERY_S = 10.0
+#: Commits whose wait for durability is timed at once (``on_wait``); past it (a stalled disk
+#: under a flood) later commits are timed from the last one kept, which overstates their wait.
+MAX_TIMED_COMMITS = 1024
 
 
 class GroupCommitter:
     """Commits the journal's appends (module docstring). ``on_durable(lsn)`` is called on the
     event-loop thread whenever :attr:`Journal.durable_lsn` advanced (strictly increasing);
     ``on_fsync(seconds, records)`` observes every completed fsync; ``on_error(exc)`` every
-    failed write or sync. ``max_delay`` bounds how long an append waits before its commit
-    starts (0: at the end of the loop turn); a small delay trades latency for bigger batches.
-    ``fsync_interval``: the bound on the background fsync in ``os`` mode."""
+    failed write or sync; ``on_wait(seconds)``, in ``fsync`` mode, each commit's wait for
+    durability (module docstring). ``max_delay`` bounds how long an append waits before its
+    commit starts (0: at the end of the loop turn); a small delay trades latency for bigger
+    batches. ``fsync_interval``: the bound on the background fsync in ``os`` mode."""
 
     def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop,
                  on_durable: Callable[[int], None], *,
                  on_error: Callable[[Exception], None] | None = None, max_delay: float = 0.0,
                  on_fsync: Callable[[float, int], None] | None = None,
+                 on_wait: Callable[[float], None] | None = None,
                  fsync_interval: float = 0.05, slow_sync: float = SLOW_SYNC_S,
                  retry_initial: float = 0.01, retry_max: float = 1.0,
                  stop_timeout: float = 10.0) -> None:
@@ -92,6 +101,7 @@ class GroupCommitter:
         self._on_durable = on_durable
         self._on_error = on_error or self._log_error
         self._on_fsync = on_fsync
+        self._on_wait = on_wait
         self._max_delay = max_delay
         self._os_mode = journal.durability == "os"
         self._interval = fsync_interval if self._os_mode else IDLE_WAIT_S
@@ -111,6 +121,7 @@ class GroupCommitter:
         self._warned_at = float("-inf")
         self._slow_unlogged = 0
         self._warned_for = 0.0                # the start of the running sync already warned of
+        self._timed: deque[tuple[int, float]] = deque()   # (written lsn, perf_counter) per commit
         # the hand-offs (each field written by one side only; the GIL makes each access atomic)
         self._wake = threading.Lock()
         self._wake.acquire()                  # held: no wake pending
@@ -175,6 +186,8 @@ class GroupCommitter:
             return
         self._write_delay = self._retry_initial
         if not self._os_mode and j.written_lsn > j.synced_lsn:
+            if self._on_wait is not None:
+                self._time_commit(j.written_lsn)
             if not self._wake_pending:
                 self._wake_pending = True
                 self._wake.release()
@@ -189,6 +202,24 @@ class GroupCommitter:
         if not self._idle_scheduled:
             self._idle_scheduled = True
             self._loop.call_later(IDLE_UPKEEP_S, self._idle_upkeep)
+
+    def _time_commit(self, lsn: int) -> None:
+        """Remember when the records up to ``lsn`` reached the OS (``on_wait``)."""
+        timed = self._timed
+        if not timed or lsn > timed[-1][0]:
+            if len(timed) < MAX_TIMED_COMMITS:
+                timed.append((lsn, time.perf_counter()))
+            else:
+                timed[-1] = (lsn, timed[-1][1])
+
+    def _observe_waits(self, now: float) -> None:
+        """``on_wait`` for every timed commit that is durable at ``now`` (perf_counter)."""
+        timed, on_wait = self._timed, self._on_wait
+        durable = self._journal.durable_lsn
+        if on_wait is None:
+            return
+        while timed and timed[0][0] <= durable:
+            on_wait(now - timed.popleft()[1])
 
     def _idle_upkeep(self) -> None:
         """Once commits stopped for ``IDLE_UPKEEP_S``: the journal's deferred upkeep (index
@@ -236,7 +267,10 @@ class GroupCommitter:
         synced = self._journal.synced_lsn
         advanced = synced > self._synced_seen
         self._synced_seen = synced
+        woke = time.perf_counter() if self._timed else 0.0
         self._publish(synced=advanced and self._os_mode)     # the copies first, then the rest
+        if woke:
+            self._observe_waits(woke)
         for exc in failures:
             self.errors += 1
             self._on_error(exc)

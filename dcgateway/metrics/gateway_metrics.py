@@ -136,13 +136,21 @@ class GatewayMetrics:
             PREFIX + "fanout_latency_seconds",
             "Receipt of a source message to the write of its copy to the target session.",
             ("session",), LATENCY_BUCKETS)
+        self.journal_commit_wait_seconds = BatchHistogram(
+            PREFIX + "journal_commit_wait_seconds",
+            "journal_durability fsync: how long a commit's records waited between their write to "
+            "the OS and the event loop learning they were on the disk (their fdatasync, the one "
+            "in flight before it, the hand-offs to and from the sync thread). Empty in os mode.",
+            (), FSYNC_BUCKETS)
+        self._commit_wait = self.journal_commit_wait_seconds.child()
         self.metrics_snapshot_errors = Counter(
             PREFIX + "metrics_snapshot_errors", "Scrapes whose state snapshot raised.",
             registry=None)
         self._snapshot = SnapshotCollector(self.roles, self.target_ids, snapshot,
                                            self.metrics_snapshot_errors)
         registry.register(own)
-        registry.register(_BatchHistogramCollector([self.fanout_latency_seconds]))
+        registry.register(_BatchHistogramCollector([self.fanout_latency_seconds,
+                                                    self.journal_commit_wait_seconds]))
         registry.register(self._snapshot)
         if process_metrics:
             ProcessCollector(namespace="dcgateway", registry=registry)
@@ -361,6 +369,10 @@ class GatewayMetrics:
         """One completed group-commit sync: fits ``GroupCommitter(on_fsync=...)``."""
         self.journal_fsync_duration_seconds.observe(seconds)
         self.journal_fsync_batch_records.observe(records)
+
+    def commit_wait(self, seconds: float) -> None:
+        """One commit's wait for durability: fits ``GroupCommitter(on_wait=...)``."""
+        self._commit_wait.observe(seconds)
 
     # -- events ---------------------------------------------------------------------------------
 

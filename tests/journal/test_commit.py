@@ -12,6 +12,7 @@ import pytest
 
 from dcgateway.errors import JournalError
 from dcgateway.journal import GroupCommitter, SegmentJournal
+from dcgateway.journal import commit as commit_mod
 from dcgateway.journal.format import read_checkpoint
 
 from .test_segment import Faults, crash, msg, open_journal, reopen, seqs
@@ -229,8 +230,9 @@ async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path)
     j = open_journal(tmp_path / "j", durability="os")
     durables: list[int] = []
     fsyncs: list[int] = []
+    waits: list[float] = []
     gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, fsync_interval=0.01,
-                        on_fsync=lambda s, n: fsyncs.append(n))
+                        on_fsync=lambda s, n: fsyncs.append(n), on_wait=waits.append)
     feed = Feed(j)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(gc.run())
@@ -241,6 +243,7 @@ async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path)
         await wait_for(lambda: j.synced_lsn == lsn)      # the background fsync, unasked
         await wait_for(lambda: sum(fsyncs) >= 10)
         task.cancel()
+    assert waits == []                                  # no copy waited for the disk
     assert seqs(j.read_target("T", 1, 10)) == list(range(1, 11))
     j.close()
 
@@ -334,4 +337,67 @@ async def test_once_commits_stop_the_index_is_written_for_readers_beside_the_gat
         await wait_for(lambda: last_seq(tmp_path / "j", "T") == 5)
         task.cancel()
     assert [s.target_seq for s in read_sent(tmp_path / "j", "T", 1, 10)] == [1, 2, 3, 4, 5]
+    j.close()
+
+
+async def test_fsync_mode_times_each_commit_s_wait_for_the_disk(tmp_path):
+    """on_wait: once per commit, from its write to the OS until the loop learns it is on the
+    disk; a commit made while an fsync is stuck waits for that one and its own."""
+    stall = Stall()
+    j = open_journal(tmp_path / "j", write_hook=stall)
+    waits: list[float] = []
+    fsyncs: list[float] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_wait=waits.append,
+                        on_fsync=lambda s, n: fsyncs.append(s))
+    feed = Feed(j)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            feed.batch(2)
+            gc.commit_now()
+            await wait_for(stall.entered.is_set)        # the first fsync is stuck
+            for _ in range(3):                          # three more commits behind it
+                feed.batch(2)
+                gc.commit_now()
+            held = time.perf_counter()
+            await asyncio.sleep(0.15)
+            assert waits == []                          # nothing is durable: nothing timed
+            stall.release.set()
+            await gc.flush(timeout=10)
+            released = time.perf_counter() - held
+            task.cancel()
+    finally:
+        stall.release.set()
+    assert len(waits) == 4, waits
+    assert all(0.15 <= w <= released + 0.15 + 1.0 for w in waits), (waits, released)
+    assert waits[0] >= fsyncs[0] >= 0.15                # the stuck fsync is inside its wait
+    j.close()
+
+
+async def test_fsync_mode_timing_is_bounded_under_a_stalled_disk(tmp_path, monkeypatch):
+    """At most MAX_TIMED_COMMITS commits are remembered while the disk is stuck; the later ones
+    count from the last one kept (their wait is overstated, never lost)."""
+    monkeypatch.setattr(commit_mod, "MAX_TIMED_COMMITS", 3)
+    stall = Stall()
+    j = open_journal(tmp_path / "j", write_hook=stall)
+    waits: list[float] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_wait=waits.append)
+    feed = Feed(j)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            feed.batch(1)
+            gc.commit_now()
+            await wait_for(stall.entered.is_set)
+            for _ in range(20):
+                feed.batch(1)
+                gc.commit_now()
+            assert len(gc._timed) == 3
+            assert gc._timed[-1][0] == j.written_lsn    # the last one kept covers them all
+            stall.release.set()
+            assert await gc.flush(timeout=10) == j.appended_lsn
+            task.cancel()
+    finally:
+        stall.release.set()
+    assert len(waits) == 3 and not gc._timed
     j.close()
