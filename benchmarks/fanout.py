@@ -24,8 +24,9 @@ out_of_order. For the gateway also, from its /metrics scraped before and after e
 p50/p99 (interpolated within the ``dcgateway_journal_fsync_duration_seconds`` buckets), the
 number of fsyncs and the mean group-commit batch, and (journal_durability fsync) the p50/p99 of
 ``dcgateway_journal_commit_wait_seconds``: a commit's wait from its write to the OS until the
-loop learns it is durable; minus the fsync, that is what the hand-offs cost. Ratios are dcgw / relay: above 1 the gateway
-moves more (msgs/s, deliveries/s) or is slower or costlier (latency, CPU).
+loop learns it is durable (above the fsync by any fsync already in flight and the hand-offs to
+and from the sync thread). Ratios are dcgw / relay: above 1 the gateway moves more (msgs/s,
+deliveries/s) or is slower or costlier (latency, CPU).
 
 Prints exactly one JSON line on stdout (progress goes to stderr):
   {"bench": "fanout", "targets": 4, "reps": 1, "phases": ["rate_2000", "rate_10000", "flat"],

@@ -404,16 +404,16 @@ async def test_commit_wait_histogram(scrape) -> None:
     m = make()
     name = "dcgateway_journal_commit_wait_seconds"
     assert value(await scrape(m), name, "_count") == 0       # exposed before the first commit
-    on_wait: Callable[[float], None] = m.commit_wait
-    for seconds in (0.0003, 0.0004, 0.003):
-        on_wait(seconds)
+    on_wait: Callable[[float, int], None] = m.commit_wait
+    for seconds, commits in ((0.0003, 1), (0.0004, 1), (0.003, 5)):
+        on_wait(seconds, commits)
     fams = await scrape(m)
     assert fams[name].type == "histogram"
-    assert value(fams, name, "_count") == 3
-    assert value(fams, name, "_sum") == pytest.approx(0.0037)
+    assert value(fams, name, "_count") == 7
+    assert value(fams, name, "_sum") == pytest.approx(0.0157)
     assert value(fams, name, "_bucket", le="0.00025") == 0
     assert value(fams, name, "_bucket", le="0.0005") == 2
-    assert value(fams, name, "_bucket", le="0.005") == 3
+    assert value(fams, name, "_bucket", le="0.005") == 7
 
 
 @pytest.mark.asyncio

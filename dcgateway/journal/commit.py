@@ -30,10 +30,11 @@ per batch):
   syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
   repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs.
 * On the loop, :meth:`_drain` calls ``on_durable(lsn)`` (strictly increasing), then feeds the
-  metrics: ``on_fsync`` per fdatasync, and in ``fsync`` mode ``on_wait`` per commit, how long
-  its records waited between their write to the OS and the loop learning they are durable (the
-  fdatasync that covered them, the one in flight before it, and the two hand-offs: what the
-  disk costs a copy), and logs a slow fsync.
+  metrics (``on_fsync`` per fdatasync) and logs a slow fsync. In ``fsync`` mode, each time
+  ``on_durable`` is called, ``on_wait`` gets how long each commit it covers waited between the
+  write of its records to the OS and the loop learning they are durable: the fdatasync that
+  covered them, any fdatasync already in flight when they were written, and the two hand-offs
+  (what the disk costs the copies of one source read).
 
 A slow or stalled disk (docs/architecture.md, "Durability and recovery"): in ``fsync`` mode copies
 wait for it, as the mode requires; in ``os`` mode they do not. Either way it is visible: an fsync
@@ -74,8 +75,9 @@ IDLE_WAIT_S = 1.0
 IDLE_UPKEEP_S = 1.0
 #: Slow-fsync warnings at most this often (seconds); the others are counted into the next one.
 WARN_EVERY_S = 10.0
-#: Commits whose wait for durability is timed at once (``on_wait``); past it (a stalled disk
-#: under a flood) later commits are timed from the last one kept, which overstates their wait.
+#: Commits whose wait for durability is timed apart (``on_wait``); past it (a stalled disk
+#: under a flood) later commits are counted into the last one kept and timed from it, which
+#: overstates their wait but loses none.
 MAX_TIMED_COMMITS = 1024
 
 
@@ -83,8 +85,8 @@ class GroupCommitter:
     """Commits the journal's appends (module docstring). ``on_durable(lsn)`` is called on the
     event-loop thread whenever :attr:`Journal.durable_lsn` advanced (strictly increasing);
     ``on_fsync(seconds, records)`` observes every completed fsync; ``on_error(exc)`` every
-    failed write or sync; ``on_wait(seconds)``, in ``fsync`` mode, each commit's wait for
-    durability (module docstring). ``max_delay`` bounds how long an append waits before its
+    failed write or sync; ``on_wait(seconds, commits)``, in ``fsync`` mode, the wait for
+    durability of that many commits (module docstring). ``max_delay`` bounds how long an append waits before its
     commit starts (0: at the end of the loop turn); a small delay trades latency for bigger
     batches. ``fsync_interval``: the bound on the background fsync in ``os`` mode."""
 
@@ -92,7 +94,7 @@ class GroupCommitter:
                  on_durable: Callable[[int], None], *,
                  on_error: Callable[[Exception], None] | None = None, max_delay: float = 0.0,
                  on_fsync: Callable[[float, int], None] | None = None,
-                 on_wait: Callable[[float], None] | None = None,
+                 on_wait: Callable[[float, int], None] | None = None,
                  fsync_interval: float = 0.05, slow_sync: float = SLOW_SYNC_S,
                  retry_initial: float = 0.01, retry_max: float = 1.0,
                  stop_timeout: float = 10.0) -> None:
@@ -121,7 +123,8 @@ class GroupCommitter:
         self._warned_at = float("-inf")
         self._slow_unlogged = 0
         self._warned_for = 0.0                # the start of the running sync already warned of
-        self._timed: deque[tuple[int, float]] = deque()   # (written lsn, perf_counter) per commit
+        # (written lsn, perf_counter, commits) per commit not yet known durable (on_wait)
+        self._timed: deque[tuple[int, float, int]] = deque()
         # the hand-offs (each field written by one side only; the GIL makes each access atomic)
         self._wake = threading.Lock()
         self._wake.acquire()                  # held: no wake pending
@@ -208,18 +211,20 @@ class GroupCommitter:
         timed = self._timed
         if not timed or lsn > timed[-1][0]:
             if len(timed) < MAX_TIMED_COMMITS:
-                timed.append((lsn, time.perf_counter()))
+                timed.append((lsn, time.perf_counter(), 1))
             else:
-                timed[-1] = (lsn, timed[-1][1])
+                _, since, commits = timed[-1]
+                timed[-1] = (lsn, since, commits + 1)
 
-    def _observe_waits(self, now: float) -> None:
-        """``on_wait`` for every timed commit that is durable at ``now`` (perf_counter)."""
+    def _observe_waits(self, durable: int, now: float) -> None:
+        """``on_wait`` for the timed commits up to ``durable``, which ``on_durable`` has just
+        been called for, at ``now`` (perf_counter, read before that call)."""
         timed, on_wait = self._timed, self._on_wait
-        durable = self._journal.durable_lsn
         if on_wait is None:
             return
         while timed and timed[0][0] <= durable:
-            on_wait(now - timed.popleft()[1])
+            _, since, commits = timed.popleft()
+            on_wait(now - since, commits)
 
     def _idle_upkeep(self) -> None:
         """Once commits stopped for ``IDLE_UPKEEP_S``: the journal's deferred upkeep (index
@@ -252,8 +257,12 @@ class GroupCommitter:
         j = self._journal
         durable = j.durable_lsn
         if durable > self._notified or synced:
+            timed = self._timed
+            now = time.perf_counter() if timed and timed[0][0] <= durable else 0.0
             self._notified = max(self._notified, durable)
             self._on_durable(self._notified)
+            if now:
+                self._observe_waits(durable, now)
         if self._waiters:
             self._release(durable)
 
@@ -267,10 +276,7 @@ class GroupCommitter:
         synced = self._journal.synced_lsn
         advanced = synced > self._synced_seen
         self._synced_seen = synced
-        woke = time.perf_counter() if self._timed else 0.0
         self._publish(synced=advanced and self._os_mode)     # the copies first, then the rest
-        if woke:
-            self._observe_waits(woke)
         for exc in failures:
             self.errors += 1
             self._on_error(exc)

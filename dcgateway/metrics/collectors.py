@@ -47,9 +47,10 @@ class BatchHistogram:
             counts[-1] += len(ordered) - below
             self.total += sum(ordered)
 
-        def observe(self, value: float) -> None:
-            self.counts[bisect_left(self.bounds, value)] += 1
-            self.total += value
+        def observe(self, value: float, count: int = 1) -> None:
+            """``count`` observations of ``value``."""
+            self.counts[bisect_left(self.bounds, value)] += count
+            self.total += value * count
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
                  buckets: Sequence[float]) -> None:

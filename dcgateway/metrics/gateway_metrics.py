@@ -138,9 +138,10 @@ class GatewayMetrics:
             ("session",), LATENCY_BUCKETS)
         self.journal_commit_wait_seconds = BatchHistogram(
             PREFIX + "journal_commit_wait_seconds",
-            "journal_durability fsync: how long a commit's records waited between their write to "
-            "the OS and the event loop learning they were on the disk (their fdatasync, the one "
-            "in flight before it, the hand-offs to and from the sync thread). Empty in os mode.",
+            "journal_durability fsync: per commit (one source read), how long its records waited "
+            "between their write to the OS and the event loop learning they were on the disk "
+            "(their fdatasync, any fdatasync in flight before it, the hand-offs to and from the "
+            "sync thread). Empty in os mode.",
             (), FSYNC_BUCKETS)
         self._commit_wait = self.journal_commit_wait_seconds.child()
         self.metrics_snapshot_errors = Counter(
@@ -370,9 +371,9 @@ class GatewayMetrics:
         self.journal_fsync_duration_seconds.observe(seconds)
         self.journal_fsync_batch_records.observe(records)
 
-    def commit_wait(self, seconds: float) -> None:
-        """One commit's wait for durability: fits ``GroupCommitter(on_wait=...)``."""
-        self._commit_wait.observe(seconds)
+    def commit_wait(self, seconds: float, commits: int = 1) -> None:
+        """The wait for durability of ``commits`` commits: fits ``GroupCommitter(on_wait=...)``."""
+        self._commit_wait.observe(seconds, commits)
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -44,7 +44,10 @@ class Feed:
 
 
 async def test_many_appends_few_fsyncs(tmp_path):
-    j = open_journal(tmp_path / "j")
+    """What is committed while an fsync is in flight is covered by the next one, whatever the
+    machine's speed: the first fsync is held until 199 more batches were committed."""
+    stall = Stall()
+    j = open_journal(tmp_path / "j", write_hook=stall)
     loop = asyncio.get_running_loop()
     durables: list[int] = []
     fsyncs: list[tuple[float, int]] = []
@@ -57,17 +60,23 @@ async def test_many_appends_few_fsyncs(tmp_path):
     gc = GroupCommitter(j, loop, on_durable, on_fsync=lambda s, n: fsyncs.append((s, n)))
     start = j.durable_lsn
     feed = Feed(j)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
-        for _ in range(200):
-            feed.batch(20)
-            gc.notify()
-            await asyncio.sleep(0)
-        assert await gc.flush(timeout=10) == j.appended_lsn
-        task.cancel()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            for i in range(200):
+                feed.batch(20)
+                gc.notify()
+                await asyncio.sleep(0)
+                if i == 0:
+                    await wait_for(stall.entered.is_set)     # the first fsync is in flight
+            stall.release.set()
+            assert await gc.flush(timeout=10) == j.appended_lsn
+            task.cancel()
+    finally:
+        stall.release.set()
     assert durables == sorted(set(durables)) and durables[-1] == j.appended_lsn
     assert threads == {threading.get_ident()}                 # on the event-loop thread
-    assert 1 <= len(fsyncs) < 100, len(fsyncs)               # 200 batches, far fewer fsyncs
+    assert [n for _, n in fsyncs] == [20, 199 * 20]          # 200 batches, two fsyncs
     assert sum(n for _, n in fsyncs) == j.appended_lsn - start
     assert all(s > 0 for s, _ in fsyncs) and gc.syncs == len(fsyncs)
     assert seqs(j.read_target("T", 1, 5000)) == list(range(1, 4001))
@@ -230,9 +239,10 @@ async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path)
     j = open_journal(tmp_path / "j", durability="os")
     durables: list[int] = []
     fsyncs: list[int] = []
-    waits: list[float] = []
+    waits: list[tuple[float, int]] = []
     gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, fsync_interval=0.01,
-                        on_fsync=lambda s, n: fsyncs.append(n), on_wait=waits.append)
+                        on_fsync=lambda s, n: fsyncs.append(n),
+                        on_wait=lambda s, n: waits.append((s, n)))
     feed = Feed(j)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(gc.run())
@@ -347,7 +357,11 @@ async def test_fsync_mode_times_each_commit_s_wait_for_the_disk(tmp_path):
     j = open_journal(tmp_path / "j", write_hook=stall)
     waits: list[float] = []
     fsyncs: list[float] = []
-    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_wait=waits.append,
+
+    def on_wait(seconds: float, commits: int) -> None:
+        waits.extend([seconds] * commits)
+
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_wait=on_wait,
                         on_fsync=lambda s, n: fsyncs.append(s))
     feed = Feed(j)
     try:
@@ -375,13 +389,14 @@ async def test_fsync_mode_times_each_commit_s_wait_for_the_disk(tmp_path):
 
 
 async def test_fsync_mode_timing_is_bounded_under_a_stalled_disk(tmp_path, monkeypatch):
-    """At most MAX_TIMED_COMMITS commits are remembered while the disk is stuck; the later ones
-    count from the last one kept (their wait is overstated, never lost)."""
+    """At most MAX_TIMED_COMMITS entries are kept while the disk is stuck; the later commits
+    are counted into the last one (their wait is overstated, none is lost)."""
     monkeypatch.setattr(commit_mod, "MAX_TIMED_COMMITS", 3)
     stall = Stall()
     j = open_journal(tmp_path / "j", write_hook=stall)
-    waits: list[float] = []
-    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_wait=waits.append)
+    waits: list[tuple[float, int]] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None,
+                        on_wait=lambda s, n: waits.append((s, n)))
     feed = Feed(j)
     try:
         async with asyncio.TaskGroup() as tg:
@@ -399,5 +414,56 @@ async def test_fsync_mode_timing_is_bounded_under_a_stalled_disk(tmp_path, monke
             task.cancel()
     finally:
         stall.release.set()
-    assert len(waits) == 3 and not gc._timed
+    assert [n for _, n in waits] == [1, 1, 19] and not gc._timed     # 21 commits
+    j.close()
+
+
+async def test_a_wait_is_timed_only_once_its_copies_were_published(tmp_path):
+    """A commit made durable while on_durable runs (the sync thread goes on meanwhile) is timed
+    at the on_durable that covers it, not at the one already running."""
+    stall = Stall()
+    publishing = threading.Event()
+    syncs = 0
+
+    def hook(op: str) -> None:                # the 1st fsync stalls, the 2nd waits for on_durable
+        nonlocal syncs
+        if op == "fsync" and threading.current_thread().name.startswith("dcgw-journal-sync"):
+            syncs += 1
+            if syncs == 1:
+                stall(op)
+            elif syncs == 2:
+                publishing.wait(10)
+
+    j = open_journal(tmp_path / "j", write_hook=hook)
+    published: list[int] = []
+    waits: list[tuple[float, int]] = []       # (seconds, lsn published when on_wait ran)
+    fsyncs: list[float] = []
+
+    def on_durable(lsn: int) -> None:
+        published.append(lsn)
+        if len(published) == 1:
+            publishing.set()                  # the second fsync may end while this one runs
+            time.sleep(0.1)                   # slow publishing; the GIL goes to the sync thread
+
+    gc = GroupCommitter(j, asyncio.get_running_loop(), on_durable,
+                        on_wait=lambda s, n: waits.append((s, published[-1])),
+                        on_fsync=lambda s, n: fsyncs.append(s))
+    feed = Feed(j)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            first = feed.batch(1)
+            gc.commit_now()
+            await wait_for(stall.entered.is_set)
+            second = feed.batch(1)            # written while the first fsync is stuck
+            gc.commit_now()
+            stall.release.set()
+            assert await gc.flush(timeout=10) == second
+            task.cancel()
+    finally:
+        stall.release.set()
+        publishing.set()
+    assert published == [first, second]
+    assert [lsn for _, lsn in waits] == [first, second]
+    assert waits[1][0] >= 0.1                 # it waited out the slow publishing of the first
     j.close()
