@@ -118,7 +118,9 @@ class Run:
                 await asyncio.sleep(0.05)
             t.stop()
             await task
-            await run_until_all(t, n, timeout=30)
+            # settle: a takeover may still be under way (a target logs on again to the new
+            # primary, which waits out the lease: 5 s here) when the last copy has arrived
+            await run_until_all(t, n, timeout=30, settle=60)
             assert_exact(t, want.get(t.comp_id, []))
         for s in self.sources:
             await s.close()

@@ -102,10 +102,11 @@ def assert_exact(t: TargetSimulator, want: list[tuple[str, str]]) -> None:
 
 
 async def run_until_all(t: TargetSimulator, n: int, timeout: float = 15.0,
-                        **kw: Any) -> dict[str, Any]:
-    """Receive until ``n`` unique messages came, then 0.3 s more to catch anything extra."""
+                        settle: float = 5.0, **kw: Any) -> dict[str, Any]:
+    """Receive until ``n`` unique messages came, then 0.3 s more to catch anything extra: the
+    target quiet, logged on and without a gap, within ``settle`` seconds."""
     await t.run(count=n, timeout=timeout, logout=False, **kw)
-    return await t.run(idle=0.3, timeout=5.0)
+    return await t.run(idle=0.3, timeout=settle)
 
 
 async def wait_for(pred, timeout: float = 10.0, step: float = 0.02) -> None:
