@@ -4,9 +4,11 @@ flush(), fsync/write failures surfaced and retried, checkpoints, clean cancellat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -26,6 +28,20 @@ async def wait_for(cond, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.002)
+
+
+@contextlib.asynccontextmanager
+async def running(gc: GroupCommitter, *stuck: threading.Event) -> AsyncIterator[None]:
+    """``gc.run()`` for the body of the ``async with``, cancelled at its end; each event in
+    ``stuck`` (what holds a test's stalled "disk") is set on the way out whatever happens."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(gc.run())
+            yield
+            task.cancel()
+    finally:
+        for event in stuck:
+            event.set()
 
 
 class Feed:
@@ -60,20 +76,15 @@ async def test_many_appends_few_fsyncs(tmp_path):
     gc = GroupCommitter(j, loop, on_durable, on_fsync=lambda s, n: fsyncs.append((s, n)))
     start = j.durable_lsn
     feed = Feed(j)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(gc.run())
-            for i in range(200):
-                feed.batch(20)
-                gc.notify()
-                await asyncio.sleep(0)
-                if i == 0:
-                    await wait_for(stall.entered.is_set)     # the first fsync is in flight
-            stall.release.set()
-            assert await gc.flush(timeout=10) == j.appended_lsn
-            task.cancel()
-    finally:
+    async with running(gc, stall.release):
+        for i in range(200):
+            feed.batch(20)
+            gc.notify()
+            await asyncio.sleep(0)
+            if i == 0:
+                await wait_for(stall.entered.is_set)     # the first fsync is in flight
         stall.release.set()
+        assert await gc.flush(timeout=10) == j.appended_lsn
     assert durables == sorted(set(durables)) and durables[-1] == j.appended_lsn
     assert threads == {threading.get_ident()}                 # on the event-loop thread
     assert [n for _, n in fsyncs] == [20, 199 * 20]          # 200 batches, two fsyncs
@@ -89,14 +100,12 @@ async def test_max_delay_gathers_batches(tmp_path):
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, max_delay=0.05,
                         on_fsync=lambda s, n: fsyncs.append(n))
     feed = Feed(j)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         for _ in range(10):
             feed.batch(5)
             gc.notify()
             await asyncio.sleep(0)
         await gc.flush(timeout=5)
-        task.cancel()
     assert sum(fsyncs) == 50 and len(fsyncs) <= 3      # 10 batches
     j.close()
 
@@ -120,15 +129,13 @@ async def test_fsync_error_is_reported_and_retried(tmp_path):
                         retry_initial=0.002, retry_max=0.01)
     Feed(j).batch(10)
     faults.fail["fsync"] = errno.EIO
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         gc.notify()
         await wait_for(lambda: len(errors) >= 3)
         assert durables == [] and j.read_target("T", 1, 10) == []
         assert all(isinstance(e, JournalError) and "Input/output error" in str(e) for e in errors)
         del faults.fail["fsync"]
         assert await gc.flush(timeout=5) == j.appended_lsn
-        task.cancel()
     assert durables == [j.appended_lsn] and gc.errors == len(errors)
     assert seqs(j.read_target("T", 1, 10)) == list(range(1, 11))
     j.close()
@@ -142,8 +149,7 @@ async def test_write_error_is_reported_and_retried(tmp_path):
                         retry_initial=0.002, retry_max=0.01)
     faults.fail["write"] = errno.ENOSPC
     feed = Feed(j)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         feed.batch(10)
         gc.notify()
         await wait_for(lambda: len(errors) >= 2)
@@ -151,7 +157,6 @@ async def test_write_error_is_reported_and_retried(tmp_path):
         assert "No space left" in str(errors[0])
         del faults.fail["write"]
         await gc.flush(timeout=5)
-        task.cancel()
     j.close()
     j, rec = reopen(tmp_path / "j")
     assert rec.torn_bytes == 0 and seqs(j.read_target("T", 1, 100)) == list(range(1, 21))
@@ -162,15 +167,13 @@ async def test_committer_writes_checkpoints(tmp_path):
     j = open_journal(tmp_path / "j", checkpoint_records=100)
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
     feed = Feed(j)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         for _ in range(50):
             feed.batch(20)
             gc.notify()
             await asyncio.sleep(0)
         await gc.flush(timeout=5)
         await wait_for(lambda: not j.checkpoint_due)
-        task.cancel()
     ck = read_checkpoint(tmp_path / "j" / "index" / "checkpoint")
     assert ck is not None and ck.lsn >= 900 and ck.targets["T"] == ck.lsn   # lsn 1: snapshot
     crash(j)
@@ -184,12 +187,10 @@ async def test_on_durable_follows_a_segment_roll(tmp_path):
     j = open_journal(tmp_path / "j", segment_bytes=4096)
     durables: list[int] = []
     gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         Feed(j).batch(100)                     # several rolls inside append
         gc.notify()
         assert await gc.flush(timeout=5) == j.appended_lsn
-        task.cancel()
     assert durables[-1] == j.appended_lsn and durables == sorted(set(durables))
     j.close()
 
@@ -244,15 +245,13 @@ async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path)
                         on_fsync=lambda s, n: fsyncs.append(n),
                         on_wait=lambda s, n: waits.append((s, n)))
     feed = Feed(j)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         lsn = feed.batch(10)
         gc.notify()
         await wait_for(lambda: durables and durables[-1] == lsn)
         assert j.written_lsn == lsn
         await wait_for(lambda: j.synced_lsn == lsn)      # the background fsync, unasked
         await wait_for(lambda: sum(fsyncs) >= 10)
-        task.cancel()
     assert waits == []                                  # no copy waited for the disk
     assert seqs(j.read_target("T", 1, 10)) == list(range(1, 11))
     j.close()
@@ -265,26 +264,21 @@ async def test_os_mode_a_stalled_fsync_holds_no_copy(tmp_path, caplog):
     gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, fsync_interval=0.01,
                         slow_sync=0.05)
     feed = Feed(j)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(gc.run())
-            feed.batch(5)
+    async with running(gc, stall.release):
+        feed.batch(5)
+        gc.notify()
+        await wait_for(stall.entered.is_set)          # the fsync is stuck in the "disk"
+        for _ in range(20):
+            lsn = feed.batch(5)
             gc.notify()
-            await wait_for(stall.entered.is_set)          # the fsync is stuck in the "disk"
-            for _ in range(20):
-                lsn = feed.batch(5)
-                gc.notify()
-                await wait_for(lambda: durables and durables[-1] == lsn)
-            assert j.synced_lsn < lsn == j.durable_lsn
-            await wait_for(lambda: gc.sync_running_seconds > 0.05)
-            await wait_for(lambda: "has been running for" in caplog.text)
-            assert "copies do not wait for it" in caplog.text
-            stall.release.set()
-            await wait_for(lambda: j.synced_lsn == lsn)
-            assert gc.sync_running_seconds == 0.0
-            task.cancel()
-    finally:
+            await wait_for(lambda: durables and durables[-1] == lsn)
+        assert j.synced_lsn < lsn == j.durable_lsn
+        await wait_for(lambda: gc.sync_running_seconds > 0.05)
+        await wait_for(lambda: "has been running for" in caplog.text)
+        assert "copies do not wait for it" in caplog.text
         stall.release.set()
+        await wait_for(lambda: j.synced_lsn == lsn)
+        assert gc.sync_running_seconds == 0.0
     j.close()
 
 
@@ -294,23 +288,18 @@ async def test_fsync_mode_a_stalled_fsync_holds_copies_and_says_so(tmp_path, cap
     durables: list[int] = []
     gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, slow_sync=0.05)
     feed = Feed(j)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(gc.run())
-            lsn = feed.batch(5)
-            gc.notify()
-            await wait_for(stall.entered.is_set)
-            await wait_for(lambda: "has been running for" in caplog.text)
-            assert "copies wait for it" in caplog.text
-            assert durables == [] and j.written_lsn == lsn and j.durable_lsn < lsn
-            assert gc.sync_running_seconds > 0.05
-            stall.release.set()
-            assert await gc.flush(timeout=10) == lsn
-            await wait_for(lambda: "a journal fsync took" in caplog.text
-                           or gc.syncs >= 1)
-            task.cancel()
-    finally:
+    async with running(gc, stall.release):
+        lsn = feed.batch(5)
+        gc.notify()
+        await wait_for(stall.entered.is_set)
+        await wait_for(lambda: "has been running for" in caplog.text)
+        assert "copies wait for it" in caplog.text
+        assert durables == [] and j.written_lsn == lsn and j.durable_lsn < lsn
+        assert gc.sync_running_seconds > 0.05
         stall.release.set()
+        assert await gc.flush(timeout=10) == lsn
+        await wait_for(lambda: "a journal fsync took" in caplog.text
+                       or gc.syncs >= 1)
     assert durables[-1] == lsn
     j.close()
 
@@ -339,13 +328,11 @@ async def test_once_commits_stop_the_index_is_written_for_readers_beside_the_gat
     j = open_journal(tmp_path / "j", durability=durability)
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
     feed = Feed(j)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(gc.run())
+    async with running(gc):
         feed.batch(5)
         gc.notify()
         await gc.flush(timeout=5)
         await wait_for(lambda: last_seq(tmp_path / "j", "T") == 5)
-        task.cancel()
     assert [s.target_seq for s in read_sent(tmp_path / "j", "T", 1, 10)] == [1, 2, 3, 4, 5]
     j.close()
 
@@ -364,24 +351,19 @@ async def test_fsync_mode_times_each_commit_s_wait_for_the_disk(tmp_path):
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, on_wait=on_wait,
                         on_fsync=lambda s, n: fsyncs.append(s))
     feed = Feed(j)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(gc.run())
+    async with running(gc, stall.release):
+        feed.batch(2)
+        gc.commit_now()
+        await wait_for(stall.entered.is_set)        # the first fsync is stuck
+        for _ in range(3):                          # three more commits behind it
             feed.batch(2)
             gc.commit_now()
-            await wait_for(stall.entered.is_set)        # the first fsync is stuck
-            for _ in range(3):                          # three more commits behind it
-                feed.batch(2)
-                gc.commit_now()
-            held = time.perf_counter()
-            await asyncio.sleep(0.15)
-            assert waits == []                          # nothing is durable: nothing timed
-            stall.release.set()
-            await gc.flush(timeout=10)
-            released = time.perf_counter() - held
-            task.cancel()
-    finally:
+        held = time.perf_counter()
+        await asyncio.sleep(0.15)
+        assert waits == []                          # nothing is durable: nothing timed
         stall.release.set()
+        await gc.flush(timeout=10)
+        released = time.perf_counter() - held
     assert len(waits) == 4, waits
     assert all(0.15 <= w <= released + 0.15 + 1.0 for w in waits), (waits, released)
     assert waits[0] >= fsyncs[0] >= 0.15                # the stuck fsync is inside its wait
@@ -398,22 +380,17 @@ async def test_fsync_mode_timing_is_bounded_under_a_stalled_disk(tmp_path, monke
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None,
                         on_wait=lambda s, n: waits.append((s, n)))
     feed = Feed(j)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(gc.run())
+    async with running(gc, stall.release):
+        feed.batch(1)
+        gc.commit_now()
+        await wait_for(stall.entered.is_set)
+        for _ in range(20):
             feed.batch(1)
             gc.commit_now()
-            await wait_for(stall.entered.is_set)
-            for _ in range(20):
-                feed.batch(1)
-                gc.commit_now()
-            assert len(gc._timed) == 3
-            assert gc._timed[-1][0] == j.written_lsn    # the last one kept covers them all
-            stall.release.set()
-            assert await gc.flush(timeout=10) == j.appended_lsn
-            task.cancel()
-    finally:
+        assert len(gc._timed) == 3
+        assert gc._timed[-1][0] == j.written_lsn    # the last one kept covers them all
         stall.release.set()
+        assert await gc.flush(timeout=10) == j.appended_lsn
     assert [n for _, n in waits] == [1, 1, 19] and not gc._timed     # 21 commits
     j.close()
 
@@ -449,20 +426,14 @@ async def test_a_wait_is_timed_only_once_its_copies_were_published(tmp_path):
                         on_wait=lambda s, n: waits.append((s, published[-1])),
                         on_fsync=lambda s, n: fsyncs.append(s))
     feed = Feed(j)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(gc.run())
-            first = feed.batch(1)
-            gc.commit_now()
-            await wait_for(stall.entered.is_set)
-            second = feed.batch(1)            # written while the first fsync is stuck
-            gc.commit_now()
-            stall.release.set()
-            assert await gc.flush(timeout=10) == second
-            task.cancel()
-    finally:
+    async with running(gc, stall.release, publishing):
+        first = feed.batch(1)
+        gc.commit_now()
+        await wait_for(stall.entered.is_set)
+        second = feed.batch(1)            # written while the first fsync is stuck
+        gc.commit_now()
         stall.release.set()
-        publishing.set()
+        assert await gc.flush(timeout=10) == second
     assert published == [first, second]
     assert [lsn for _, lsn in waits] == [first, second]
     assert waits[1][0] >= 0.1                 # it waited out the slow publishing of the first
