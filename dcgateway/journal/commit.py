@@ -86,9 +86,10 @@ class GroupCommitter:
     event-loop thread whenever :attr:`Journal.durable_lsn` advanced (strictly increasing);
     ``on_fsync(seconds, records)`` observes every completed fsync; ``on_error(exc)`` every
     failed write or sync; ``on_wait(seconds, commits)``, in ``fsync`` mode, the wait for
-    durability of that many commits (module docstring). ``max_delay`` bounds how long an append waits before its
-    commit starts (0: at the end of the loop turn); a small delay trades latency for bigger
-    batches. ``fsync_interval``: the bound on the background fsync in ``os`` mode."""
+    durability of that many commits (module docstring). ``max_delay`` bounds how long an append
+    waits before its commit starts (0: at the end of the loop turn); a small delay trades
+    latency for bigger batches. ``fsync_interval``: the bound on the background fsync in ``os``
+    mode."""
 
     def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop,
                  on_durable: Callable[[int], None], *,
