@@ -28,6 +28,8 @@ from dcgateway.config import (
 )
 from dcgateway.errors import ConfigError
 
+from .tlsfiles import encrypted_key, self_signed
+
 REPO = Path(__file__).resolve().parent.parent
 REPO_CONFIG = REPO / "config"
 #: The operator contract's gateway.yaml and groups.yaml, as the venue hands them to users.
@@ -150,11 +152,9 @@ def test_relative_paths_resolve_against_the_naming_files_folder(tmp_path: Path,
 
 
 def test_optional_keys_and_defaults(tmp_path: Path) -> None:
-    (tmp_path / "tls").mkdir()
-    (tmp_path / "tls" / "gw.pem").write_text("cert")
-    (tmp_path / "tls" / "gw.key").write_text("key")
+    self_signed(tmp_path / "tls", "gw-")
     text = GATEWAY_TEXT.replace("  logon_timeout_s: 60", "  heartbeat_max_s: 90\n"
-                                "  tls: {cert_file: tls/gw.pem, key_file: tls/gw.key}\n"
+                                "  tls: {cert_file: tls/gw-cert.pem, key_file: tls/gw-key.pem}\n"
                                 "  environment: CERT\n  logon_timeout_s: 60")
     text = re.sub(r"  keystore:\n.*\n.*\n", "", text)      # keystore defaults to data_dir
     text = text.replace("  smtp: {", "  # smtp: {")
@@ -162,12 +162,73 @@ def test_optional_keys_and_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, text))
     g = config.gateway
     assert g.heartbeat_max_s == 90 and g.environment == "CERT" and g.smtp is None
-    assert g.tls is not None and g.tls.cert_file == tmp_path / "tls" / "gw.pem"
+    assert g.tls is not None and g.tls.cert_file == tmp_path / "tls" / "gw-cert.pem"
     assert g.tls.ca_file is None and g.tls.require_client_cert is False
     assert g.keystore.path == tmp_path / "var" / "keys.db"
     assert (g.write_buffer_high, g.write_buffer_low, g.max_connections) == (1_048_576, 262_144,
                                                                            1024)
     assert config.session("CLRFIX44").key_scope == "CLRFI"
+
+
+def test_each_keystore_path_defaults_on_its_own(tmp_path: Path) -> None:
+    """README: keystore.path defaults to data_dir/keys.db, master_key_file to
+    data_dir/master.key; giving one of them leaves the other at its default."""
+    text = re.sub(r"  keystore:\n.*\n.*\n", "  keystore: {path: elsewhere/keys.db}\n",
+                  GATEWAY_TEXT)
+    g = load_config(write(tmp_path, text)).gateway
+    assert g.keystore.path == tmp_path / "elsewhere" / "keys.db"
+    assert g.keystore.master_key_file == tmp_path / "var" / "master.key"
+    text = re.sub(r"  keystore:\n.*\n.*\n", "  keystore: {master_key_file: k/master.key}\n",
+                  GATEWAY_TEXT)
+    g = load_config(write(tmp_path, text)).gateway
+    assert (g.keystore.path, g.keystore.master_key_file) == (tmp_path / "var" / "keys.db",
+                                                              tmp_path / "k" / "master.key")
+
+
+def _tls_problems(tmp_path: Path, cert: str, key: str, ca: str = "") -> list[str]:
+    line = f"  tls: {{cert_file: {cert}, key_file: {key}" + (f", ca_file: {ca}" if ca else "")
+    text = GATEWAY_TEXT.replace("  logon_timeout_s: 60", line + "}\n  logon_timeout_s: 60")
+    return problems_of(write(tmp_path, text))
+
+
+def test_tls_files_that_cannot_be_used_are_refused_with_the_key(tmp_path: Path) -> None:
+    """check-config loads the certificate and key as the listener will: a file that is not a
+    certificate, a key that is not the certificate's, an encrypted key (never prompted for),
+    a CA file without certificates: each named with its key and line, before any start."""
+    cert, key = self_signed(tmp_path / "a")
+    _, other_key = self_signed(tmp_path / "b")
+    encrypted = encrypted_key(key, tmp_path / "enc.pem")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    f = tmp_path / "gateway.yaml"
+    line = line_of(GATEWAY_TEXT, "  logon_timeout_s: 60")
+    assert _tls_problems(tmp_path, "junk.pem", str(key)) == [
+        f"{f}:{line}: gateway.tls.cert_file: {tmp_path / 'junk.pem'} holds no PEM certificate; "
+        "expected a PEM certificate (chain)"]
+    assert _tls_problems(tmp_path, str(cert), str(cert)) == [
+        f"{f}:{line}: gateway.tls.key_file: {cert} holds no PEM private key; expected the "
+        "certificate's PEM private key"]
+    assert _tls_problems(tmp_path, str(cert), str(encrypted)) == [
+        f"{f}:{line}: gateway.tls.key_file: {encrypted} is encrypted with a passphrase; "
+        "expected an unencrypted PEM private key (readable by the gateway's user only)"]
+    [mismatch] = _tls_problems(tmp_path, str(cert), str(other_key))
+    assert mismatch.startswith(f"{f}:{line}: gateway.tls.key_file: OpenSSL cannot use "
+                               f"{other_key} with {cert} (")
+    assert mismatch.endswith("expected the private key that belongs to cert_file")
+    [bad_ca] = _tls_problems(tmp_path, str(cert), str(key), "junk.pem")
+    assert bad_ca.startswith(f"{f}:{line}: gateway.tls.ca_file: cannot load "
+                             f"{tmp_path / 'junk.pem'} (")
+    config = load_config(write(tmp_path, GATEWAY_TEXT.replace(
+        "  logon_timeout_s: 60", f"  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {cert}}}"
+        "\n  logon_timeout_s: 60")))
+    assert config.gateway.tls is not None and config.gateway.tls.ca_file == cert
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("a file\n")
+    f = write(tmp_path)
+    assert problems_of(f) == [
+        f"{f}:{line_of(GATEWAY_TEXT, 'data_dir:')}: gateway.data_dir: {tmp_path / 'var'} exists "
+        "and is not a folder; expected a folder path (relative to this file's folder)"]
 
 
 def test_unquoted_time_is_not_read_as_a_base_60_number(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from ..gateway import Gateway
 from ..net.acceptor import Acceptor, AcceptorSettings
 from ..net.connection import FixConnection, SessionSlot
 from ..net.http import serve_http
-from ..runtime import metrics_token, server_ssl_context, session_config
+from ..runtime import listening, metrics_token, server_ssl_context, session_config
 from ..vocab import Role
 from .connect import Names, connect
 from .fence import Gate, MarkingStore, fence_connection
@@ -318,13 +318,16 @@ class Standby:
 
     async def start(self) -> None:
         g = self.config.gateway
-        await self.acceptor.start(g.listen.host, g.listen.port, ssl=server_ssl_context(g.tls))
+        with listening("gateway.listen", g.listen.host, g.listen.port):
+            await self.acceptor.start(g.listen.host, g.listen.port,
+                                      ssl=server_ssl_context(g.tls))
         self._timers = asyncio.create_task(self.acceptor.run_timers())
         # a standby answers /metrics too (its lease state) and /healthz (up, standing by)
-        self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
-                                      lambda: (True, "standing by"),
-                                      ssl=server_ssl_context(g.metrics_tls),
-                                      bearer_token=metrics_token(g.metrics_token_file))
+        with listening("gateway.metrics", g.metrics.host, g.metrics.port):
+            self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
+                                          lambda: (True, "standing by"),
+                                          ssl=server_ssl_context(g.metrics_tls),
+                                          bearer_token=metrics_token(g.metrics_token_file))
 
     async def stop(self) -> None:
         if self._timers is not None:

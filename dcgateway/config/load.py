@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +116,94 @@ _smtp = record({"host": (_host, REQUIRED), "port": (_port, REQUIRED),
 
 
 def _tls(base: Path) -> Parser:
-    return record({"cert_file": (file_path(base, True), REQUIRED),
-                   "key_file": (file_path(base, True), REQUIRED),
-                   "ca_file": (file_path(base, True), None),
-                   "require_client_cert": (parse_bool, False)}, TlsSettings,
-                  "a mapping {cert_file: ..., key_file: ..., [ca_file, require_client_cert]}")
+    """A listener's TLS settings; the certificate, its key and the CA file are loaded here, as
+    the listener will load them, so that a file that is not what it should be is reported with
+    its key and line by ``check-config`` and at start, not as an OpenSSL message at bind time."""
+    expected = "a mapping {cert_file: ..., key_file: ..., [ca_file, require_client_cert]}"
+    fields = record({"cert_file": (file_path(base, True), REQUIRED),
+                     "key_file": (file_path(base, True), REQUIRED),
+                     "ca_file": (file_path(base, True), None),
+                     "require_client_cert": (parse_bool, False)}, TlsSettings, expected)
+
+    @expects(expected)
+    def parse(ctx: Context, node: Node, path: str) -> TlsSettings | Bad:
+        tls: TlsSettings | Bad = fields(ctx, node, path)
+        if isinstance(tls, Bad):
+            return tls
+        lines = MapNode.of(ctx, node, path, expected)
+        problem = _tls_problem(tls)
+        if problem is not None:
+            key, what, wanted = problem
+            ctx.problem(lines.key_lines.get(key, lines.line) if lines is not None
+                        else node_line(node), join_path(path, key), what, wanted)
+            return BAD
+        return tls
+    return parse
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
+
+
+def _tls_problem(tls: TlsSettings) -> tuple[str, str, str] | None:
+    """What keeps a listener from loading these files, as (key, what, expected); None: fine.
+    An encrypted private key is refused here, never prompted for on the terminal."""
+    cert, key = _read_head(tls.cert_file), _read_head(tls.key_file)
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        return ("cert_file", f"{tls.cert_file} holds no PEM certificate",
+                "a PEM certificate (chain)")
+    if b"PRIVATE KEY-----" not in key:
+        return ("key_file", f"{tls.key_file} holds no PEM private key",
+                "the certificate's PEM private key")
+    if b"ENCRYPTED" in key:
+        return ("key_file", f"{tls.key_file} is encrypted with a passphrase",
+                "an unencrypted PEM private key (readable by the gateway's user only)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=lambda: b"")
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return ("key_file", f"OpenSSL cannot use {tls.key_file} with {tls.cert_file} "
+                f"({_ssl_reason(exc)})", "the private key that belongs to cert_file")
+    if tls.ca_file is not None:
+        try:
+            context.load_verify_locations(str(tls.ca_file))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            return ("ca_file", f"cannot load {tls.ca_file} ({_ssl_reason(exc)})",
+                    "PEM CA certificates")
+    return None
+
+
+def _ssl_reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return str(reason)
+
+
+def _folder_path(base: Path) -> Parser:
+    """A folder's path (``data_dir``): created at start when missing; an existing file that is
+    not a folder is refused here rather than at start, with the key and the line."""
+    expected = "a folder path (relative to this file's folder)"
+    as_path = file_path(base)
+
+    @expects(expected)
+    def parse(ctx: Context, node: Node, path: str) -> Path | Bad:
+        resolved: Path | Bad = as_path(ctx, node, path)
+        if resolved is not BAD and resolved.exists() and not resolved.is_dir():
+            ctx.problem(node_line(node), path, f"{resolved} exists and is not a folder",
+                        expected)
+            return BAD
+        return resolved
+    return parse
+
+
+@dataclass(frozen=True)
+class _KeystorePaths:
+    """``gateway.keystore`` as given: a path left out defaults under ``data_dir``."""
+    path: Path | None = None
+    master_key_file: Path | None = None
 
 
 def _gateway_spec(base: Path) -> Spec:
@@ -127,12 +212,12 @@ def _gateway_spec(base: Path) -> Spec:
         "comp_id": (_comp_id, REQUIRED),
         "listen": (_host_port, REQUIRED),
         "metrics": (_host_port, REQUIRED),
-        "data_dir": (file_path(base), REQUIRED),
+        "data_dir": (_folder_path(base), REQUIRED),
         "market_close": (_local_time, REQUIRED),
         "week_start": (_week_start, REQUIRED),
-        "keystore": (record({"path": (file_path(base), REQUIRED),
-                             "master_key_file": (file_path(base), REQUIRED)}, KeystoreSettings,
-                            "a mapping {path: ..., master_key_file: ...}"), None),
+        "keystore": (record({"path": (file_path(base), None),
+                             "master_key_file": (file_path(base), None)}, _KeystorePaths,
+                            "a mapping {[path: ..., master_key_file: ...]}"), None),
         "logon_timeout_s": (number(0.001, 3600, integer=False), 60.0),
         "sending_time_tolerance_s": (number(0.001, 86400, integer=False), 30.0),
         "smtp": (_smtp, None),
@@ -185,9 +270,10 @@ def _parse_gateway(ctx: Context, node: Node, base: Path) -> GatewaySettings | No
             ok = False
     if not ok:
         return None
-    if values["keystore"] is None:
-        values["keystore"] = KeystoreSettings(values["data_dir"] / "keys.db",
-                                              values["data_dir"] / "master.key")
+    given = values["keystore"] or _KeystorePaths()       # each path defaults on its own
+    values["keystore"] = KeystoreSettings(given.path or values["data_dir"] / "keys.db",
+                                          given.master_key_file
+                                          or values["data_dir"] / "master.key")
     return GatewaySettings(**values)
 
 

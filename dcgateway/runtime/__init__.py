@@ -28,6 +28,7 @@ from .support import (
     expiry_notifier,
     fit_descriptor_limit,
     key_owners,
+    listening,
     metrics_token,
     server_ssl_context,
     tune_for_latency,
@@ -37,8 +38,8 @@ from .support import (
 
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
-    "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "metrics_token",
-    "scrape_state", "server_ssl_context", "tune_threads", "week_start_before", "adapt_copies",
+    "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "listening",
+    "metrics_token", "scrape_state", "server_ssl_context", "tune_threads", "week_start_before", "adapt_copies",
     "make_slot", "session_config", "acceptor_settings", "expiry_notifier", "tune_for_latency",
     "tune_gc", "run_until_signalled", "copy_describer",
 ]
