@@ -237,8 +237,11 @@ class Accounts:
         rec = self._by_token(token, now)
         if rec is None or rec.pending_password_hash is not None:
             raise EnrolmentRefused()
-        if not isinstance(password, str) or (problem := password_problem(rec.name, password)):
-            raise EnrolmentRefused(problem or "expected a password")
+        if not isinstance(password, str):
+            raise EnrolmentRefused("expected a password")
+        problem = password_problem(rec.name, password)
+        if problem:
+            raise EnrolmentRefused(problem)
         hashed = self._hash(password)
         secret = pyotp.random_base32(32)
         sealed = self.users.seal(rec.name, secret)
@@ -349,17 +352,17 @@ class Accounts:
                 self._ghosts.popitem(last=False)
         return LoginResult("failed", locked_now=locked)
 
-    def step_up(self, name: str, code: str, now: float) -> bool:
+    def step_up(self, name: str, code: str, now: float) -> str:
         """A fresh TOTP code for a sensitive action (ASVS "Re-authentication"): accepted once,
-        like a login code; a wrong one counts as a login failure."""
+        like a login code; a wrong one counts as a login failure. Returns ``ok``, ``failed``,
+        or ``locked`` when this failure locked the user (their sessions are over)."""
         rec = self.users.get(name)
         if rec is None or not rec.is_enrolled or rec.totp_sealed is None or rec.locked(now):
-            return False
+            return "failed"
         secret = self.users.unseal(name, rec.totp_sealed)
         step = totp_step(secret, code if isinstance(code, str) else "", now, rec.last_totp_step)
         if step is None:
-            self._fail(name, now)
-            return False
+            return "locked" if self._fail(name, now).locked_now else "failed"
 
         def change(cur: UserRecord) -> UserRecord:
             if cur.last_totp_step >= step:
@@ -368,8 +371,8 @@ class Accounts:
         try:
             self.users.update(name, change)
         except _Replayed:
-            return False
-        return True
+            return "failed"
+        return "ok"
 
     def session_valid(self, name: str, generation: int, now: float) -> bool:
         """A web session stays valid while its user is enrolled, not locked and not reset."""

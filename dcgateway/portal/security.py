@@ -53,9 +53,19 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+#: What must not reach a log line as is: C0 and C1 controls (a line feed would let a client
+#: write a line of its own into the log), DEL, and Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _percent(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode())
+
+
 def safe_path(path: str) -> str:
-    """A path fit for a log line: an enrolment token is cut out."""
-    return _TOKEN_PATH.sub(r"\1...", path)
+    """A path fit for a log line: an enrolment token is cut out, and control characters are
+    written percent-encoded, as they came on the wire (one request, one line)."""
+    return _CONTROL.sub(_percent, _TOKEN_PATH.sub(r"\1...", path))
 
 
 class _TooLarge(Exception):
@@ -111,7 +121,8 @@ class SecurityMiddleware:
             if not status[0]:
                 await _json(send_wrapper, 413, f"request body over {self.max_body} bytes")
         finally:
-            log.info("%s %s %d %.1fms", scope.get("method"), safe_path(path), status[0],
+            log.info("%s %s %d %.1fms", safe_path(str(scope.get("method"))), safe_path(path),
+                     status[0],
                      (time.monotonic() - started) * 1000)
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:

@@ -122,9 +122,14 @@ class Web:
         must be one the caller may see (404 otherwise) before the code is even looked at.
         Returns the pair's entity."""
         _, entity = await self.run(self.ops.key, actor, key_id, action)
-        if not await self.run(self.accounts.step_up, actor.name, code, self.clock()):
+        outcome = await self.run(self.accounts.step_up, actor.name, code, self.clock())
+        if outcome != "ok":
+            locked = outcome == "locked"
             await self.run(self.ops.audit, actor, "step_up_failed", entity=entity,
-                           outcome="refused", request=action, access_key_id=key_id)
+                           outcome="refused", request=action, access_key_id=key_id,
+                           locked_now=locked or None)
+            if locked:                    # the 5th failure: the user's sessions are over
+                raise PortalError(423, "locked: too many failed codes; ask an operator")
             raise PortalError(403, "a fresh authenticator code is required (each code works "
                               "once)")
         return entity

@@ -135,8 +135,23 @@ def test_login_needs_both_factors_and_a_code_works_once(accounts):
     assert accounts.users.get("tina").last_login_address == "127.0.0.1"
     assert accounts.login("tina", PASSWORD, totp.at(now), now).outcome == "failed"   # replay
     assert accounts.users.get("tina").failures == (now,)
-    assert accounts.step_up("tina", totp.at(now), now) is False          # used for the login
-    assert accounts.step_up("tina", totp.at(now + 30), now) is True
+    assert accounts.step_up("tina", totp.at(now), now) == "failed"       # used for the login
+    assert accounts.step_up("tina", totp.at(now + 30), now) == "ok"
+
+
+def test_wrong_step_up_codes_lock_like_failed_logins(accounts):
+    """The 5th failure within the window, whether logins or step-up codes, locks the user and
+    says so (``locked``), so that the lockout is answered and audited as one."""
+    totp = enrol(accounts, "tina")
+    now = T0 + 30
+    assert accounts.login("tina", "wrong password!!", "000000", now).outcome == "failed"
+    for i in range(3):
+        assert accounts.step_up("tina", "000000", now + i) == "failed"
+    generation = accounts.users.get("tina").generation
+    assert accounts.step_up("tina", "000000", now + 3) == "locked"
+    assert accounts.users.get("tina").generation == generation + 1     # its sessions are over
+    assert accounts.step_up("tina", totp.at(now + 30), now + 4) == "failed"
+    assert accounts.login("tina", PASSWORD, totp.at(now + 30), now + 5).outcome == "locked"
 
 
 def test_fifth_failure_locks_for_three_hours_until_unlock(accounts):

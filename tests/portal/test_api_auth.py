@@ -42,6 +42,11 @@ async def test_invite_by_cli_and_email_then_enrol_once(start_stack, smtp, capsys
     assert generic.status_code == 400
     weak = await c.post("/enrol", json={"token": token, "password": "too short"})
     assert weak.status_code == 422 and "12" in weak.json()["error"]
+    for wrong_type in ({"token": token, "password": 12345678901234}, {"token": token}):
+        typed = await c.post("/enrol", json=wrong_type)
+        assert (typed.status_code, typed.json()) == (422, {"error": "expected a password"})
+    form = await c.http.post(f"/enrol/{token}", data={})        # the page's form, fields left out
+    assert form.status_code in (400, 422) and "internal" not in form.text
     r = await c.post("/enrol", json={"token": token, "password": PASSWORD})
     assert r.status_code == 200 and r.json()["totp_uri"].startswith("otpauth://totp/")
     again = await c.post("/enrol", json={"token": token, "password": PASSWORD})
@@ -118,6 +123,39 @@ async def test_fifth_failure_locks_until_users_unlock(start_stack, capsys):
     trail = s.web.state.audit.entries("CLEARCO")
     actions = [e["action"] for e in trail if e.get("kind") == "portal"]
     assert actions.count("login_failed") == 5 and "login_locked" in actions
+
+
+async def test_wrong_step_up_codes_lock_and_say_so(start_stack):
+    """Wrong codes for a key's download count as failed logins: the 5th answers 423, ends
+    the session, and is audited as the lockout it is."""
+    s = await start_stack()
+    c, auth = await s.logged_in("carl")
+    key = (await c.post("/entities/CLEARCO/keys", json={"session_id": "CLRFIX44"})).json()
+    path = f"/keys/{key['access_key_id']}/download"
+    for _ in range(4):
+        assert (await c.post(path, json={"code": "000000"})).status_code == 403
+    fifth = await c.post(path, json={"code": "000000"})
+    assert fifth.status_code == 423 and "locked" in fifth.json()["error"]
+    assert (await c.get("/me")).status_code == 401                   # the session is over
+    assert (await c.login("carl", auth)).status_code == 423
+    failed = [e for e in s.web.state.audit.entries("CLEARCO") if e["action"] == "step_up_failed"]
+    assert len(failed) == 5 and [e.get("locked_now") for e in failed] == [True] + [None] * 4
+
+
+async def test_the_access_log_holds_one_line_per_request(start_stack, caplog):
+    """A path cannot write a line of its own into the log: control characters are logged
+    percent-encoded, as they came on the wire."""
+    caplog.set_level("INFO", logger="dcgateway.portal.access")
+    s = await start_stack()
+    c = s.client()
+    forged = "/x%0a2026-12-03 09:00:00,000 INFO dcgateway.portal.access: POST /api/v1/login 200"
+    r = await c.http.get(forged.replace(" ", "%20") + "%00%e2%80%a8")
+    assert r.status_code == 404
+    [line] = [rec.getMessage() for rec in caplog.records if rec.name == "dcgateway.portal.access"
+              and "/x" in rec.getMessage()]
+    assert line.startswith("GET /x%0A2026-12-03 09:00:00,000 INFO dcgateway.portal.access: POST "
+                           "/api/v1/login 200%00%E2%80%A8 404 ")
+    assert "\n" not in line and "\x00" not in line
 
 
 async def test_logout_reset_and_a_new_session_id_at_every_login(start_stack, capsys):
