@@ -47,6 +47,7 @@ from .runtime import (
     copy_describer,
     expiry_notifier,
     fit_descriptor_limit,
+    listening,
     make_slot,
     metrics_token,
     run_until_signalled,
@@ -105,7 +106,8 @@ class Gateway:
                                                      self.state.closures, self.health.ok)
         self.pump = MetricsPump(self.metrics, self.fanout, self.outboxes, self.slots)
         self.status = StatusFile(self.data_dir, clock, lambda: {
-            n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()})
+            n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()},
+            sessions=list(self.slots), groups_version=table.version)
         self.events = EventSink(self.metrics, self.status, self.authenticator.is_locked)
         self.events.describe_copy = copy_describer(self.journal)
         self.flow.acceptor_event = self.events
@@ -114,6 +116,7 @@ class Gateway:
                                  on_event=self._on_event)
         self.maintenance = Maintenance(config, self.state.groups, self.fanout, self.journal,
                                        self.metrics, self.acceptor, self.slots, clock)
+        self.maintenance.on_reload = self.status.groups_reloaded
         self.notifier = expiry_notifier(config, self.state.keys.store, self.data_dir, clock)
         self.committer: Committer | None = None   # needs the running loop: start()
         self._http: Any = None
@@ -172,12 +175,15 @@ class Gateway:
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,
                                                              len(self.slots))
-        self.port = await self.acceptor.start(g.listen.host, g.listen.port,
-                                              ssl=server_ssl_context(g.tls))
-        self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
-                                      self.health_check, ssl=server_ssl_context(g.metrics_tls),
-                                      bearer_token=metrics_token(g.metrics_token_file),
-                                      before_scrape=self.pump.push)
+        with listening("gateway.listen", g.listen.host, g.listen.port):
+            self.port = await self.acceptor.start(g.listen.host, g.listen.port,
+                                                  ssl=server_ssl_context(g.tls))
+        with listening("gateway.metrics", g.metrics.host, g.metrics.port):
+            self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
+                                          self.health_check,
+                                          ssl=server_ssl_context(g.metrics_tls),
+                                          bearer_token=metrics_token(g.metrics_token_file),
+                                          before_scrape=self.pump.push)
         self.metrics_port = self._http.sockets[0].getsockname()[1]
         log.info("metrics on %s://%s:%d/metrics (health: /healthz)",
                  "https" if g.metrics_tls else "http", g.metrics.host, self.metrics_port)

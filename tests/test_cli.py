@@ -17,7 +17,7 @@ import yaml
 from dcgateway.cli import COMMANDS, main
 from dcgateway.config import load_config, load_groups
 
-from .test_config import GATEWAY_TEXT, GROUPS_TEXT, line_of, write
+from .test_config import GATEWAY_TEXT, GROUPS_TEXT, REPO, line_of, write
 
 CREATE = ["groups", "create", "--entity", "CLEARCO", "--name", "clearco-new", "--front-end",
           "fix", "--filter", "categories=execution,order", "--filter", "account=ACCT01,ACCT02",
@@ -102,6 +102,29 @@ def test_argparse_errors_exit_2_with_a_message(argv: list[str], capsys) -> None:
     assert err.startswith("usage: dcgateway") and "\nerror: " in err
 
 
+def test_argparse_errors_with_json_are_one_document_on_stdout(capsys) -> None:
+    code, out, err = run(capsys, "groups", "bogus", "--json")
+    assert code == 2 and "\nerror: argument COMMAND: invalid choice: 'bogus'" in err
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["errors"][0].startswith("argument COMMAND: invalid choice")
+
+
+def test_a_reader_that_goes_away_is_no_traceback(config: Path) -> None:
+    """``dcgateway ... --json | head -1``: the pipe closes before the output is written; the
+    command says so in one line on stderr and exits 1 (no traceback, no second failure at
+    the interpreter's exit)."""
+    for argv in (["groups", "list", "--json"], ["groups", "list"], ["check-config", "--json"]):
+        proc = subprocess.Popen([sys.executable, "-m", "dcgateway", *argv, "--config",
+                                 str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=REPO)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()                          # the reader is gone before any output
+        with proc.stderr:
+            err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1, err
+        assert err == "error: the output was closed before it was all written (broken pipe)\n"
+
+
 def test_help_and_version_exit_0(capsys) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "check-config" in out and "groups" in out
@@ -132,6 +155,18 @@ def test_run_hands_the_config_to_the_gateway(config: Path, capsys, monkeypatch) 
     monkeypatch.setitem(sys.modules, "dcgateway.gateway", fake)
     assert run(capsys, "run", "--config", str(config))[0] == 7
     assert seen == [load_config(config)]
+
+
+def test_run_names_the_listener_it_cannot_open(tmp_path: Path) -> None:
+    """An address that is not this machine's (TEST-NET-1): exit 1 with the setting, the
+    address and the reason, not a bare OS message."""
+    path = write(tmp_path, GATEWAY_TEXT.replace("listen: {host: 127.0.0.1, port: 9878}",
+                                                "listen: {host: 192.0.2.1, port: 9878}"))
+    proc = subprocess.run([sys.executable, "-m", "dcgateway", "run", "--config", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert ("error: gateway.listen: cannot listen on 192.0.2.1:9878: "
+            in proc.stderr), proc.stderr
 
 
 # -- groups ---------------------------------------------------------------------------------
@@ -174,6 +209,20 @@ def test_groups_round_trip(config: Path, capsys) -> None:
              (config.parent / "var" / "groups-audit.jsonl").read_text().splitlines()]
     assert [(a["action"], a["who"], a["group"]) for a in audit] == [
         ("group_create", "carl", "clearco-new"), ("group_delete", "carl", "clearco-new")]
+
+
+def test_filter_takes_several_values_after_one_flag(config: Path, capsys) -> None:
+    """CLI.md: ``--filter KEY=VALUE...``, like ``--source SID...``; repeated flags add up."""
+    argv = ["groups", "create", "--entity", "CLEARCO", "--name", "one-flag", "--front-end",
+            "fix", "--filter", "categories=execution,order", "account=ACCT01,ACCT02",
+            "symbol!=GEZ6", "--filter", "side=buy", "--source", "ABC123N", "--target",
+            "CLRFIX44", "--config", str(config)]
+    code, out, err = run(capsys, *argv)
+    assert (code, err) == (0, ""), err
+    new = load_config(config).groups[-1]
+    assert new.filters.categories == {"execution", "order"}
+    assert new.filters.account.include == {"ACCT01", "ACCT02"}
+    assert new.filters.symbol.exclude == {"GEZ6"} and new.filters.side.include == {"1"}
 
 
 def test_create_json_output(config: Path, capsys) -> None:

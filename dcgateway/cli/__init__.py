@@ -14,6 +14,8 @@ in :data:`COMMANDS`; the modules import only :mod:`.common` and the layers below
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,8 +74,32 @@ def _os_error_text(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}"
 
 
+def _stdout_gone() -> int:
+    """The reader of our stdout went away (``dcgateway ... --json | head``): nothing more can be
+    said there, so say it on stderr and point stdout at /dev/null, so that the interpreter's
+    final flush of it does not fail again (the Python documentation's advice for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        sys.stderr.write("error: the output was closed before it was all written "
+                         "(broken pipe)\n")
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dcgateway`` and ``python -m dcgateway``; returns the exit code."""
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()                # here, not at exit, where a failure is a traceback
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -82,11 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArgumentError as exc:
         sys.stderr.write(exc.usage)
         sys.stderr.write(f"error: {exc.message}\n")
+        options = argv[:argv.index("--")] if "--" in argv else argv
+        if "--json" in options:           # one JSON document on stdout, as for other errors
+            print(json.dumps({"ok": False, "errors": [exc.message]}, indent=2))
         return 2
     out = Output(args.json)
     try:
         handler: Handler = args.handler
         return handler(args, out)
+    except BrokenPipeError:
+        raise
     except ConfigError as exc:
         return out.fail(exc.problems, exc.exit_code)
     except DcGatewayError as exc:

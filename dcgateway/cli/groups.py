@@ -14,8 +14,13 @@ import yaml
 
 from ..config import CATEGORIES, FILTER_KEYS, FRONT_ENDS, GatewayConfig, GroupDef, group_to_data
 from ..errors import UsageError
-from ..state import find_group, open_state
+from ..routing import RoutingTable
+from ..state import StateStore, find_group, groups_outcome, groups_reloads, open_state
 from .common import Output, add_command, administered, format_table, load, require_admin
+
+#: How long a command that changed the groups waits for the running gateway to follow them
+#: (it looks at the file once a second).
+CONFIRM_TIMEOUT_S = 5.0
 
 
 def _find_group(groups: Sequence[GroupDef], name: str, entity: str | None) -> GroupDef:
@@ -73,9 +78,45 @@ def _cmd_groups_delete(args: argparse.Namespace, out: Output) -> int:
     state = open_state(config)
     group = _find_group(state.groups.current(), args.name, args.entity)
     require_admin(config, args.actor, group.entity)
+    reloads = _reloads_before(config)
     state.groups.delete(group.entity, group.name, actor=args.actor)
-    out.result({"ok": True, "deleted": group_to_data(group)},
-               f"deleted group {group.entity}/{group.name} from {config.groups_file}")
+    return _report(config, state, reloads, out, {"ok": True, "deleted": group_to_data(group)},
+                   f"deleted group {group.entity}/{group.name} from {config.groups_file}")
+
+
+def _reloads_before(config: GatewayConfig) -> int | None:
+    """Before a change: the running gateway's count of group reloads (None: none is running,
+    or the groups live in the cluster's store, which every node follows on its own)."""
+    return None if config.cluster is not None else groups_reloads(config.gateway.data_dir)
+
+
+def _report(config: GatewayConfig, state: StateStore, reloads_before: int | None, out: Output,
+            data: dict[str, Any], text: str) -> int:
+    """Print what changed and whether the running gateway follows it. The change is in the file
+    either way; a gateway that refused the file (it goes on routing by the groups it had) is an
+    error (exit 1) with its reason, as no copy follows the change until that is mended."""
+    if reloads_before is None:
+        out.result(data, text)
+        return 0
+    groups = state.groups.current()
+    version = RoutingTable.build(groups, {s.comp_id: s for s in config.sessions}).version
+    outcome = groups_outcome(config.gateway.data_dir, version, reloads_before,
+                             timeout=CONFIRM_TIMEOUT_S)
+    gateway = {"state": outcome.state, "pid": outcome.pid, "version": outcome.version}
+    if outcome.state == "refused":
+        gateway["reason"] = outcome.reason
+        problem = (f"the running gateway (pid {outcome.pid}) refused the groups file and goes "
+                   f"on routing by version {outcome.version}: {outcome.reason}")
+        print(f"error: {problem}", file=sys.stderr)
+        out.result({**data, "ok": False, "gateway": gateway, "errors": [problem]}, text)
+        return 1
+    if outcome.state == "applied":
+        text += f"; the running gateway (pid {outcome.pid}) follows it (version {version})"
+    elif outcome.state == "unconfirmed":
+        print(f"warning: the running gateway (pid {outcome.pid}) has not confirmed the change "
+              f"within {CONFIRM_TIMEOUT_S:g}s (it routes by version {outcome.version}, the file "
+              f"gives {version}); see its log", file=sys.stderr)
+    out.result({**data, "gateway": gateway}, text)
     return 0
 
 
@@ -227,10 +268,11 @@ def _create_data(args: argparse.Namespace, config: GatewayConfig) -> dict[str, A
 def _cmd_groups_create(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     data = _create_data(args, config)
-    created = open_state(config).groups.create(data, actor=args.actor)
-    out.result({"ok": True, "created": group_to_data(created)},
-               f"created group {created.entity}/{created.name} in {config.groups_file}")
-    return 0
+    state = open_state(config)
+    reloads = _reloads_before(config)
+    created = state.groups.create(data, actor=args.actor)
+    return _report(config, state, reloads, out, {"ok": True, "created": group_to_data(created)},
+                   f"created group {created.entity}/{created.name} in {config.groups_file}")
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -248,7 +290,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--entity", help="1. registered entity")
     p.add_argument("--name", help="2. group name (unique per entity)")
     p.add_argument("--front-end", choices=FRONT_ENDS, help="3. front end system")
-    p.add_argument("--filter", action="append", metavar="KEY=VALUE",
+    p.add_argument("--filter", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="4. filter: categories=execution,order | account=A1,A2 (include) | "
                         "symbol!=GEZ6 (exclude); keys: " + ", ".join(FILTER_KEYS))
     p.add_argument("--source", action="extend", nargs="+", metavar="SID",

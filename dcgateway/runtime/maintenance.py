@@ -50,6 +50,8 @@ class Maintenance:
         self.slots = slots
         self.clock = clock
         self.committer: Committer | None = None
+        #: told of each reload: (the version in use, why the groups read were refused or None)
+        self.on_reload: Callable[[str, str | None], None] | None = None
 
     # -- groups ---------------------------------------------------------------------------------
 
@@ -63,6 +65,8 @@ class Maintenance:
         except (ConfigError, DcGatewayError, OSError) as exc:
             self.metrics.reload(False)
             log.error("groups reload refused, keeping version %s: %s", table.version, exc)
+            if self.on_reload is not None:
+                self.on_reload(table.version, str(exc))
             return False
         if new.version != table.version:
             self.config = self.config.with_groups(groups)
@@ -70,6 +74,8 @@ class Maintenance:
             self.metrics.set_groups(groups)
             log.info("groups reloaded: version %s (%d groups)", new.version, len(groups))
         self.metrics.reload(True)
+        if self.on_reload is not None:
+            self.on_reload(new.version, None)
         return True
 
     async def watch_groups(self, interval: float = 1.0) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,29 @@ log = logging.getLogger("dcgateway")
 
 
 class StatusFile:
+    """``sessions``: the comp_ids this gateway serves (read from gateway.yaml when it started:
+    a group naming another is refused by its reload). ``groups``: the routing table's version in
+    use and the outcome of the last reload (:meth:`groups_reloaded`), so that a command that
+    changed the groups can tell whether the gateway follows them."""
+
     def __init__(self, data_dir: Path, clock: Callable[[], float],
-                 sequences: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+                 sequences: Callable[[], Mapping[str, tuple[int, int]]],
+                 sessions: Sequence[str] = (), groups_version: str = "") -> None:
         self.path = Path(data_dir) / STATUS_FILE_NAME
         self.clock = clock
         self.sequences = sequences
+        self.sessions = sorted(sessions)
+        self.groups: dict[str, Any] = {"version": groups_version, "refused": None, "reloads": 0}
         self.port: int | None = None
         self.since: dict[str, float] = {}
         self._written: Any = None
+
+    def groups_reloaded(self, version: str, refused: str | None) -> None:
+        """A reload of the groups ran: ``version`` is the table in use now; ``refused`` why the
+        groups read were refused (None: they are in use)."""
+        self.groups = {"version": version, "refused": refused,
+                       "reloads": self.groups["reloads"] + 1}
+        self.write()
 
     def connected(self, name: str) -> None:
         self.since[name] = self.clock()
@@ -49,7 +64,8 @@ class StatusFile:
         seqs = dict(self.sequences())
         doc = {"pid": os.getpid(), "port": self.port,
                "connected": dict(sorted(self.since.items())),
-               "sequences": {k: list(v) for k, v in sorted(seqs.items())}}
+               "sequences": {k: list(v) for k, v in sorted(seqs.items())},
+               "sessions": self.sessions, "groups": self.groups}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

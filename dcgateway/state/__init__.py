@@ -25,7 +25,14 @@ from ..config import GatewayConfig
 from .audit import KINDS, AuditTrail
 from .base import AuditSink, ClosureStore, GroupStore, KeyRecords
 from .groups import FileGroupStore, find_group, folder_lock
-from .status import STATUS_FILE_NAME, read_status, session_rows
+from .status import (
+    STATUS_FILE_NAME,
+    GroupsOutcome,
+    groups_outcome,
+    groups_reloads,
+    read_status,
+    session_rows,
+)
 from .users import (
     USERS_FILE_NAME,
     FileUserStore,
@@ -39,7 +46,8 @@ from .users import (
 __all__ = [
     "AuditSink", "AuditTrail", "ClosureStore", "FileGroupStore", "GroupStore", "KINDS",
     "KeyRecords", "STATUS_FILE_NAME", "StateStore", "entity_of_session_id", "find_group",
-    "folder_lock", "open_state", "read_status", "session_rows",
+    "folder_lock", "open_state", "read_status", "session_rows", "GroupsOutcome",
+    "groups_outcome", "groups_reloads",
     "FileUserStore", "SecretBox", "USERS_FILE_NAME", "UserRecord", "UserStore", "UserStoreError",
     "open_user_store",
 ]

@@ -27,6 +27,7 @@ from ..config import (
 from ..errors import ConfigError, DcGatewayError, UsageError
 from ..fsutil import stat_signature
 from .base import AuditSink
+from .status import read_status
 
 LOCK_TIMEOUT_S = 10.0
 
@@ -88,8 +89,26 @@ class FileGroupStore:
                 groups = groups_from_data(data, self.config.sessions, self.config.entities)
             except ConfigError as exc:
                 raise ConfigError([f"refused: {p}" for p in exc.problems]) from None
+            self._check_served(groups)
             write_groups_atomic(self.path, groups)
         return groups
+
+    def _check_served(self, groups: Sequence[GroupDef]) -> None:
+        """Refuse groups naming a session the running gateway does not serve: it reads the
+        sessions from gateway.yaml when it starts, so a session added to the file since would
+        make it refuse the whole new groups file and go on routing by the old one."""
+        status = read_status(self.config.gateway.data_dir)
+        served = status.get("sessions")
+        if not isinstance(served, list):
+            return                         # no gateway running (or one that does not say)
+        named = dict.fromkeys(c for g in groups for c in (*g.sources, *g.targets))
+        missing = [c for c in named if c not in served]
+        if missing:
+            raise ConfigError([
+                f"refused: session {c!r} is in {self.config.path} but not served by the running "
+                f"gateway (pid {status.get('pid')}), which reads its sessions when it starts; "
+                f"expected a restart of the gateway before a group names {c!r}"
+                for c in missing])
 
     def create(self, data: Mapping[str, Any], *, actor: str | None) -> GroupDef:
         """Add a group (``data`` in groups.yaml's shape, ``entity`` included)."""

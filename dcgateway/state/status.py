@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,52 @@ def read_status(data_dir: Path) -> dict[str, Any]:
         return doc if isinstance(doc, dict) else {}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+@dataclass(frozen=True)
+class GroupsOutcome:
+    """Whether the running gateway follows a change of the groups file (:func:`groups_outcome`).
+    ``state``: ``applied`` (its routing table is ``version``), ``refused`` (``reason``; it goes
+    on routing by ``version``), ``unconfirmed`` (no answer in time: see its log) or
+    ``not running``."""
+    state: str
+    pid: int | None = None
+    version: str = ""
+    reason: str = ""
+
+
+def groups_reloads(data_dir: Path) -> int | None:
+    """How many group reloads the running gateway has reported (None: none runs, or it does not
+    report them); read before a change, for :func:`groups_outcome`."""
+    groups = read_status(data_dir).get("groups")
+    reloads = groups.get("reloads") if isinstance(groups, dict) else None
+    return reloads if isinstance(reloads, int) else None
+
+
+def groups_outcome(data_dir: Path, version: str, reloads_before: int | None,
+                   timeout: float = 5.0, poll: float = 0.1) -> GroupsOutcome:
+    """After the groups file was changed (its routing table would be ``version``): wait, at
+    most ``timeout`` seconds, until the running gateway has the table in use or has refused the
+    file in a reload after ``reloads_before`` (:func:`groups_reloads`). The gateway looks at
+    the file once a second."""
+    if reloads_before is None:
+        return GroupsOutcome("not running")
+    deadline = time.monotonic() + timeout
+    while True:
+        status = read_status(data_dir)
+        groups = status.get("groups")
+        if not isinstance(groups, dict):
+            return GroupsOutcome("not running")
+        pid = status.get("pid")
+        in_use = str(groups.get("version", ""))
+        if in_use == version:
+            return GroupsOutcome("applied", pid, in_use)
+        reloads = groups.get("reloads")
+        if isinstance(reloads, int) and reloads > reloads_before and groups.get("refused"):
+            return GroupsOutcome("refused", pid, in_use, str(groups["refused"]))
+        if time.monotonic() >= deadline:
+            return GroupsOutcome("unconfirmed", pid, in_use)
+        time.sleep(poll)
 
 
 def session_rows(config: GatewayConfig, closures: ClosureStore,

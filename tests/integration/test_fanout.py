@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 
@@ -29,6 +31,22 @@ def fill(account: str = "ACCT01", symbol: str = "ESZ6", exec_id: str = "E1") -> 
 def new_order(clordid: str = "N1", account: str = "ACCT01") -> list:
     return [(11, clordid), (21, 1), (1, account), (55, "ESZ6"), (54, 1), (38, 5), (40, 2),
             (44, "4500"), (60, "20261124-10:00:00")]
+
+
+async def cli(*argv: str, timeout: float = 60) -> tuple[int, str, str]:
+    """``python -m dcgateway ARGV`` as a real process, while this loop (and the gateway in it)
+    runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dcgateway", *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None and "Traceback" not in err.decode()
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def connect_all(gw, *names: str) -> dict[str, FixClient]:
@@ -189,17 +207,15 @@ async def test_groups_change_is_picked_up_without_restart(folder, start_gateway)
     cl = await connect_all(gw, "ABD123N", "CLRFIX44")
     cl["ABD123N"].send("D", new_order("BEFORE"))
     assert await drain(cl["CLRFIX44"]) == []                  # ABD123N is not in its group
-    proc = subprocess.run([sys.executable, "-m", "dcgateway", "groups", "create",
-                           "--config", str(folder / "gateway.yaml"), "--entity", "CLEARCO",
-                           "--name", "abd-orders", "--front-end", "fix",
-                           "--filter", "categories=order", "--source", "ABD123N",
-                           "--target", "CLRFIX44"], capture_output=True, text=True, timeout=60,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    for _ in range(50):                                       # picked up within ~1 s (bounded)
-        if gw.gw.fanout.table.targets_of("ABD123N") >= {"CLRFIX44"}:
-            break
-        await asyncio.sleep(0.1)
+    # the command waits for the running gateway to follow the change, and says so
+    code, out, err = await cli("groups", "create", "--config", str(folder / "gateway.yaml"),
+                               "--entity", "CLEARCO", "--name", "abd-orders", "--front-end",
+                               "fix", "--filter", "categories=order", "--source", "ABD123N",
+                               "--target", "CLRFIX44")
+    assert code == 0, err
+    version = gw.gw.fanout.table.version
+    assert f"the running gateway (pid {os.getpid()}) follows it (version {version})" in out
+    assert gw.gw.fanout.table.targets_of("ABD123N") >= {"CLRFIX44"}
     cl["ABD123N"].send("D", new_order("AFTER"))
     got = await drain(cl["CLRFIX44"])
     assert [get(m, 11) for m in got] == ["AFTER"]
@@ -208,6 +224,57 @@ async def test_groups_change_is_picked_up_without_restart(folder, start_gateway)
     (folder / "groups.yaml").write_text("groups:\n  - entity: NOPE\n")
     assert gw.gw.reload_groups() is False and gw.gw.fanout.table.version == version
     await close_all(cl)
+
+
+async def test_a_group_naming_a_session_the_running_gateway_lacks_is_refused(
+        folder, start_gateway):
+    """A session added to gateway.yaml reaches the gateway only with a restart: a group that
+    names it would make the running gateway refuse the whole file and go on routing by the old
+    one (deletes included), so the command refuses it and leaves the file alone."""
+    gw = await start_gateway(folder)
+    config = folder / "gateway.yaml"
+    config.write_text(config.read_text() + "  - {comp_id: CLRNEW01, role: target, "
+                      "entity: CLEARCO, profile: fix, begin_string: FIX.4.4}\n")
+    before = (folder / "groups.yaml").read_text()
+    code, out, err = await cli("groups", "create", "--config", str(config), "--entity",
+                               "CLEARCO", "--name", "to-new", "--front-end", "fix", "--filter",
+                               "categories=execution", "--source", "ABC123N", "--target",
+                               "CLRNEW01")
+    assert code == 2 and out == ""
+    assert (f"refused: session 'CLRNEW01' is in {config} but not served by the running gateway "
+            f"(pid {os.getpid()}), which reads its sessions when it starts") in err
+    assert (folder / "groups.yaml").read_text() == before
+    version = gw.gw.fanout.table.version
+    await asyncio.sleep(1.5)                           # the watcher's look at the file
+    assert gw.gw.fanout.table.version == version and gw.gw.maintenance.groups.current()
+
+
+async def test_a_change_the_running_gateway_refuses_is_an_error(folder, start_gateway):
+    """gateway.yaml edited since the start (a target moved to another entity): a group valid
+    for the file is refused by the running gateway; the command says so and exits 1. Deleting
+    the group brings the file back to what the gateway routes by, which it confirms."""
+    (folder / "groups.yaml").write_text("groups: []\n")
+    gw = await start_gateway(folder)
+    config = folder / "gateway.yaml"
+    config.write_text(config.read_text().replace(
+        "{comp_id: CLR001N, role: target, entity: CLEARCO",
+        "{comp_id: CLR001N, role: target, entity: TRADECO"))
+    version = gw.gw.fanout.table.version
+    code, out, err = await cli("groups", "create", "--json", "--config", str(config),
+                               "--entity", "TRADECO", "--name", "own", "--front-end", "ilink2",
+                               "--filter", "categories=execution", "--source", "ABC123N",
+                               "--target", "CLR001N")
+    assert code == 1, err
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["created"]["name"] == "own"
+    assert doc["gateway"]["state"] == "refused" and doc["gateway"]["version"] == version
+    assert "targets[0]: 'CLR001N' belongs to entity CLEARCO" in doc["gateway"]["reason"]
+    assert err.startswith(f"error: the running gateway (pid {os.getpid()}) refused the groups "
+                          f"file and goes on routing by version {version}: ")
+    assert gw.gw.fanout.table.version == version
+    code, out, err = await cli("groups", "delete", "own", "--config", str(config))
+    assert code == 0 and "deleted group TRADECO/own" in out
+    assert f"the running gateway (pid {os.getpid()}) follows it (version {version})" in out
 
 
 async def test_copies_survive_a_gateway_restart(folder, start_gateway):
