@@ -22,6 +22,8 @@ from ..vocab import Role
 
 log = logging.getLogger("dcgateway")
 
+#: A changed groups file is read once it has stayed the same this long (seconds).
+SETTLE_S = 0.2
 #: Journal retention: at least this long, and through the current week (venue: 48 hours).
 RETENTION_S = 48 * 3600
 
@@ -78,15 +80,22 @@ class Maintenance:
             self.on_reload(new.version, None)
         return True
 
-    async def watch_groups(self, interval: float = 1.0) -> None:
-        """Reload when the groups change (the CLI and the portal replace the file whole)."""
+    async def watch_groups(self, interval: float = 1.0, settle: float = SETTLE_S) -> None:
+        """Reload when the groups change. The CLI and the portal replace the file whole; an
+        editor may write it in place, so a change is read only once the file has stayed the
+        same for ``settle`` seconds (a file caught between its truncation and its last write
+        would route by a part of the groups, or by none, until the next look)."""
         seen = self.groups.signature()
         while True:
             await asyncio.sleep(interval)
             sig = self.groups.signature()
-            if sig != seen:
-                seen = sig
-                self.reload_groups()
+            if sig == seen:
+                continue
+            await asyncio.sleep(settle)
+            if self.groups.signature() != sig:
+                continue                   # still being written: look again next time
+            seen = sig
+            self.reload_groups()
 
     # -- journal retention ----------------------------------------------------------------------
 

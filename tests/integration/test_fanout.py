@@ -226,6 +226,38 @@ async def test_groups_change_is_picked_up_without_restart(folder, start_gateway)
     await close_all(cl)
 
 
+async def test_a_groups_file_is_read_once_it_stays_the_same():
+    """An editor writing groups.yaml in place (truncate, then write): the watcher reads a change
+    only once two looks ``settle`` apart agree, so a half-written file is never routed by."""
+    from dcgateway.runtime import Maintenance
+
+    class Store:
+        def __init__(self, looks: list[str]) -> None:
+            self.looks = looks
+            self.last = ""
+
+        def signature(self) -> str:
+            self.last = self.looks.pop(0) if len(self.looks) > 1 else self.looks[0]
+            return self.last
+
+    # start; a look sees the truncated file, the settle look sees it written: not read yet;
+    # the next look and its settle look agree: read once
+    store = Store(["old", "truncated", "written", "written", "written"])
+    reloads: list[str] = []
+    watcher = Maintenance.__new__(Maintenance)
+    watcher.groups = store                    # type: ignore[assignment]
+    watcher.reload_groups = lambda: reloads.append(store.last) or True   # type: ignore
+    task = asyncio.create_task(watcher.watch_groups(interval=0.001, settle=0.001))
+    for _ in range(500):                      # bounded: a few looks are enough
+        if reloads:
+            break
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.02)                 # any further (wrong) reload would show by now
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert reloads == ["written"]
+
+
 async def test_a_group_naming_a_session_the_running_gateway_lacks_is_refused(
         folder, start_gateway):
     """A session added to gateway.yaml reaches the gateway only with a restart: a group that
