@@ -105,22 +105,41 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
                      for row in rows)
 
 
-def load(args: argparse.Namespace) -> GatewayConfig:
-    """The configuration named by --config (raises ConfigError: exit 2 with every problem)."""
-    return load_config(args.config)
+def load(args: argparse.Namespace, *, groups: bool = True) -> GatewayConfig:
+    """The configuration named by --config (raises ConfigError: exit 2 with every problem);
+    ``groups=False`` for commands that do not use the groups (see :func:`load_config`)."""
+    return load_config(args.config, groups=groups)
+
+
+def is_operator(config: GatewayConfig, actor: str) -> bool:
+    """One of the exchange's operators (``operators:``): acts for every entity."""
+    return any(o.name == actor for o in config.operators)
 
 
 def require_admin(config: GatewayConfig, actor: str | None, entity: str) -> None:
-    """Refuse (UsageError, exit 2) when --as NAME was given and NAME does not administer
-    ``entity``. Without --as nothing is checked: the operator has the files."""
+    """Refuse (UsageError, exit 2) when --as NAME was given and NAME neither administers
+    ``entity`` nor is an operator. Without --as nothing is checked: the operator has the
+    files."""
     if actor is None:
         return
     ent = config.entity(entity)
-    if ent is None or not ent.administers(actor):
+    if ent is None or not (ent.administers(actor) or is_operator(config, actor)):
         raise UsageError(f"{actor} does not administer {entity}")
 
 
 def administered(config: GatewayConfig, actor: str) -> list[str]:
-    return [e.name for e in config.entities if e.administers(actor)]
+    """The entities ``actor`` may act for (every one for an operator)."""
+    return [e.name for e in config.entities if e.administers(actor) or is_operator(config, actor)]
+
+
+def acting_for(config: GatewayConfig, actor: str | None) -> list[str] | None:
+    """For a listing with --as NAME: the entities NAME may see (refused, exit 2, when NAME acts
+    for none); None without --as (everything)."""
+    if actor is None:
+        return None
+    mine = administered(config, actor)
+    if not mine:
+        raise UsageError(f"{actor} does not administer any entity and is not an operator")
+    return mine
 
 

@@ -16,7 +16,15 @@ from ..config import CATEGORIES, FILTER_KEYS, FRONT_ENDS, GatewayConfig, GroupDe
 from ..errors import UsageError
 from ..routing import RoutingTable
 from ..state import StateStore, find_group, groups_outcome, groups_reloads, open_state
-from .common import Output, add_command, administered, format_table, load, require_admin
+from .common import (
+    Output,
+    acting_for,
+    add_command,
+    administered,
+    format_table,
+    load,
+    require_admin,
+)
 
 #: How long a command that changed the groups waits for the running gateway to follow them
 #: (it looks at the file once a second).
@@ -49,10 +57,8 @@ def _short(items: Sequence[str], limit: int = 3) -> str:
 def _cmd_groups_list(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     groups = [g for g in _current(config) if args.entity is None or g.entity == args.entity]
-    if args.actor is not None:
-        mine = administered(config, args.actor)
-        if not mine:
-            raise UsageError(f"{args.actor} does not administer any entity")
+    mine = acting_for(config, args.actor)
+    if mine is not None:
         groups = [g for g in groups if g.entity in mine]
     rows = [("ENTITY", "NAME", "FRONT_END", "CATEGORIES", "SOURCES", "TARGETS")]
     rows += [(g.entity, g.name, g.front_end,

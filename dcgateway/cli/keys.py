@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import GatewayConfig
 from ..state import entity_of_session_id, open_state
-from .common import Output, add_command, format_table, load, require_admin
+from .common import Output, acting_for, add_command, format_table, load, require_admin
 
 
 def _manager(config: GatewayConfig) -> Any:
@@ -21,14 +21,11 @@ def _entity_of_scope(config: GatewayConfig, session_id: str) -> str | None:
     return entity_of_session_id(config, session_id)
 
 
-def _administers(config: GatewayConfig, actor: str, session_id: str) -> bool:
-    """Whether ``actor`` administers the entity of Session ID ``session_id`` (True when no
-    configured session uses that key scope)."""
+def _visible(config: GatewayConfig, mine: list[str], session_id: str) -> bool:
+    """Whether the entities ``mine`` include the one of Session ID ``session_id`` (True when
+    no configured session uses that key scope)."""
     name = _entity_of_scope(config, session_id)
-    if name is None:
-        return True
-    entity = config.entity(name)
-    return entity is not None and entity.administers(actor)
+    return name is None or name in mine
 
 
 def _check_actor(config: GatewayConfig, actor: str | None, session_id: str) -> str:
@@ -39,7 +36,7 @@ def _check_actor(config: GatewayConfig, actor: str | None, session_id: str) -> s
 
 
 def _cmd_create(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     who = _check_actor(config, args.actor, args.session_id)
     km = _manager(config)
     km.store.ensure_master_key()              # first key ever: create the master key (0600)
@@ -57,11 +54,12 @@ def _cmd_create(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     km = _manager(config)
+    mine = acting_for(config, args.actor)
     infos = km.list(args.session_id)
-    if args.actor is not None:
-        infos = [i for i in infos if _administers(config, args.actor, i.session_id)]
+    if mine is not None:
+        infos = [i for i in infos if _visible(config, mine, i.session_id)]
     rows = [("SESSION_ID", "ACCESS_KEY_ID", "CREATED", "EXPIRES", "STATUS")]
     for i in infos:
         j = i.to_json()
@@ -72,7 +70,7 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_download(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     km = _manager(config)
     info = km.get(args.access_key_id)
     who = _check_actor(config, args.actor, info.session_id)
@@ -87,7 +85,7 @@ def _cmd_download(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_delete(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     km = _manager(config)
     info = km.get(args.access_key_id)
     who = _check_actor(config, args.actor, info.session_id)

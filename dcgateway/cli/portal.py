@@ -86,7 +86,7 @@ def _mail_invite(config: GatewayConfig, email: str, name: str, url: str,
 
 def _cmd_invite(args: argparse.Namespace, out: Output) -> int:
     from ..portal.accounts import enrol_url
-    config = load(args)
+    config = load(args, groups=False)
     if config.portal is None:
         raise UsageError(f"{config.path} has no portal: section; expected portal: "
                          "{listen: {host, port}, public_url: URL}")
@@ -108,7 +108,7 @@ def _cmd_invite(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     accounts, _ = _accounts(config)
     rows = accounts.rows(time.time())
     for r in rows:
@@ -122,7 +122,7 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_unlock(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     accounts, state = _accounts(config)
     was = accounts.unlock(args.name)
     _audit(state, accounts, "unlock", args.name, args.actor, was_locked=was)
@@ -132,7 +132,7 @@ def _cmd_unlock(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_reset(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     accounts, state = _accounts(config)
     accounts.reset(args.name)
     _audit(state, accounts, "reset", args.name, args.actor)

@@ -13,7 +13,7 @@ from .common import Output, add_command, load, require_admin
 
 
 def _cmd_replay(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     sdef = config.session(args.target)
     if sdef is None or sdef.role != "target":
         raise UsageError(f"{args.target!r} is not a target session in {config.path}")

@@ -8,13 +8,15 @@ from typing import Any
 
 from ..errors import UsageError
 from ..state import open_state, read_status, session_rows
-from .common import Output, add_command, format_table, load, require_admin
+from .common import Output, acting_for, add_command, format_table, load, require_admin
 
 
 def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
+    mine = acting_for(config, args.actor)
     status = read_status(config.gateway.data_dir)
-    rows = session_rows(config, open_state(config).closures, status)
+    rows = [r for r in session_rows(config, open_state(config).closures, status)
+            if mine is None or r["entity"] in mine]
     for r in rows:
         r["locked"] = r["port_closed"]
     table = [("COMP_ID", "ROLE", "ENTITY", "CONNECTED", "NEXT_IN", "NEXT_OUT", "LOCKED")]
@@ -29,7 +31,7 @@ def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_sessions_unlock(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, groups=False)
     sdef = config.session(args.comp_id)
     if sdef is None:
         raise UsageError(f"no session {args.comp_id!r} in {config.path}; see `dcgateway sessions list`")

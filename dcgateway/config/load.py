@@ -536,8 +536,11 @@ def _raw_comp_id(node: Node | None) -> str | None:
     return None
 
 
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
-    """Read gateway.yaml and the groups file it names. Raises ConfigError with every problem."""
+def load_config(path: str | os.PathLike[str], *, groups: bool = True) -> GatewayConfig:
+    """Read gateway.yaml and the groups file it names. Raises ConfigError with every problem.
+    ``groups=False``: the groups file is not read (the configuration's groups are empty), for
+    what needs only the sessions and entities (key pairs, port closures, users), so that a
+    broken groups file does not stand in the way of an operator during an incident."""
     display = os.fspath(path)
     file = Path(os.path.abspath(path))
     root, loader = read_file(file, display)
@@ -562,16 +565,17 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     portal = _parse_portal(ctx, m, base)
     cluster = parse_cluster(ctx, m, base)
     groups_file = m.get("groups_file", file_path(base), base / "groups.yaml")
-    groups: tuple[GroupDef, ...] = ()
+    group_defs: tuple[GroupDef, ...] = ()
     problems = ctx.problems
-    if groups_file is not BAD:
+    if groups_file is not BAD and groups:
         raw = m.nodes.get("groups_file")
         name = "groups.yaml" if raw is None or is_null(raw) else str(raw.value)
         groups_display = os.path.normpath(os.path.join(os.path.dirname(display), name))
-        groups, more = read_groups(groups_file, groups_display, sessions, known, entity_names)
+        group_defs, more = read_groups(groups_file, groups_display, sessions, known,
+                                       entity_names)
         problems = problems + more
     if problems or gateway is None:
         raise ConfigError(problems or [f"{display}: gateway: no valid settings"])
     return GatewayConfig(path=file, gateway=gateway, entities=entities, sessions=sessions,
-                         groups=groups, groups_file=groups_file, operators=operators,
+                         groups=group_defs, groups_file=groups_file, operators=operators,
                          portal=portal, cluster=None if cluster is BAD else cluster)
