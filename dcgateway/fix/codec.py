@@ -155,7 +155,7 @@ class RawMessage:
         seq = self._seq
         if seq is False:
             v = self.header.get(T.MSG_SEQ_NUM)
-            self._seq = seq = int(v) if v is not None and v.isdigit() else None
+            self._seq = seq = seq_value(v) if v is not None else None
         return seq
 
     @property
@@ -224,9 +224,11 @@ def parse_fields(raw: bytes, start: int = 0, stop: int | None = None) -> list[tu
             raise FieldError(T.SessionRejectReason.INVALID_TAG_NUMBER, None,
                              "field without '=' separator")
         tag_b = raw[p:eq]
-        if not tag_b.isdigit() or tag_b[0] == 0x30:
+        if not tag_b.isdigit() or tag_b[0] == 0x30 or len(tag_b) > T.MAX_TAG_DIGITS:
             raise invalid_tag(tag_b)
         tag = int(tag_b)
+        if tag > T.MAX_TAG:
+            raise invalid_tag(tag_b)
         if tag == data_tag:
             end = eq + 1 + data_len
             if end >= n or raw[end] != _SOH_INT:
@@ -245,10 +247,11 @@ def parse_fields(raw: bytes, start: int = 0, stop: int | None = None) -> list[tu
         data_tag = -1
         dt = T.DATA_LENGTH_TAGS.get(tag)
         if dt is not None:
-            if not value.isdigit():
+            length = count_value(value)
+            if length is None:
                 raise FieldError(T.SessionRejectReason.INCORRECT_DATA_FORMAT, tag,
                                  f"length tag {tag} is not a number")
-            data_tag, data_len = dt, int(value)
+            data_tag, data_len = dt, length
         p = end + 1
     return out
 
@@ -275,11 +278,12 @@ def _scan_header(raw: bytes, p: int, stop: int) -> tuple[dict[int, bytes], int, 
         header[tag] = value
         p = soh + 1
         data_tag = _HEADER_DATA_LEN.get(tag)
-        if data_tag is not None and value.isdigit():
+        length = count_value(value) if data_tag is not None else None
+        if data_tag is not None and length is not None:
             prefix = b"%d=" % data_tag
             if raw.startswith(prefix, p):
                 vstart = p + len(prefix)
-                vend = vstart + int(value)
+                vend = vstart + length
                 if vend < stop and raw[vend] == _SOH_INT:
                     header[data_tag] = raw[vstart:vend]
                     p = vend + 1
@@ -486,6 +490,30 @@ def encode(begin_string: bytes, msg_type: bytes, header: bytes, body: bytes = b"
         body_sum = byte_sum(body)
     checksum = (byte_sum(prefix) + byte_sum(head) + body_sum) & 0xFF
     return b"".join((prefix, head, body, b"10=%03d\x01" % checksum))
+
+
+def seq_value(v: bytes) -> int | None:
+    """A sequence number field's value (34, 7, 16, 36) as int; None unless it is digits only
+    and at most :data:`~.tags.MAX_SEQ_NUM` (never an int of thousands of digits)."""
+    if not v.isdigit():
+        return None
+    if len(v) > T.MAX_SEQ_DIGITS:
+        v = v.lstrip(b"0")
+        if len(v) > T.MAX_SEQ_DIGITS:
+            return None
+    return int(v) if v else 0
+
+
+def count_value(v: bytes) -> int | None:
+    """A length or NumInGroup value as int; None unless digits only and at most
+    :data:`~.tags.MAX_COUNT_DIGITS` of them, leading zeros aside."""
+    if not v.isdigit():
+        return None
+    if len(v) > T.MAX_COUNT_DIGITS:
+        v = v.lstrip(b"0")
+        if len(v) > T.MAX_COUNT_DIGITS:
+            return None
+    return int(v) if v else 0
 
 
 def encode_fields(begin_string: bytes | str, msg_type: bytes | str,

@@ -55,6 +55,7 @@ from .session_admin import (
     peer_reject,
     reject_body,
     reverse_routing,
+    seq_problem_text,
     text_of,
     text_value,
     validate,
@@ -332,6 +333,9 @@ class FixSession(SequenceHandling, LogonHandling):
     # --- inbound ----------------------------------------------------------------------------
 
     def _on_message(self, msg: RawMessage, now: float) -> None:
+        if self.state is _AWAITING_LOGON:
+            self._on_first_message(msg, now)   # authenticated before anything else is looked at
+            return
         if msg.begin_string != self.config.begin_string:
             self._fatal("begin_string", "incorrect BeginString", now)
             return
@@ -339,15 +343,12 @@ class FixSession(SequenceHandling, LogonHandling):
         if seq is None:
             seq = late_seq(msg)            # 34 after a body field (Test Case 14g): a Reject
         if seq is None:
-            self._fatal("seq_missing", "MsgSeqNum(34) missing", now)
+            self._fatal("seq_missing", seq_problem_text(msg), now)
             return
         if self._ending:                    # an error Logout was sent: only its answer counts
             if msg.msg_type == _MT_LOGOUT:
                 self._events.append(LoggedOut(text_of(msg) or "logout confirmed"))
                 self._disconnect("logout complete")
-            return
-        if self.state is _AWAITING_LOGON:
-            self._on_first_message(msg, seq, now)
             return
         if not self._comp_ids_ok(msg, seq, now) or not self._sending_time_ok(msg, seq, now):
             return

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from . import tags as T
-from .codec import FieldError, RawMessage, fields_bytes
+from .codec import FieldError, RawMessage, encode_fields, fields_bytes, seq_value
 from .session_types import PeerReject
-from .timefmt import parse_utc_timestamp
+from .timefmt import parse_utc_timestamp, utc_timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session_types import SessionConfig
@@ -101,6 +101,10 @@ def _is_int(v: bytes) -> bool:
     return v.isdigit()
 
 
+def _is_seq(v: bytes) -> bool:
+    return seq_value(v) is not None
+
+
 def _is_bool(v: bytes) -> bool:
     return v == b"Y" or v == b"N"
 
@@ -113,9 +117,15 @@ REQUIRED: dict[bytes, tuple[int, ...]] = {
     M.SEQUENCE_RESET: (T.NEW_SEQ_NO,),
 }
 
+#: The sequence number fields of session messages, which the session keeps as numbers.
+SEQ_TAGS: dict[bytes, tuple[int, ...]] = {
+    M.RESEND_REQUEST: (T.BEGIN_SEQ_NO, T.END_SEQ_NO),
+    M.SEQUENCE_RESET: (T.NEW_SEQ_NO,),
+}
+
 #: Data format of session tags when present (373=6 "Incorrect data format for value").
 FORMATS: dict[int, Callable[[bytes], bool]] = {
-    T.BEGIN_SEQ_NO: _is_int, T.END_SEQ_NO: _is_int, T.NEW_SEQ_NO: _is_int,
+    T.BEGIN_SEQ_NO: _is_seq, T.END_SEQ_NO: _is_seq, T.NEW_SEQ_NO: _is_seq,
     T.GAP_FILL_FLAG: _is_bool, T.POSS_DUP_FLAG: _is_bool, T.POSS_RESEND: _is_bool,
     T.RESET_SEQ_NUM_FLAG: _is_bool, T.ENCRYPT_METHOD: _is_int,   # 108: _logon_heartbeat
 }
@@ -254,7 +264,8 @@ def _logon_sending_time(cfg: SessionConfig, msg: RawMessage, seq: int, now: floa
 def _logon_heartbeat(cfg: SessionConfig, msg: RawMessage, seq: int, now: float,
                      times: SendingTimeParser) -> tuple[str, str] | None:
     v = msg.get(T.HEART_BT_INT)
-    if v is None or not v.isdigit() or not cfg.heartbeat_min <= int(v) <= cfg.heartbeat_max:
+    if v is None or not v.isdigit() or len(v) > 9 \
+            or not cfg.heartbeat_min <= int(v) <= cfg.heartbeat_max:
         return ("heartbeat_interval", f"HeartBtInt(108) must be between {cfg.heartbeat_min} "
                 f"and {cfg.heartbeat_max} seconds")
     return None
@@ -370,6 +381,12 @@ def validate(msg: RawMessage, times: SendingTimeParser,
             problem = validator.validate(msg)
             if problem is not None:
                 return problem
+        for tag in SEQ_TAGS.get(mt, ()):  # FIX 4.2's dictionary types them INT: any digits
+            v = msg.get(tag)
+            if v is not None and seq_value(v) is None:
+                return Problem(R.INCORRECT_DATA_FORMAT, tag,
+                               f"Incorrect data format for value: {tag} (a sequence number "
+                               f"is 0 to {T.MAX_SEQ_NUM})")
     elif msg.header_error is not None:
         return Problem(R.TAG_APPEARS_MORE_THAN_ONCE, msg.header_error,
                        f"Tag appears more than once: {msg.header_error}")
@@ -418,7 +435,35 @@ def late_seq(msg: RawMessage) -> int | None:
         v = msg.get(T.MSG_SEQ_NUM)
     except FieldError:
         return None
-    return int(v) if v is not None and v.isdigit() else None
+    return seq_value(v) if v is not None else None
+
+
+def seq_problem_text(msg: RawMessage) -> str:
+    """Why a message has no usable MsgSeqNum (34): missing, or not a sequence number."""
+    try:
+        v = msg.header.get(T.MSG_SEQ_NUM)
+    except FieldError:
+        v = None
+    if v is None:
+        return "MsgSeqNum(34) missing"
+    shown = v[:24].decode("latin-1") + ("..." if len(v) > 24 else "")
+    return f"MsgSeqNum(34) {shown!r} is not a sequence number (1 to {T.MAX_SEQ_NUM})"
+
+
+#: The only answer to a Logon that is not authenticated (the venue's rule: the peer learns nothing
+#: of which check failed, nor whether the session exists).
+AUTH_FAILED_TEXT: Final = "authentication failed"
+
+
+def refusal_logout(logon: RawMessage, our_comp_id: bytes, text: str, now: float) -> bytes:
+    """The Logout refusing ``logon`` before it is authenticated: the same bytes whatever was
+    wrong with it and whichever session it named (34=1, the peer's own BeginString and
+    SenderCompID; nothing of a session's state, such as its sequence number)."""
+    begin = logon.begin_string or b"FIX.4.2"
+    their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")[:64]
+    return encode_fields(begin, M.LOGOUT, [
+        (T.SENDER_COMP_ID, our_comp_id), (T.TARGET_COMP_ID, their), (T.MSG_SEQ_NUM, 1),
+        (T.SENDING_TIME, utc_timestamp(now))], [(T.TEXT, text)])
 
 
 def peer_reject(msg: RawMessage) -> PeerReject:
@@ -428,5 +473,5 @@ def peer_reject(msg: RawMessage) -> PeerReject:
         reason = msg.get(T.SESSION_REJECT_REASON if msg.msg_type == M.REJECT else 380)
     except FieldError:
         ref = reason = None
-    return PeerReject(int(ref) if ref is not None and ref.isdigit() else 0, msg.msg_type,
+    return PeerReject((seq_value(ref) or 0) if ref is not None else 0, msg.msg_type,
                       (reason or b"").decode("ascii", "replace"), text_of(msg))

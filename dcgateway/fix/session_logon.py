@@ -10,13 +10,21 @@ from mypy_extensions import trait
 from . import tags as T
 from .codec import RawMessage
 from .resend import ResendProgress
-from .session_admin import SendingTimeParser, logon_problem, logon_reply_body
+from .session_admin import (
+    AUTH_FAILED_TEXT,
+    SendingTimeParser,
+    logon_problem,
+    logon_reply_body,
+    refusal_logout,
+    seq_problem_text,
+)
 from .session_types import (
     AuthDecision,
     Authenticator,
     AuthFailed,
     Event,
     LoggedOn,
+    Outgoing,
     ProtocolError,
     SessionConfig,
 )
@@ -38,6 +46,7 @@ class LogonHandling:
     _queue: dict[int, RawMessage | None]
     _highest_seen: int
     _serving: ResendProgress | None
+    _out: list[Outgoing]
 
     def _disconnect(self, reason: str) -> None:
         raise NotImplementedError
@@ -66,21 +75,31 @@ class LogonHandling:
         raise NotImplementedError
 
 
-    def _on_first_message(self, msg: RawMessage, seq: int, now: float) -> None:
-        """FIX Vol. 2 "Logon" and Test Cases 1S: the first message must be a valid Logon."""
+    def _on_first_message(self, msg: RawMessage, now: float) -> None:
+        """FIX Vol. 2 "Logon" and Test Cases 1S: the first message must be a valid Logon.
+
+        Authentication first: a peer that is not authenticated learns nothing but
+        "authentication failed" (docs/venue.md), in a Logout that says nothing of the session
+        either (:func:`refusal_logout`), and a stale SendingTime or a 122 on the Logon counts
+        toward the port closure as the replay protection it is. Only then the session's own
+        checks: BeginString, MsgSeqNum, CompIDs, the Logon's fields."""
         if msg.msg_type != M.LOGON:
             self._events.append(ProtocolError("logon_not_first",
                                               f"first message is MsgType {msg.msg_type!r}"))
             self._disconnect("first message not Logon")
             return
-        if not self._comp_ids_ok(msg, seq, now):
-            return
-        # Authentication first: a peer that is not authenticated learns nothing but "authentication
-        # failed" (docs/venue.md), and a stale SendingTime or a 122 on the Logon counts toward the port
-        # closure as the replay protection it is. Only then the session's own Logon checks.
         if not self._authenticate(msg, now):
             return
         self._authenticated = True
+        if msg.begin_string != self.config.begin_string:
+            self._fatal("begin_string", "incorrect BeginString", now)
+            return
+        seq = msg.seq_num
+        if seq is None:
+            self._fatal("seq_missing", seq_problem_text(msg), now)
+            return
+        if not self._comp_ids_ok(msg, seq, now):
+            return
         found = logon_problem(self.config, msg, seq, now, self._times)
         if found is None and self.config.validator is not None:
             problem = self.config.validator.validate(msg)    # the session's data dictionary
@@ -120,7 +139,13 @@ class LogonHandling:
         if decision.ok:
             return True
         self._events.append(AuthFailed(decision.reason or "refused"))
-        self._send_logout(decision.text or "authentication failed", now)
+        text = decision.text or AUTH_FAILED_TEXT
+        if self._authenticated:       # a Logon on a logged-on session: its own Logout
+            self._send_logout(text, now)
+        else:
+            self._transition("send_logout")
+            self._out.append(Outgoing(1, False,
+                                      refusal_logout(msg, self.config.our_comp_id, text, now)))
         self._disconnect("authentication failed")
         return False
 
@@ -130,6 +155,10 @@ class LogonHandling:
         start again at 1, the reply echoing 141=Y. Anything else ends the session."""
         if (self.config.begin_string == b"FIX.4.4" and msg.seq_num == 1
                 and msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y"):
+            # authenticated as every Logon is (README: "Every Logon ... is authenticated"): a
+            # forged or replayed reset would otherwise move both sequences of a live session
+            if not self._authenticate(msg, now):
+                return
             self.store.reset()
             self._serving = None            # nothing of the old sequence is owed any more
             hbi = self.heartbeat_interval or int(msg.get(T.HEART_BT_INT) or b"30")

@@ -60,6 +60,17 @@ HEADER_TAGS: Final[frozenset[int]] = frozenset({
 BEGIN_SEQ_NO: Final = 7
 END_SEQ_NO: Final = 16
 NEW_SEQ_NO: Final = 36
+
+#: The largest sequence number accepted in 34, 7, 16 and 36 (18 digits, leading zeros aside: far
+#: below what the session store keeps, a u64); a larger one is a malformed value (373=6), never
+#: a number the gateway tries to keep.
+MAX_SEQ_DIGITS: Final = 18
+MAX_SEQ_NUM: Final = 10 ** MAX_SEQ_DIGITS - 1
+#: Digits of a length or a NumInGroup count, leading zeros aside.
+MAX_COUNT_DIGITS: Final = 9
+#: The largest tag number (FIX's int); a longer one is an invalid tag number (373=0).
+MAX_TAG: Final = (1 << 31) - 1
+MAX_TAG_DIGITS: Final = 10
 REF_SEQ_NUM: Final = 45
 TEXT: Final = 58
 RAW_DATA_LENGTH: Final = 95

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..fix import tags as T
-from ..fix.codec import RawMessage, encode_fields
+from ..fix.codec import RawMessage
 from ..fix.session import (
     AppMessage,
     AuthDecision,
@@ -44,7 +44,7 @@ from ..fix.session import (
     Disconnect,
     FixSession,
 )
-from ..fix.timefmt import utc_timestamp
+from ..fix.session_admin import AUTH_FAILED_TEXT, refusal_logout
 from .connection import CLOSE_GRACE_S, FixConnection, SessionSlot
 
 log = logging.getLogger("dcgateway.net")
@@ -59,7 +59,6 @@ class Refused:
 
 #: The Logout text of every refusal before authentication (the venue's rule: never say which
 #: check failed).
-AUTH_FAILED_TEXT = "authentication failed"
 #: Refusals are summarised in one log line at most this often (seconds).
 REFUSAL_LOG_INTERVAL = 10.0
 #: Listen backlog: completed handshakes the kernel queues for accept() (capped by somaxconn).
@@ -269,12 +268,7 @@ class Acceptor:
             return
         text = (text or self.refusals.get(code, AUTH_FAILED_TEXT)) if decision.ok else (
             decision.text or AUTH_FAILED_TEXT)
-        begin = logon.begin_string or b"FIX.4.2"
-        their = logon.header.get(T.SENDER_COMP_ID, b"UNKNOWN")[:64]
-        out = encode_fields(begin, T.MsgType.LOGOUT, [
-            (T.SENDER_COMP_ID, self._our), (T.TARGET_COMP_ID, their), (T.MSG_SEQ_NUM, 1),
-            (T.SENDING_TIME, utc_timestamp(now))], [(T.TEXT, text)])
-        conn.write_raw(out)
+        conn.write_raw(refusal_logout(logon, self._our, text, now))
         conn.close(code)
 
     def _authenticate(self, logon: RawMessage, now: float) -> AuthDecision:

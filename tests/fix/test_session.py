@@ -332,17 +332,43 @@ def test_authenticator_that_raises_is_a_failure_not_an_exception():
 
 def test_refused_logons_do_not_consume_outbound_sequence_numbers():
     # An unauthenticated peer must not be able to move the session's outbound sequence or fill
-    # its store, however many times it tries.
+    # its store, however many times it tries; nor learn it: the refusal carries 34=1, as the
+    # refusal of a CompID that is not configured does.
     store = MemoryStore(next_in=3, next_out=7)
     for attempt in range(5):
         h = Harness(authenticator=lambda m, n: AuthDecision(False, "bad_signature",
                                                             "authentication failed"), store=store)
         [logout] = h.logon(seq=3)
-        assert logout.msg_type == b"5" and logout.seq_num == 7
+        assert logout.msg_type == b"5" and logout.seq_num == 1
     assert store.next_out == 7 and store.get_outbound(1, 100) == []
     ok = Harness(store=store)
     [reply] = ok.logon(seq=3)
     assert reply.msg_type == b"A" and reply.seq_num == 7 and store.next_out == 8
+
+
+def test_an_unauthenticated_logon_learns_nothing_of_the_session():
+    """Before authentication every refusal is the same Logout: a wrong BeginString, a missing
+    or malformed MsgSeqNum, a seq too low: "authentication failed" with 34=1 in the peer's own
+    BeginString, nothing of the session's sequence or its configured BeginString."""
+    refuse = lambda m, n: AuthDecision(False, "bad_signature", "authentication failed")  # noqa: E731
+    answers = []
+    for logon in (lambda h: h.peer.logon(begin=b"FIX.4.4"),
+                  lambda h: h.peer.logon(omit=(34,)),
+                  lambda h: h.peer.logon(seq="x1"),
+                  lambda h: h.peer.logon(seq=1)):
+        h = Harness(authenticator=refuse, store=MemoryStore(next_in=40, next_out=9))
+        [logout] = h.feed(logon(h))
+        f = fields(logout)
+        answers.append((logout.begin_string, f[34], f[58]))
+        assert h.session.closed and h.store.next_out == 9
+    assert answers == [(b"FIX.4.4", b"1", b"authentication failed")] + [
+        (b"FIX.4.2", b"1", b"authentication failed")] * 3
+
+
+def test_an_authenticated_logon_with_a_wrong_begin_string_is_told_so():
+    h = Harness(store=MemoryStore(next_out=9))
+    [logout] = h.feed(h.peer.logon(begin=b"FIX.4.4"))
+    assert fields(logout)[58] == b"incorrect BeginString" and logout.seq_num == 9
 
 
 def test_authenticator_runs_before_sequence_checks():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dcgateway.fix import codec
 from dcgateway.fix.dictionary import load_dictionary, with_secure_logon
-from dcgateway.fix.session import AppMessage, LoggedOn, SessionState
+from dcgateway.fix.session import AppMessage, AuthDecision, AuthFailed, LoggedOn, SessionState
 from dcgateway.fix.timefmt import utc_timestamp
 from dcgateway.fix.validate import Validator
 
@@ -163,6 +163,49 @@ def test_sequence_reset_logon_in_session_resets_both_sides_in_fix44():
     assert (h.store.next_in, h.store.next_out) == (2, 2)
     assert [e for e in h.events() if isinstance(e, LoggedOn)] == [LoggedOn(30, True)]
     assert h.session.state is SessionState.ACTIVE
+
+
+def test_a_sequence_reset_logon_in_session_is_authenticated_like_any_logon():
+    """A forged or replayed 141=Y Logon on a live FIX 4.4 session must not reset it: the same
+    authenticator as the first Logon, a Logout and a disconnect when it refuses."""
+    decisions = [AuthDecision(True), AuthDecision(False, "bad_signature", "authentication failed")]
+    h = Harness(config=make_config(begin_string=b"FIX.4.4", validator=V44),
+                authenticator=lambda m, n: decisions.pop(0))
+    [reply] = h.logon()
+    assert reply.msg_type == b"A"
+    h.feed(h.peer.build("8", er({20: None, 150: "F"})))
+    before = (h.store.next_in, h.store.next_out)
+    [logout] = h.feed(h.peer.build("A", [(98, 0), (108, 30), (141, "Y")], seq=1))
+    assert logout.msg_type == b"5" and fields(logout)[58] == b"authentication failed"
+    assert logout.seq_num == before[1]                       # the live session's own Logout
+    assert (h.store.next_in, h.store.next_out) == (before[0], before[1] + 1)   # not reset
+    assert h.session.closed
+    assert AuthFailed("bad_signature") in h.events()
+
+
+def test_sequence_numbers_beyond_what_a_session_keeps_are_malformed():
+    """NewSeqNo, BeginSeqNo, EndSeqNo: 373=6 past 18 digits (never a number the store cannot
+    keep, nor an int of thousands of digits), the session goes on; a MsgSeqNum past it ends the
+    session with a Logout saying why; a tag number past FIX's int is 373=0."""
+    for body, tag in (([(123, "Y"), (36, "18446744073709551626")], b"36"),
+                      ([(123, "Y"), (36, "9" * 5000)], b"36"),
+                      ([(7, "9" * 30), (16, "0")], b"7"),
+                      ([(7, "1"), (16, "9" * 5000)], b"16")):
+        h = logged_on()
+        f = rejected(h, h.peer.build("4" if tag == b"36" else "2", body))
+        assert (f[371], f[373]) == (tag, b"6"), body
+    h = logged_on()                                      # SequenceReset-Reset: seq unchanged
+    [rej] = h.feed(h.peer.build("4", [(36, "9" * 5000)]))
+    assert fields(rej)[373] == b"6" and h.store.next_in == 2
+    h = logged_on()                                      # leading zeros are not digits that count
+    assert h.feed(h.peer.build("4", [(123, "Y"), (36, "0" * 30 + "5")])) == []
+    assert h.store.next_in == 5
+    h = logged_on()
+    [logout] = h.feed(h.peer.build("8", er(), seq=10 ** 18))
+    assert logout.msg_type == b"5" and b"is not a sequence number" in fields(logout)[58]
+    h = logged_on()
+    f = rejected(h, h.peer.build("8", er() + [(2 ** 31, "x")]))
+    assert f[373] == b"0"
 
 
 def test_sequence_reset_logon_in_session_ends_a_fix42_session():

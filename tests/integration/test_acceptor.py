@@ -40,20 +40,29 @@ async def test_refusals_before_authentication_all_look_the_same(start_gateway):
     gw = await start_gateway()
     live = gw.client("ABC123N")
     assert get(await live.logon(), 35) == "A"
+    used = gw.client("ABD123N")                # a session with a history: its next_out > 1
+    assert get(await used.logon(), 35) == "A"
+    await used.logout()
+    await used.close()
     wrong_sig = lambda header, body: [(354, 20), (355, gw.creds["ABD123N"][0]),   # noqa: E731
                                       (1400, "CME-1-SHA-256"), (1401, 43), (1402, "A" * 43)]
     peers = [gw.client("NOSUCH1"),
              FixClient("127.0.0.1", gw.port, "ABD123N", target="NOTUS", sender_sub_id="OPS",
                        signer=logon_signer(*gw.creds["ABD123N"])),
              gw.client("ABD123N", signer=wrong_sig),
-             gw.client("ABC123N", signer=wrong_sig)]
+             gw.client("ABC123N", signer=wrong_sig),
+             # a configured session, the wrong BeginString: not "incorrect BeginString", and
+             # the answer in the peer's own BeginString (nothing of the session's)
+             FixClient("127.0.0.1", gw.port, "ABD123N", begin_string="FIX.4.4",
+                       signer=wrong_sig)]
     answers = []
     for c in peers:
         reply = await c.logon()
         answers.append((get(reply, 35), get(reply, 34), get(reply, 58), get(reply, 789)))
+        assert get(reply, 8) == ("FIX.4.4" if c is peers[-1] else "FIX.4.2")
         assert await c.wait_closed() == []
         await c.close()
-    assert answers == [("5", "1", "authentication failed", None)] * 4
+    assert answers == [("5", "1", "authentication failed", None)] * 5
     refused = gw.metric_labels("dcgateway_connections_refused_total", "reason")
     assert refused["unknown_session"] == 1 and refused["wrong_target_comp_id"] == 1
     assert refused["already_logged_on"] == 1
