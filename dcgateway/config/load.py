@@ -328,7 +328,8 @@ _SESSIONS_EXPECTED = "a list of {comp_id, role, entity, profile, begin_string}"
 
 #: Validation switches a session may set (fix.validate.ValidationOptions).
 VALIDATION_KEYS = ("allow_user_defined_fields", "check_unknown_fields", "check_fields_have_values",
-                   "check_field_order", "check_body_field_order", "check_enums", "check_types")
+                   "check_field_order", "check_body_field_order", "check_group_field_order",
+                   "check_enums", "check_types")
 _validation = record({k: (parse_bool, None) for k in VALIDATION_KEYS},
                      lambda **kw: tuple((k, v) for k, v in kw.items() if v is not None),
                      "a mapping of " + ", ".join(VALIDATION_KEYS) + " to true or false")

@@ -13,8 +13,9 @@ What is checked, and the SessionRejectReason (373) / RefTagID (371) each failure
 * 14f value not of the field's FIX data type: 6;
 * 14g header tag after a body tag, or trailer tag before the end: 14;
 * 14h tag repeated outside a repeating group: 13;
-* 14i NumInGroup not the number of entries, or an entry that does not start with the group's
-  delimiter: 16, RefTagID the NumInGroup tag.
+* 14i a repeating group entry's fields out of the dictionary's order, or an entry that does not
+  start with the group's delimiter: 15 (with ``check_group_field_order``, the default);
+* 14j NumInGroup not the number of entries: 16, RefTagID the NumInGroup tag.
 
 Otherwise RefTagID (371) is the offending tag.
 
@@ -47,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import tags as T
-from .codec import FieldError, RawMessage, invalid_tag
+from .codec import FieldError, RawMessage, count_value, invalid_tag
 from .dictionary import DataDictionary, FieldDef, GroupDef, Section
 from .session_admin import Problem
 
@@ -92,13 +93,16 @@ _TZ = rb"(?:Z|[+-](?:0\d|1[0-4])(?::?[0-5]\d)?)"
 #: always ends at SOH, so there is nothing to give back (about 20% off a layout's match).
 _FLOAT = rb"-?+(?>\d++(?:\.\d*+)?+|\.\d++)"
 _MULTI = rb"[^\x01 ]++(?: [^\x01 ]++)*+"
+_SEQ = rb"(?:0*+[1-9]\d{0,%d}+|0++)" % (T.MAX_SEQ_DIGITS - 1)
+_COUNT = rb"(?:0*+[1-9]\d{0,%d}+|0++)" % (T.MAX_COUNT_DIGITS - 1)
 ANY_VALUE = rb"[^\x01]++"
 
 #: Type name (upper case, as in the XML) -> pattern a value must fullmatch. A type not listed is
 #: treated as STRING (any value without SOH). DATA and XMLDATA are not checked (their value is
 #: bytes counted by the length field, which the codec's parse already verifies).
 TYPE_PATTERNS: dict[str, bytes | None] = {
-    "INT": rb"-?+\d++", "LENGTH": rb"\d++", "SEQNUM": rb"\d++", "NUMINGROUP": rb"\d++",
+    # sequence numbers, lengths and counts as far as the session can keep them (tags.py)
+    "INT": rb"-?+\d++", "LENGTH": _COUNT, "SEQNUM": _SEQ, "NUMINGROUP": _COUNT,
     "TAGNUM": rb"[1-9]\d*+", "DAYOFMONTH": rb"(?:0?[1-9]|[12]\d|3[01])",
     "FLOAT": _FLOAT, "QTY": _FLOAT, "PRICE": _FLOAT, "PRICEOFFSET": _FLOAT, "AMT": _FLOAT,
     "PERCENTAGE": _FLOAT,
@@ -134,9 +138,11 @@ class ValidationOptions:
     "Invalid tag number" (373=0); off, it is accepted anywhere (QuickFIX AllowUnknownMsgFields).
     ``check_fields_have_values``: ``tag=`` with nothing after it is 373=4.
     ``check_field_order``: header fields first, trailer fields last (373=14).
-    ``check_body_field_order``: body fields in dictionary order (373=14), and group members in
-    entry order (373=15); off by default: FIX asks for it only within repeating groups, and
-    QuickFIX does not enforce it.
+    ``check_body_field_order``: body fields in dictionary order (373=14); off by default: FIX
+    asks for an order only within repeating groups, and QuickFIX does not enforce it.
+    ``check_group_field_order``: the fields of a repeating group's entry in the order the
+    dictionary defines them, the delimiter first (FIX Vol. 1 "Repeating Groups"; Test Case 14i:
+    373=15, as QuickFIX/J's ValidateUnorderedGroupFields); on by default.
     ``check_enums``: enumerated fields hold one of their values (373=5).
     ``check_types``: values match their FIX data type (373=6).
     ``layout_cache_size``: compiled layouts kept, in buckets of :data:`BUCKET_SIZE` (below
@@ -148,6 +154,7 @@ class ValidationOptions:
     check_fields_have_values: bool = True
     check_field_order: bool = True
     check_body_field_order: bool = False
+    check_group_field_order: bool = True
     check_enums: bool = True
     check_types: bool = True
     layout_cache_size: int = 256
@@ -312,7 +319,9 @@ class Validator:
         every tag of the whole part at any depth); a free tag (see :meth:`_free`) stays in the
         entry. Returns the index of the first field not consumed, and the first problem."""
         index, groups = section.index, section.groups
-        ordered = self.options.check_body_field_order
+        options = self.options
+        ordered = options.check_body_field_order or (
+            group is not None and options.check_group_field_order)
         seen: set[int] = set()
         last = -1
         n = len(fields)
@@ -356,10 +365,9 @@ class Validator:
                ) -> tuple[int, Problem | None]:
         """A repeating group from its NumInGroup field at ``fields[i]`` (FIX Vol. 1 "Repeating
         Groups": the count, then that many entries, each starting with the delimiter)."""
-        count = fields[i][1]
-        if not count.isdigit():
+        declared = count_value(fields[i][1])
+        if declared is None:
             return i, problem(R.INCORRECT_DATA_FORMAT, g.count_tag)
-        declared = int(count)
         i += 1
         entries = 0
         n = len(fields)
@@ -367,9 +375,10 @@ class Validator:
             tag = fields[i][0]
             if tag != g.delimiter:
                 if tag in g.entry.members:
-                    return i, problem(R.INCORRECT_NUM_IN_GROUP, g.count_tag,
-                                      f"entry starts with {tag}, not the delimiter "
-                                      f"{g.delimiter}")
+                    detail = f"entry starts with {tag}, not the delimiter {g.delimiter}"
+                    if self.options.check_group_field_order:
+                        return i, problem(R.REPEATING_GROUP_OUT_OF_ORDER, tag, detail)
+                    return i, problem(R.INCORRECT_NUM_IN_GROUP, g.count_tag, detail)
                 break
             entries += 1
             i, found = self._walk(g.entry, fields, i, g, claimed)
@@ -502,7 +511,8 @@ def parse_allowing_empty(raw: bytes) -> list[tuple[int, bytes]]:
     while p < n:
         eq = raw.find(b"=", p, n)
         tag_b = raw[p:eq] if eq >= 0 else b""
-        if not tag_b.isdigit() or tag_b[0] == 0x30:
+        if not tag_b.isdigit() or tag_b[0] == 0x30 or len(tag_b) > T.MAX_TAG_DIGITS \
+                or int(tag_b) > T.MAX_TAG:
             raise invalid_tag(tag_b)
         tag = int(tag_b)
         end = eq + 1 + data_len if tag == data_tag else raw.find(b"\x01", eq + 1, n)
@@ -511,6 +521,7 @@ def parse_allowing_empty(raw: bytes) -> list[tuple[int, bytes]]:
         value = raw[eq + 1:end]
         out.append((tag, value))
         dt = T.DATA_LENGTH_TAGS.get(tag)
-        data_tag, data_len = (dt, int(value)) if dt is not None and value.isdigit() else (-1, 0)
+        length = count_value(value) if dt is not None else None
+        data_tag, data_len = (dt, length) if dt is not None and length is not None else (-1, 0)
         p = end + 1
     return out

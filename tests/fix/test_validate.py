@@ -172,7 +172,7 @@ def test_14h_repeats_inside_groups_are_entries_not_duplicates(v42):
     check(v42, msg(dup), 13, 337)
 
 
-def test_14i_numingroup_count_does_not_match_entries(v42):
+def test_14j_numingroup_count_does_not_match_entries(v42):
     entries = [(375, "B1"), (337, "T1"), (375, "B2")]
     assert v42.validate(msg(ER + [(382, 2)] + entries)) is None
     p = check(v42, msg(ER + [(382, 3)] + entries), 16, 382)
@@ -181,8 +181,24 @@ def test_14i_numingroup_count_does_not_match_entries(v42):
 
 
 def test_14i_entry_not_starting_with_the_delimiter(v42):
-    p = check(v42, msg(ER + [(382, 1), (337, "T1"), (375, "B1")]), 16, 382)
+    p = check(v42, msg(ER + [(382, 1), (337, "T1"), (375, "B1")]), 15, 337)
     assert "not the delimiter 375" in p.text
+    lax = Validator(FIX42, ValidationOptions(check_group_field_order=False))
+    p = check(lax, msg(ER + [(382, 1), (337, "T1"), (375, "B1")]), 16, 382)
+    assert "not the delimiter 375" in p.text
+
+
+def test_14i_entry_fields_out_of_order_are_rejected_with_373_15(v42):
+    """FIX Vol. 1 "Repeating Groups": an entry's fields in the order the dictionary defines
+    (ContraBroker 375, ContraTrader 337, ContraTradeQty 437...); the body's own order stays
+    free (check_body_field_order is off)."""
+    in_order = [(382, 1), (375, "B1"), (337, "T1"), (437, 5)]
+    assert v42.validate(msg(ER + in_order)) is None
+    p = check(v42, msg(ER + [(382, 1), (375, "B1"), (437, 5), (337, "T1")]), 15, 337)
+    assert p.text.startswith("Repeating group fields out of order")
+    assert v42.validate(msg(list(reversed(ER[2:])) + ER[:2] + in_order)) is None
+    lax = Validator(FIX42, ValidationOptions(check_group_field_order=False))
+    assert lax.validate(msg(ER + [(382, 1), (375, "B1"), (437, 5), (337, "T1")])) is None
 
 
 def test_nested_groups_fix44():
