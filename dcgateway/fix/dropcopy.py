@@ -11,8 +11,11 @@ Two front end systems (docs/venue.md "Drop copy"):
 ``fix`` (ours)
     The original MsgType and body, byte for byte, under a rebuilt header:
     ``49=<gateway> 56=<target> 34=<target seq> [43=Y] 52=<now> 115=<source 49>
-    [116=<source 50>] 122=<original sending time>``. The source's other header fields
-    (57, 142, 128, 97, ...) are not carried: the header belongs to the gateway-target hop.
+    [116=<source 50>] [97=Y] 122=<original sending time>``. PossResend (97=Y) is carried when
+    the source set it: the message may repeat what the source sent under another sequence
+    number, and so may its copy (a clearing firm must not book it twice). The source's other
+    header fields (57, 142, 128, ...) are not carried: the header belongs to the gateway-target
+    hop.
 
 ``ilink2`` (venue format)
     ``35=n`` XMLnonFIX whose XmlDataLen (212) / XmlData (213), standard header fields in FIX 4.2,
@@ -58,7 +61,7 @@ class CopySource:
     not when the message was first sent)."""
 
     __slots__ = ("msg", "body", "body_sum", "sender_comp_id", "sender_sub_id", "sending_time",
-                 "orig_sending_time", "_fix_tail", "_fix_tail_sum", "_envelope", "_envelope_sum",
+                 "orig_sending_time", "poss_resend", "_fix_tail", "_fix_tail_sum", "_envelope", "_envelope_sum",
                  "fix_live", "variants")
 
     def __init__(self, msg: RawMessage) -> None:
@@ -71,6 +74,7 @@ class CopySource:
         self.sending_time: bytes | None = header.get(T.SENDING_TIME)
         orig = header.get(T.ORIG_SENDING_TIME) if msg.poss_dup else None
         self.orig_sending_time: bytes | None = orig or self.sending_time
+        self.poss_resend = header.get(T.POSS_RESEND) == b"Y"
         self._fix_tail: bytes | None = None
         self._fix_tail_sum = 0
         self._envelope: bytes | None = None
@@ -90,7 +94,7 @@ class CopySource:
         return other
 
     def fix_tail(self, orig_sending_time: bytes | None = None) -> bytes:
-        """``115=..|116=..|122=..|``: the part of a ``fix`` copy's header that is the same for
+        """``115=..|116=..|[97=Y|]122=..|``: the part of a ``fix`` copy's header that is the same for
         every target; cached on first use unless a caller overrides 122."""
         if orig_sending_time is None:
             tail = self._fix_tail
@@ -106,6 +110,8 @@ class CopySource:
             parts.append(b"115=%s\x01" % self.sender_comp_id)
         if self.sender_sub_id:
             parts.append(b"116=%s\x01" % self.sender_sub_id)
+        if self.poss_resend:
+            parts.append(b"97=Y\x01")
         if orig:
             parts.append(b"122=%s\x01" % orig)
         return b"".join(parts)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dcgateway.fix import codec
 from dcgateway.fix.codec import RawMessage
-from dcgateway.fix.dropcopy import CopySource, build_copy, unwrap_rtrf
+from dcgateway.fix.dropcopy import CopySource, build_copy, live_builder, unwrap_rtrf
 
 SRC_HEADER = [(49, "ABC123N"), (56, "DCGW"), (34, 7), (50, "TRADER1"), (57, "G"),
               (142, "US,IL"), (52, "20261124-20:10:11.123")]
@@ -76,6 +76,24 @@ def test_fix_copy_without_sender_sub_id_has_no_116():
     orig = source(header=[f for f in SRC_HEADER if f[0] != 50])
     copy = assert_valid(fix_copy(CopySource(orig)))
     assert [t for t, _ in header_fields(copy)] == [49, 56, 34, 52, 115, 122]
+
+
+def test_fix_copy_carries_the_sources_poss_resend():
+    """97=Y: the source may have sent this information under another sequence number; so may
+    the copy's target have received it (a clearing firm must not book it twice). Live and
+    resent copies alike, and the live builder byte for byte."""
+    orig = source(header=SRC_HEADER + [(97, "Y")])
+    src = CopySource(orig)
+    copy = assert_valid(fix_copy(src))
+    assert header_fields(copy) == [(49, b"DCGW"), (56, b"CLRFIX44"), (34, b"42"), (52, NOW),
+                                   (115, b"ABC123N"), (116, b"TRADER1"), (97, b"Y"),
+                                   (122, b"20261124-20:10:11.123")]
+    assert assert_valid(fix_copy(src, poss_dup=True)).header[97] == b"Y"
+    st52 = b"52=" + NOW + b"\x01"
+    live = live_builder("fix", b"FIX.4.4", b"DCGW", b"CLRFIX44")
+    assert live(CopySource(orig), 42, st52, sum(st52)) == fix_copy(src)
+    assert 97 not in assert_valid(fix_copy(CopySource(source(
+        header=SRC_HEADER + [(97, "N")])))).header
 
 
 def test_fix_copy_keeps_begin_string_of_the_target():
