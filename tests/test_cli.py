@@ -318,6 +318,57 @@ def test_as_must_administer_the_entity(config: Path, capsys) -> None:
                                         config_now.entities)] == ["clearco-everything-fix"]
 
 
+def test_as_an_operator_acts_for_every_entity_and_listings_show_only_ones_own(
+        config: Path, capsys) -> None:
+    """--as: an operator (``operators:``) acts for every entity; keys list and sessions list
+    show only the entities NAME acts for, and refuse a NAME that acts for none."""
+    c = str(config)
+    text = config.read_text() + "operators:\n  - {name: olga, email: olga@exchange.example}\n"
+    config.write_text(text)
+    code, out, err = run(capsys, "groups", "delete", "clearco-all-fills", "--config", c,
+                         "--as", "olga")
+    assert code == 0, err
+    code, out, _ = run(capsys, "sessions", "list", "--json", "--config", c, "--as", "carl")
+    assert code == 0 and {r["entity"] for r in json.loads(out)["sessions"]} == {"CLEARCO"}
+    code, out, _ = run(capsys, "sessions", "list", "--json", "--config", c, "--as", "olga")
+    assert {r["entity"] for r in json.loads(out)["sessions"]} == {"CLEARCO", "TRADECO"}
+    for argv in (["keys", "list"], ["sessions", "list"], ["groups", "list"]):
+        code, _, err = run(capsys, *argv, "--config", c, "--as", "nobody")
+        assert (code, err) == (2, "error: nobody does not administer any entity and is not an "
+                                  "operator\n"), argv
+
+
+def test_key_file_out_must_name_a_file_in_an_existing_folder(config: Path, capsys) -> None:
+    c = str(config)
+    code, out, _ = run(capsys, "keys", "create", "--session-id", "CLRFIX44", "--json",
+                       "--config", c)
+    key = json.loads(out)["access_key_id"]
+    folder = config.parent / "keys"
+    folder.mkdir()
+    code, _, err = run(capsys, "keys", "download", key, "--out", str(folder), "--config", c)
+    assert (code, err) == (2, f"error: --out {folder}: is a folder; expected the path of the "
+                              "key file to write\n")
+    missing = config.parent / "nowhere" / "k.csv"
+    code, _, err = run(capsys, "keys", "download", key, "--out", str(missing), "--config", c)
+    assert (code, err) == (2, f"error: --out {missing}: the folder {missing.parent} does not "
+                              "exist\n")
+    assert not missing.parent.exists()
+    code, _, _ = run(capsys, "keys", "download", key, "--out", str(folder / "k.csv"),
+                     "--config", c)
+    assert code == 0 and (folder / "k.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_broken_groups_file_does_not_block_keys_sessions_or_unlock(config: Path,
+                                                                      capsys) -> None:
+    (config.parent / "groups.yaml").write_text("groups:\n  - entity: [\n")
+    c = str(config)
+    assert run(capsys, "groups", "list", "--config", c)[0] == 2
+    for argv in (["keys", "list"], ["sessions", "list"], ["sessions", "unlock", "ABC123N"],
+                 ["users", "list"]):
+        code, _, err = run(capsys, *argv, "--config", c)
+        assert code == 0, (argv, err)
+
+
 def test_ambiguous_group_name_needs_entity(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     gateway = GATEWAY_TEXT.replace("\ngroups_file:", "  - comp_id: TRD001N\n    role: target\n"

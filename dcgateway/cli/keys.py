@@ -6,9 +6,11 @@ Logon, without a restart."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..config import GatewayConfig
+from ..errors import UsageError
 from ..state import entity_of_session_id, open_state
 from .common import Output, acting_for, add_command, format_table, load, require_admin
 
@@ -74,6 +76,8 @@ def _cmd_download(args: argparse.Namespace, out: Output) -> int:
     km = _manager(config)
     info = km.get(args.access_key_id)
     who = _check_actor(config, args.actor, info.session_id)
+    if args.out is not None:
+        _check_out(Path(args.out))
     text = km.download(args.access_key_id, who=who, out=args.out)
     if args.out is not None:
         out.result({"ok": True, "file": str(args.out)}, f"wrote {args.out} (mode 0600)")
@@ -82,6 +86,16 @@ def _cmd_download(args: argparse.Namespace, out: Output) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """``--out FILE``: a file in a folder that exists (a secret is not written to a place
+    made up on the way, nor over a folder)."""
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; expected the path of the key file to write")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {parent} does not exist")
 
 
 def _cmd_delete(args: argparse.Namespace, out: Output) -> int:
