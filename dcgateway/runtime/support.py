@@ -84,14 +84,18 @@ def listening(key: str, host: str, port: int) -> Iterator[None]:
 def metrics_token(path: Path | None) -> bytes | None:
     """The bearer token ``/metrics`` requires, read from ``gateway.metrics_token_file`` (kept out
     of gateway.yaml: it is a secret). An empty or unreadable file stops the start with a reason
-    that names the file, never the token."""
+    that names the file, never the token; one that others may read is named in a warning."""
     if path is None:
         return None
     try:
         token = Path(path).read_bytes().strip()
+        mode = Path(path).stat().st_mode & 0o777
     except OSError as exc:
         raise ConfigError(f"gateway.metrics_token_file {path}: cannot read it "
                           f"({exc.strerror})") from None
+    if mode & 0o077:
+        log.warning("gateway.metrics_token_file %s is readable by others (mode %04o); "
+                    "expected mode 0600: chmod 600 it", path, mode)
     if not token or not all(0x21 <= b <= 0x7e for b in token):
         raise ConfigError(f"gateway.metrics_token_file {path}: expected one line of printable "
                           "ASCII (the bearer token), without spaces")

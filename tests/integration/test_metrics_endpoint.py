@@ -137,3 +137,17 @@ async def test_an_unusable_metrics_token_file_is_named_and_stops_the_start(tmp_p
     with pytest.raises(ConfigError, match="cannot read it"):
         metrics_token(tmp_path / "absent.token")
     assert metrics_token(None) is None
+
+
+async def test_a_metrics_token_file_others_may_read_is_named_in_a_warning(tmp_path, caplog):
+    from dcgateway.runtime import metrics_token
+
+    token = tmp_path / "metrics.token"
+    token.write_text("s3cr3t-Token_value\n")
+    token.chmod(0o600)
+    assert metrics_token(token) == b"s3cr3t-Token_value"
+    assert "readable by others" not in caplog.text
+    token.chmod(0o644)
+    assert metrics_token(token) == b"s3cr3t-Token_value"
+    assert f"metrics_token_file {token} is readable by others (mode 0644)" in caplog.text
+    assert "s3cr3t" not in caplog.text
