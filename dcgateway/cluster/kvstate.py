@@ -59,8 +59,10 @@ class ClusterGroupStore(FileGroupStore):
         self._cache: tuple[int, tuple[GroupDef, ...]] = (-1, ())
 
     def seed(self) -> None:
-        """An empty bucket gets the groups of the groups file (the first process wins)."""
-        if self.mirror.get("groups", GROUPS_KEY) is not None:
+        """An empty bucket gets the groups of the groups file (the first process wins); never
+        from a configuration loaded without them (a ``keys`` or ``sessions`` command run before
+        the first node starts would seed the cluster with no groups at all)."""
+        if not self.config.groups_loaded or self.mirror.get("groups", GROUPS_KEY) is not None:
             return
         try:
             self.mirror.write("groups", GROUPS_KEY, _groups_doc(self.config.groups), None)

@@ -579,4 +579,5 @@ def load_config(path: str | os.PathLike[str], *, groups: bool = True) -> Gateway
         raise ConfigError(problems or [f"{display}: gateway: no valid settings"])
     return GatewayConfig(path=file, gateway=gateway, entities=entities, sessions=sessions,
                          groups=group_defs, groups_file=groups_file, operators=operators,
-                         portal=portal, cluster=None if cluster is BAD else cluster)
+                         portal=portal, cluster=None if cluster is BAD else cluster,
+                         groups_loaded=groups)

@@ -198,6 +198,9 @@ class GatewayConfig:
     portal: PortalSettings | None = None
     #: several nodes on NATS JetStream (``cluster:``); None: one process, the embedded default
     cluster: ClusterSettings | None = None
+    #: False when the groups file was not read (``load_config(groups=False)``): ``groups`` is
+    #: then empty without meaning "no groups", and must not be written anywhere as such
+    groups_loaded: bool = True
     _sessions: Mapping[str, SessionDef] = field(init=False, repr=False, compare=False)
     _entities: Mapping[str, Entity] = field(init=False, repr=False, compare=False)
 

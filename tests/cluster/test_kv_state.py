@@ -134,6 +134,21 @@ def test_the_cli_changes_the_cluster(config_path: Path, two) -> None:
     wait_until(lambda: not a.closures.is_locked("CLR001N"), FOLLOW_S)
 
 
+def test_a_command_run_before_any_node_does_not_seed_the_groups(config_path: Path) -> None:
+    """``keys create`` is what an operator runs first on a new cluster (nobody logs on without
+    a key); it does not read the groups file, so it must leave the groups bucket empty for the
+    first process that does to seed it from the file (else every node would route nothing)."""
+    r = run_cli("keys", "create", "--session-id", "ABC", "--json", config=config_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("sessions", "list", "--json", config=config_path)
+    assert r.returncode == 0, r.stderr
+    state = open_state(load_config(config_path))
+    try:
+        assert [g.name for g in state.groups.current()] == ["all", "fills"]
+    finally:
+        state.close()
+
+
 def test_cluster_status_without_nodes(config_path: Path, two) -> None:
     r = run_cli("cluster", "status", "--json", config=config_path)
     assert r.returncode == 0, r.stderr
