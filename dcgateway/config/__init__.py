@@ -13,6 +13,7 @@ from .groups import (
                      MAX_SOURCES_PER_TARGET,
                      SIDE_CODES,
                      SIDE_NAMES,
+                     declares_no_groups,
                      dump_groups,
                      group_to_data,
                      groups_from_data,
@@ -52,5 +53,5 @@ __all__ = [
     "HostPort", "IncludeExclude", "KeystoreSettings", "LocalTime", "MAX_SOURCES_PER_TARGET",
     "PROFILES", "PortalSettings", "ROLES", "SIDE_CODES", "SIDE_NAMES", "SessionDef",
     "SmtpSettings", "TlsSettings", "WeekStart", "dump_groups", "group_to_data",
-    "groups_from_data", "load_config", "load_groups", "read_groups", "write_groups_atomic",
+    "declares_no_groups", "groups_from_data", "load_config", "load_groups", "read_groups", "write_groups_atomic",
 ]

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from yaml.nodes import Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError
 from ..fix.dictionary import DictionaryCache
@@ -399,6 +399,20 @@ def load_groups(path: str | os.PathLike[str], sessions: Iterable[SessionDef],
     if ctx.problems:
         raise ConfigError(ctx.problems)
     return groups
+
+
+def declares_no_groups(path: str | os.PathLike[str]) -> bool:
+    """Whether the groups file says in so many words that there are no groups (``groups: []``),
+    as opposed to holding nothing (an empty file, comments only, ``groups:`` without a list):
+    what an editor's file looks like between its truncation and its writing. Raises ConfigError
+    when it cannot be read."""
+    root, _ = read_file(Path(path), os.fspath(path))
+    if not isinstance(root, MappingNode):
+        return False
+    for key, value in root.value:
+        if isinstance(key, ScalarNode) and key.value == "groups":
+            return isinstance(value, SequenceNode) and not value.value
+    return False
 
 
 def groups_from_data(data: Sequence[Mapping[str, Any]], sessions: Iterable[SessionDef],

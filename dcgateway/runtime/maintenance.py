@@ -63,6 +63,7 @@ class Maintenance:
         table = self.fanout.table
         try:
             groups = self.groups.current()
+            self._check_not_emptied(groups)
             new = RoutingTable.build(groups, {sd.comp_id: sd for sd in self.config.sessions})
         except (ConfigError, DcGatewayError, OSError) as exc:
             self.metrics.reload(False)
@@ -79,6 +80,18 @@ class Maintenance:
         if self.on_reload is not None:
             self.on_reload(new.version, None)
         return True
+
+    def _check_not_emptied(self, groups: tuple[object, ...]) -> None:
+        """Every group gone at once is what a file caught between an editor's truncation and
+        its writing looks like (an empty file, comments only): refused unless the file says
+        ``groups: []`` (a store that cannot say so, the cluster's, is written whole)."""
+        if groups or not self.config.groups:
+            return
+        says = getattr(self.groups, "declares_no_groups", None)
+        if says is not None and not says():
+            raise ConfigError(f"{self.config.groups_file}: no groups list (an empty file, or "
+                              f"a file still being written?), while {len(self.config.groups)} "
+                              "groups are in use; expected `groups: []` to remove every group")
 
     async def watch_groups(self, interval: float = 1.0, settle: float = SETTLE_S) -> None:
         """Reload when the groups change. The CLI and the portal replace the file whole; an

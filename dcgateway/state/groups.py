@@ -19,6 +19,7 @@ from typing import Any
 from ..config import (
     GatewayConfig,
     GroupDef,
+    declares_no_groups,
     group_to_data,
     groups_from_data,
     load_groups,
@@ -78,6 +79,10 @@ class FileGroupStore:
 
     def signature(self) -> Hashable:
         return stat_signature(self.path)
+
+    def declares_no_groups(self) -> bool:
+        """The file says ``groups: []`` (see :func:`~dcgateway.config.declares_no_groups`)."""
+        return declares_no_groups(self.path)
 
     def _change(self, edit: Any) -> tuple[GroupDef, ...]:
         """Apply ``edit(current groups data) -> new groups data`` under the lock; the new

@@ -258,6 +258,23 @@ async def test_a_groups_file_is_read_once_it_stays_the_same():
     assert reloads == ["written"]
 
 
+async def test_a_groups_file_that_holds_nothing_does_not_empty_the_routing(folder,
+                                                                            start_gateway):
+    """An empty file, comments only, or ``groups:`` without a list is what a file being written
+    in place looks like: refused while groups are in use (the table stays); ``groups: []``
+    says it, and is followed."""
+    gw = await start_gateway(folder)
+    version = gw.gw.fanout.table.version
+    groups_file = folder / "groups.yaml"
+    for text in ("", "# being written\n", "groups:\n"):
+        groups_file.write_text(text)
+        assert gw.gw.reload_groups() is False, text
+        assert gw.gw.fanout.table.version == version
+    groups_file.write_text("groups: []\n")
+    assert gw.gw.reload_groups() is True
+    assert gw.gw.fanout.table.version != version and not gw.gw.fanout.table.targets_of("ABC123N")
+
+
 async def test_a_group_naming_a_session_the_running_gateway_lacks_is_refused(
         folder, start_gateway):
     """A session added to gateway.yaml reaches the gateway only with a restart: a group that
