@@ -15,7 +15,15 @@ import yaml
 from ..config import CATEGORIES, FILTER_KEYS, FRONT_ENDS, GatewayConfig, GroupDef, group_to_data
 from ..errors import UsageError
 from ..routing import RoutingTable
-from ..state import StateStore, find_group, groups_outcome, groups_reloads, open_state
+from ..state import (
+    FileGroupStore,
+    GroupsOutcome,
+    StateStore,
+    find_group,
+    groups_outcome,
+    groups_reloads,
+    open_state,
+)
 from .common import (
     Output,
     acting_for,
@@ -84,46 +92,55 @@ def _cmd_groups_delete(args: argparse.Namespace, out: Output) -> int:
     state = open_state(config)
     group = _find_group(state.groups.current(), args.name, args.entity)
     require_admin(config, args.actor, group.entity)
-    reloads = _reloads_before(config)
+    followed = _follow_running_gateway(config, state)
     state.groups.delete(group.entity, group.name, actor=args.actor)
-    return _report(config, state, reloads, out, {"ok": True, "deleted": group_to_data(group)},
-                   f"deleted group {group.entity}/{group.name} from {config.groups_file}")
-
-
-def _reloads_before(config: GatewayConfig) -> int | None:
-    """Before a change: the running gateway's count of group reloads (None: none is running,
-    or the groups live in the cluster's store, which every node follows on its own)."""
-    return None if config.cluster is not None else groups_reloads(config.gateway.data_dir)
-
-
-def _report(config: GatewayConfig, state: StateStore, reloads_before: int | None, out: Output,
-            data: dict[str, Any], text: str) -> int:
-    """Print what changed and whether the running gateway follows it. The change is in the file
-    either way; a gateway that refused the file (it goes on routing by the groups it had) is an
-    error (exit 1) with its reason, as no copy follows the change until that is mended."""
-    if reloads_before is None:
-        out.result(data, text)
-        return 0
-    groups = state.groups.current()
-    version = RoutingTable.build(groups, {s.comp_id: s for s in config.sessions}).version
-    outcome = groups_outcome(config.gateway.data_dir, version, reloads_before,
-                             timeout=CONFIRM_TIMEOUT_S)
-    gateway = {"state": outcome.state, "pid": outcome.pid, "version": outcome.version}
-    if outcome.state == "refused":
-        gateway["reason"] = outcome.reason
-        problem = (f"the running gateway (pid {outcome.pid}) refused the groups file and goes "
-                   f"on routing by version {outcome.version}: {outcome.reason}")
-        print(f"error: {problem}", file=sys.stderr)
-        out.result({**data, "ok": False, "gateway": gateway, "errors": [problem]}, text)
-        return 1
-    if outcome.state == "applied":
-        text += f"; the running gateway (pid {outcome.pid}) follows it (version {version})"
-    elif outcome.state == "unconfirmed":
-        print(f"warning: the running gateway (pid {outcome.pid}) has not confirmed the change "
-              f"within {CONFIRM_TIMEOUT_S:g}s (it routes by version {outcome.version}, the file "
-              f"gives {version}); see its log", file=sys.stderr)
-    out.result({**data, "gateway": gateway}, text)
+    _report(out, followed, {"ok": True, "deleted": group_to_data(group)},
+            f"deleted group {group.entity}/{group.name} from {config.groups_file}")
     return 0
+
+
+def _follow_running_gateway(config: GatewayConfig, state: StateStore) -> list[GroupsOutcome]:
+    """When a gateway runs on these files: make the change wait, under the groups file's lock,
+    until the gateway follows it (or has refused it: the file is then put back and the command
+    fails, exit 1, with the gateway's reason). Returns where the outcome will be (empty when no
+    gateway runs, or in cluster mode, where every node follows the cluster's store itself)."""
+    found: list[GroupsOutcome] = []
+    store = state.groups
+    if config.cluster is not None or not isinstance(store, FileGroupStore):
+        return found
+    reloads = groups_reloads(config.gateway.data_dir)
+    if reloads is None:
+        return found
+    sessions = {s.comp_id: s for s in config.sessions}
+
+    def confirm(groups: tuple[GroupDef, ...]) -> str | None:
+        version = RoutingTable.build(groups, sessions).version
+        outcome = groups_outcome(config.gateway.data_dir, version, reloads,
+                                 timeout=CONFIRM_TIMEOUT_S)
+        found.append(outcome)
+        if outcome.state != "refused":
+            return None
+        return (f"the running gateway (pid {outcome.pid}) refused the change and goes on "
+                f"routing by version {outcome.version}: {outcome.reason}")
+    store.confirm = confirm
+    return found
+
+
+def _report(out: Output, followed: list[GroupsOutcome], data: dict[str, Any],
+            text: str) -> None:
+    """Print what changed and whether the running gateway follows it."""
+    if followed:
+        outcome = followed[-1]
+        data = {**data, "gateway": {"state": outcome.state, "pid": outcome.pid,
+                                    "version": outcome.version}}
+        if outcome.state == "applied":
+            text += (f"; the running gateway (pid {outcome.pid}) follows it "
+                     f"(version {outcome.version})")
+        elif outcome.state == "unconfirmed":
+            print(f"warning: the running gateway (pid {outcome.pid}) has not confirmed the "
+                  f"change within {CONFIRM_TIMEOUT_S:g}s (it routes by version "
+                  f"{outcome.version}); see its log", file=sys.stderr)
+    out.result(data, text)
 
 
 def parse_filter_flags(items: Sequence[str]) -> dict[str, Any]:
@@ -275,10 +292,11 @@ def _cmd_groups_create(args: argparse.Namespace, out: Output) -> int:
     config = load(args)
     data = _create_data(args, config)
     state = open_state(config)
-    reloads = _reloads_before(config)
+    followed = _follow_running_gateway(config, state)
     created = state.groups.create(data, actor=args.actor)
-    return _report(config, state, reloads, out, {"ok": True, "created": group_to_data(created)},
-                   f"created group {created.entity}/{created.name} in {config.groups_file}")
+    _report(out, followed, {"ok": True, "created": group_to_data(created)},
+            f"created group {created.entity}/{created.name} in {config.groups_file}")
+    return 0
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from ..config import (
     write_groups_atomic,
 )
 from ..errors import ConfigError, DcGatewayError, UsageError
-from ..fsutil import stat_signature
+from ..fsutil import atomic_write, stat_signature
 from .base import AuditSink
 from .status import read_status
 
@@ -66,6 +66,10 @@ def find_group(groups: Sequence[GroupDef], name: str, entity: str | None) -> Gro
     return found[0]
 
 
+class GroupsRefused(DcGatewayError):
+    """A change the running gateway refused (it goes on with the groups it had): undone."""
+
+
 class FileGroupStore:
     """:class:`~dcgateway.state.base.GroupStore` on the groups file."""
 
@@ -73,6 +77,11 @@ class FileGroupStore:
         self.config = config
         self.path = config.groups_file
         self.audit = audit
+        #: Called with the new groups once they are written, still under the lock: None when
+        #: they are in use, else why they were refused; then the file is put back as it was and
+        #: the change fails (:class:`GroupsRefused`). The command line sets it to wait for a
+        #: running gateway to follow the change (see ``dcgateway.cli.groups``).
+        self.confirm: Callable[[tuple[GroupDef, ...]], str | None] | None = None
 
     def current(self) -> tuple[GroupDef, ...]:
         return load_groups(self.path, self.config.sessions, self.config.entities)
@@ -95,7 +104,13 @@ class FileGroupStore:
             except ConfigError as exc:
                 raise ConfigError([f"refused: {p}" for p in exc.problems]) from None
             self._check_served(groups)
+            before = self.path.read_bytes() if self.confirm is not None else b""
             write_groups_atomic(self.path, groups)
+            refused = self.confirm(groups) if self.confirm is not None else None
+            if refused is not None:
+                mode = self.path.stat().st_mode & 0o777
+                atomic_write(self.path, before, mode)
+                raise GroupsRefused(f"{refused}; {self.path} is back as it was")
         return groups
 
     def _check_served(self, groups: Sequence[GroupDef]) -> None:

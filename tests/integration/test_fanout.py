@@ -298,10 +298,12 @@ async def test_a_group_naming_a_session_the_running_gateway_lacks_is_refused(
     assert gw.gw.fanout.table.version == version and gw.gw.maintenance.groups.current()
 
 
-async def test_a_change_the_running_gateway_refuses_is_an_error(folder, start_gateway):
+async def test_a_change_the_running_gateway_refuses_is_undone_and_an_error(folder,
+                                                                          start_gateway):
     """gateway.yaml edited since the start (a target moved to another entity): a group valid
-    for the file is refused by the running gateway; the command says so and exits 1. Deleting
-    the group brings the file back to what the gateway routes by, which it confirms."""
+    for the file is refused by the running gateway. The command waits for that answer under
+    the groups file's lock, puts the file back as it was (so the gateway's later reloads, and
+    every later change, are not refused for it) and exits 1 with the gateway's reason."""
     (folder / "groups.yaml").write_text("groups: []\n")
     gw = await start_gateway(folder)
     config = folder / "gateway.yaml"
@@ -309,21 +311,22 @@ async def test_a_change_the_running_gateway_refuses_is_an_error(folder, start_ga
         "{comp_id: CLR001N, role: target, entity: CLEARCO",
         "{comp_id: CLR001N, role: target, entity: TRADECO"))
     version = gw.gw.fanout.table.version
+    before = (folder / "groups.yaml").read_bytes()
     code, out, err = await cli("groups", "create", "--json", "--config", str(config),
                                "--entity", "TRADECO", "--name", "own", "--front-end", "ilink2",
                                "--filter", "categories=execution", "--source", "ABC123N",
                                "--target", "CLR001N")
     assert code == 1, err
-    doc = json.loads(out)
-    assert doc["ok"] is False and doc["created"]["name"] == "own"
-    assert doc["gateway"]["state"] == "refused" and doc["gateway"]["version"] == version
-    assert "targets[0]: 'CLR001N' belongs to entity CLEARCO" in doc["gateway"]["reason"]
-    assert err.startswith(f"error: the running gateway (pid {os.getpid()}) refused the groups "
-                          f"file and goes on routing by version {version}: ")
+    [problem] = json.loads(out)["errors"]
+    assert problem.startswith(f"the running gateway (pid {os.getpid()}) refused the change and "
+                              f"goes on routing by version {version}: ")
+    assert "targets[0]: 'CLR001N' belongs to entity CLEARCO" in problem
+    assert problem.endswith(f"; {folder / 'groups.yaml'} is back as it was")
+    assert err == f"error: {problem}\n"
+    assert (folder / "groups.yaml").read_bytes() == before
     assert gw.gw.fanout.table.version == version
-    code, out, err = await cli("groups", "delete", "own", "--config", str(config))
-    assert code == 0 and "deleted group TRADECO/own" in out
-    assert f"the running gateway (pid {os.getpid()}) follows it (version {version})" in out
+    audit = folder / "var" / "groups-audit.jsonl"
+    assert not audit.exists() or "group_create" not in audit.read_text()   # nothing changed
 
 
 async def test_copies_survive_a_gateway_restart(folder, start_gateway):
