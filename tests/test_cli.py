@@ -358,6 +358,22 @@ def test_key_file_out_must_name_a_file_in_an_existing_folder(config: Path, capsy
     assert code == 0 and (folder / "k.csv").stat().st_mode & 0o777 == 0o600
 
 
+def test_tls_files_are_loaded_by_what_serves_not_by_every_command(config: Path,
+                                                                   capsys) -> None:
+    """The TLS key is often readable by the gateway's service account only: check-config and
+    run load it (and name what is wrong), the state commands only need it to exist."""
+    (config.parent / "junk.pem").write_text("not a certificate\n")
+    config.write_text(config.read_text().replace(
+        "  logon_timeout_s: 60", "  tls: {cert_file: junk.pem, key_file: junk.pem}\n"
+        "  logon_timeout_s: 60"))
+    c = str(config)
+    code, _, err = run(capsys, "check-config", "--config", c)
+    assert code == 2 and "gateway.tls.cert_file: " in err and "holds no PEM certificate" in err
+    for argv in (["keys", "list"], ["sessions", "list"], ["users", "list"]):
+        code, _, err = run(capsys, *argv, "--config", c)
+        assert code == 0, (argv, err)
+
+
 def test_a_broken_groups_file_does_not_block_keys_sessions_or_unlock(config: Path,
                                                                       capsys) -> None:
     (config.parent / "groups.yaml").write_text("groups:\n  - entity: [\n")

@@ -105,10 +105,13 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
                      for row in rows)
 
 
-def load(args: argparse.Namespace, *, groups: bool = True) -> GatewayConfig:
+def load(args: argparse.Namespace, *, groups: bool = True, serving: bool = False
+         ) -> GatewayConfig:
     """The configuration named by --config (raises ConfigError: exit 2 with every problem);
-    ``groups=False`` for commands that do not use the groups (see :func:`load_config`)."""
-    return load_config(args.config, groups=groups)
+    ``groups=False`` for commands that do not use the groups; ``serving`` for what serves or
+    checks for it (``run``, ``demo``, ``portal``, ``check-config``): the TLS files are loaded
+    (see :func:`load_config`)."""
+    return load_config(args.config, groups=groups, tls_files=serving)
 
 
 def is_operator(config: GatewayConfig, actor: str) -> bool:

@@ -53,7 +53,7 @@ def _cmd_portal(args: argparse.Namespace, out: Output) -> int:
     import uvloop
 
     from ..portal.server import serve_forever
-    config = load(args)
+    config = load(args, serving=True)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import asyncio

@@ -13,14 +13,14 @@ from .common import Output, add_command, load
 
 
 def _cmd_check_config(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, serving=True)
     n, m = len(config.sessions), len(config.groups)
     out.result({"ok": True, "sessions": n, "groups": m}, f"ok: {n} sessions, {m} groups")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace, out: Output) -> int:
-    config = load(args)
+    config = load(args, serving=True)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.node is not None or config.cluster is not None:     # one node of a cluster
@@ -54,10 +54,10 @@ def register_run(subparsers: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
     if args.cluster:
         from ..cluster.demo import cluster_demo
-        return cluster_demo(load(args), rate=200.0 if args.rate is None else args.rate,
+        return cluster_demo(load(args, serving=True), rate=200.0 if args.rate is None else args.rate,
                             duration=args.duration, kill_after=args.kill_after)
     from ..demo import demo
-    return demo(load(args), rate=500.0 if args.rate is None else args.rate,
+    return demo(load(args, serving=True), rate=500.0 if args.rate is None else args.rate,
                 duration=args.duration)
 
 

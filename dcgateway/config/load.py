@@ -115,7 +115,7 @@ _smtp = record({"host": (_host, REQUIRED), "port": (_port, REQUIRED),
                SmtpSettings, "a mapping {host: ..., port: ..., sender: ...}")
 
 
-def _tls(base: Path) -> Parser:
+def _tls(base: Path, load_files: bool = True) -> Parser:
     """A listener's TLS settings; the certificate, its key and the CA file are loaded here, as
     the listener will load them, so that a file that is not what it should be is reported with
     its key and line by ``check-config`` and at start, not as an OpenSSL message at bind time."""
@@ -130,6 +130,8 @@ def _tls(base: Path) -> Parser:
         tls: TlsSettings | Bad = fields(ctx, node, path)
         if isinstance(tls, Bad):
             return tls
+        if not load_files:
+            return tls
         lines = MapNode.of(ctx, node, path, expected)
         problem = _tls_problem(tls)
         if problem is not None:
@@ -142,17 +144,21 @@ def _tls(base: Path) -> Parser:
 
 
 def _read_head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(1 << 20)
-    except OSError:
-        return b""
+    with open(path, "rb") as f:
+        return f.read(1 << 20)
 
 
 def _tls_problem(tls: TlsSettings) -> tuple[str, str, str] | None:
     """What keeps a listener from loading these files, as (key, what, expected); None: fine.
     An encrypted private key is refused here, never prompted for on the terminal."""
-    cert, key = _read_head(tls.cert_file), _read_head(tls.key_file)
+    files: dict[str, bytes] = {}
+    for key_name, file in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        try:
+            files[key_name] = _read_head(file)
+        except OSError as exc:
+            return (key_name, f"cannot read {file} ({exc.strerror or exc})",
+                    "a file the gateway's user can read")
+    cert, key = files["cert_file"], files["key_file"]
     if b"-----BEGIN CERTIFICATE-----" not in cert:
         return ("cert_file", f"{tls.cert_file} holds no PEM certificate",
                 "a PEM certificate (chain)")
@@ -206,7 +212,7 @@ class _KeystorePaths:
     master_key_file: Path | None = None
 
 
-def _gateway_spec(base: Path) -> Spec:
+def _gateway_spec(base: Path, tls_files: bool = True) -> Spec:
     """gateway: key -> (parser, default); paths resolve against ``base``."""
     return {
         "comp_id": (_comp_id, REQUIRED),
@@ -235,8 +241,8 @@ def _gateway_spec(base: Path) -> Spec:
         "journal_fsync_interval_s": (number(0.001, 10, integer=False), 0.05),
         "max_inbound_msgs_per_s": (number(0, 10_000_000, integer=True), 0),
         "target_max_pending": (number(100, 10_000_000, integer=True), 10_000),
-        "tls": (_tls(base), None),
-        "metrics_tls": (_tls(base), None),
+        "tls": (_tls(base, tls_files), None),
+        "metrics_tls": (_tls(base, tls_files), None),
         "metrics_token_file": (file_path(base, True), None),
         "environment": (text_of(NAME_RE, NAME_EXPECTED), None),
     }
@@ -254,11 +260,12 @@ _GATEWAY_RULES: tuple[_Rule, ...] = (
 )
 
 
-def _parse_gateway(ctx: Context, node: Node, base: Path) -> GatewaySettings | None:
+def _parse_gateway(ctx: Context, node: Node, base: Path, tls_files: bool = True
+                   ) -> GatewaySettings | None:
     m = MapNode.of(ctx, node, "gateway", "a mapping of gateway settings")
     if m is None:
         return None
-    spec = _gateway_spec(base)
+    spec = _gateway_spec(base, tls_files)
     m.allow(spec)
     values = {key: m.get(key, parse, default) for key, (parse, default) in spec.items()}
     ok = all(v is not BAD for v in values.values())
@@ -474,21 +481,22 @@ _TOP_KEYS = ("gateway", "entities", "sessions", "groups_file", "operators", "por
 _URL_RE = re.compile(r"https?://[^\s/]+(?::\d+)?/?")
 
 
-def _portal_spec(base: Path) -> Spec:
+def _portal_spec(base: Path, tls_files: bool = True) -> Spec:
     return {"listen": (_host_port, REQUIRED),
             "public_url": (text_of(_URL_RE, "an http(s)://host[:port] URL"), REQUIRED),
-            "tls": (_tls(base), None),
+            "tls": (_tls(base, tls_files), None),
             "idle_timeout_s": (number(10, 86400, integer=False), 900.0),
             "absolute_timeout_s": (number(60, 7 * 86400, integer=False), 43200.0)}
 
 
-def _parse_portal(ctx: Context, m: MapNode, base: Path) -> PortalSettings | None:
+def _parse_portal(ctx: Context, m: MapNode, base: Path, tls_files: bool = True
+                  ) -> PortalSettings | None:
     node = m.nodes.get("portal")
     if node is None or is_null(node):
         return None
     p = MapNode.of(ctx, node, "portal", "a mapping {listen, public_url, [tls, idle_timeout_s, "
                    "absolute_timeout_s]}")
-    values = p.fields(_portal_spec(base)) if p is not None else None
+    values = p.fields(_portal_spec(base, tls_files)) if p is not None else None
     if values is None:
         return None
     values["public_url"] = values["public_url"].rstrip("/")
@@ -537,11 +545,15 @@ def _raw_comp_id(node: Node | None) -> str | None:
     return None
 
 
-def load_config(path: str | os.PathLike[str], *, groups: bool = True) -> GatewayConfig:
+def load_config(path: str | os.PathLike[str], *, groups: bool = True,
+                tls_files: bool = True) -> GatewayConfig:
     """Read gateway.yaml and the groups file it names. Raises ConfigError with every problem.
     ``groups=False``: the groups file is not read (the configuration's groups are empty), for
     what needs only the sessions and entities (key pairs, port closures, users), so that a
-    broken groups file does not stand in the way of an operator during an incident."""
+    broken groups file does not stand in the way of an operator during an incident.
+    ``tls_files=False``: TLS certificate and key files are checked to exist, not loaded (they
+    are often readable by the gateway's service account only; loading them is for what serves:
+    ``check-config``, ``run``, ``demo``, ``portal``)."""
     display = os.fspath(path)
     file = Path(os.path.abspath(path))
     root, loader = read_file(file, display)
@@ -555,7 +567,7 @@ def load_config(path: str | os.PathLike[str], *, groups: bool = True) -> Gateway
     m.allow(_TOP_KEYS)
     base = file.parent
     node = _section(ctx, m, "gateway", "a mapping of gateway settings")
-    gateway = _parse_gateway(ctx, node, base) if node is not None else None
+    gateway = _parse_gateway(ctx, node, base, tls_files) if node is not None else None
     node = _section(ctx, m, "entities", _ENTITIES_EXPECTED)
     entities, entity_names = _parse_entities(ctx, node) if node is not None else ((), None)
     node = _section(ctx, m, "sessions", _SESSIONS_EXPECTED)
@@ -563,7 +575,7 @@ def load_config(path: str | os.PathLike[str], *, groups: bool = True) -> Gateway
         _parse_sessions(ctx, node, entity_names, base, _raw_comp_id(m.nodes.get("gateway")))
         if node is not None else ((), None))
     operators = _parse_operators(ctx, m, entities)
-    portal = _parse_portal(ctx, m, base)
+    portal = _parse_portal(ctx, m, base, tls_files)
     cluster = parse_cluster(ctx, m, base)
     groups_file = m.get("groups_file", file_path(base), base / "groups.yaml")
     group_defs: tuple[GroupDef, ...] = ()

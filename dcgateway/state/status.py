@@ -26,10 +26,16 @@ def read_status(data_dir: Path) -> dict[str, Any]:
     gateway says nothing)."""
     try:
         doc = json.loads((Path(data_dir) / STATUS_FILE_NAME).read_text())
-        os.kill(int(doc["pid"]), 0)
-        return doc if isinstance(doc, dict) else {}
+        pid = int(doc["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass                   # alive, and another user's (the gateway's service account)
+    except OSError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 @dataclass(frozen=True)
