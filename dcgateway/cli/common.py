@@ -114,25 +114,20 @@ def load(args: argparse.Namespace, *, groups: bool = True, serving: bool = False
     return load_config(args.config, groups=groups, tls_files=serving)
 
 
-def is_operator(config: GatewayConfig, actor: str) -> bool:
-    """One of the exchange's operators (``operators:``): acts for every entity."""
-    return any(o.name == actor for o in config.operators)
-
-
 def require_admin(config: GatewayConfig, actor: str | None, entity: str) -> None:
-    """Refuse (UsageError, exit 2) when --as NAME was given and NAME neither administers
-    ``entity`` nor is an operator. Without --as nothing is checked: the operator has the
-    files."""
+    """Refuse (UsageError, exit 2) when --as NAME was given and NAME does not administer
+    ``entity`` (CLI.md: the exchange's operators act through the portal; on the command line
+    they act without --as, as whoever has the files). Without --as nothing is checked."""
     if actor is None:
         return
     ent = config.entity(entity)
-    if ent is None or not (ent.administers(actor) or is_operator(config, actor)):
+    if ent is None or not ent.administers(actor):
         raise UsageError(f"{actor} does not administer {entity}")
 
 
 def administered(config: GatewayConfig, actor: str) -> list[str]:
-    """The entities ``actor`` may act for (every one for an operator)."""
-    return [e.name for e in config.entities if e.administers(actor) or is_operator(config, actor)]
+    """The entities ``actor`` administers."""
+    return [e.name for e in config.entities if e.administers(actor)]
 
 
 def acting_for(config: GatewayConfig, actor: str | None) -> list[str] | None:
@@ -142,7 +137,7 @@ def acting_for(config: GatewayConfig, actor: str | None) -> list[str] | None:
         return None
     mine = administered(config, actor)
     if not mine:
-        raise UsageError(f"{actor} does not administer any entity and is not an operator")
+        raise UsageError(f"{actor} does not administer any entity")
     return mine
 
 

@@ -350,10 +350,12 @@ class FixSession(SequenceHandling, LogonHandling):
                 self._events.append(LoggedOut(text_of(msg) or "logout confirmed"))
                 self._disconnect("logout complete")
             return
-        if not self._comp_ids_ok(msg, seq, now) or not self._sending_time_ok(msg, seq, now):
+        if not self._comp_ids_ok(msg, seq, now):
             return
-        if msg.msg_type == _MT_LOGON:
-            self._on_second_logon(msg, now)
+        if msg.msg_type == _MT_LOGON:         # its SendingTime is the authenticator's to judge,
+            self._on_second_logon(msg, now)   # as on the first Logon (replay protection)
+            return
+        if not self._sending_time_ok(msg, seq, now):
             return
         if msg.msg_type == _MT_SEQUENCE_RESET and not gap_fill_flag(msg):
             self._on_sequence_reset(msg, now)

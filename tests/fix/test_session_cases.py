@@ -183,6 +183,24 @@ def test_a_sequence_reset_logon_in_session_is_authenticated_like_any_logon():
     assert AuthFailed("bad_signature") in h.events()
 
 
+def test_an_in_session_logons_sending_time_is_judged_by_the_authenticator():
+    """A stale 52 on a 141=Y Logon is the replay protection's to judge, as on the first Logon
+    (so it counts toward the port closure), not the session's SendingTime check."""
+    seen = []
+
+    def auth(msg, now):
+        seen.append(msg.msg_type)
+        return AuthDecision(True) if len(seen) == 1 else AuthDecision(
+            False, "stale_sending_time", "authentication failed")
+    h = Harness(config=make_config(begin_string=b"FIX.4.4", validator=V44), authenticator=auth)
+    assert h.logon()[0].msg_type == b"A"
+    stale = utc_timestamp(T0 - 300)
+    [logout] = h.feed(h.peer.build("A", [(98, 0), (108, 30), (141, "Y")], seq=1,
+                                   sending_time=stale))
+    assert logout.msg_type == b"5" and fields(logout)[58] == b"authentication failed"
+    assert seen == [b"A", b"A"] and AuthFailed("stale_sending_time") in h.events()
+
+
 def test_sequence_numbers_beyond_what_a_session_keeps_are_malformed():
     """NewSeqNo, BeginSeqNo, EndSeqNo: 373=6 past 18 digits (never a number the store cannot
     keep, nor an int of thousands of digits), the session goes on; a MsgSeqNum past it ends the
