@@ -12,9 +12,14 @@ contains a secret (docs/architecture.md rule 7). The CLI maps them to exit codes
     │   └── WrongMasterKey    the master key does not open the store
     ├── StoreError            session state / journal files unusable (exit 1)
     └── JournalError          journal append or fsync failed (exit 1)
+
+:func:`listening` turns a listener's failure to open into one that names its setting.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 
 class DcGatewayError(Exception):
@@ -60,3 +65,14 @@ class StoreError(DcGatewayError):
 
 class JournalError(DcGatewayError):
     pass
+
+
+@contextlib.contextmanager
+def listening(key: str, host: str, port: int) -> Iterator[None]:
+    """Around the start of a listener: a failure to listen (a host name that does not resolve,
+    an address not on this machine, a port in use) names the setting, the address and why."""
+    try:
+        yield
+    except OSError as exc:
+        raise DcGatewayError(f"{key}: cannot listen on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None

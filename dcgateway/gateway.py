@@ -28,7 +28,7 @@ from .config import GatewayConfig
 from .fanout import Fanout, Outbox, SendingTimes
 from .fix.dictionary import DictionaryCache
 from .fsutil import private_dir
-from .journal import Committer, GroupCommitter, Journal, SegmentJournal
+from .journal import Committer, GroupCommitter, Journal, Recovery, SegmentJournal
 from .metrics import GatewayMetrics
 from .net.acceptor import Acceptor
 from .net.connection import SessionSlot
@@ -105,9 +105,8 @@ class Gateway:
                                                      self.state.keys.store,
                                                      self.state.closures, self.health.ok)
         self.pump = MetricsPump(self.metrics, self.fanout, self.outboxes, self.slots)
-        self.status = StatusFile(self.data_dir, clock, lambda: {
-            n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()},
-            sessions=list(self.slots), groups_version=table.version)
+        self.status = StatusFile(self.data_dir, clock, self._sequences,
+                                 sessions=list(self.slots), groups_version=table.version)
         self.events = EventSink(self.metrics, self.status, self.authenticator.is_locked)
         self.events.describe_copy = copy_describer(self.journal)
         self.flow.acceptor_event = self.events
@@ -122,13 +121,20 @@ class Gateway:
         self._http: Any = None
         self.port: int | None = None
         self.metrics_port: int | None = None
-        self.recovery_seconds = time.monotonic() - t0
-        self.metrics.recovered(self.recovery_seconds)
+        self._recovered(recovery, time.monotonic() - t0, table.version)
+
+    def _recovered(self, recovery: Recovery, seconds: float, version: str) -> None:
+        self.recovery_seconds = seconds
+        self.metrics.recovered(seconds)
         log.info("recovered journal in %.3fs: %d records in %d segments (%d torn bytes cut); "
-                 "groups version %s", self.recovery_seconds, recovery.records, recovery.segments,
-                 recovery.torn_bytes, table.version)
+                 "groups version %s", seconds, recovery.records, recovery.segments,
+                 recovery.torn_bytes, version)
 
     # -- wiring callbacks -----------------------------------------------------------------------
+
+    def _sequences(self) -> dict[str, tuple[int, int]]:
+        """(next_in, next_out) of every session, for status.json."""
+        return {n: (s.store.next_in, s.store.next_out) for n, s in self.slots.items()}
 
     def _notify(self) -> None:
         if self.committer is not None:
@@ -175,15 +181,14 @@ class Gateway:
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,
                                                              len(self.slots))
+        fix_tls, metrics_tls = server_ssl_context(g.tls), server_ssl_context(g.metrics_tls)
+        token = metrics_token(g.metrics_token_file)
         with listening("gateway.listen", g.listen.host, g.listen.port):
-            self.port = await self.acceptor.start(g.listen.host, g.listen.port,
-                                                  ssl=server_ssl_context(g.tls))
+            self.port = await self.acceptor.start(g.listen.host, g.listen.port, ssl=fix_tls)
         with listening("gateway.metrics", g.metrics.host, g.metrics.port):
             self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
-                                          self.health_check,
-                                          ssl=server_ssl_context(g.metrics_tls),
-                                          bearer_token=metrics_token(g.metrics_token_file),
-                                          before_scrape=self.pump.push)
+                                          self.health_check, ssl=metrics_tls,
+                                          bearer_token=token, before_scrape=self.pump.push)
         self.metrics_port = self._http.sockets[0].getsockname()[1]
         log.info("metrics on %s://%s:%d/metrics (health: /healthz)",
                  "https" if g.metrics_tls else "http", g.metrics.host, self.metrics_port)

@@ -125,6 +125,19 @@ def test_a_reader_that_goes_away_is_no_traceback(config: Path) -> None:
         assert err == "error: the output was closed before it was all written (broken pipe)\n"
 
 
+def test_a_broken_pipe_of_a_socket_is_an_error_about_it(config: Path, capsys,
+                                                       monkeypatch) -> None:
+    """A BrokenPipeError from a connection (SMTP, NATS) while stdout is fine is that
+    connection's failure, not "the output was closed"."""
+    from dcgateway.cli import groups as groups_cli
+
+    def broken(args, out):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(groups_cli, "_cmd_groups_list", broken)
+    assert run(capsys, "groups", "list", "--config", str(config)) == (
+        1, "", "error: Broken pipe\n")
+
+
 def test_help_and_version_exit_0(capsys) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "check-config" in out and "groups" in out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -89,6 +90,16 @@ def _stdout_gone() -> int:
     return 1
 
 
+def _stdout_broken() -> bool:
+    """Whether our stdout is a pipe whose reader went away (poll: POLLERR on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dcgateway`` and ``python -m dcgateway``; returns the exit code."""
     try:
@@ -116,8 +127,10 @@ def _main(argv: list[str]) -> int:
     try:
         handler: Handler = args.handler
         return handler(args, out)
-    except BrokenPipeError:
-        raise
+    except BrokenPipeError as exc:
+        if _stdout_broken():
+            raise                         # main() says so, once
+        return out.fail([_os_error_text(exc)], 1)     # a socket's (SMTP, NATS), not ours
     except ConfigError as exc:
         return out.fail(exc.problems, exc.exit_code)
     except DcGatewayError as exc:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from ..config import GatewayConfig
-from ..errors import UsageError
+from ..errors import UsageError, listening
 from ..state import StateStore, open_state
 from .app import create_app
 from .ratelimit import Limits
@@ -86,7 +86,8 @@ class PortalServer:
 
     async def start(self) -> str:
         p = self.settings
-        sock = _listen(p.listen.host, p.listen.port)
+        with listening("portal.listen", p.listen.host, p.listen.port):
+            sock = _listen(p.listen.host, p.listen.port)
         try:
             self.port = sock.getsockname()[1]
             self.url = bound_url(p.public_url, p.listen.port, self.port)

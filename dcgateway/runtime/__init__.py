@@ -14,6 +14,7 @@
   tuning, the acceptor's settings, the key-expiry notifier
 """
 
+from ..errors import listening
 from .events import EventSink, copy_describer
 from .flow import Flow
 from .health import UNWRITABLE_TEXT, JournalHealth
@@ -28,7 +29,6 @@ from .support import (
     expiry_notifier,
     fit_descriptor_limit,
     key_owners,
-    listening,
     metrics_token,
     server_ssl_context,
     tune_for_latency,

@@ -4,19 +4,18 @@ who is told when a key is about to expire."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import resource
 import ssl
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..auth import NOTICES_FILE_NAME, NoticeLog
 from ..config import Administrator, GatewayConfig
-from ..errors import ConfigError, DcGatewayError
+from ..errors import ConfigError
 from ..net.acceptor import AcceptorSettings
 from ..notify import ExpiryNotifier, LogMailer, SmtpMailer
 from ..state.base import KeyRecords
@@ -68,17 +67,6 @@ def server_ssl_context(tls: Any) -> ssl.SSLContext | None:
         ctx.load_verify_locations(str(tls.ca_file))
     ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_NONE
     return ctx
-
-
-@contextlib.contextmanager
-def listening(key: str, host: str, port: int) -> Iterator[None]:
-    """Around the start of a listener: a failure to listen (a host name that does not resolve,
-    an address not on this machine, a port in use) names the setting, the address and why."""
-    try:
-        yield
-    except OSError as exc:
-        raise DcGatewayError(f"{key}: cannot listen on {host}:{port}: "
-                             f"{exc.strerror or exc}") from None
 
 
 def metrics_token(path: Path | None) -> bytes | None:
