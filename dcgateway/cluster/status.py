@@ -5,37 +5,57 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from ..config import GatewayConfig
-from .connect import Names, connect
+from ..errors import DcGatewayError
+from .connect import ClusterUnavailable, Names, connect, unavailable
 from .leases import PRIMARY, lease_key, node_key
+
+
+@contextmanager
+def _doing(config: GatewayConfig, what: str) -> Iterator[None]:
+    """Any failure of ``what`` becomes one :class:`ClusterUnavailable` line (no traceback)."""
+    assert config.cluster is not None
+    try:
+        yield
+    except DcGatewayError:
+        raise
+    except Exception as exc:
+        raise unavailable(config.cluster, what, exc) from None
 
 
 async def _status(config: GatewayConfig) -> dict[str, Any]:
     assert config.cluster is not None
     c = config.cluster
     names = Names(c.name)
-    nc = await connect(c, "dcgateway-cluster-status", allow_reconnect=False,
-                       max_reconnect_attempts=0)
+    with _doing(config, "connecting"):
+        # every server tried (twice at most, nats-py counts from 0), then NoServersError:
+        # 0 would mean "no limit" to the client and a dead cluster would only time out
+        nc = await connect(c, "dcgateway-cluster-status", allow_reconnect=False,
+                           max_reconnect_attempts=1, error_level=logging.DEBUG)
     try:
         js = nc.jetstream(timeout=5)
         now = time.time()
         entries: dict[str, dict[str, Any]] = {}
-        try:
-            kv = await js.key_value(names.bucket("leases"))
-            for key in [lease_key(PRIMARY)] + [node_key(n.node_id) for n in c.nodes]:
-                try:
-                    e = await kv.get(key)
-                except KeyNotFoundError:
-                    continue
-                if e.value:
-                    entries[key] = json.loads(e.value)
-        except (NotFoundError, KeyNotFoundError):
-            pass
+        with _doing(config, f"reading the leases bucket {names.bucket('leases')}"):
+            try:
+                kv = await js.key_value(names.bucket("leases"))
+                for key in [lease_key(PRIMARY)] + [node_key(n.node_id) for n in c.nodes]:
+                    try:
+                        e = await kv.get(key)
+                    except KeyNotFoundError:
+                        continue
+                    if e.value:
+                        entries[key] = json.loads(e.value)
+            except (NotFoundError, KeyNotFoundError):
+                pass
         primary = entries.get(lease_key(PRIMARY))
         nodes = []
         for n in c.nodes:
@@ -51,27 +71,39 @@ async def _status(config: GatewayConfig) -> dict[str, Any]:
                      "address": primary.get("address") if primary else None}
                     for s in config.sessions]
         stream: dict[str, Any] = {"name": names.journal}
-        try:
-            info = await js.stream_info(names.journal)
-            st, cl = info.state, info.cluster
-            stream.update({
-                "messages": st.messages, "bytes": st.bytes, "first_seq": st.first_seq,
-                "last_seq": st.last_seq, "replicas": info.config.num_replicas,
-                "leader": cl.leader if cl else None,
-                "followers": [{"name": r.name, "current": bool(r.current),
-                               "offline": bool(r.offline), "lag": r.lag}
-                              for r in (cl.replicas or [])] if cl else []})
-        except NotFoundError:
-            stream["missing"] = True
+        with _doing(config, f"reading the journal stream {names.journal}"):
+            try:
+                info = await js.stream_info(names.journal)
+                st, cl = info.state, info.cluster
+                stream.update({
+                    "messages": st.messages, "bytes": st.bytes, "first_seq": st.first_seq,
+                    "last_seq": st.last_seq, "replicas": info.config.num_replicas,
+                    "leader": cl.leader if cl else None,
+                    "followers": [{"name": r.name, "current": bool(r.current),
+                                   "offline": bool(r.offline), "lag": r.lag}
+                                  for r in (cl.replicas or [])] if cl else []})
+            except NotFoundError:
+                stream["missing"] = True
         return {"cluster": c.name, "servers": list(c.nats.servers), "lease_s": c.lease_s,
                 "primary": serving, "nodes": nodes, "sessions": sessions, "stream": stream}
     finally:
-        await nc.close()
+        try:
+            await asyncio.wait_for(nc.close(), 5)
+        except Exception:
+            pass
 
 
 def cluster_status(config: GatewayConfig, timeout: float = 15.0) -> dict[str, Any]:
-    """The status document (blocking, bounded by ``timeout``)."""
-    return asyncio.run(asyncio.wait_for(_status(config), timeout))
+    """The status document (blocking, bounded by ``timeout``); raises
+    :class:`~.connect.ClusterUnavailable` saying what failed when NATS cannot answer."""
+    assert config.cluster is not None
+    try:
+        return asyncio.run(asyncio.wait_for(_status(config), timeout))
+    except ClusterUnavailable:
+        raise
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise unavailable(config.cluster, f"reading the cluster's state (within {timeout:g}s)",
+                          exc) from None
 
 
 def status_text(doc: dict[str, Any]) -> str:
