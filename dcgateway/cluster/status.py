@@ -60,15 +60,20 @@ async def _status(config: GatewayConfig) -> dict[str, Any]:
         nodes = []
         for n in c.nodes:
             seen = entries.get(node_key(n.node_id))
+            holds = bool(primary and primary.get("node") == n.node_id and seen is not None)
+            # what the node says it does (its presence entry): holding the lease is not
+            # serving while its takeover runs (or failed)
+            state = (seen.get("state", "serving" if holds else "standby") if seen is not None
+                     else None)
             nodes.append({
                 "node_id": n.node_id, "address": str(n.listen), "metrics": str(n.metrics),
-                "alive": seen is not None,
+                "alive": seen is not None, "state": state, "holds_lease": holds,
                 "last_renewal_s": round(now - seen["renewed"], 1) if seen else None,
-                "serving": bool(primary and primary.get("node") == n.node_id
-                                and seen is not None)})
-        serving = primary.get("node") if primary else None
+                "serving": holds and state == "serving"})
+        holder = primary.get("node") if primary else None
+        serving = next((n["node_id"] for n in nodes if n["serving"]), None)
         sessions = [{"comp_id": s.comp_id, "role": s.role, "node": serving,
-                     "address": primary.get("address") if primary else None}
+                     "address": primary.get("address") if primary and serving else None}
                     for s in config.sessions]
         stream: dict[str, Any] = {"name": names.journal}
         with _doing(config, f"reading the journal stream {names.journal}"):
@@ -85,7 +90,8 @@ async def _status(config: GatewayConfig) -> dict[str, Any]:
             except NotFoundError:
                 stream["missing"] = True
         return {"cluster": c.name, "servers": list(c.nats.servers), "lease_s": c.lease_s,
-                "primary": serving, "nodes": nodes, "sessions": sessions, "stream": stream}
+                "primary": serving, "lease_holder": holder, "nodes": nodes,
+                "sessions": sessions, "stream": stream}
     finally:
         try:
             await asyncio.wait_for(nc.close(), 5)
@@ -109,12 +115,15 @@ def cluster_status(config: GatewayConfig, timeout: float = 15.0) -> dict[str, An
 def status_text(doc: dict[str, Any]) -> str:
     lines = [f"cluster {doc['cluster']} on {', '.join(doc['servers'])} "
              f"(lease {doc['lease_s']:g}s)",
-             "NODE      ALIVE  SERVING  ADDRESS                LAST RENEWAL"]
+             "NODE      ALIVE  SERVING  STATE        ADDRESS                LAST RENEWAL"]
     for n in doc["nodes"]:
         age = "-" if n["last_renewal_s"] is None else f"{n['last_renewal_s']:.1f}s ago"
         lines.append(f"{n['node_id']:<9} {'yes' if n['alive'] else 'no':<6} "
-                     f"{'yes' if n['serving'] else '-':<8} {n['address']:<22} {age}")
-    who = doc["primary"] or "no node (a takeover is due)"
+                     f"{'yes' if n['serving'] else '-':<8} {n.get('state') or '-':<12} "
+                     f"{n['address']:<22} {age}")
+    holder = doc.get("lease_holder")
+    who = doc["primary"] or (f"no node ({holder} holds the lease and is taking over)"
+                             if holder else "no node (a takeover is due)")
     lines.append(f"sessions: all {len(doc['sessions'])} served by {who}")
     s = doc["stream"]
     if s.get("missing"):

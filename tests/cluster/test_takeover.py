@@ -1,0 +1,135 @@
+"""A takeover that cannot finish (the stream's replay times out, say) must not keep the primary
+lease: the node gives it up at once so another node can try, does not take it again for a
+while (doubling, bounded), says so in its log, its metrics and its presence entry; and while a
+takeover runs, nobody (``cluster status``, the other nodes' Logouts) calls that node serving.
+
+The node runs in this process (:class:`~dcgateway.cluster.node.ClusterNode` on a real NATS
+cluster) with its journal rebuild replaced by one that fails when the test says so."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+
+import nats
+import pytest
+from nats import errors as nats_errors
+from prometheus_client import CollectorRegistry
+
+from dcgateway.cluster import node as node_module
+from dcgateway.cluster.kvmirror import open_bucket
+from dcgateway.cluster.leases import PRIMARY, LeaseManager
+from dcgateway.cluster.natslocal import LocalNatsCluster
+from dcgateway.cluster.node import BACKING_OFF, SERVING, TAKING_OVER, ClusterNode, elsewhere_text
+from dcgateway.cluster.nodeconfig import for_node
+from dcgateway.cluster.status import cluster_status, status_text
+from dcgateway.config import load_config
+from tests.tasks import cancel_and_wait
+
+from .support import close_nats, cluster_config
+
+
+async def until(check, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout:g}s"
+        await asyncio.sleep(0.02)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _sample(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name)
+
+
+def test_logouts_never_name_a_node_that_is_only_taking_over() -> None:
+    serving = {"node": "n2", "address": "127.0.0.1:9879", "state": SERVING}
+    assert "at 127.0.0.1:9879" in elsewhere_text("CLR001N", serving)
+    for state in (TAKING_OVER, BACKING_OFF, None):
+        text = elsewhere_text("CLR001N", {**serving, "state": state})
+        assert "127.0.0.1:9879" not in text and "log on again" in text
+    # a presence entry without a state (a node of an earlier version) serves when it holds
+    assert "at 127.0.0.1:9879" in elsewhere_text("CLR001N", {"node": "n2",
+                                                             "address": "127.0.0.1:9879"})
+
+
+@pytest.mark.asyncio
+async def test_a_failed_takeover_gives_the_lease_up_and_backs_off(
+        tmp_path: Path, nats_cluster: LocalNatsCluster, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    path = cluster_config(tmp_path, nats_cluster.urls, lease_s=2)
+    config = for_node(load_config(path), "n1")
+    assert config.cluster is not None
+    release = asyncio.Event()
+    calls: list[float] = []
+
+    async def stuck_then_failing(*args: object, **kwargs: object) -> None:
+        calls.append(time.monotonic())
+        await release.wait()
+        raise nats_errors.TimeoutError()
+    monkeypatch.setattr(node_module, "rebuild", stuck_then_failing)
+
+    node = ClusterNode(config)
+    registry = CollectorRegistry()
+    node.metrics.attach(registry)
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run(stop))
+    nc = await nats.connect(servers=nats_cluster.urls)
+    try:
+        kv = await open_bucket(nc.jetstream(), f"{config.cluster.name}_leases", 3, ttl=2)
+        other = LeaseManager(kv, "n2", 2.0)
+
+        # n1 wins the free lease and takes over (its replay hangs): it holds the lease but
+        # does not serve, and says so; its standby listener still answers meanwhile
+        await until(lambda: calls, what="a takeover")
+        assert node.serving() and node.state == TAKING_OVER
+        assert _listening(config.gateway.listen.port)
+        doc = await asyncio.to_thread(cluster_status, config)
+        n1 = next(n for n in doc["nodes"] if n["node_id"] == "n1")
+        assert doc["lease_holder"] == "n1" and doc["primary"] is None
+        assert n1["holds_lease"] and not n1["serving"] and n1["state"] == TAKING_OVER
+        assert {s["node"] for s in doc["sessions"]} == {None}
+        assert "taking over" in status_text(doc)
+        assert _sample(registry, "dcgateway_cluster_serving") == 0.0
+
+        # the replay fails: the lease is given up at once (free now, not lease_s later)
+        with caplog.at_level(logging.ERROR, logger="dcgateway.cluster"):
+            release.set()
+            await until(lambda: node.state == BACKING_OFF, what="backing off")
+        assert not node.serving()
+        assert await other.try_acquire(PRIMARY), "the lease was not given up"
+        assert any("could not take over" in r.getMessage() and "gave the primary lease up"
+                   in r.getMessage() for r in caplog.records)
+        assert 1.8 <= node.backoff_s <= 2.2
+        assert _sample(registry, "dcgateway_cluster_takeover_failures_total") == 1.0
+        assert (_sample(registry, "dcgateway_cluster_takeover_backoff_seconds") or 0) > 0
+        doc = await asyncio.to_thread(cluster_status, config)
+        assert next(n for n in doc["nodes"] if n["node_id"] == "n1")["state"] == BACKING_OFF
+
+        # the other node gives it back: n1 takes it again only after its hold-off, fails
+        # again, and waits twice as long
+        assert node.leases is not None
+        not_before = node.leases.not_before[PRIMARY]
+        await other.release(PRIMARY)
+        await until(lambda: len(calls) == 2, what="a second takeover")
+        assert calls[1] >= not_before
+        await until(lambda: node.state == BACKING_OFF and node.takeover_failures == 2,
+                    what="the second failure")
+        assert 3.6 <= node.backoff_s <= 4.4
+        assert _sample(registry, "dcgateway_cluster_takeover_failures_total") == 2.0
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        finally:
+            await cancel_and_wait(task)
+            await close_nats(nc)
