@@ -14,6 +14,7 @@ class NodeView(Protocol):
 
     takeovers: int
     takeover_failures: int
+    stream_missing: int
     state: str
     journal: Any
     leases: Any
@@ -52,6 +53,11 @@ class ClusterMetrics:
                                      "the lease up and backed off)")
         failed.add_metric([], float(n.takeover_failures))
         yield failed
+        missing = GaugeMetricFamily("dcgateway_cluster_stream_missing_records",
+                                    "acknowledged journal records the stream no longer holds "
+                                    "(this node refuses to serve from it while > 0)")
+        missing.add_metric([], float(n.stream_missing))
+        yield missing
         backoff = GaugeMetricFamily("dcgateway_cluster_takeover_backoff_seconds",
                                     "seconds before this node takes the lease again after a "
                                     "failed takeover (0: it takes it when free)")

@@ -45,6 +45,16 @@ from .fence import Gate, MarkingStore, fence_connection
 from .journal import ClusterCommitter, ClusterJournal, make_log, rebuild
 from .kvmirror import open_bucket
 from .leases import PRIMARY, LeaseManager
+from .marks import (
+    MARK_FILE_NAME,
+    MARK_KEY,
+    Mark,
+    MarkFile,
+    StreamBehind,
+    raise_shared_mark,
+    shared_mark,
+    stream_problem,
+)
 from .metrics import ClusterMetrics
 from .replog import Fenced, ensure_stream
 
@@ -59,6 +69,10 @@ TAKEOVER_BACKOFF_MAX_S = 60.0
 
 #: What a node is doing (its presence entry's ``state``, ``cluster status``, ``/healthz``).
 STANDBY, TAKING_OVER, SERVING, BACKING_OFF = "standby", "taking over", "serving", "backing off"
+#: ... and refusing: the journal stream holds less than was acknowledged (:mod:`.marks`)
+REFUSING = "refusing"
+#: How often the serving node moves its acknowledged mark (:mod:`.marks`)
+MARK_EVERY_S = 0.5
 
 
 def elsewhere_text(comp_id: str, holder: dict[str, Any] | None) -> str:
@@ -95,6 +109,10 @@ class ClusterNode:
         self.backoff_s = 0.0                # the hold-off after the last failure
         self.state = STANDBY
         self._standby: Standby | None = None
+        self.refusal = ""                   # why it refuses to serve (REFUSING)
+        self.stream_missing = 0             # acknowledged records the stream lacks
+        self.mark_file = MarkFile(config.gateway.data_dir / MARK_FILE_NAME, self.names.journal)
+        self._marks_kv: Any = None
 
     # -- leases -----------------------------------------------------------------------------------
 
@@ -113,7 +131,10 @@ class ClusterNode:
         return self.leases is not None and self.leases.holds(PRIMARY)
 
     def health(self) -> tuple[bool, str]:
-        """``/healthz`` of a node that does not serve: up, and what it is doing."""
+        """``/healthz`` of a node that does not serve: up, and what it is doing; 503 while it
+        refuses to serve from a stream that lost acknowledged records (an operator must act)."""
+        if self.state == REFUSING:
+            return False, f"refusing to serve: {self.refusal}"
         if self.state == BACKING_OFF:
             return True, (f"standing by (backing off after {self._failures_in_row} failed "
                           f"takeover{'s' if self._failures_in_row != 1 else ''})")
@@ -126,6 +147,10 @@ class ClusterNode:
         if self.leases is None:
             return
         self.leases.info["state"] = state
+        if state == REFUSING:
+            self.leases.info["refusal"] = self.refusal
+        else:
+            self.leases.info.pop("refusal", None)
         try:
             await asyncio.wait_for(self.leases.announce(), 2.0)
         except Exception as exc:
@@ -176,6 +201,9 @@ class ClusterNode:
                 kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
                                        self.names.bucket("leases"), self.cluster.replicas,
                                        ttl=self.cluster.lease_s)
+                self._marks_kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
+                                                   self.names.bucket("marks"),
+                                                   self.cluster.replicas)
                 self.leases = LeaseManager(kv, self.me.node_id, self.cluster.lease_s,
                                            info={"address": str(self.me.listen),
                                                  "metrics": str(self.me.metrics),
@@ -213,7 +241,7 @@ class ClusterNode:
                 finally:
                     if self._standby is not None and self._standby.stopped:
                         self._standby = None
-                    if self.state != BACKING_OFF:
+                    if self.state not in (BACKING_OFF, REFUSING):
                         await self._set_state(STANDBY)
         finally:
             for t in tasks:
@@ -233,20 +261,88 @@ class ClusterNode:
     async def _takeover_failed(self, exc: BaseException) -> None:
         """The lease is given up at once, so another node can try, and this node does not
         take it again for a while (doubling, bounded): holding a lease it cannot serve with,
-        or winning it back every second, would keep every client away (a livelock)."""
+        or winning it back every second, would keep every client away (a livelock). A stream
+        that lost acknowledged records is refused the same way, louder: it may catch up when
+        the servers that hold the records come back, and the node tries again by itself."""
+        if isinstance(exc, StreamBehind):
+            await self._refuse(exc)
+            return
         self.takeover_failures += 1
-        self._failures_in_row += 1
-        delay = min(TAKEOVER_BACKOFF_MAX_S,
-                    TAKEOVER_BACKOFF_S * 2 ** min(self._failures_in_row - 1, 16))
-        self.backoff_s = delay * random.uniform(0.9, 1.1)    # two nodes do not stay in step
-        if self.leases is not None:
-            self.leases.hold_off(PRIMARY, self.backoff_s)
+        self._next_backoff()
         await self._give_up_lease()
         log.error("node %s could not take over (%s): it gave the primary lease up for another "
                   "node and will not take it again for %.1fs (%d failed takeovers in a row)",
                   self.me.node_id, exc or type(exc).__name__, self.backoff_s,
                   self._failures_in_row)
         await self._set_state(BACKING_OFF)
+
+    def _next_backoff(self) -> float:
+        self._failures_in_row += 1
+        delay = min(TAKEOVER_BACKOFF_MAX_S,
+                    TAKEOVER_BACKOFF_S * 2 ** min(self._failures_in_row - 1, 16))
+        self.backoff_s = delay * random.uniform(0.9, 1.1)    # two nodes do not stay in step
+        if self.leases is not None:
+            self.leases.hold_off(PRIMARY, self.backoff_s)
+        return self.backoff_s
+
+    async def _refuse(self, exc: StreamBehind) -> None:
+        self.takeover_failures += 1
+        self.refusal, self.stream_missing = str(exc), exc.missing
+        delay = self._next_backoff()
+        await self._give_up_lease()
+        log.critical(
+            "node %s REFUSES TO SERVE: %s. Serving from this stream would lose copies and give "
+            "their target sequence numbers again. This node keeps its local journal (%s) and "
+            "tries again in %.1fs: bring back the NATS servers that hold the missing records "
+            "(the stream catches up by itself). If the records are gone for good, stop every "
+            "node, keep %s (it holds the records up to the acknowledged one), reconcile the "
+            "targets, then delete %s on every node and the key %s of bucket %s before "
+            "starting again.", self.me.node_id, exc, self.config.gateway.data_dir / "journal",
+            delay, self.config.gateway.data_dir / "journal", MARK_FILE_NAME, MARK_KEY,
+            self.names.bucket("marks"))
+        await self._set_state(REFUSING)
+
+    async def _check_marks(self, js: Any, first: int, last: int) -> None:
+        """Refuse (:class:`~.marks.StreamBehind`) a stream that lacks a record this node, or
+        the cluster, saw acknowledged; the node's own mark is shared so that every other
+        node refuses that stream too."""
+        local = self.mark_file.read()
+        shared = await shared_mark(self._marks_kv, self.names.journal)
+        for mark, where in ((local, f"this node's {self.mark_file.path}"),
+                            (shared, f"the cluster's {self.names.bucket('marks')}/{MARK_KEY}")):
+            if mark is None:
+                continue
+            problem = await stream_problem(js, self.names.journal, first, last, mark)
+            if problem is not None:
+                if local is not None and (shared is None or shared.seq < local.seq):
+                    try:
+                        await asyncio.wait_for(raise_shared_mark(self._marks_kv, local), 5)
+                    except Exception as exc:
+                        log.warning("sharing the journal mark: %s", exc)
+                raise StreamBehind(f"{problem[0]} (as {where} says)", problem[1])
+
+    async def _keep_marks(self, replog: Any) -> None:
+        """While serving: the acknowledged mark, in the node's file and in the cluster."""
+        shared = 0
+        while True:
+            self._write_mark(replog)
+            written = self.mark_file.written
+            if written is not None and written.seq > shared:
+                try:
+                    await asyncio.wait_for(raise_shared_mark(self._marks_kv, written), 2)
+                    shared = written.seq
+                except Exception as exc:
+                    log.debug("sharing the journal mark: %s", exc)
+            await asyncio.sleep(MARK_EVERY_S)
+
+    def _write_mark(self, replog: Any) -> None:
+        seq, rid = replog.acked_mark
+        if seq <= 0:
+            return
+        try:
+            self.mark_file.write(Mark(self.names.journal, seq, rid))
+        except OSError as exc:
+            log.error("cannot write the journal mark %s: %s", self.mark_file.path, exc)
 
     async def _give_up_lease(self) -> None:
         if self.leases is not None and self.leases.held:
@@ -272,7 +368,8 @@ class ClusterNode:
             self._standby = standby
             log.info("node %s standing by on %s", self.me.node_id, self.me.listen)
         while not self.serving() and not stop.is_set():
-            left = self.leases.holding_off(PRIMARY) if self.leases is not None else 0.0
+            left = (self.leases.holding_off(PRIMARY)
+                    if self.leases is not None and self.state == BACKING_OFF else 0.0)
             if self.state == BACKING_OFF and not left:
                 await self._set_state(STANDBY)      # it takes the lease again when free
             waits = [asyncio.ensure_future(self._primary.wait()),
@@ -288,8 +385,11 @@ class ClusterNode:
         t0 = time.monotonic()
         self._lost.clear()
         await self._set_state(TAKING_OVER)
-        info = await nc.jetstream(timeout=5).stream_info(self.names.journal)
+        js = nc.jetstream(timeout=5)
+        info = await js.stream_info(self.names.journal)
         last = int(info.state.last_seq)
+        # before the local copy is replaced: the stream must hold what was acknowledged
+        await self._check_marks(js, int(info.state.first_seq), last)
         data_dir = self.config.gateway.data_dir
         journal = await rebuild(nc, self.names, data_dir / "journal", last)
         gw_stop = asyncio.Event()
@@ -324,9 +424,16 @@ class ClusterNode:
         self.takeovers += 1
         if self._standby is not None:                 # the gateway listens in its place
             await self._standby.stop()
-        await gw.start()
+        marks = asyncio.create_task(self._keep_marks(replog), name="journal-marks")
+        try:
+            await gw.start()
+        except BaseException:
+            marks.cancel()
+            await asyncio.gather(marks, return_exceptions=True)
+            raise
         self._failures_in_row = 0
         self.backoff_s = 0.0
+        self.refusal, self.stream_missing = "", 0
         await self._set_state(SERVING)
         log.warning("node %s serves every session (took over in %.3fs at stream sequence %d)",
                     self.me.node_id, time.monotonic() - t0, last)
@@ -343,6 +450,9 @@ class ClusterNode:
             await gw.serve(gw_stop)
         finally:
             watcher.cancel()
+            marks.cancel()
+            await asyncio.gather(marks, return_exceptions=True)
+            self._write_mark(replog)          # the last acknowledgements, before it goes
             await replog.close()
             self.gateway = None
         if self._lost.is_set():

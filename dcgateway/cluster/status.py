@@ -68,6 +68,7 @@ async def _status(config: GatewayConfig) -> dict[str, Any]:
             nodes.append({
                 "node_id": n.node_id, "address": str(n.listen), "metrics": str(n.metrics),
                 "alive": seen is not None, "state": state, "holds_lease": holds,
+                "refusal": seen.get("refusal") if seen is not None else None,
                 "last_renewal_s": round(now - seen["renewed"], 1) if seen else None,
                 "serving": holds and state == "serving"})
         holder = primary.get("node") if primary else None
@@ -121,6 +122,9 @@ def status_text(doc: dict[str, Any]) -> str:
         lines.append(f"{n['node_id']:<9} {'yes' if n['alive'] else 'no':<6} "
                      f"{'yes' if n['serving'] else '-':<8} {n.get('state') or '-':<12} "
                      f"{n['address']:<22} {age}")
+    for n in doc["nodes"]:
+        if n.get("refusal"):
+            lines.append(f"node {n['node_id']} REFUSES TO SERVE: {n['refusal']}")
     holder = doc.get("lease_holder")
     who = doc["primary"] or (f"no node ({holder} holds the lease and is taking over)"
                              if holder else "no node (a takeover is due)")
