@@ -57,6 +57,16 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _healthz(port: int) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def _sample(registry: CollectorRegistry, name: str) -> float | None:
     return registry.get_sample_value(name)
 
@@ -103,6 +113,8 @@ async def test_a_failed_takeover_gives_the_lease_up_and_backs_off(
         await until(lambda: calls, what="a takeover")
         assert node.serving() and node.state == TAKING_OVER
         assert _listening(config.gateway.listen.port)
+        assert await asyncio.to_thread(_healthz, config.gateway.metrics.port) == \
+            (200, "taking over\n")
         doc = await asyncio.to_thread(cluster_status, config)
         n1 = next(n for n in doc["nodes"] if n["node_id"] == "n1")
         assert doc["lease_holder"] == "n1" and doc["primary"] is None
@@ -124,6 +136,8 @@ async def test_a_failed_takeover_gives_the_lease_up_and_backs_off(
         assert (_sample(registry, "dcgateway_cluster_takeover_backoff_seconds") or 0) > 0
         doc = await asyncio.to_thread(cluster_status, config)
         assert next(n for n in doc["nodes"] if n["node_id"] == "n1")["state"] == BACKING_OFF
+        status, text = await asyncio.to_thread(_healthz, config.gateway.metrics.port)
+        assert status == 200 and text.startswith("standing by (backing off")
 
         # the other node gives it back: n1 takes it again only after its hold-off, fails
         # again, and waits twice as long
@@ -220,7 +234,9 @@ async def test_a_stream_shorter_than_what_was_acknowledged_is_refused(
                 assert n.stream_missing == seq - 5
                 assert _sample(registries["n1"], "dcgateway_cluster_stream_missing_records") \
                     == seq - 5
-                assert n.health()[0] is False and "ends at record 5" in n.health()[1]
+                status, text = await asyncio.to_thread(_healthz, n1.gateway.metrics.port)
+                assert status == 503 and text.startswith("refusing to serve: ")
+                assert "ends at record 5" in text
                 crit = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
                 assert crit and "REFUSES TO SERVE" in crit[0]
                 assert f"ends at record 5, but record {seq} was acknowledged" in crit[0]
