@@ -64,7 +64,7 @@ log = logging.getLogger("dcgateway.cluster")
 STREAM_MAX_AGE_S = 9 * 86400.0
 #: After a failed takeover the node gives the lease up and does not take it again for this
 #: long, doubling with each failure in a row up to the bound (another node tries meanwhile).
-TAKEOVER_BACKOFF_S = 2.0
+TAKEOVER_BACKOFF_S = 1.0
 TAKEOVER_BACKOFF_MAX_S = 60.0
 
 #: What a node is doing (its presence entry's ``state``, ``cluster status``, ``/healthz``).
