@@ -41,10 +41,23 @@ def known_names() -> frozenset[str]:
     sessions = (SessionDef("ABC123N", "source", "TRADECO", "ilink2", "FIX.4.2", "ABC"),
                 SessionDef("CLR001N", "target", "CLEARCO", "ilink2", "FIX.4.2", "CLR"))
     names = GatewayMetrics(CollectorRegistry(), sessions=sessions).metric_names()
+    names |= cluster_names()
     if not any(n.startswith("dcgateway_process_") for n in names):   # no /proc: not Linux
         names |= {"dcgateway_process_cpu_seconds_total", "dcgateway_process_open_fds",
                   "dcgateway_process_resident_memory_bytes"}
     return names
+
+
+def cluster_names() -> frozenset[str]:
+    """What a cluster node adds (dcgateway.cluster.metrics), as exposed."""
+    from types import SimpleNamespace
+
+    from dcgateway.cluster.metrics import ClusterMetrics
+    node = SimpleNamespace(takeovers=0, takeover_failures=0, stream_missing=0, state="standby",
+                           journal=None, leases=None, serving=lambda: False)
+    registry = CollectorRegistry()
+    ClusterMetrics(node).attach(registry)
+    return frozenset(s.name for m in registry.collect() for s in m.samples)
 
 
 def rules() -> list[dict[str, Any]]:
@@ -161,6 +174,14 @@ CASES: list[tuple[str, list[tuple[str, str]], str, list[dict[str, str]]]] = [
         (f'dcgateway_copies_untranslatable_total{{{S},session="CLRFIX44"}}', "0 0 2 2 2"),
         (f'dcgateway_copies_untranslatable_total{{{S},session="CLR001N"}}', "0x5"),
     ], "4m", [{"session": "CLRFIX44"}]),
+    ("DcgatewayClusterStreamLostRecords", [
+        (f'dcgateway_cluster_stream_missing_records{{{S}}}', "0 0 4023x5"),
+        ('dcgateway_cluster_stream_missing_records{job="dcgw",instance="gw2"}', "0x7"),
+    ], "4m", [{}]),
+    ("DcgatewayClusterTakeoverFailing", [
+        (f'dcgateway_cluster_takeover_failures_total{{{S}}}', "0 1 2 3 4 5"),
+        ('dcgateway_cluster_takeover_failures_total{job="dcgw",instance="gw2"}', "0 1 1 1 1 1"),
+    ], "5m", [{}]),
 ]
 
 

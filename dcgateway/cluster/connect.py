@@ -6,14 +6,27 @@ gateways (or the tests) can share one NATS deployment without seeing each other'
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import nats
+from nats import errors as nats_errors
 from nats.aio.client import Client
+from nats.js import errors as js_errors
 
 from ..config.cluster import ClusterSettings
+from ..errors import DcGatewayError
+
+log = logging.getLogger("dcgateway.cluster")
+
+
+class ClusterUnavailable(DcGatewayError):
+    """NATS (or its JetStream) could not do what was asked: no server answered, no quorum,
+    a timeout. The message names the servers and what failed (exit 1 on the command line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,73 @@ def connect_options(settings: ClusterSettings, name: str) -> dict[str, Any]:
     return opts
 
 
-async def connect(settings: ClusterSettings, name: str, **extra: Any) -> Client:
-    """A connection to the cluster's servers (the first that answers)."""
-    return await nats.connect(**{**connect_options(settings, name), **extra})
+def nats_error_text(exc: BaseException) -> str:
+    """One line saying what a NATS or JetStream failure was, without the client's class
+    names and codes soup (``JetStream system temporarily unavailable (503)``)."""
+    if isinstance(exc, js_errors.APIError):
+        what = exc.description or type(exc).__name__
+        return f"{what} ({exc.code}{f'/{exc.err_code}' if exc.err_code else ''})"
+    if isinstance(exc, js_errors.NoStreamResponseError):
+        return "no JetStream response (no quorum, or a leader is being elected)"
+    if isinstance(exc, nats_errors.NoServersError):
+        return "no server answered"
+    if isinstance(exc, nats_errors.NoRespondersError):
+        return "no JetStream responders (JetStream not available on the server)"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "no answer in time (timeout)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).removeprefix("nats: ").strip()
+    return text or type(exc).__name__
+
+
+def unavailable(settings: ClusterSettings, what: str, exc: BaseException) -> ClusterUnavailable:
+    """The error to raise when ``what`` failed on the cluster's NATS servers."""
+    return ClusterUnavailable(f"{what} failed on the cluster's NATS servers "
+                              f"({', '.join(settings.nats.servers)}): {nats_error_text(exc)}")
+
+
+class ErrorReporter:
+    """nats-py's ``error_cb``: one log line per failure, never the client's traceback (its
+    default callback logs one per reconnect attempt), and a repeated failure at most once per
+    ``every`` seconds, with how many were left out."""
+
+    def __init__(self, name: str, level: int = logging.WARNING, every: float = 30.0,
+                 clock: Any = time.monotonic) -> None:
+        self.name = name
+        self.level = level
+        self.every = every
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    async def on_error(self, exc: Exception) -> None:
+        """The ``error_cb`` itself (nats-py wants a coroutine function)."""
+        self.report(exc)
+
+    def report(self, exc: BaseException) -> None:
+        text = nats_error_text(exc)
+        now = self.clock()
+        last = self._last.get(text)
+        if last is not None and now - last < self.every:
+            self._skipped[text] = self._skipped.get(text, 0) + 1
+            return
+        self._last[text] = now
+        skipped = self._skipped.pop(text, 0)
+        log.log(self.level, "NATS connection %s: %s%s", self.name, text,
+                f" (and {skipped} more like it)" if skipped else "")
+
+
+async def connect(settings: ClusterSettings, name: str, *, error_level: int = logging.WARNING,
+                  **extra: Any) -> Client:
+    """A connection to the cluster's servers (the first that answers). Its asynchronous
+    errors (a server gone, a reconnect attempt refused) are logged as one line each at
+    ``error_level`` (:class:`ErrorReporter`; a command line passes DEBUG: its own error
+    message says what failed)."""
+    reporter = ErrorReporter(name, error_level)
+
+    async def reconnected() -> None:
+        log.log(error_level, "NATS connection %s: reconnected", name)
+    opts = {**connect_options(settings, name), "error_cb": reporter.on_error,
+            "reconnected_cb": reconnected, **extra}
+    return await nats.connect(**opts)

@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 
 from ..config.cluster import ClusterSettings
 from ..errors import DcGatewayError
-from .connect import Names, connect
+from .connect import Names, connect, nats_error_text
 
 log = logging.getLogger("dcgateway.cluster")
 
@@ -90,14 +90,17 @@ class KvMirror:
     def start(self) -> KvMirror:
         self._thread.start()
         try:
-            self._call(self._open(), self.timeout)
+            self._call(self._open(), self.timeout,
+                       f"opening the cluster's state buckets ({', '.join(self.what)})")
         except BaseException:
             self.close()
             raise
         return self
 
     async def _open(self) -> None:
-        self._nc = await connect(self.settings, self.client_name)
+        # its connection failures are logged at INFO only: every caller's own error says what
+        # failed (a command line prints one `error:` line, not the client's retries)
+        self._nc = await connect(self.settings, self.client_name, error_level=logging.INFO)
         js = self._nc.jetstream(timeout=self.timeout)
         ready = []
         for w in self.what:
@@ -163,17 +166,27 @@ class KvMirror:
             await self._nc.close()
         await asyncio.sleep(0.01)          # the cancelled helper tasks of the client finish
 
-    def _call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+    def _call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None,
+              what: str = "a key-value request") -> _T:
+        """Run ``coro`` on the mirror's loop, bounded; any failure of NATS (no quorum, no
+        server, a timeout) becomes one :class:`ClusterStateError` naming the servers and
+        ``what`` failed: never the client's own exception and its traceback."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("a blocking KV call from the mirror's own thread")
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        servers = ", ".join(self.settings.nats.servers)
         try:
             return fut.result(timeout if timeout is not None else self.timeout)
         except TimeoutError:
             fut.cancel()
-            raise ClusterStateError(f"the cluster's key-value store did not answer within "
-                                    f"{timeout or self.timeout:g}s (NATS servers "
-                                    f"{', '.join(self.settings.nats.servers)})") from None
+            raise ClusterStateError(f"{what}: the cluster's key-value store did not answer "
+                                    f"within {timeout or self.timeout:g}s (NATS servers "
+                                    f"{servers})") from None
+        except DcGatewayError:
+            raise
+        except Exception as exc:
+            raise ClusterStateError(f"{what} failed on the cluster's NATS servers ({servers}): "
+                                    f"{nats_error_text(exc)}") from None
 
     # -- reads (local, cheap) -------------------------------------------------------------------
 
@@ -203,7 +216,7 @@ class KvMirror:
             if e.value is None or e.revision is None:
                 return None
             return e.value, e.revision
-        got = self._call(get())
+        got = self._call(get(), what=f"reading {self.names.bucket(what)}/{key}")
         if got is not None:
             self._apply(what, key, got[0], got[1], False)
         return got
@@ -221,11 +234,12 @@ class KvMirror:
                 return rev
             except KeyWrongLastSequenceError:
                 raise Conflict(f"{self.names.bucket(what)}/{key} changed meanwhile") from None
-        rev = self._call(cas())
+        rev = self._call(cas(), what=f"writing {self.names.bucket(what)}/{key}")
         self._apply(what, key, value, rev, False)
         return rev
 
     def put(self, what: str, key: str, value: bytes) -> int:
-        rev: int = self._call(self._buckets[what].put(key, value))
+        rev: int = self._call(self._buckets[what].put(key, value),
+                              what=f"writing {self.names.bucket(what)}/{key}")
         self._apply(what, key, value, rev, False)
         return rev

@@ -87,6 +87,9 @@ class LeaseManager:
         self.started = time.time()
         self.renewals = 0
         self.renew_failures = 0
+        #: lease -> monotonic time before which :meth:`step` does not take it (a node whose
+        #: takeover failed lets another node try first: :meth:`hold_off`)
+        self.not_before: dict[str, float] = {}
 
     # -- the synchronous view (the send path) ---------------------------------------------------
 
@@ -186,6 +189,14 @@ class LeaseManager:
         except Exception as exc:
             log.warning("releasing lease %s: %s (it expires in %gs)", name, exc, self.lease_s)
 
+    def hold_off(self, name: str, seconds: float) -> None:
+        """Do not take lease ``name`` for ``seconds`` (it may still be released meanwhile)."""
+        self.not_before[name] = self.clock() + seconds
+
+    def holding_off(self, name: str) -> float:
+        """Seconds left before this node takes lease ``name`` again (0: it would now)."""
+        return max(0.0, self.not_before.get(name, 0.0) - self.clock())
+
     async def announce(self) -> None:
         """This node's presence entry (expires like a lease when the node stops)."""
         await self.kv.put(node_key(self.node_id), json.dumps(
@@ -203,6 +214,17 @@ class LeaseManager:
         got: dict[str, Any] = json.loads(e.value)
         return got
 
+    async def presence(self, node_id: str) -> dict[str, Any] | None:
+        """Node ``node_id``'s presence entry (None: not alive, or never started)."""
+        try:
+            e = await self.kv.get(node_key(node_id))
+        except KeyNotFoundError:
+            return None
+        if not e.value:
+            return None
+        got: dict[str, Any] = json.loads(e.value)
+        return got
+
     async def step(self) -> None:
         """Renew, announce, and take any wanted lease that is free."""
         await self.renew()
@@ -211,7 +233,7 @@ class LeaseManager:
         except Exception as exc:
             log.warning("announcing node %s: %s", self.node_id, exc)
         for name in self.want:
-            if name not in self.held:
+            if name not in self.held and not self.holding_off(name):
                 try:
                     await self.try_acquire(name)
                 except Exception as exc:

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -43,6 +45,16 @@ from .fence import Gate, MarkingStore, fence_connection
 from .journal import ClusterCommitter, ClusterJournal, make_log, rebuild
 from .kvmirror import open_bucket
 from .leases import PRIMARY, LeaseManager
+from .marks import (
+    MARK_FILE_NAME,
+    MARK_KEY,
+    Mark,
+    MarkFile,
+    StreamBehind,
+    raise_shared_mark,
+    shared_mark,
+    stream_problem,
+)
 from .metrics import ClusterMetrics
 from .replog import Fenced, ensure_stream
 
@@ -50,11 +62,24 @@ log = logging.getLogger("dcgateway.cluster")
 
 #: The journal stream keeps records this long: the venue's 48 hours through a whole week.
 STREAM_MAX_AGE_S = 9 * 86400.0
+#: After a failed takeover the node gives the lease up and does not take it again for this
+#: long, doubling with each failure in a row up to the bound (another node tries meanwhile).
+TAKEOVER_BACKOFF_S = 1.0
+TAKEOVER_BACKOFF_MAX_S = 60.0
+
+#: What a node is doing (its presence entry's ``state``, ``cluster status``, ``/healthz``).
+STANDBY, TAKING_OVER, SERVING, BACKING_OFF = "standby", "taking over", "serving", "backing off"
+#: ... and refusing: the journal stream holds less than was acknowledged (:mod:`.marks`)
+REFUSING = "refusing"
+#: How often the serving node moves its acknowledged mark (:mod:`.marks`)
+MARK_EVERY_S = 0.5
 
 
 def elsewhere_text(comp_id: str, holder: dict[str, Any] | None) -> str:
-    """The Logout text for a session another node serves (clients parse ``at HOST:PORT``)."""
-    if holder is None:
+    """The Logout text for a session another node serves (clients parse ``at HOST:PORT``);
+    while nobody serves yet (the lease is free, or its holder is still taking over), the
+    client is told to log on again, not sent to a node that would not answer."""
+    if holder is None or holder.get("state", SERVING) != SERVING:
         return (f"no node serves session {comp_id} right now (taking over); log on again in "
                 "a second")
     return (f"session {comp_id} is served by node {holder.get('node')} at "
@@ -79,6 +104,15 @@ class ClusterNode:
         self._lease_nc: Any = None
         self._lost = asyncio.Event()
         self.takeovers = 0
+        self.takeover_failures = 0          # in all (the counter)
+        self._failures_in_row = 0           # since the last takeover that served
+        self.backoff_s = 0.0                # the hold-off after the last failure
+        self.state = STANDBY
+        self._standby: Standby | None = None
+        self.refusal = ""                   # why it refuses to serve (REFUSING)
+        self.stream_missing = 0             # acknowledged records the stream lacks
+        self.mark_file = MarkFile(config.gateway.data_dir / MARK_FILE_NAME, self.names.journal)
+        self._marks_kv: Any = None
 
     # -- leases -----------------------------------------------------------------------------------
 
@@ -88,24 +122,62 @@ class ClusterNode:
     def _on_lost(self, name: str) -> None:
         self._primary.clear()
         self._lost.set()
+        if self.state in (SERVING, TAKING_OVER):
+            self.state = STANDBY            # published when the run loop is back in standby
 
     def serving(self) -> bool:
+        """Whether this node holds the primary lease now (the send path's check); it serves
+        clients only once its takeover is done (:attr:`state` is ``serving``)."""
         return self.leases is not None and self.leases.holds(PRIMARY)
 
+    def health(self) -> tuple[bool, str]:
+        """``/healthz`` of a node that does not serve: up, and what it is doing; 503 while it
+        refuses to serve from a stream that lost acknowledged records (an operator must act)."""
+        if self.state == REFUSING:
+            return False, f"refusing to serve: {self.refusal}"
+        if self.state == BACKING_OFF:
+            return True, (f"standing by (backing off after {self._failures_in_row} failed "
+                          f"takeover{'s' if self._failures_in_row != 1 else ''})")
+        return True, "taking over" if self.state == TAKING_OVER else "standing by"
+
+    async def _set_state(self, state: str) -> None:
+        """What this node does now, published in its presence entry at once (``cluster
+        status`` and the other nodes' Logouts read it); best effort, bounded."""
+        self.state = state
+        if self.leases is None:
+            return
+        self.leases.info["state"] = state
+        if state == REFUSING:
+            self.leases.info["refusal"] = self.refusal
+        else:
+            self.leases.info.pop("refusal", None)
+        try:
+            await asyncio.wait_for(self.leases.announce(), 2.0)
+        except Exception as exc:
+            log.debug("announcing state %s: %s", state, exc)
+
     def _holder(self) -> dict[str, Any] | None:
-        """The serving node as its lease says; None when free, or held by this node's own
-        previous life (killed: its lease has not run out yet), which serves nobody."""
+        """The serving node as its lease and presence say; None when free, held by this
+        node's own previous life (killed: its lease has not run out yet), or held by a node
+        that does not serve yet (taking over): those serve nobody."""
         h = self.holders.get(PRIMARY)
-        if h is None or (h.get("node") == self.me.node_id and not self.serving()):
+        if h is None:
             return None
-        return h
+        if h.get("node") == self.me.node_id:
+            return h if self.state == SERVING and self.serving() else None
+        return h if h.get("state", SERVING) == SERVING else None
 
     async def _watch_holder(self) -> None:
-        """Who holds the primary lease, for the Logouts this node answers with."""
+        """Who holds the primary lease, and whether it serves yet (its presence entry's
+        state), for the Logouts this node answers with."""
         assert self.leases is not None
         while True:
             try:
-                self.holders[PRIMARY] = await self.leases.holder(PRIMARY)
+                h = await self.leases.holder(PRIMARY)
+                if h is not None and h.get("node") != self.me.node_id:
+                    seen = await self.leases.presence(str(h.get("node")))
+                    h = {**h, "state": (seen or {}).get("state", SERVING if seen else None)}
+                self.holders[PRIMARY] = h
             except Exception as exc:
                 log.debug("reading the primary lease: %s", exc)
             await asyncio.sleep(0.25)
@@ -129,9 +201,13 @@ class ClusterNode:
                 kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
                                        self.names.bucket("leases"), self.cluster.replicas,
                                        ttl=self.cluster.lease_s)
+                self._marks_kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
+                                                   self.names.bucket("marks"),
+                                                   self.cluster.replicas)
                 self.leases = LeaseManager(kv, self.me.node_id, self.cluster.lease_s,
                                            info={"address": str(self.me.listen),
-                                                 "metrics": str(self.me.metrics)},
+                                                 "metrics": str(self.me.metrics),
+                                                 "state": self.state},
                                            want=[PRIMARY], on_acquired=self._acquired,
                                            on_lost=self._on_lost)
                 return nc
@@ -150,19 +226,29 @@ class ClusterNode:
         try:
             while not stop.is_set():
                 try:
-                    await self._standby(stop)
-                    if stop.is_set():
-                        break
+                    await self._standby_until_primary(stop)
+                except Exception as exc:      # the cluster's state cannot be read, ...
+                    log.error("node %s cannot stand by (%s); retrying",
+                              self.me.node_id, exc or type(exc).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+                if stop.is_set():
+                    break
+                try:
                     await self._serve_as_primary(nc, stop)
                 except Exception as exc:      # a NATS timeout while taking over, ...
-                    log.error("node %s could not serve (%s); standing by again",
-                              self.me.node_id, exc or type(exc).__name__)
-                    await self._give_up_lease()
-                    await asyncio.sleep(1.0)
+                    await self._takeover_failed(exc)
+                finally:
+                    if self._standby is not None and self._standby.stopped:
+                        self._standby = None
+                    if self.state not in (BACKING_OFF, REFUSING):
+                        await self._set_state(STANDBY)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._standby is not None:
+                await self._standby.stop()
             await self._give_up_lease()
             for conn in (nc, self._lease_nc):
                 try:
@@ -172,6 +258,92 @@ class ClusterNode:
                     log.warning("closing the NATS connection: %s", exc)
         return 0
 
+    async def _takeover_failed(self, exc: BaseException) -> None:
+        """The lease is given up at once, so another node can try, and this node does not
+        take it again for a while (doubling, bounded): holding a lease it cannot serve with,
+        or winning it back every second, would keep every client away (a livelock). A stream
+        that lost acknowledged records is refused the same way, louder: it may catch up when
+        the servers that hold the records come back, and the node tries again by itself."""
+        if isinstance(exc, StreamBehind):
+            await self._refuse(exc)
+            return
+        self.takeover_failures += 1
+        self._next_backoff()
+        await self._give_up_lease()
+        log.error("node %s could not take over (%s): it gave the primary lease up for another "
+                  "node and will not take it again for %.1fs (%d failed takeovers in a row)",
+                  self.me.node_id, exc or type(exc).__name__, self.backoff_s,
+                  self._failures_in_row)
+        await self._set_state(BACKING_OFF)
+
+    def _next_backoff(self) -> float:
+        self._failures_in_row += 1
+        delay = min(TAKEOVER_BACKOFF_MAX_S,
+                    TAKEOVER_BACKOFF_S * 2 ** min(self._failures_in_row - 1, 16))
+        self.backoff_s = delay * random.uniform(0.9, 1.1)    # two nodes do not stay in step
+        if self.leases is not None:
+            self.leases.hold_off(PRIMARY, self.backoff_s)
+        return self.backoff_s
+
+    async def _refuse(self, exc: StreamBehind) -> None:
+        self.takeover_failures += 1
+        self.refusal, self.stream_missing = str(exc), exc.missing
+        delay = self._next_backoff()
+        await self._give_up_lease()
+        log.critical(
+            "node %s REFUSES TO SERVE: %s. Serving from this stream would lose copies and give "
+            "their target sequence numbers again. This node keeps its local journal (%s) and "
+            "tries again in %.1fs: bring back the NATS servers that hold the missing records "
+            "(the stream catches up by itself). If the records are gone for good, stop every "
+            "node, keep %s (it holds the records up to the acknowledged one), reconcile the "
+            "targets, then delete %s on every node and the key %s of bucket %s before "
+            "starting again.", self.me.node_id, exc, self.config.gateway.data_dir / "journal",
+            delay, self.config.gateway.data_dir / "journal", MARK_FILE_NAME, MARK_KEY,
+            self.names.bucket("marks"))
+        await self._set_state(REFUSING)
+
+    async def _check_marks(self, js: Any, first: int, last: int) -> None:
+        """Refuse (:class:`~.marks.StreamBehind`) a stream that lacks a record this node, or
+        the cluster, saw acknowledged; the node's own mark is shared so that every other
+        node refuses that stream too."""
+        local = self.mark_file.read()
+        shared = await shared_mark(self._marks_kv, self.names.journal)
+        for mark, where in ((local, f"this node's {self.mark_file.path}"),
+                            (shared, f"the cluster's {self.names.bucket('marks')}/{MARK_KEY}")):
+            if mark is None:
+                continue
+            problem = await stream_problem(js, self.names.journal, first, last, mark)
+            if problem is not None:
+                if local is not None and (shared is None or shared.seq < local.seq):
+                    try:
+                        await asyncio.wait_for(raise_shared_mark(self._marks_kv, local), 5)
+                    except Exception as exc:
+                        log.warning("sharing the journal mark: %s", exc)
+                raise StreamBehind(f"{problem[0]} (as {where} says)", problem[1])
+
+    async def _keep_marks(self, replog: Any) -> None:
+        """While serving: the acknowledged mark, in the node's file and in the cluster."""
+        shared = 0
+        while True:
+            self._write_mark(replog)
+            written = self.mark_file.written
+            if written is not None and written.seq > shared:
+                try:
+                    await asyncio.wait_for(raise_shared_mark(self._marks_kv, written), 2)
+                    shared = written.seq
+                except Exception as exc:
+                    log.debug("sharing the journal mark: %s", exc)
+            await asyncio.sleep(MARK_EVERY_S)
+
+    def _write_mark(self, replog: Any) -> None:
+        seq, rid = replog.acked_mark
+        if seq <= 0:
+            return
+        try:
+            self.mark_file.write(Mark(self.names.journal, seq, rid))
+        except OSError as exc:
+            log.error("cannot write the journal mark %s: %s", self.mark_file.path, exc)
+
     async def _give_up_lease(self) -> None:
         if self.leases is not None and self.leases.held:
             self._primary.clear()
@@ -180,29 +352,44 @@ class ClusterNode:
             except Exception as exc:
                 log.warning("releasing the lease: %s", exc)
 
-    async def _standby(self, stop: asyncio.Event) -> None:
+    async def _standby_until_primary(self, stop: asyncio.Event) -> None:
         """Listen and answer every correctly signed Logon with the serving node's address,
-        until this node holds the primary lease (or ``stop``)."""
-        if self.serving():
-            return
-        standby = Standby(self.config, lambda comp: elsewhere_text(comp, self._holder()),
-                          self.metrics)
-        await standby.start()
-        log.info("node %s standing by on %s", self.me.node_id, self.me.listen)
-        try:
+        until this node holds the primary lease (or ``stop``). The standby listener stays up
+        through the takeover (its Logouts then say "taking over") until the gateway is about
+        to listen in its place."""
+        if self._standby is None:
+            standby = Standby(self.config, lambda comp: elsewhere_text(comp, self._holder()),
+                              self.metrics, self.health)
+            try:
+                await standby.start()
+            except BaseException:
+                await standby.stop()
+                raise
+            self._standby = standby
+            log.info("node %s standing by on %s", self.me.node_id, self.me.listen)
+        while not self.serving() and not stop.is_set():
+            left = (self.leases.holding_off(PRIMARY)
+                    if self.leases is not None and self.state == BACKING_OFF else 0.0)
+            if self.state == BACKING_OFF and not left:
+                await self._set_state(STANDBY)      # it takes the lease again when free
             waits = [asyncio.ensure_future(self._primary.wait()),
                      asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-        finally:
-            await standby.stop()
+            try:
+                await asyncio.wait(waits, timeout=left + 0.05 if left else None,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
 
     async def _serve_as_primary(self, nc: Any, stop: asyncio.Event) -> None:
         t0 = time.monotonic()
         self._lost.clear()
-        info = await nc.jetstream(timeout=5).stream_info(self.names.journal)
+        await self._set_state(TAKING_OVER)
+        js = nc.jetstream(timeout=5)
+        info = await js.stream_info(self.names.journal)
         last = int(info.state.last_seq)
+        # before the local copy is replaced: the stream must hold what was acknowledged
+        await self._check_marks(js, int(info.state.first_seq), last)
         data_dir = self.config.gateway.data_dir
         journal = await rebuild(nc, self.names, data_dir / "journal", last)
         gw_stop = asyncio.Event()
@@ -213,10 +400,8 @@ class ClusterNode:
         try:
             await replog.take_over(after=last)
         except Fenced as exc:
-            log.error("node %s could not take over the journal: %s", self.me.node_id, exc)
             await replog.close()
-            await self._give_up_lease()
-            return
+            raise Fenced(f"could not take over the journal: {exc}") from None
         if not self.serving():
             await replog.close()
             return
@@ -237,7 +422,19 @@ class ClusterNode:
         gw.acceptor.admit = admit
         self.metrics.attach(gw.registry)
         self.takeovers += 1
-        await gw.start()
+        if self._standby is not None:                 # the gateway listens in its place
+            await self._standby.stop()
+        marks = asyncio.create_task(self._keep_marks(replog), name="journal-marks")
+        try:
+            await gw.start()
+        except BaseException:
+            marks.cancel()
+            await asyncio.gather(marks, return_exceptions=True)
+            raise
+        self._failures_in_row = 0
+        self.backoff_s = 0.0
+        self.refusal, self.stream_missing = "", 0
+        await self._set_state(SERVING)
         log.warning("node %s serves every session (took over in %.3fs at stream sequence %d)",
                     self.me.node_id, time.monotonic() - t0, last)
 
@@ -253,6 +450,9 @@ class ClusterNode:
             await gw.serve(gw_stop)
         finally:
             watcher.cancel()
+            marks.cancel()
+            await asyncio.gather(marks, return_exceptions=True)
+            self._write_mark(replog)          # the last acknowledgements, before it goes
             await replog.close()
             self.gateway = None
         if self._lost.is_set():
@@ -289,7 +489,8 @@ class Standby:
     is authenticated against the cluster's key pairs: nobody else learns anything)."""
 
     def __init__(self, config: GatewayConfig, text_for: Any,
-                 metrics: ClusterMetrics | None = None) -> None:
+                 metrics: ClusterMetrics | None = None,
+                 health: Callable[[], tuple[bool, str]] | None = None) -> None:
         from ..auth import LogonAuthenticator, SessionAuth
         from ..auth.canonical import required_tags
         from ..state import open_state
@@ -315,6 +516,8 @@ class Standby:
         if metrics is not None:
             metrics.attach(self.registry)
         self._http: Any = None
+        self.health = health or (lambda: (True, "standing by"))
+        self.stopped = False
 
     async def start(self) -> None:
         g = self.config.gateway
@@ -325,11 +528,14 @@ class Standby:
         # a standby answers /metrics too (its lease state) and /healthz (up, standing by)
         with listening("gateway.metrics", g.metrics.host, g.metrics.port):
             self._http = await serve_http(g.metrics.host, g.metrics.port, self.registry,
-                                          lambda: (True, "standing by"),
+                                          self.health,
                                           ssl=server_ssl_context(g.metrics_tls),
                                           bearer_token=metrics_token(g.metrics_token_file))
 
     async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         if self._timers is not None:
             self._timers.cancel()
             await asyncio.gather(self._timers, return_exceptions=True)

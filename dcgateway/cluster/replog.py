@@ -101,6 +101,7 @@ class ReplicatedLog:
         self.next_seq = 0                 # sequence the next append will get
         self.last_id = ""                 # message id of the last record appended
         self.acked = 0                    # everything up to here is stored
+        self._acked_id = (0, "")          # (seq, message id) of the last acked record known
         self.fenced = False
         self.queued: deque[Pending] = deque()       # appended, not sent yet
         self.inflight: deque[Pending] = deque()     # sent, not acknowledged, in order
@@ -142,6 +143,7 @@ class ReplicatedLog:
                 continue
             self.next_seq = ack.seq + 1
             self.acked = ack.seq
+            self._acked_id = (ack.seq, takeover_id)
             self.last_id = takeover_id
             self.fenced = False
             log.warning("writer %s took over stream %s at sequence %d", self.writer,
@@ -208,10 +210,19 @@ class ReplicatedLog:
             self.acked += 1
             advanced = True
             while self.inflight and self.inflight[0].seq <= self.acked:
-                self.ack_latencies.append(now - self.inflight.popleft().sent_at)
+                p = self.inflight.popleft()
+                self.ack_latencies.append(now - p.sent_at)
+                self._acked_id = (p.seq, p.headers.get(MSG_ID, ""))
         if advanced:
             self.on_acked(self.acked)
             self._wake.set()
+
+    @property
+    def acked_mark(self) -> tuple[int, str]:
+        """(sequence, message id) of the last acknowledged record; the id is "" when this
+        writer did not send that record itself (:mod:`.marks`)."""
+        seq, rid = self._acked_id
+        return self.acked, rid if seq == self.acked else ""
 
     # -- failures: resynchronise or stop ----------------------------------------------------------
 

@@ -42,7 +42,8 @@ __all__ = ["serve_http", "Health", "MAX_REQUEST_BYTES", "REQUEST_TIMEOUT", "WRIT
 
 log = logging.getLogger(__name__)
 
-#: ``health() -> (ok, reason)``: 200 ``ok`` while ``ok``, else 503 with ``reason``.
+#: ``health() -> (ok, reason)``: 200 with ``reason`` (or ``ok``) while ``ok``, else 503 with
+#: ``reason``.
 Health = Callable[[], tuple[bool, str]]
 
 MAX_REQUEST_BYTES = 8192        # request line + headers
@@ -151,10 +152,9 @@ class _Handler:
         except Exception as exc:
             log.exception("health check failed")
             ok, reason = False, f"health check failed: {type(exc).__name__}"
-        if ok:
-            return _Response(200, b"ok\n")
-        text = " ".join(str(reason or "unhealthy").split())[:200]   # one line, bounded
-        return _Response(503, text.encode("utf-8", "replace") + b"\n")
+        # 200 with the check's own word ("ok"; a cluster standby: "standing by", ...)
+        text = " ".join(str(reason or ("ok" if ok else "unhealthy")).split())[:200]  # one line
+        return _Response(200 if ok else 503, text.encode("utf-8", "replace") + b"\n")
 
     def respond(self, req: _Request) -> _Response:
         route = self.routes.get(req.path)
