@@ -56,7 +56,7 @@ from .marks import (
     stream_problem,
 )
 from .metrics import ClusterMetrics
-from .replog import Fenced, ensure_stream
+from .replog import Fenced, ReplicatedLog, ensure_stream
 
 log = logging.getLogger("dcgateway.cluster")
 
@@ -385,14 +385,45 @@ class ClusterNode:
         t0 = time.monotonic()
         self._lost.clear()
         await self._set_state(TAKING_OVER)
+        taken = await self._take_over_journal(nc)
+        if taken is None:
+            return
+        journal, replog, last = taken
+        gw, gate, marks = await self._start_gateway(journal, replog)
+        log.warning("node %s serves every session (took over in %.3fs at stream sequence %d)",
+                    self.me.node_id, time.monotonic() - t0, last)
+        gw_stop = asyncio.Event()
+
+        async def until_lost() -> None:
+            await asyncio.wait([asyncio.ensure_future(self._lost.wait()),
+                                asyncio.ensure_future(stop.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if self._lost.is_set():
+                gate.lost()
+            gw_stop.set()
+        watcher = asyncio.create_task(until_lost())
+        try:
+            await gw.serve(gw_stop)
+        finally:
+            watcher.cancel()
+            marks.cancel()
+            await asyncio.gather(marks, return_exceptions=True)
+            self._write_mark(replog)          # the last acknowledgements, before it goes
+            await replog.close()
+            self.gateway = None
+        if self._lost.is_set():
+            log.error("node %s stopped serving (lease lost or journal fenced)", self.me.node_id)
+
+    async def _take_over_journal(self, nc: Any
+                                 ) -> tuple[ClusterJournal, ReplicatedLog, int] | None:
+        """The stream checked against what was acknowledged (before the local copy is replaced),
+        the local journal rebuilt from it, and the writer's role taken: (journal, log, the
+        stream's last sequence); None when the lease went meanwhile."""
         js = nc.jetstream(timeout=5)
         info = await js.stream_info(self.names.journal)
         last = int(info.state.last_seq)
-        # before the local copy is replaced: the stream must hold what was acknowledged
         await self._check_marks(js, int(info.state.first_seq), last)
-        data_dir = self.config.gateway.data_dir
-        journal = await rebuild(nc, self.names, data_dir / "journal", last)
-        gw_stop = asyncio.Event()
+        journal = await rebuild(nc, self.names, self.config.gateway.data_dir / "journal", last)
 
         def fenced() -> None:
             self._lost.set()
@@ -404,8 +435,14 @@ class ClusterNode:
             raise Fenced(f"could not take over the journal: {exc}") from None
         if not self.serving():
             await replog.close()
-            return
-        shutil.rmtree(data_dir / "sessions", ignore_errors=True)   # a cache of the stream
+            return None
+        return journal, replog, last
+
+    async def _start_gateway(self, journal: ClusterJournal, replog: ReplicatedLog
+                             ) -> tuple[Gateway, Gate, asyncio.Task[None]]:
+        """The gateway on the rebuilt journal, listening in the standby's place: (gateway, its
+        fence gate, the task keeping the acknowledged marks)."""
+        shutil.rmtree(self.config.gateway.data_dir / "sessions", ignore_errors=True)  # a cache
         gw = Gateway(self.config, journal=journal,
                      committer_factory=lambda g: ClusterCommitter(journal, g._on_durable,
                                                                   self.serving))
@@ -435,28 +472,7 @@ class ClusterNode:
         self.backoff_s = 0.0
         self.refusal, self.stream_missing = "", 0
         await self._set_state(SERVING)
-        log.warning("node %s serves every session (took over in %.3fs at stream sequence %d)",
-                    self.me.node_id, time.monotonic() - t0, last)
-
-        async def until_lost() -> None:
-            await asyncio.wait([asyncio.ensure_future(self._lost.wait()),
-                                asyncio.ensure_future(stop.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
-            if self._lost.is_set():
-                gate.lost()
-            gw_stop.set()
-        watcher = asyncio.create_task(until_lost())
-        try:
-            await gw.serve(gw_stop)
-        finally:
-            watcher.cancel()
-            marks.cancel()
-            await asyncio.gather(marks, return_exceptions=True)
-            self._write_mark(replog)          # the last acknowledgements, before it goes
-            await replog.close()
-            self.gateway = None
-        if self._lost.is_set():
-            log.error("node %s stopped serving (lease lost or journal fenced)", self.me.node_id)
+        return gw, gate, marks
 
     def _adopt_sessions(self, gw: Gateway, journal: ClusterJournal) -> None:
         """Every session continues the sequence numbers the stream recorded, and records its

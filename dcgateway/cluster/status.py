@@ -14,6 +14,7 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from ..config import GatewayConfig
+from ..config.cluster import ClusterSettings
 from ..errors import DcGatewayError
 from .connect import ClusterUnavailable, Names, connect, unavailable
 from .leases import PRIMARY, lease_key, node_key
@@ -42,62 +43,82 @@ async def _status(config: GatewayConfig) -> dict[str, Any]:
                            max_reconnect_attempts=1, error_level=logging.DEBUG)
     try:
         js = nc.jetstream(timeout=5)
-        now = time.time()
-        entries: dict[str, dict[str, Any]] = {}
-        with _doing(config, f"reading the leases bucket {names.bucket('leases')}"):
-            try:
-                kv = await js.key_value(names.bucket("leases"))
-                for key in [lease_key(PRIMARY)] + [node_key(n.node_id) for n in c.nodes]:
-                    try:
-                        e = await kv.get(key)
-                    except KeyNotFoundError:
-                        continue
-                    if e.value:
-                        entries[key] = json.loads(e.value)
-            except (NotFoundError, KeyNotFoundError):
-                pass
+        entries = await _lease_entries(config, js, names)
         primary = entries.get(lease_key(PRIMARY))
-        nodes = []
-        for n in c.nodes:
-            seen = entries.get(node_key(n.node_id))
-            holds = bool(primary and primary.get("node") == n.node_id and seen is not None)
-            # what the node says it does (its presence entry): holding the lease is not
-            # serving while its takeover runs (or failed)
-            state = (seen.get("state", "serving" if holds else "standby") if seen is not None
-                     else None)
-            nodes.append({
-                "node_id": n.node_id, "address": str(n.listen), "metrics": str(n.metrics),
-                "alive": seen is not None, "state": state, "holds_lease": holds,
-                "refusal": seen.get("refusal") if seen is not None else None,
-                "last_renewal_s": round(now - seen["renewed"], 1) if seen else None,
-                "serving": holds and state == "serving"})
+        nodes = _nodes(c, entries, primary, time.time())
         holder = primary.get("node") if primary else None
         serving = next((n["node_id"] for n in nodes if n["serving"]), None)
         sessions = [{"comp_id": s.comp_id, "role": s.role, "node": serving,
                      "address": primary.get("address") if primary and serving else None}
                     for s in config.sessions]
-        stream: dict[str, Any] = {"name": names.journal}
-        with _doing(config, f"reading the journal stream {names.journal}"):
-            try:
-                info = await js.stream_info(names.journal)
-                st, cl = info.state, info.cluster
-                stream.update({
-                    "messages": st.messages, "bytes": st.bytes, "first_seq": st.first_seq,
-                    "last_seq": st.last_seq, "replicas": info.config.num_replicas,
-                    "leader": cl.leader if cl else None,
-                    "followers": [{"name": r.name, "current": bool(r.current),
-                                   "offline": bool(r.offline), "lag": r.lag}
-                                  for r in (cl.replicas or [])] if cl else []})
-            except NotFoundError:
-                stream["missing"] = True
         return {"cluster": c.name, "servers": list(c.nats.servers), "lease_s": c.lease_s,
                 "primary": serving, "lease_holder": holder, "nodes": nodes,
-                "sessions": sessions, "stream": stream}
+                "sessions": sessions, "stream": await _stream(config, js, names)}
     finally:
         try:
             await asyncio.wait_for(nc.close(), 5)
         except Exception:
             pass
+
+
+async def _lease_entries(config: GatewayConfig, js: Any, names: Names
+                         ) -> dict[str, dict[str, Any]]:
+    """The primary lease and every node's presence entry, as they are in the leases bucket."""
+    assert config.cluster is not None
+    entries: dict[str, dict[str, Any]] = {}
+    with _doing(config, f"reading the leases bucket {names.bucket('leases')}"):
+        try:
+            kv = await js.key_value(names.bucket("leases"))
+            for key in [lease_key(PRIMARY)] + [node_key(n.node_id)
+                                                for n in config.cluster.nodes]:
+                try:
+                    e = await kv.get(key)
+                except KeyNotFoundError:
+                    continue
+                if e.value:
+                    entries[key] = json.loads(e.value)
+        except (NotFoundError, KeyNotFoundError):
+            pass
+    return entries
+
+
+def _nodes(c: ClusterSettings, entries: dict[str, dict[str, Any]], primary: dict[str, Any] | None,
+           now: float) -> list[dict[str, Any]]:
+    """One row per configured node: alive, what it says it does, whether it serves."""
+    nodes = []
+    for n in c.nodes:
+        seen = entries.get(node_key(n.node_id))
+        holds = bool(primary and primary.get("node") == n.node_id and seen is not None)
+        # what the node says it does (its presence entry): holding the lease is not serving
+        # while its takeover runs (or failed)
+        state = (seen.get("state", "serving" if holds else "standby") if seen is not None
+                 else None)
+        nodes.append({
+            "node_id": n.node_id, "address": str(n.listen), "metrics": str(n.metrics),
+            "alive": seen is not None, "state": state, "holds_lease": holds,
+            "refusal": seen.get("refusal") if seen is not None else None,
+            "last_renewal_s": round(now - seen["renewed"], 1) if seen else None,
+            "serving": holds and state == "serving"})
+    return nodes
+
+
+async def _stream(config: GatewayConfig, js: Any, names: Names) -> dict[str, Any]:
+    """The journal stream: size, sequences, replicas, leader and followers (or missing)."""
+    stream: dict[str, Any] = {"name": names.journal}
+    with _doing(config, f"reading the journal stream {names.journal}"):
+        try:
+            info = await js.stream_info(names.journal)
+            st, cl = info.state, info.cluster
+            stream.update({
+                "messages": st.messages, "bytes": st.bytes, "first_seq": st.first_seq,
+                "last_seq": st.last_seq, "replicas": info.config.num_replicas,
+                "leader": cl.leader if cl else None,
+                "followers": [{"name": r.name, "current": bool(r.current),
+                               "offline": bool(r.offline), "lag": r.lag}
+                              for r in (cl.replicas or [])] if cl else []})
+        except NotFoundError:
+            stream["missing"] = True
+    return stream
 
 
 def cluster_status(config: GatewayConfig, timeout: float = 15.0) -> dict[str, Any]:
