@@ -56,6 +56,11 @@ class Actor:
         return self.principal.name
 
 
+#: A target that is another entity's, or no session at all: the same words to a firm's
+#: administrator (the store's own message names the other entity).
+_OTHER_TARGET_RE = re.compile(r"^(?:'([^']*)' belongs to entity [^;]*|unknown session '([^']*)')")
+
+
 def problems_to_errors(problems: list[str], index: int,
                        names: Mapping[int, str]) -> list[dict[str, str]]:
     """The group store's problems (``refused: groups[3].targets[1]: ...; expected ...``) as
@@ -68,6 +73,10 @@ def problems_to_errors(problems: list[str], index: int,
             errors.append({"path": "", "message": problem.removeprefix("refused: ")})
             continue
         where, path, message = m.group(1), m.group(2) or "", m.group(3)
+        if path.startswith("targets["):
+            message = _OTHER_TARGET_RE.sub(
+                lambda t: f"'{t.group(1) or t.group(2)}' is not a target session of this "
+                          "entity", message)
         if where is not None and int(where) != index:
             message = f"group {names.get(int(where), where)}: {message}"
         errors.append({"path": path, "message": message})

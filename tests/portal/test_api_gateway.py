@@ -125,6 +125,17 @@ async def test_refused_groups_answer_422_with_paths_relative_to_the_entry(start_
     assert set(by_path) == {"filters.categories[0]", "targets[1]"}
     assert "'fills' is not allowed" in by_path["filters.categories[0]"]
     assert "source session" in by_path["targets[1]"] and "expected" in by_path["targets[1]"]
+    # another firm's target and no session at all: the same words, naming no other entity
+    tina, _ = await s.logged_in("tina")
+    answers = []
+    for target in ("CLR001N", "NOSUCH1"):
+        r = await tina.post("/entities/TRADECO/groups", json={**GROUP, "targets": [target]})
+        assert r.status_code == 422, r.text
+        [message] = [e["message"] for e in r.json()["errors"] if e["path"] == "targets[0]"]
+        answers.append(message.replace(target, "X"))
+        assert "CLEARCO" not in r.text
+    assert answers[0] == answers[1] and answers[0].startswith(
+        "'X' is not a target session of this entity")
     assert (await refused({**GROUP, "entity": "TRADECO"}))[0]["path"] == "entity"
     assert (await refused({"name": "x"}))[0]["path"] in ("front_end", "filters", "sources",
                                                          "targets")
