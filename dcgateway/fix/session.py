@@ -132,6 +132,9 @@ class FixSession(SequenceHandling, LogonHandling):
         self._last_sent = now
         self._logout_sent_at = now
         self._ending = False                # an error Logout was sent (see _fatal)
+        #: the MsgSeqNum of the Logout we sent (0: none): after it, FIX lets us send nothing
+        #: more unless the peer asks for a resend; a drop copy target's copies stop there
+        self.logout_seq = 0
         self._logout_deadline = now
         self._test_req_id: bytes | None = None
         self._test_req_at = now
@@ -274,7 +277,7 @@ class FixSession(SequenceHandling, LogonHandling):
         self._transition("send_logout")
         self._logout_sent_at = now
         body = (b"58=" + text_value(text) + b"\x01" if text else b"") + extra
-        self._send(M.LOGOUT, body, now)
+        self.logout_seq = self._send(M.LOGOUT, body, now)
 
     def _disconnect(self, reason: str) -> None:
         if self._closed:

@@ -231,6 +231,10 @@ class FixConnection(asyncio.Protocol):
         if outbox is None or self._paused or self._closing or self.transport is None:
             return
         try:
+            session = self.session
+            if session is not None and session.logout_seq and \
+                    outbox.cursor > session.logout_seq:
+                return      # our Logout is out: nothing more on this connection (FIX Vol. 2)
             durable = outbox.journal.durable_lsn
             catching_up = outbox.spill_from is not None
             t0 = time.perf_counter()

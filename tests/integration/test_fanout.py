@@ -329,6 +329,36 @@ async def test_a_change_the_running_gateway_refuses_is_undone_and_an_error(folde
     assert not audit.exists() or "group_create" not in audit.read_text()   # nothing changed
 
 
+async def test_after_its_error_logout_a_target_gets_nothing_more_until_it_logs_on_again(
+        folder, start_gateway):
+    """FIX Vol. 2 "Logout": the initiator sends nothing after its Logout. A target whose message
+    had a wrong CompID (Test Case 2.i: Reject, Logout, a grace for the peer's Logout) gets no
+    copy in that grace; the copy is its next seq, received on its next Logon by a resend."""
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N", "CLRFIX44")
+    target = cl["CLRFIX44"]
+    target.send_raw(target.build("0", sender="CLRWRONG"))
+    got = []
+    while not got or get(got[-1], 35) != "5":            # the Reject, then the Logout
+        m = await target.recv(5)
+        assert m is not None
+        got.append(m)
+    logout_seq = int(get(got[-1], 34))
+    cl["ABC123N"].send("8", fill(exec_id="AFTER"))
+    after = await target.wait_closed(10)                 # the grace runs out: closed
+    assert [get(m, 35) for m in after if get(m, 35) not in ("0", "1")] == []
+    await target.close()
+    again = gw.client("CLRFIX44")
+    again.next_seq = target.next_seq                     # its own sequence goes on
+    reply = await again.logon()
+    assert (get(reply, 35), int(get(reply, 34))) == ("A", logout_seq + 2)   # the copy: +1
+    again.send("2", [(7, logout_seq + 1), (16, logout_seq + 1)])
+    [copy] = await drain(again, count=1)
+    assert (get(copy, 35), get(copy, 17), get(copy, 43)) == ("8", "AFTER", "Y")
+    await again.close()
+    await close_all({k: v for k, v in cl.items() if k != "CLRFIX44"})
+
+
 async def test_copies_survive_a_gateway_restart(folder, start_gateway):
     gw = await start_gateway(folder)
     cl = await connect_all(gw, "ABC123N")

@@ -90,6 +90,7 @@ class FakeSession:
         self.resend_backlog = 0               # slices of a ResendRequest still to answer
         self.perf: FakeClock | None = None    # advanced by ``slice_cost`` per slice answered
         self.slice_cost = 0.0
+        self.logout_seq = 0                   # the seq of the Logout the session sent (0: none)
 
     def continue_resend(self, now: float) -> None:
         if self.resend_backlog:
