@@ -90,10 +90,15 @@ CATEGORY_BY_MSG_TYPE: Mapping[bytes, str] = {
 #: D restated, E pending replace, I order status, ...) is an acknowledgment.
 EXEC_TYPE_TRADES: frozenset[bytes] = frozenset({b"F", b"1", b"2", b"G", b"H"})
 _EXEC_TYPE_CATEGORY: Mapping[bytes, str] = {v: EXECUTION for v in EXEC_TYPE_TRADES}
+#: FIX 4.2 ExecTransType (20) = 3, Status: the report restates an order (its 150 = 1/2 says it
+#: has traded, not that it traded now); an acknowledgment, never a fill to book again (FIX 4.4
+#: says the same with ExecType I, Order Status, which a 4.2 status report translates to).
+_STATUS = b"3"
 
 
 def execution_report_category(msg: RawMessage) -> str:
-    """ExecutionReport (35=8): ``execution`` for a trade, else ``acknowledgment``.
+    """ExecutionReport (35=8): ``execution`` for a trade, else ``acknowledgment`` (a FIX 4.2
+    status report, ExecTransType 3, is an acknowledgment whatever its ExecType).
 
     A report without ExecType (FIX 4.2+ requires it, but a sloppy source may omit it) is judged
     the FIX 4.0/4.1 way: a non-zero LastQty/LastShares (32) means shares traded. Erring towards
@@ -101,7 +106,10 @@ def execution_report_category(msg: RawMessage) -> str:
     report it did not ask for."""
     exec_type = msg.get(T.EXEC_TYPE)
     if exec_type is not None:
-        return _EXEC_TYPE_CATEGORY.get(exec_type, ACKNOWLEDGMENT)
+        category = _EXEC_TYPE_CATEGORY.get(exec_type, ACKNOWLEDGMENT)
+        if category is EXECUTION and msg.get(T.EXEC_TRANS_TYPE) == _STATUS:
+            return ACKNOWLEDGMENT     # FIX 4.2 ExecTransType 3 (Status): a restatement
+        return category
     try:
         traded = float(msg.get(T.LAST_QTY) or 0) > 0
     except ValueError:

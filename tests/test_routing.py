@@ -58,6 +58,15 @@ def test_non_trade_execution_reports_are_acknowledgments(begin, exec_type):
     assert category(make("8", begin=begin, tag_150=exec_type, tag_32=None)) == "acknowledgment"
 
 
+@pytest.mark.parametrize("exec_type", ["1", "2"])
+def test_a_fix42_status_report_is_an_acknowledgment_whatever_its_exec_type(exec_type):
+    """ExecTransType 3 (Status) restates an order that has traded: a clearing firm taking
+    fills only must not book it again (FIX 4.4 says the same with ExecType I)."""
+    assert category(make("8", tag_150=exec_type, tag_20="3")) == "acknowledgment"
+    assert category(make("8", tag_150=exec_type, tag_20="0")) == "execution"
+    assert category(make("8", tag_150=exec_type, tag_20="1")) == "execution"   # a bust
+
+
 def test_unknown_exec_type_is_an_acknowledgment():
     assert category(make("8", tag_150="Z")) == "acknowledgment"
 
