@@ -109,8 +109,12 @@ class Fanout:
         return plan
 
     def _apply_front_ends(self) -> None:
+        """Each target's copies take its groups' front end. A target no group reaches any more
+        keeps the one it had: the copies routed to it before (journaled, perhaps not yet
+        delivered, or asked for again) were routed in that format, which can carry them (an
+        ilink2 envelope carries any message; the target's own dictionary may not)."""
         for o in self.outboxes.values():
-            o.front_end = self.table.front_end_of(o.comp_id) or o.default_front_end
+            o.front_end = self.table.front_end_of(o.comp_id) or o.front_end
 
     # -- from sources -------------------------------------------------------------------------
 

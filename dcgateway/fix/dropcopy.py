@@ -25,8 +25,9 @@ Two front end systems (docs/venue.md "Drop copy"):
     for them.
 
 On retransmission (docs/venue.md: "business messages are re-sent with 43=Y and 122") the copy gets
-PossDupFlag 43=Y. A ``fix`` copy keeps its 122 (the source's time); an ``ilink2`` copy gets 122 =
-the SendingTime of the copy's first transmission, which the caller must pass.
+PossDupFlag 43=Y. A ``fix`` copy keeps its 122 (the source's time); an ``ilink2`` copy gets the
+122 the caller passes: the gateway passes the time it received the source message (the copy's
+first SendingTime is not kept; it was at or after that time, so 122 <= 52 holds).
 """
 
 from __future__ import annotations

@@ -258,6 +258,32 @@ async def test_a_groups_file_is_read_once_it_stays_the_same():
     assert reloads == ["written"]
 
 
+async def test_a_target_keeps_its_format_when_its_last_group_goes(folder, start_gateway):
+    """Copies routed in a group's format stay in it when the group is deleted before the
+    target took them: an ilink2 envelope carries a 35=BZ that the target's own FIX 4.4
+    dictionary could not (it would be gap-filled: lost to the target)."""
+    (folder / "groups.yaml").write_text(
+        "groups:\n  - {entity: CLEARCO, name: mass, front_end: ilink2, filters: {categories: "
+        "[mass_action]}, sources: [ABC123N], targets: [CLRFIX44]}\n")
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N")
+    cl["ABC123N"].send("BZ", [(1369, "MA1"), (1373, 1), (1374, 7), (1375, 1), (55, "ESZ6")])
+    cl["ABC123N"].send("1", [(112, "sync")])
+    await cl["ABC123N"].expect("0", skip=())
+    (folder / "groups.yaml").write_text("groups: []\n")
+    assert gw.gw.reload_groups() is True
+    target = gw.client("CLRFIX44")
+    reply = await target.logon()
+    assert (get(reply, 35), get(reply, 34)) == ("A", "2")     # the copy took seq 1
+    target.send("2", [(7, 1), (16, 1)])
+    [copy] = await drain(target, count=1)
+    assert get(copy, 35) == "n" and get(copy, 43) == "Y"
+    inner = Decoder().feed(unwrap_rtrf(Decoder().feed(copy.encode())[0]))[0]
+    assert inner.msg_type == b"BZ" and inner.get(1369) == b"MA1"
+    await target.close()
+    await close_all(cl)
+
+
 async def test_a_groups_file_that_holds_nothing_does_not_empty_the_routing(folder,
                                                                             start_gateway):
     """An empty file, comments only, or ``groups:`` without a list is what a file being written
