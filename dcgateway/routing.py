@@ -182,6 +182,28 @@ def compile_checks(filters: Filters) -> tuple[Check, ...]:
                  if (cond := getattr(filters, name)) is not None)
 
 
+#: MsgTypes with one entry per side (NoSides, 552): a cross order's account (1) and side (54)
+#: appear once per side. NewOrderCross, CrossOrderCancelReplaceRequest, CrossOrderCancelRequest.
+MULTI_SIDE_MSG_TYPES: frozenset[bytes] = frozenset({b"s", b"t", b"u"})
+
+
+def _matches_any_side(msg: RawMessage, checks: tuple[Check, ...]) -> bool:
+    """A message with several values of a filtered tag (a cross order's sides) meets a
+    condition when one of its values does: a firm clearing either side's account gets it,
+    whichever side comes first."""
+    values: dict[int, list[bytes]] = {}
+    for tag, value in msg.fields():
+        values.setdefault(tag, []).append(value)
+    for tag, include, exclude in checks:
+        found = values.get(tag, [])
+        if include is not None:
+            if not any(v in include for v in found):
+                return False
+        elif found and all(v in exclude for v in found):
+            return False
+    return True
+
+
 def compile_fields(filters: Filters) -> FieldPredicate | None:
     """A predicate over the field conditions only (account, symbol, security exchange, side,
     SenderSubID), or None when ``filters`` has none: the caller then skips the call."""
@@ -190,6 +212,8 @@ def compile_fields(filters: Filters) -> FieldPredicate | None:
         return None
 
     def matches(msg: RawMessage) -> bool:
+        if msg.msg_type in MULTI_SIDE_MSG_TYPES:
+            return _matches_any_side(msg, checks)
         get = msg.get
         for tag, include, exclude in checks:
             value = get(tag)

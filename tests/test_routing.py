@@ -152,6 +152,29 @@ def test_categories_only():
     assert compile_fields(Filters(categories=ALL)) is None
 
 
+def test_a_cross_order_meets_a_condition_when_one_of_its_sides_does():
+    """A NewOrderCross (35=s) carries an account (1) and a side (54) per side: a firm clearing
+    either side's account gets it whichever side comes first; an exclude drops it only when
+    every side is excluded."""
+    def cross(first: tuple[str, str], second: tuple[str, str]) -> RawMessage:
+        body = [(548, "X1"), (549, 1), (552, 2)]
+        for side, account in (first, second):
+            body += [(54, side), (11, "C" + side), (1, account), (38, 5)]
+        body += [(55, "ESZ6"), (40, 2), (44, "4500"), (60, "20261124-10:00:00")]
+        return make("s", body=body, begin="FIX.4.4")
+    buy_first, sell_first = cross(("1", "ACCT09"), ("2", "ACCT01")), cross(("2", "ACCT01"),
+                                                                         ("1", "ACCT09"))
+    acct01 = compile_fields(Filters(categories=ALL, account=IncludeExclude(frozenset({"ACCT01"}))))
+    sells = compile_fields(Filters(categories=ALL, side=IncludeExclude(frozenset({"2"}))))
+    not09 = compile_fields(Filters(categories=ALL,
+                                   account=IncludeExclude(None, frozenset({"ACCT09"}))))
+    only09 = compile_fields(Filters(categories=ALL,
+                                    account=IncludeExclude(None, frozenset({"ACCT09", "ACCT01"}))))
+    for msg in (buy_first, sell_first):
+        assert acct01(msg) and sells(msg) and not09(msg) and not only09(msg)
+    assert not acct01(cross(("1", "ACCT09"), ("2", "ACCT07")))
+
+
 def test_combined_conditions_all_must_hold():
     filters = Filters(categories=frozenset({"execution"}),
                       account=IncludeExclude(frozenset({"ACCT01"})),
