@@ -21,8 +21,9 @@ Two front end systems (docs/venue.md "Drop copy"):
     ``35=n`` XMLnonFIX whose XmlDataLen (212) / XmlData (213), standard header fields in FIX 4.2,
     carry the original message complete with its own 8..10, wrapped ``<RTRF>...</RTRF>``. Outer
     header ``49 56 34 [43=Y] 52 [122]``; the source is identified by the inner header. The
-    optional venue fields 57/143/369 of the outer header are left out: the gateway has no value
-    for them.
+    venue's outer header also carries 57 and 143 (echoing the target's own Logon 50 and 142)
+    and 369 (the last MsgSeqNum processed from the target); they are not carried yet (README,
+    "What a target receives").
 
 On retransmission (docs/venue.md: "business messages are re-sent with 43=Y and 122") the copy gets
 PossDupFlag 43=Y. A ``fix`` copy keeps its 122 (the source's time); an ``ilink2`` copy gets the
