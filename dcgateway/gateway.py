@@ -25,6 +25,7 @@ from . import hotpath
 from .auth import LogonAuthenticator, SessionAuth
 from .auth.canonical import required_tags
 from .config import GatewayConfig
+from .errors import DcGatewayError, JournalError, StoreError
 from .fanout import Fanout, Outbox, SendingTimes
 from .fix.dictionary import DictionaryCache
 from .fsutil import private_dir
@@ -58,6 +59,9 @@ from .runtime import (
 from .state import open_state
 
 log = logging.getLogger("dcgateway")
+
+#: How long a stop waits for the journal to become durable (a stalled disk does not hold it).
+STOP_FLUSH_S = 10.0
 
 
 class Gateway:
@@ -216,13 +220,29 @@ class Gateway:
                 await self.acceptor.shutdown()
                 for task in background:
                     task.cancel()
-                await self.committer.flush()
+                await self._flush_before_stop()
                 committer.cancel()
                 if self._http is not None:
                     self._http.close()
                     await self._http.wait_closed()
         finally:
             self.close()
+
+    async def _flush_before_stop(self, timeout: float | None = None) -> None:
+        """The journal made durable before the stop, bounded: on a disk that cannot be written
+        the stop goes on (what was not journaled is asked for again from the sources when they
+        log on to the next start; nothing was acknowledged to them for it)."""
+        assert self.committer is not None
+        timeout = STOP_FLUSH_S if timeout is None else timeout
+        try:
+            await self.committer.flush(timeout=timeout)
+        except (TimeoutError, JournalError) as exc:
+            j = self.journal
+            log.error("stopping without a durable journal (%s): %d records not on the disk; "
+                      "the sources are asked for them again at the next start",
+                      str(exc) or f"not flushed within {timeout:g}s"
+                      + (f": {self.health.reason}" if self.health.reason else ""),
+                      j.appended_lsn - j.durable_lsn)
 
     async def _every_second(self) -> None:
         while True:
@@ -231,11 +251,21 @@ class Gateway:
             self.status.tick()
 
     def close(self) -> None:
+        failed: list[str] = []
         for slot in self.slots.values():
-            slot.store.close()
-        self.journal.close()
+            try:
+                slot.store.close()
+            except (StoreError, OSError) as exc:
+                failed.append(f"session {slot.comp_id}: {exc}")
+        try:
+            self.journal.close()
+        except (JournalError, OSError) as exc:
+            failed.append(f"journal in {self.data_dir / 'journal'}: {exc}")
         self.status.remove()
         self.state.close()
+        if failed:
+            raise DcGatewayError("stopped, but could not close cleanly (it is recovered at the "
+                                 "next start): " + "; ".join(failed))
 
 
 async def _serve(config: GatewayConfig, stop: asyncio.Event) -> int:

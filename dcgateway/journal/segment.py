@@ -43,6 +43,7 @@ not claimed. A roll seals the old segment and switches fds while holding ``_sync
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -182,8 +183,11 @@ class SegmentJournal(ReadsAndMaintenance):
                                          self._create_segment)
         except OSError as e:
             self._release()
+            hint = ("; free space on its filesystem and start again (nothing is lost: the "
+                    "journal is recovered then)" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else "")
             raise JournalError(f"journal recovery in {self.directory} failed: "
-                               f"{e.strerror or e}") from None
+                               f"{e.strerror or e}{hint}") from None
         except JournalError:
             self._release()
             raise

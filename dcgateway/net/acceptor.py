@@ -34,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from ..errors import StoreError
 from ..fix import tags as T
 from ..fix.codec import RawMessage
 from ..fix.session import (
@@ -189,12 +190,14 @@ class Acceptor:
         slot = conn.slot
         if slot is not None and slot.connection is conn:
             slot.connection = None
-            if slot.outbox is not None:
-                slot.store.note_delivered()         # a later reset knows what never left
-                slot.outbox.detach()
             try:
+                if slot.outbox is not None:
+                    try:
+                        slot.store.note_delivered()     # a later reset knows what never left
+                    finally:
+                        slot.outbox.detach()
                 slot.store.sync()
-            except Exception as err:           # a failing disk: logged, the slot is free anyway
+            except (StoreError, OSError) as err:   # a failing disk: logged, the slot is free
                 log.error("session %s: could not sync its state on disconnect: %s",
                           slot.comp_id, err)
             log.info("session %s disconnected (%s)", slot.comp_id,
@@ -328,6 +331,9 @@ class Acceptor:
                 try:
                     conn.session.logout(text, now)
                     conn.pump(now)
+                except (StoreError, OSError) as err:   # a failing disk: the stop goes on
+                    log.error("session %s: no Logout sent: %s", conn.name, err)
+                    conn.close(text, abort=True)
                 except Exception:
                     log.exception("error sending Logout to %s", conn.name)
             else:

@@ -3,8 +3,9 @@ gauge and the Logons refused during a disk outage.
 
 It turns unhealthy when a commit fails (disk full, I/O error) or when a write probe fails (at
 start, so a gateway restarted on a full disk does not claim to be fine, and every ten seconds);
-it turns healthy again when a commit succeeds, or, with nothing waiting to be committed, when a
-probe succeeds. While unhealthy, an authenticated Logon is answered with a Logout saying why
+it turns healthy again when a commit succeeds (unless the last probe failed: writes through files
+already open go on in a journal folder that was removed, which a probe alone notices), or, with
+nothing waiting to be committed, when a probe succeeds. While unhealthy, an authenticated Logon is answered with a Logout saying why
 (sources are asked again for anything not journaled when they come back), and a probe runs once
 a second."""
 
@@ -34,7 +35,8 @@ class JournalHealth:
         self.on_change = on_change
         self.ok = True
         self.reason = ""
-        self._log = RateLimitedLog(log, interval=30.0)
+        self._probe_failed = False   # only a probe clears it: writes through open files may
+        self._log = RateLimitedLog(log, interval=30.0)   # go on in a folder that is gone
 
     def check(self, listening: bool) -> tuple[bool, str]:
         """``/healthz``: (ok, why) from the FIX listener's state and the journal's."""
@@ -71,8 +73,13 @@ class JournalHealth:
         """Apply a probe's outcome (run it here when not given); on the loop thread."""
         error = self.probe_io() if result is False else result
         if error is not None:
-            self.failed(str(error))
+            self._probe_failed = True
+            self._log.log("probe", logging.ERROR, "journal: %s (Logons refused until a write "
+                          "in it succeeds; a journal folder that is gone is lost at a restart)",
+                          error)
+            self._set(False, str(error))
             return False
+        self._probe_failed = False
         if self.journal.appended_lsn <= self.journal.durable_lsn:
             self._set(True)
         return True
@@ -83,7 +90,8 @@ class JournalHealth:
         self._set(False, reason)
 
     def committed(self) -> None:
-        self._set(True)
+        if not self._probe_failed:
+            self._set(True)
 
     async def watch(self, unhealthy_every: float = 1.0, healthy_every: float = 10.0) -> None:
         """Probe once a second while unhealthy, every ten seconds otherwise (a disk that fills

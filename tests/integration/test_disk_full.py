@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from dcgateway.errors import DcGatewayError
 from simulators.fixclient import FixClient, get
 
 from .conftest import write_config
-from .test_fanout import connect_all, drain, new_order
+from .test_fanout import close_all, connect_all, drain, new_order
 
 pytestmark = pytest.mark.asyncio
 
@@ -183,6 +184,34 @@ async def test_a_restart_on_a_full_disk_is_not_healthy(tmp_path, start_gateway, 
     c = gw2.client("ABC123N")
     assert get(await c.logon(reset=True), 35) == "A"
     await c.close()
+
+
+async def test_a_stop_on_a_full_disk_is_bounded_and_says_what_was_not_stored(
+        tmp_path, start_gateway, disk, caplog, monkeypatch):
+    """SIGTERM while the journal cannot be written: the stop waits for it a bounded time, then
+    goes on and says how many records were not on the disk (the sources are asked for them at
+    the next start); no traceback."""
+    import dcgateway.gateway as gateway_module
+    monkeypatch.setattr(gateway_module, "STOP_FLUSH_S", 1.0)
+    gw = await start_gateway(folder(tmp_path))
+    cl = await connect_all(gw, "ABC123N", "CLRFIX44")
+    disk.full = True
+    for i in range(20):
+        cl["ABC123N"].send("D", new_order(f"S{i}"))
+    assert await wait_for(lambda: asyncio.sleep(0, gw.gw.journal.appended_lsn
+                                                > gw.gw.journal.durable_lsn), 10)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        await gw.stop()
+    except DcGatewayError as exc:                       # the journal could not close cleanly
+        assert "recovered at the next start" in str(exc)
+    assert loop.time() - t0 < 12
+    stopped = [r.getMessage() for r in caplog.records
+               if "stopping without a durable journal" in r.getMessage()]
+    assert stopped and "records not on the disk" in stopped[0], stopped
+    assert not [r for r in caplog.records if r.exc_info], "a traceback reached the log"
+    await close_all(cl)
 
 
 @pytest.fixture(autouse=True)
