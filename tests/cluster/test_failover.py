@@ -8,7 +8,8 @@ duplicates, each source in order, its own sequence gapless.
 * it is SIGSTOPped past its lease: the other node takes over; SIGCONTed, it sends nothing more
   (it cuts its connections at once, and the journal stream holds no record of it after the
   other node's takeover);
-* one NATS server of three is SIGKILLed and restarted;
+* one NATS server of three is SIGKILLed and restarted; the one leading the leases bucket is
+  SIGKILLed: the same node keeps serving and copies resume while it is down;
 * a groups change made with the CLI routes at the serving node, and at the next one after a
   failover;
 * a cold restart of everything (every node and every NATS server) loses nothing.
