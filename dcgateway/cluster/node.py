@@ -10,8 +10,9 @@ they listen, authenticate each Logon against the cluster's key pairs and answer 
 Logout naming the node that serves the session, and the simulators (any FIX engine with a list
 of addresses) go there.
 
-Taking over: the lease is free ``lease_s`` after its holder stopped renewing. The new primary
-reads the stream to its end into a fresh local journal (the sequence state of every source,
+Taking over: the lease is free once a standby has observed it unchanged for ``lease_s`` while
+the leases bucket answered it (:mod:`.leases`: a NATS server's loss does not move it). The new
+primary reads the stream to its end into a fresh local journal (the sequence state of every source,
 target and session), appends its takeover record (from then on the old writer is fenced out),
 builds the gateway on that journal and serves: sources are asked for what was not replicated
 (their next expected seq comes from the stream), targets continue on their own sequence and get
@@ -44,7 +45,7 @@ from .connect import Names, connect
 from .fence import Gate, MarkingStore, fence_connection
 from .journal import ClusterCommitter, ClusterJournal, make_log, rebuild
 from .kvmirror import open_bucket
-from .leases import PRIMARY, LeaseManager
+from .leases import PRIMARY, LeaseManager, open_leases
 from .marks import (
     MARK_FILE_NAME,
     MARK_KEY,
@@ -198,9 +199,9 @@ class ClusterNode:
                 # thousands of journal publishes and their acknowledgements
                 self._lease_nc = self._lease_nc or await connect(
                     self.cluster, f"dcgateway-{self.me.node_id}-leases")
-                kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
+                kv = await open_leases(self._lease_nc.jetstream(timeout=5),
                                        self.names.bucket("leases"), self.cluster.replicas,
-                                       ttl=self.cluster.lease_s)
+                                       self.cluster.lease_s)
                 self._marks_kv = await open_bucket(self._lease_nc.jetstream(timeout=5),
                                                    self.names.bucket("marks"),
                                                    self.cluster.replicas)

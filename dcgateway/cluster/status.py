@@ -17,7 +17,7 @@ from ..config import GatewayConfig
 from ..config.cluster import ClusterSettings
 from ..errors import DcGatewayError
 from .connect import ClusterUnavailable, Names, connect, unavailable
-from .leases import PRIMARY, lease_key, node_key
+from .leases import ALIVE_LEASES, PRIMARY, lease_key, node_key
 
 
 @contextmanager
@@ -88,6 +88,8 @@ def _nodes(c: ClusterSettings, entries: dict[str, dict[str, Any]], primary: dict
     nodes = []
     for n in c.nodes:
         seen = entries.get(node_key(n.node_id))
+        if seen is not None and now - float(seen.get("renewed", now)) > ALIVE_LEASES * c.lease_s:
+            seen = None              # the bucket keeps entries longer (a backstop): not alive
         holds = bool(primary and primary.get("node") == n.node_id and seen is not None)
         # what the node says it does (its presence entry): holding the lease is not serving
         # while its takeover runs (or failed)

@@ -14,8 +14,7 @@ import json
 import sys
 
 from dcgateway.cluster.connect import connect
-from dcgateway.cluster.kvmirror import open_bucket
-from dcgateway.cluster.leases import PRIMARY, LeaseManager
+from dcgateway.cluster.leases import PRIMARY, LeaseManager, open_leases
 from dcgateway.cluster.replog import Fenced, ReplicatedLog, ensure_stream, replay
 from dcgateway.config.cluster import Address, ClusterNode, ClusterSettings, NatsSettings
 
@@ -34,7 +33,7 @@ async def main(a: argparse.Namespace) -> None:
     js = nc.jetstream(timeout=5)
     stream, subjects = f"{a.name.upper()}_J", f"{a.name}.>"
     await ensure_stream(js, stream, [subjects], 3, 3600)
-    kv = await open_bucket(js, f"{a.name}_leases", 3, ttl=a.lease_s)
+    kv = await open_leases(js, f"{a.name}_leases", 3, a.lease_s)
     state = {"writer": None, "next": 1, "lost": False}
     acquired = asyncio.Event()
     leases = LeaseManager(kv, a.node, a.lease_s, want=[PRIMARY],
