@@ -37,6 +37,9 @@ from .state import open_state
 from .vocab import Role
 
 log = logging.getLogger("dcgateway.demo")
+
+#: The longest a step of the demo's stop (a simulator's close, the portal's) may take.
+STOP_STEP_S = 10.0
 CREDENTIALS_FILE = "demo-credentials.json"
 
 
@@ -217,10 +220,13 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     for sim in (*sources, *targets):
         sim.stop()
     await asyncio.wait(tasks, timeout=10)
-    for src in sources:
-        await src.close()
-    if portal is not None:
-        await portal.stop()
+    # every step of the stop is bounded: a simulator or the portal that does not finish in
+    # time must not keep the demo (and the README's run command) from ending
+    for step in [src.close() for src in sources] + ([portal.stop()] if portal else []):
+        try:
+            await asyncio.wait_for(step, STOP_STEP_S)
+        except (TimeoutError, OSError) as exc:
+            log.warning("demo: a step of the stop did not finish (%r); going on", exc)
     gw_done.set()
     await serve
     for task in tasks:
