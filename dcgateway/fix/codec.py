@@ -492,28 +492,26 @@ def encode(begin_string: bytes, msg_type: bytes, header: bytes, body: bytes = b"
     return b"".join((prefix, head, body, b"10=%03d\x01" % checksum))
 
 
-def seq_value(v: bytes) -> int | None:
-    """A sequence number field's value (34, 7, 16, 36) as int; None unless it is digits only
-    and at most :data:`~.tags.MAX_SEQ_NUM` (never an int of thousands of digits)."""
+def digits_value(v: bytes, max_digits: int) -> int | None:
+    """``v`` as int when it is digits only and at most ``max_digits`` of them, leading zeros
+    aside; else None (never an int of thousands of digits)."""
     if not v.isdigit():
         return None
-    if len(v) > T.MAX_SEQ_DIGITS:
+    if len(v) > max_digits:
         v = v.lstrip(b"0")
-        if len(v) > T.MAX_SEQ_DIGITS:
+        if len(v) > max_digits:
             return None
     return int(v) if v else 0
+
+
+def seq_value(v: bytes) -> int | None:
+    """A sequence number field's value (34, 7, 16, 36), at most :data:`~.tags.MAX_SEQ_NUM`."""
+    return digits_value(v, T.MAX_SEQ_DIGITS)
 
 
 def count_value(v: bytes) -> int | None:
-    """A length or NumInGroup value as int; None unless digits only and at most
-    :data:`~.tags.MAX_COUNT_DIGITS` of them, leading zeros aside."""
-    if not v.isdigit():
-        return None
-    if len(v) > T.MAX_COUNT_DIGITS:
-        v = v.lstrip(b"0")
-        if len(v) > T.MAX_COUNT_DIGITS:
-            return None
-    return int(v) if v else 0
+    """A length or NumInGroup value, at most :data:`~.tags.MAX_COUNT_DIGITS` digits."""
+    return digits_value(v, T.MAX_COUNT_DIGITS)
 
 
 def encode_fields(begin_string: bytes | str, msg_type: bytes | str,

@@ -39,7 +39,8 @@ def issue_cluster_keys(config_path: Path) -> dict[str, tuple[str, str]]:
     return {s.comp_id: by_scope[s.key_scope] for s in cfg.sessions}
 
 
-def _listening(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
+    """Whether something on 127.0.0.1 accepts a TCP connection on ``port``."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         return True
@@ -79,7 +80,7 @@ class Nodes:
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         port = self.address(node_id)[1]
-        while not _listening(port):
+        while not accepts_connections(port):
             if self.procs[node_id].poll() is not None:
                 raise RuntimeError(f"node {node_id} exited; see {self.log_dir}/{node_id}.log")
             if time.monotonic() > deadline:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from dcgateway.cluster.status import cluster_status, status_text
 from dcgateway.config import load_config
 from tests.tasks import cancel_and_wait
 
+from .nodes import accepts_connections
 from .support import close_nats, cluster_config
 
 
@@ -47,14 +47,6 @@ async def until(check, timeout: float = 20.0, what: str = "condition") -> None:
     while not check():
         assert time.monotonic() < deadline, f"{what} not reached within {timeout:g}s"
         await asyncio.sleep(0.02)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def _healthz(port: int) -> tuple[int, str]:
@@ -112,7 +104,7 @@ async def test_a_failed_takeover_gives_the_lease_up_and_backs_off(
         # does not serve, and says so; its standby listener still answers meanwhile
         await until(lambda: calls, what="a takeover")
         assert node.serving() and node.state == TAKING_OVER
-        assert _listening(config.gateway.listen.port)
+        assert accepts_connections(config.gateway.listen.port)
         assert await asyncio.to_thread(_healthz, config.gateway.metrics.port) == \
             (200, "taking over\n")
         doc = await asyncio.to_thread(cluster_status, config)
