@@ -186,6 +186,36 @@ def checked_line(targets: list[Any]) -> str:
         f"{t.unflagged_duplicates} unflagged duplicates" for t in targets)
 
 
+async def bounded(step: Any, what: str) -> None:
+    """Await one step of the demo's stop for at most STOP_STEP_S: a simulator or the portal that
+    does not finish in time must not keep the demo (and the README's run command) from ending."""
+    try:
+        await asyncio.wait_for(step, STOP_STEP_S)
+    except TimeoutError:
+        log.warning("demo: %s did not finish within %gs; going on", what, STOP_STEP_S)
+    except OSError as exc:
+        log.warning("demo: %s failed (%s); going on", what, exc)
+
+
+async def stop_simulators(sources: list[Any], targets: list[Any],
+                          runs: dict[asyncio.Task[Any], Any]) -> None:
+    """Stop every simulator's run, then log the sources out (as a firm's order entry does at
+    the end of its day) and close them. A run still going after STOP_STEP_S is named in the
+    log with where it waits, so a slow stop can be told from a stuck one."""
+    for sim in (*sources, *targets):
+        sim.stop()
+    _, pending = await asyncio.wait(runs, timeout=STOP_STEP_S)
+    for task in pending:
+        where = "; ".join(f"{f.f_code.co_filename.rpartition('/')[2]}:{f.f_lineno} "
+                          f"{f.f_code.co_name}" for f in task.get_stack())
+        log.warning("demo: simulator %s still running %gs after its stop, at %s",
+                    getattr(runs[task], "comp_id", None) or getattr(runs[task], "sender", "?"),
+                    STOP_STEP_S, where or "?")
+    for src in sources:
+        await bounded(src.logout(), f"source {src.sender}'s logout")
+        await bounded(src.close(), f"source {src.sender}'s close")
+
+
 async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None,
                    out: Any = sys.stdout) -> int:
     creds = demo_credentials(config)
@@ -207,9 +237,9 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
     portal = await start_portal(config, out)
     sources, targets = simulators(config, port, rate, creds)
     totals = Totals(gw, out)
-    tasks = [asyncio.create_task(t.run(timeout=10 ** 9, logout=True)) for t in targets]
+    runs = {asyncio.create_task(t.run(timeout=10 ** 9, logout=True)): t for t in targets}
     await asyncio.sleep(0.5)                   # targets first: they see every copy live
-    tasks += [asyncio.create_task(s.run()) for s in sources]
+    runs.update({asyncio.create_task(s.run()): s for s in sources})
     ticker = asyncio.create_task(totals.run())
     try:
         await asyncio.wait_for(stop.wait(), duration)
@@ -217,19 +247,12 @@ async def run_demo(config: GatewayConfig, *, rate: float, duration: float | None
         pass
     print("stopping: simulators log out, then the gateway", file=out, flush=True)
     ticker.cancel()
-    for sim in (*sources, *targets):
-        sim.stop()
-    await asyncio.wait(tasks, timeout=10)
-    # every step of the stop is bounded: a simulator or the portal that does not finish in
-    # time must not keep the demo (and the README's run command) from ending
-    for step in [src.close() for src in sources] + ([portal.stop()] if portal else []):
-        try:
-            await asyncio.wait_for(step, STOP_STEP_S)
-        except (TimeoutError, OSError) as exc:
-            log.warning("demo: a step of the stop did not finish (%r); going on", exc)
+    await stop_simulators(sources, targets, runs)
+    if portal:
+        await bounded(portal.stop(), "the portal's stop")
     gw_done.set()
     await serve
-    for task in tasks:
+    for task in runs:
         if not task.done():
             task.cancel()
     print(totals.line(), file=out, flush=True)

@@ -47,6 +47,11 @@ def test_demo_shows_traffic_and_stops_cleanly(tmp_path):
     per_target = re.findall(r"(\w+) ([\d,]+) copies, (\d+) invalid, (\d+) unflagged", checked[1])
     assert len(per_target) == 2 and all(int(c.replace(",", "")) > 0 and inv == dup == "0"
                                         for _, c, inv, dup in per_target), checked[1]
+    # every simulator logs out at the stop, the sources too (a FIX Logout, not a dropped socket)
+    log = (folder / "var" / "demo.log").read_text()
+    for comp_id in ("ABC123N", "ABD123N", "CLR001N", "CLRFIX44"):
+        assert f"session {comp_id}: Disconnect (peer logout)" in log, log[-3000:]
+    assert "peer closed" not in log
     creds = json.loads((folder / "var" / "demo-credentials.json").read_text())
     assert set(creds) == {"ABC", "ABD", "CLR", "CLRFIX44"}
     assert (folder / "var" / "demo-credentials.json").stat().st_mode & 0o777 == 0o600
@@ -84,3 +89,57 @@ def test_each_run_of_the_demo_gives_its_orders_new_ids(tmp_path, monkeypatch):
     for sender in first:
         assert first[sender].startswith(f"{sender}-") and second[sender].startswith(f"{sender}-")
         assert first[sender] != second[sender]
+
+
+class _Sim:
+    """A simulator whose run never ends on stop() when ``stuck`` (what a slow stop looked like)."""
+
+    def __init__(self, name: str, stuck: bool) -> None:
+        self.sender = self.comp_id = name
+        self.stuck = stuck
+        self.calls: list[str] = []
+        self._stopped = None
+
+    async def run(self) -> None:
+        import asyncio
+        self._stopped = asyncio.Event()
+        await self._stopped.wait()
+        if self.stuck:
+            await asyncio.Event().wait()           # never set
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        self._stopped.set()
+
+    async def logout(self) -> None:
+        self.calls.append("logout")
+
+    async def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_a_simulator_that_does_not_stop_is_named_with_where_it_waits_and_the_stop_goes_on(
+        monkeypatch, caplog):
+    import asyncio
+    import logging
+
+    from dcgateway import demo
+    monkeypatch.setattr(demo, "STOP_STEP_S", 0.2)
+    good, stuck, target = _Sim("SRC1", False), _Sim("SRC2", True), _Sim("TGT1", False)
+
+    async def main() -> None:
+        runs = {asyncio.create_task(s.run()): s for s in (target, good, stuck)}
+        await asyncio.sleep(0)
+        await demo.stop_simulators([good, stuck], [target], runs)
+        for task in runs:
+            task.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="dcgateway.demo"):
+        asyncio.run(main())
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "SRC2 still running" in warnings[0] and "test_demo.py" in warnings[0] \
+        and " run" in warnings[0], warnings
+    # the sources are logged out and closed, the stuck one too; the target logs out by itself
+    assert good.calls == stuck.calls == ["stop", "logout", "close"]
+    assert target.calls == ["stop"]
