@@ -188,13 +188,29 @@ def checked_line(targets: list[Any]) -> str:
 
 async def bounded(step: Any, what: str) -> None:
     """Await one step of the demo's stop for at most STOP_STEP_S: a simulator or the portal that
-    does not finish in time must not keep the demo (and the README's run command) from ending."""
+    does not finish in time, or fails (uvloop raises RuntimeError for a write to a connection the
+    peer has just reset), must not keep the demo (and the README's run command) from ending."""
     try:
         await asyncio.wait_for(step, STOP_STEP_S)
     except TimeoutError:
         log.warning("demo: %s did not finish within %gs; going on", what, STOP_STEP_S)
-    except OSError as exc:
-        log.warning("demo: %s failed (%s); going on", what, exc)
+    except Exception as exc:             # noqa: BLE001 - one line, the stop goes on
+        log.warning("demo: %s failed (%s: %s); going on", what, type(exc).__name__, exc)
+
+
+def waiting_at(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits: every coroutine frame from its own to the innermost one
+    it awaits (``Task.get_stack`` shows only the outermost)."""
+    frames: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(frames) < 20:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(f"{frame.f_code.co_filename.rpartition('/')[2]}:{frame.f_lineno} "
+                      f"{frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(frames) or "?"
 
 
 async def stop_simulators(sources: list[Any], targets: list[Any],
@@ -204,13 +220,11 @@ async def stop_simulators(sources: list[Any], targets: list[Any],
     log with where it waits, so a slow stop can be told from a stuck one."""
     for sim in (*sources, *targets):
         sim.stop()
-    _, pending = await asyncio.wait(runs, timeout=STOP_STEP_S)
+    _, pending = await asyncio.wait(runs, timeout=STOP_STEP_S) if runs else (set(), set())
     for task in pending:
-        where = "; ".join(f"{f.f_code.co_filename.rpartition('/')[2]}:{f.f_lineno} "
-                          f"{f.f_code.co_name}" for f in task.get_stack())
         log.warning("demo: simulator %s still running %gs after its stop, at %s",
                     getattr(runs[task], "comp_id", None) or getattr(runs[task], "sender", "?"),
-                    STOP_STEP_S, where or "?")
+                    STOP_STEP_S, waiting_at(task))
     for src in sources:
         await bounded(src.logout(), f"source {src.sender}'s logout")
         await bounded(src.close(), f"source {src.sender}'s close")

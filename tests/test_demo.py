@@ -105,7 +105,11 @@ class _Sim:
         self._stopped = asyncio.Event()
         await self._stopped.wait()
         if self.stuck:
-            await asyncio.Event().wait()           # never set
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        import asyncio
+        await asyncio.Event().wait()               # never set
 
     def stop(self) -> None:
         self.calls.append("stop")
@@ -113,6 +117,8 @@ class _Sim:
 
     async def logout(self) -> None:
         self.calls.append("logout")
+        if self.stuck:      # uvloop's answer to a write on a connection the peer just reset
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
 
     async def close(self) -> None:
         self.calls.append("close")
@@ -137,9 +143,11 @@ def test_a_simulator_that_does_not_stop_is_named_with_where_it_waits_and_the_sto
     with caplog.at_level(logging.WARNING, logger="dcgateway.demo"):
         asyncio.run(main())
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1, warnings
-    assert "SRC2 still running" in warnings[0] and "test_demo.py" in warnings[0] \
-        and " run" in warnings[0], warnings
+    assert len(warnings) == 2, warnings
+    # named, with the innermost frame it waits in, not only its run()
+    assert "SRC2 still running" in warnings[0] and " run > " in warnings[0] \
+        and "_reconnect" in warnings[0], warnings
+    assert "SRC2's logout failed (RuntimeError" in warnings[1], warnings
     # the sources are logged out and closed, the stuck one too; the target logs out by itself
     assert good.calls == stuck.calls == ["stop", "logout", "close"]
     assert target.calls == ["stop"]
