@@ -38,7 +38,8 @@ from .vocab import Role
 
 log = logging.getLogger("dcgateway.demo")
 
-#: The longest a step of the demo's stop (a simulator's close, the portal's) may take.
+#: The longest a step of the demo's stop may take: the simulators' runs ending, each source's
+#: logout and close, the portal's stop.
 STOP_STEP_S = 10.0
 CREDENTIALS_FILE = "demo-credentials.json"
 

@@ -329,7 +329,9 @@ class LeaseManager:
         return max(0.0, self.not_before.get(name, 0.0) - self.clock())
 
     async def announce(self) -> None:
-        """This node's presence entry (expires like a lease when the node stops)."""
+        """This node's presence entry, renewed every step: ``cluster status`` counts the node
+        alive while it was renewed within :data:`ALIVE_LEASES` leases (the bucket itself keeps
+        an entry :data:`BACKSTOP_LEASES` leases)."""
         async with asyncio.timeout(self.request_timeout):
             await self.kv.put(node_key(self.node_id), json.dumps(
                 {"node": self.node_id, "started": self.started, "renewed": time.time(),

@@ -3,11 +3,11 @@ gauge and the Logons refused during a disk outage.
 
 It turns unhealthy when a commit fails (disk full, I/O error) or when a write probe fails (at
 start, so a gateway restarted on a full disk does not claim to be fine, and every ten seconds);
-it turns healthy again when a commit succeeds (unless the last probe failed: writes through files
-already open go on in a journal folder that was removed, which a probe alone notices), or, with
-nothing waiting to be committed, when a probe succeeds. While unhealthy, an authenticated Logon is answered with a Logout saying why
-(sources are asked again for anything not journaled when they come back), and a probe runs once
-a second."""
+it turns healthy again when a commit succeeds (unless the last probe failed: writes through
+files already open go on in a journal folder that was removed, which a probe alone notices),
+or, with nothing waiting to be committed, when a probe succeeds. While unhealthy, an
+authenticated Logon is answered with a Logout saying why (sources are asked again for anything
+not journaled when they come back), and a probe runs once a second."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ class JournalHealth:
         self.on_change = on_change
         self.ok = True
         self.reason = ""
-        self._probe_failed = False   # only a probe clears it: writes through open files may
-        self._log = RateLimitedLog(log, interval=30.0)   # go on in a folder that is gone
+        # only a probe clears it: writes through open files may go on in a folder that is gone
+        self._probe_failed = False
+        self._log = RateLimitedLog(log, interval=30.0)
 
     def check(self, listening: bool) -> tuple[bool, str]:
         """``/healthz``: (ok, why) from the FIX listener's state and the journal's."""
