@@ -47,3 +47,36 @@ def test_tick_benchmark_paces_reads_when_asked() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["pace_us"] == 200 and result["copies"] == 40
+
+
+def test_syncwait_benchmark_measures_every_wait() -> None:
+    """syncwait.py echoes every request in every mode and reports each mode's round trip; the
+    modes that sync report their fdatasync too, and every figure is set against the no-wait
+    floor. Kernel AIO is measured where the kernel allows it, and said to be left out where not."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "syncwait.py"), "--rounds",
+                           "1", "--seconds", "0.2", "--rate", "500"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    modes = json.loads(lines[0])["modes"]
+    if "aio" not in modes:
+        assert "aio left out" in done.stderr
+    assert {"none", "spin", "sleep", "inline", "thread"} <= set(modes) <= {
+        "none", "spin", "sleep", "inline", "thread", "aio"}
+    for mode, fig in modes.items():
+        assert 0 < fig["p50_us"] <= fig["p90_us"] <= fig["p99_us"]
+        assert (fig["fsync_p50_us"] is not None) == (mode in ("inline", "thread", "aio"))
+        assert "wait_cost_us" in fig
+    assert modes["none"]["wait_cost_us"] == 0.0
+    # the 140 µs of the busy and the idle wait are in every round trip
+    assert modes["spin"]["p50_us"] >= 140 and modes["sleep"]["p50_us"] >= 140
+
+
+def test_syncwait_benchmark_refuses_an_unknown_mode() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "syncwait.py"), "--modes",
+                           "none,yield"], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "unknown mode(s) yield" in done.stderr
