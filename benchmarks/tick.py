@@ -16,9 +16,13 @@ moderate rate idles between reads: the figure then includes coming back to cold 
 the tight loop hides (at 2,000 msgs/s a read in the running gateway costs about twice the tight
 loop's figure; a 500 µs pace shows most of that without sockets or another process).
 
+Per read also its p50, p99 and p99.9 (µs) and how many reads took over 1 ms: with --pace-us,
+the tail of the gateway's own work at a moderate rate, apart from the machine's wake-ups.
+
 Prints one JSON line:
   {"bench": "tick", "durability": "os", "targets": 4, "msgs_per_read": 2, "reads": 20000,
-   "us_per_read": X, "us_per_msg": Y, "copies": N}
+   "us_per_read": X, "us_per_msg": Y, "cpu_us_per_read": Z, "read_p50_us": A,
+   "read_p99_us": B, "read_p999_us": C, "reads_over_1ms": D, "copies": N}
 
   .venv/bin/python benchmarks/tick.py [--durability os|fsync] [--targets 4] [--msgs 2]
 """
@@ -132,7 +136,7 @@ def report(seq: int, now: float) -> bytes:
                                 (31, "4512.25"), (151, 90), (14, 10), (6, "4512.25"), (60, st)])
 
 
-async def run(args: argparse.Namespace, folder: Path) -> dict:
+async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     targets = [f"CLR{i}" for i in range(1, args.targets + 1)]
     (folder / "groups.yaml").write_text(GROUPS.format(categories=", ".join(CATEGORIES),
                                                       targets=", ".join(targets)))
@@ -160,6 +164,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
         chunks.append(b"".join(report(seq + i, now) for i in range(args.msgs)))
         seq += args.msgs
     busy = 0.0
+    durations: list[float] = []
     pace = args.pace_us / 1e6
     prof = None
     if args.profile:
@@ -170,7 +175,9 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
     for i, chunk in enumerate(chunks if not args.dry else ()):
         t0 = time.perf_counter()
         src.data_received(chunk)
-        busy += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        busy += took
+        durations.append(took)
         if pace:
             time.sleep(pace)                        # idle, as between reads at a moderate rate
         if i % 64 == 63 or args.durability == "fsync":
@@ -198,7 +205,19 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
             "us_per_read": round(busy / args.reads * 1e6, 2) if not args.dry else None,
             "us_per_msg": round(busy / args.reads / args.msgs * 1e6, 2),
             "cpu_us_per_read": round(cpu / args.reads * 1e6, 2),
+            **read_percentiles(durations),
             "copies": copies, "python": sys.version.split()[0]}
+
+
+def read_percentiles(durations: list[float]) -> dict[str, float | int | None]:
+    """p50/p99/p99.9 of one read's time in µs, and the reads over 1 ms: the tail the gateway's
+    own work makes, without the sockets, the load or the other process's wake-ups."""
+    s = sorted(durations)
+
+    def pick(q: float) -> float | None:
+        return round(s[min(len(s) - 1, int(len(s) * q))] * 1e6, 1) if s else None
+    return {"read_p50_us": pick(0.5), "read_p99_us": pick(0.99), "read_p999_us": pick(0.999),
+            "reads_over_1ms": sum(1 for d in s if d > 1e-3)}
 
 
 def main() -> int:

@@ -47,6 +47,9 @@ def test_tick_benchmark_paces_reads_when_asked() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["pace_us"] == 200 and result["copies"] == 40
+    # the per-read tail: ordered, and counted over the reads that were fed
+    assert 0 < result["read_p50_us"] <= result["read_p99_us"] <= result["read_p999_us"]
+    assert 0 <= result["reads_over_1ms"] <= 20
 
 
 def test_syncwait_benchmark_measures_every_wait() -> None:
