@@ -18,17 +18,27 @@ alternated round by round, --rounds times):
     eventfd the loop watches): the fdatasync runs in a kernel worker and needs no Python thread
     and no GIL (Linux x86-64 only; left out elsewhere, or where the kernel refuses it).
 
+An echo leaves only once a sync that began after its write has completed. ``--build-us`` adds
+CPU work per request that holds the GIL, as building a read's copies does: after the wait in
+every mode above, and in ``thread-early`` and ``aio-early`` (asked for by --modes) right after
+the sync is started, so that it overlaps the fdatasync; at completion those only write.
+``thread-started`` is ``thread-early`` with a handshake: the loop blocks (up to 1 ms) until the
+sync thread, about to call fdatasync, says so, and only then builds.
+
 Per mode, the medians over the rounds of each round's p50, p90 and p99 round trip (µs), and for
 the modes that sync, the server's fdatasync p50 (for ``aio``: submission to completion as the
 loop sees it, so it includes the kernel's hand-off). ``wait_cost_us`` is p50 minus the p50 of
-``none`` minus the wait (--wait-us, or the mode's fdatasync p50): what the wait costs beyond its
-own length: the wake-ups, the cold caches, the hand-offs.
+``none`` (which holds the build) minus the wait (--wait-us, or the mode's fdatasync p50): what
+the wait costs beyond its own length: the wake-ups, the cold caches, the hand-offs, less any
+build it hid.
 
 Prints one JSON line:
   {"bench": "syncwait", "rate": 2000, "seconds": 3, "rounds": 3, "wait_us": 140,
-   "modes": {MODE: {"p50_us", "p90_us", "p99_us", "fsync_p50_us", "wait_cost_us"}}}
+   "build_us": 0, "modes": {MODE: {"p50_us", "p90_us", "p99_us", "fsync_p50_us",
+   "wait_cost_us"}}}
 
   .venv/bin/python benchmarks/syncwait.py [--rate 2000] [--seconds 3] [--rounds 3]
+      [--build-us 60 --modes none,inline,thread,thread-early,aio,aio-early]
 """
 
 from __future__ import annotations
@@ -47,11 +57,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, cast
 
 import uvloop
 
-MODES = ("none", "spin", "sleep", "inline", "thread", "aio")
+MODES = ("none", "spin", "sleep", "inline", "thread", "aio", "thread-early", "aio-early",
+         "thread-started")
+#: run unless --modes says otherwise (the -early modes matter only with --build-us)
+DEFAULT_MODES = MODES[:6]
 REQ = 64
 _NR = {"x86_64": (206, 208, 209)}        # io_setup, io_getevents, io_submit
 IOCB_CMD_FDSYNC = 3
@@ -103,20 +117,33 @@ def _aio_syncer(fd: int, on_done: Callable[[], None],
     return start
 
 
-async def _serve(mode: str, wait_s: float, folder: str, port_out: Any) -> None:
+def _work(seconds: float) -> None:
+    """CPU work holding the GIL, as building copies does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def _serve(mode: str, wait_s: float, build_s: float, folder: str,
+                 port_out: Any) -> None:
     loop = asyncio.get_running_loop()
     fd = os.open(os.path.join(folder, "journal"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     os.posix_fallocate(fd, 0, 64 << 20)
     os.fsync(fd)
     at = 0
-    waiting: list[tuple[asyncio.Transport, bytes]] = []   # written, not yet known synced
+    # (write number, transport, request): written to the OS, not yet known synced; an echo
+    # leaves only once a sync that began after its write has completed
+    waiting: deque[tuple[int, asyncio.Transport, bytes]] = deque()
     syncs: list[float] = []
-    state = {"in_flight": False, "again": False, "posted": False, "t0": 0.0}
+    state: dict[str, Any] = {"writes": 0, "synced": 0, "in_flight": False, "posted": False,
+                             "t0": 0.0, "covers": 0}
 
     def release() -> None:
-        batch = waiting[:]
-        waiting.clear()
-        for tr, data in batch:
+        synced = state["synced"]
+        while waiting and waiting[0][0] <= synced:
+            _, tr, data = waiting.popleft()
+            if build_s and not early:
+                _work(build_s)
             tr.write(data)
 
     wake = threading.Lock()
@@ -126,12 +153,19 @@ async def _serve(mode: str, wait_s: float, folder: str, port_out: Any) -> None:
         state["posted"] = False
         release()
 
+    started = threading.Lock()
+    started.acquire()
+
     def sync_thread() -> None:
         while True:
             wake.acquire()
+            covers = state["writes"]          # every write before the sync starts
+            if handshake and started.locked():
+                started.release()             # the loop may build now: the GIL is not needed
             t0 = time.perf_counter()
             os.fdatasync(fd)
             syncs.append(time.perf_counter() - t0)
+            state["synced"] = max(state["synced"], covers)
             if not state["posted"]:
                 state["posted"] = True
                 loop.call_soon_threadsafe(drained)
@@ -139,17 +173,22 @@ async def _serve(mode: str, wait_s: float, folder: str, port_out: Any) -> None:
     def aio_done() -> None:
         syncs.append(time.perf_counter() - state["t0"])
         state["in_flight"] = False
+        state["synced"] = state["covers"]
         release()
-        if state["again"]:
+        if waiting:
             aio_start()
 
     def aio_start() -> None:
-        state["again"], state["in_flight"], state["t0"] = False, True, time.perf_counter()
+        state["in_flight"], state["covers"] = True, state["writes"]
+        state["t0"] = time.perf_counter()
         submit()
 
-    if mode == "thread":
+    handshake = mode == "thread-started"
+    early = mode.endswith("-early") or handshake
+    base = mode.removesuffix("-early").removesuffix("-started")
+    if base == "thread":
         threading.Thread(target=sync_thread, daemon=True).start()
-    if mode == "aio":
+    if base == "aio":
         submit = _aio_syncer(fd, aio_done, loop)
 
     done: asyncio.Future[None] = loop.create_future()
@@ -164,28 +203,32 @@ async def _serve(mode: str, wait_s: float, folder: str, port_out: Any) -> None:
             nonlocal at
             if mode in ("none", "spin", "sleep"):
                 if mode == "spin":
-                    end = time.perf_counter() + wait_s
-                    while time.perf_counter() < end:
-                        pass
+                    _work(wait_s)
                 elif mode == "sleep":
                     time.sleep(wait_s)
+                if build_s:
+                    _work(build_s)
                 self.tr.write(data)
                 return
             os.pwrite(fd, data, at)
             at += len(data)
-            waiting.append((self.tr, data))
+            state["writes"] = n = state["writes"] + 1
+            waiting.append((n, self.tr, data))
             if mode == "inline":
                 t0 = time.perf_counter()
                 os.fdatasync(fd)
                 syncs.append(time.perf_counter() - t0)
+                state["synced"] = n
                 release()
-            elif mode == "thread":
+            elif base == "thread":
                 if wake.locked():
                     wake.release()
-            elif state["in_flight"]:
-                state["again"] = True
-            else:
-                aio_start()
+                    if handshake:             # until the sync thread is past its Python
+                        started.acquire(timeout=0.001)
+            elif not state["in_flight"]:
+                aio_start()                   # else: the completion starts the next
+            if early and build_s:
+                _work(build_s)                # while the disk works
 
         def connection_lost(self, exc: Exception | None) -> None:
             if not done.done():
@@ -198,9 +241,9 @@ async def _serve(mode: str, wait_s: float, folder: str, port_out: Any) -> None:
     port_out.send(statistics.median(syncs) * 1e6 if syncs else None)
 
 
-def _server(mode: str, wait_s: float, port_out: Any) -> None:
+def _server(mode: str, wait_s: float, build_s: float, port_out: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="dcgw-syncwait-") as folder:
-        uvloop.run(_serve(mode, wait_s, folder, port_out))
+        uvloop.run(_serve(mode, wait_s, build_s, folder, port_out))
 
 
 async def _load(port: int, rate: int, count: int) -> list[float]:
@@ -246,7 +289,7 @@ def _run(mode: str, args: argparse.Namespace) -> tuple[dict[str, float], float |
     """One run of ``mode``: its p50/p90/p99 round trip (µs) and the server's fdatasync p50."""
     ctx = multiprocessing.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    proc = ctx.Process(target=_server, args=(mode, args.wait_us / 1e6, theirs), daemon=True)
+    proc = ctx.Process(target=_server, args=(mode, args.wait_us / 1e6, args.build_us / 1e6, theirs), daemon=True)
     proc.start()
     try:
         if not mine.poll(20):
@@ -290,16 +333,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--wait-us", type=float, default=140.0,
                     help="the spin and sleep modes' wait (about an fdatasync here)")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--build-us", type=float, default=0.0,
+                    help="CPU work per request holding the GIL (building the copies): after the "
+                         "wait, or with the -early modes during the fdatasync")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help="comma-separated, of: " + ", ".join(MODES))
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
     if bad:
         ap.error(f"unknown mode(s) {', '.join(bad)}; known: {', '.join(MODES)}")
-    if "aio" in modes and not _aio_works():
+    if any(m.startswith("aio") for m in modes) and not _aio_works():
         print("syncwait: native AIO fdatasync is not available here; aio left out",
               file=sys.stderr)
-        modes.remove("aio")
+        modes = [m for m in modes if not m.startswith("aio")]
     runs: dict[str, list[tuple[dict[str, float], float | None]]] = {m: [] for m in modes}
     for r in range(args.rounds):
         for mode in modes:
@@ -325,7 +372,8 @@ def main() -> int:
                                         - floor - wait, 1)
         out[mode] = fig
     print(json.dumps({"bench": "syncwait", "rate": args.rate, "seconds": args.seconds,
-                      "rounds": args.rounds, "wait_us": args.wait_us, "modes": out}))
+                      "rounds": args.rounds, "wait_us": args.wait_us, "build_us": args.build_us,
+                      "modes": out}))
     return 0
 
 

@@ -77,6 +77,23 @@ def test_syncwait_benchmark_measures_every_wait() -> None:
     assert modes["spin"]["p50_us"] >= 140 and modes["sleep"]["p50_us"] >= 140
 
 
+def test_syncwait_benchmark_builds_during_the_sync_when_asked() -> None:
+    """--build-us adds the copies' CPU work to every echo: after the wait, or in the -early
+    modes while the fdatasync runs; the floor holds it."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "syncwait.py"), "--rounds",
+                           "1", "--seconds", "0.2", "--rate", "500", "--build-us", "150",
+                           "--modes", "none,thread,thread-early"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["build_us"] == 150
+    modes = result["modes"]
+    assert set(modes) == {"none", "thread", "thread-early"}
+    assert modes["none"]["p50_us"] >= 150
+    assert modes["thread-early"]["fsync_p50_us"] is not None
+
+
 def test_syncwait_benchmark_refuses_an_unknown_mode() -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "syncwait.py"), "--modes",
                            "none,yield"], capture_output=True, text=True, timeout=60, cwd=REPO,
