@@ -30,11 +30,13 @@ if TYPE_CHECKING:  # pragma: no cover
 M = T.MsgType
 R = T.SessionRejectReason
 
-#: Header tags rebuilt on a retransmission; every other stored header tag (115, 116, 57, 369 ...)
-#: is kept as it was.
+#: Header tags rebuilt on a retransmission; every other stored header tag (115, 116, 97, 57,
+#: 369 ...) is kept as it was. PossResend (97=Y) in particular: a drop copy of a message its
+#: source marked PossResend may repeat what the target booked under another seq, retransmitted
+#: or not (FIX: 43 and 97 are independent).
 _RESEND_REBUILT = frozenset({T.BEGIN_STRING, T.BODY_LENGTH, T.MSG_TYPE, T.SENDER_COMP_ID,
                              T.TARGET_COMP_ID, T.MSG_SEQ_NUM, T.SENDING_TIME, T.POSS_DUP_FLAG,
-                             T.POSS_RESEND, T.ORIG_SENDING_TIME})
+                             T.ORIG_SENDING_TIME})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 portal's sessions view): ``data_dir/status.json``, rewritten by the gateway when a session logs
 on or off and once a second while sequence numbers move, and trusted only while the pid in it is
 alive. Without a running gateway the sequence numbers are read from the session files as last
-stored, and ``connected`` is unknown (reported as False).
+stored (a target's next outbound seq: after the last copy journaled for it, if that is later),
+and ``connected`` is unknown (reported as False).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GatewayConfig
+from ..journal.replay import last_seq
 from .base import ClosureStore
 from .session_files import peek_sequences
 
@@ -98,6 +100,10 @@ def session_rows(config: GatewayConfig, closures: ClosureStore,
         pair = seqs.get(s.comp_id)
         if not (isinstance(pair, list) and len(pair) == 2):
             pair = peek_sequences(g.data_dir / "sessions" / f"{s.comp_id}.log") or (1, 1)
+            if s.role == "target":
+                # the copies journaled for it hold their seqs whether or not it logged on since:
+                # the next start goes on after the last of them, and so does this view
+                pair = (pair[0], max(int(pair[1]), last_seq(g.data_dir / "journal", s.comp_id) + 1))
         rows.append({"comp_id": s.comp_id, "role": s.role, "entity": s.entity,
                      "profile": s.profile, "begin_string": s.begin_string,
                      "session_id": s.key_scope, "connected": s.comp_id in connected,

@@ -769,6 +769,24 @@ def test_8_resend_request_resends_app_messages_and_gap_fills_admin():
     assert h.store.next_out == 6                    # retransmissions use no new seq
 
 
+def test_8_a_resent_message_keeps_its_poss_resend():
+    """A drop copy of a message its source marked PossResend (97=Y) may repeat what the target
+    booked under another seq; retransmitted, it is still that: 43=Y and 97=Y both (FIX Vol. 2:
+    PossDupFlag and PossResend are independent). Found by a QuickFIX target: the resent copy
+    had lost its 97."""
+    h = logged_on()
+    h.session.send_app(b"8", b"37=A\x01", T0 + 1,
+                       extra_header=b"115=SRC9\x0197=Y\x01122=20250615-10:00:00.000\x01")
+    h.session.send_app(b"8", b"37=B\x01", T0 + 2, extra_header=b"115=SRC9\x01")
+    h.sent()
+    out = h.feed(h.peer.build("2", [(7, 2), (16, 3)], now=T0 + 40), T0 + 40)
+    a, b = (fields(m) for m in out)
+    assert (a[34], a[43], a[97], a[115], a[122]) == (
+        b"2", b"Y", b"Y", b"SRC9", b"20250615-10:00:00.000")
+    assert (b[34], b[43], 97 in b) == (b"3", b"Y", False)
+    assert [t for t in (m.header for m in out)][0].get(97) == b"Y"
+
+
 def test_8_resend_request_with_explicit_end_and_missing_store_entries():
     store = MemoryStore()
     h = logged_on(store=store)

@@ -160,6 +160,52 @@ async def test_offline_target_gets_everything_it_missed_with_possdup(folder, sta
     await close_all(cl)
 
 
+async def test_a_poss_resend_copy_keeps_97_live_and_resent(folder, start_gateway):
+    """A source message marked PossResend (97=Y) may repeat what the source sent under another
+    seq: its copy says so to the target live and when it is resent (43=Y and 97=Y), so that a
+    clearing firm that gets it only from a resend does not book it twice."""
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N", "CLRFIX44")
+    src, t = cl["ABC123N"], cl["CLRFIX44"]
+    src.send("D", new_order("AGAIN"), header=[(97, "Y")])
+    src.send("D", new_order("ONCE"))
+    live = await drain(t, count=2)
+    assert [(get(m, 11), get(m, 97), get(m, 43)) for m in live] == [
+        ("AGAIN", "Y", None), ("ONCE", None, None)]
+    first = int(get(live[0], 34))
+    t.send("2", [(7, first), (16, first + 1)])
+    resent = await drain(t, count=2)
+    assert [(get(m, 11), get(m, 97), get(m, 43), int(get(m, 34))) for m in resent] == [
+        ("AGAIN", "Y", "Y", first), ("ONCE", None, "Y", first + 1)]
+    await close_all(cl)
+
+
+async def test_sessions_list_of_a_stopped_gateway_counts_journaled_copies(folder, start_gateway,
+                                                                          capsys):
+    """A target that never logged on has copies journaled with their seqs: ``sessions list``
+    gives the same NEXT_OUT while the gateway runs and after it stopped (it read 1 from the
+    untouched session file once the gateway was gone)."""
+    from dcgateway.cli import main
+    gw = await start_gateway(folder)
+    cl = await connect_all(gw, "ABC123N")
+    for i in range(7):
+        cl["ABC123N"].send("D", new_order(f"S{i}"))
+    cl["ABC123N"].send("1", [(112, "sync")])
+    await cl["ABC123N"].expect("0", skip=())
+    await asyncio.sleep(1.5)                     # the status file's once-a-second refresh
+
+    def next_out() -> tuple[bool, int]:
+        capsys.readouterr()
+        assert main(["sessions", "list", "--json", "--config", str(folder / "gateway.yaml")]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        [row] = [r for r in doc["sessions"] if r["comp_id"] == "CLRFIX44"]
+        return doc["gateway_running"], row["next_out"]
+    assert next_out() == (True, 8)
+    await close_all(cl)
+    await gw.stop()
+    assert next_out() == (False, 8)
+
+
 async def test_one_resend_request_for_everything_is_answered_whole(folder, start_gateway):
     """As a QuickFIX engine asks after an outage: one ResendRequest 1..0 and nothing more until
     it is answered. 6,000 copies missed: all of them come (in slices that share the loop, with
