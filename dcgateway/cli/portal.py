@@ -4,6 +4,8 @@ of the self-service portal, run on the gateway host).
 ``users invite`` prints a one-time enrolment link (and e-mails it to the user when
 ``gateway.smtp`` is set); the link's token is never logged or audited, only that an invitation
 was made. ``users reset`` revokes password, second factor and every web session of the user.
+With ``--as NAME`` an administrator acts only on the users of the entities they administer (and
+sees only those in ``users list``); an operator acts on anyone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,43 @@ def _audit(state: Any, accounts: Any, action: str, name: str, actor: str | None,
                            os_user=os_user, **fields)
 
 
+def _may_manage(accounts: Any, actor: str | None, name: str) -> None:
+    """``--as ACTOR`` on a users command (CLI.md: refused for entities ACTOR does not
+    administer): an operator manages anyone; an administrator only users all of whose entities
+    they administer, and never an operator; anyone else nobody. Without ``--as`` nothing is
+    checked (whoever has the files acts as the exchange)."""
+    from ..portal.accounts import ROLE_OPERATOR
+    if actor is None:
+        return
+    me = accounts.people.get(actor)
+    if me is None:
+        raise UsageError(f"{actor} is not an administrator or operator")
+    if me.role == ROLE_OPERATOR:
+        return
+    them = accounts.principal(name)
+    if them.role == ROLE_OPERATOR:
+        raise UsageError(f"{actor} may not manage {name}: an exchange operator")
+    outside = [e for e in them.entities if not me.may_act_for(e)]
+    if outside:
+        raise UsageError(f"{actor} does not administer {', '.join(outside)}")
+
+
+def _visible(accounts: Any, actor: str | None, rows: list[dict[str, Any]]
+             ) -> list[dict[str, Any]]:
+    """``users list --as ACTOR``: an administrator sees the users of the entities they
+    administer (no operator); an operator everyone."""
+    from ..portal.accounts import ROLE_OPERATOR
+    if actor is None:
+        return rows
+    me = accounts.people.get(actor)
+    if me is None:
+        raise UsageError(f"{actor} is not an administrator or operator")
+    if me.role == ROLE_OPERATOR:
+        return rows
+    return [r for r in rows if r["role"] != ROLE_OPERATOR
+            and any(me.may_act_for(e) for e in r["entities"])]
+
+
 def _cmd_portal(args: argparse.Namespace, out: Output) -> int:
     import uvloop
 
@@ -92,6 +131,7 @@ def _cmd_invite(args: argparse.Namespace, out: Output) -> int:
                          "{listen: {host, port}, public_url: URL}")
     accounts, state = _accounts(config)
     person = accounts.principal(args.name)
+    _may_manage(accounts, args.actor, args.name)
     if args.valid_hours <= 0 or args.valid_hours > 24 * 14:
         raise UsageError("--valid-hours: expected 1 to 336")
     token, expires = accounts.invite(args.name, time.time(), args.valid_hours * 3600.0)
@@ -110,7 +150,7 @@ def _cmd_invite(args: argparse.Namespace, out: Output) -> int:
 def _cmd_list(args: argparse.Namespace, out: Output) -> int:
     config = load(args, groups=False)
     accounts, _ = _accounts(config)
-    rows = accounts.rows(time.time())
+    rows = _visible(accounts, args.actor, accounts.rows(time.time()))
     for r in rows:
         r["last_login"] = _iso(r["last_login"])
     table = [("USER", "ROLE", "ENTITIES", "ENROLLED", "LOCKED", "LAST_LOGIN")]
@@ -124,6 +164,7 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
 def _cmd_unlock(args: argparse.Namespace, out: Output) -> int:
     config = load(args, groups=False)
     accounts, state = _accounts(config)
+    _may_manage(accounts, args.actor, args.name)
     was = accounts.unlock(args.name)
     _audit(state, accounts, "unlock", args.name, args.actor, was_locked=was)
     out.result({"user": args.name, "was_locked": was},
@@ -134,6 +175,7 @@ def _cmd_unlock(args: argparse.Namespace, out: Output) -> int:
 def _cmd_reset(args: argparse.Namespace, out: Output) -> int:
     config = load(args, groups=False)
     accounts, state = _accounts(config)
+    _may_manage(accounts, args.actor, args.name)
     accounts.reset(args.name)
     _audit(state, accounts, "reset", args.name, args.actor)
     out.result({"user": args.name, "reset": True},

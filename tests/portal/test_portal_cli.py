@@ -147,3 +147,36 @@ def test_demo_starts_the_portal_and_prints_how_to_log_in(tmp_path):
             proc.kill()
             proc.communicate(timeout=10)
     assert "error" not in (folder / "var" / "demo.log").read_text().lower()
+
+
+def test_users_commands_honour_as(tmp_path, capsys):
+    """CLI.md: --as NAME is refused for entities NAME does not administer. carl (CLEARCO) may
+    not invite, unlock or reset tina (TRADECO), nor an operator, nor sees them in users list;
+    an unknown NAME acts for nobody; an operator (olga) acts on anyone. Refusals exit 2, change
+    nothing and are not audited as done."""
+    path = portal_config(tmp_path / "gw")
+    cfg = ["--config", str(path)]
+    for argv in (["users", "invite", "tina"], ["users", "unlock", "tina"],
+                 ["users", "reset", "tina"], ["users", "reset", "olga"]):
+        capsys.readouterr()
+        assert main(argv + cfg + ["--as", "carl"]) == 2, argv
+        err = capsys.readouterr().err
+        assert "carl does not administer TRADECO" in err or "an exchange operator" in err, err
+        assert "Traceback" not in err
+    assert main(["users", "invite", "tina", "--as", "nobody"] + cfg) == 2
+    assert "nobody is not an administrator or operator" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["users", "list", "--json", "--as", "carl"] + cfg) == 0
+    assert [u["user"] for u in json.loads(capsys.readouterr().out)["users"]] == ["carl"]
+    assert main(["users", "list", "--json", "--as", "olga"] + cfg) == 0
+    assert {"carl", "tina", "olga", "oscar"} <= {
+        u["user"] for u in json.loads(capsys.readouterr().out)["users"]}
+    audit = tmp_path / "gw" / "var" / "portal-audit.jsonl"
+    assert not audit.exists() or audit.read_text() == ""          # nothing done, nothing audited
+    assert main(["users", "invite", "carl", "--json", "--as", "carl"] + cfg) == 0
+    assert main(["users", "reset", "tina", "--as", "olga"] + cfg) == 0
+    assert main(["users", "unlock", "tina", "--as", "tina"] + cfg) == 0
+    done = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(a["who"], a["action"], a["user"], a["entity"]) for a in done] == [
+        ("carl", "invite", "carl", "CLEARCO"), ("olga", "reset", "tina", "TRADECO"),
+        ("tina", "unlock", "tina", "TRADECO")]
