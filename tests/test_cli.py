@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 import types
@@ -371,6 +373,50 @@ def test_key_file_out_must_name_a_file_in_an_existing_folder(config: Path, capsy
     assert code == 0 and (folder / "k.csv").stat().st_mode & 0o777 == 0o600
 
 
+def test_key_file_out_never_replaces_a_device_pipe_or_link(config: Path, capsys) -> None:
+    """The key file is written beside the path and renamed over it: over a device (``--out
+    /dev/null`` as root), a pipe or a symbolic link that would put the secret in a plain file
+    in its place. Refused (exit 2) and left as it was; a regular file is replaced."""
+    c = str(config)
+    code, out, _ = run(capsys, "keys", "create", "--session-id", "CLRFIX44", "--json",
+                       "--config", c)
+    key = json.loads(out)["access_key_id"]
+    pipe = config.parent / "pipe"
+    os.mkfifo(pipe)
+    target = config.parent / "real.csv"
+    target.write_text("old\n")
+    link = config.parent / "link.csv"
+    link.symlink_to(target)
+    for path, what in ((pipe, "is not a regular file (a device, pipe or socket); expected "
+                              "the path of the key file to write"),
+                       (link, "is a symbolic link; give the path of the key file itself")):
+        code, _, err = run(capsys, "keys", "download", key, "--out", str(path), "--config", c)
+        assert (code, err) == (2, f"error: --out {path}: {what}\n")
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and link.is_symlink()
+    assert target.read_text() == "old\n"
+    dev = config.parent / "null"             # a device of our own, never the machine's
+    try:
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:                  # not root: the pipe above is the same check
+        pass
+    else:
+        code, _, err = run(capsys, "keys", "download", key, "--out", str(dev), "--config", c)
+        assert code == 2 and "is not a regular file" in err
+        assert stat.S_ISCHR(os.lstat(dev).st_mode)
+    code, _, _ = run(capsys, "keys", "download", key, "--out", str(target), "--config", c)
+    assert code == 0 and target.read_text().startswith("Session ID,Access ID,Secret Key")
+
+
+def test_keys_list_names_an_unconfigured_session_id(config: Path, capsys) -> None:
+    """As keys create does: a Session ID the configuration does not know is an error (exit
+    2), not an empty list."""
+    code, _, err = run(capsys, "keys", "list", "--session-id", "XYZ", "--config", str(config))
+    assert code == 2 and err.startswith("error: Session ID 'XYZ' is not configured (configured: ")
+    code, out, _ = run(capsys, "keys", "list", "--session-id", "CLRFIX44", "--config",
+                       str(config))
+    assert (code, out) == (0, "no key pairs\n")
+
+
 def test_tls_files_are_loaded_by_what_serves_not_by_every_command(config: Path,
                                                                    capsys) -> None:
     """The TLS key is often readable by the gateway's service account only: check-config and
@@ -434,3 +480,13 @@ def test_python_m_dcgateway_subprocess(tmp_path: Path) -> None:
         assert proc.returncode == expected_code, proc.stderr
         assert "Traceback" not in proc.stderr
     assert "sessions[3].profile: 'fixx' is not allowed; expected one of ilink2, fix" in proc.stderr
+
+
+def test_demo_refuses_a_rate_or_duration_that_is_not_above_zero(capsys) -> None:
+    """A negative rate ran flat out and a negative duration stopped at once, both exit 0:
+    usage errors now (exit 2, named), before anything starts."""
+    for argv in (["--rate", "-5"], ["--duration", "-1"], ["--rate", "0"], ["--rate", "nan"],
+                 ["--duration", "soon"], ["--kill-after", "0"]):
+        assert main(["demo", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"error: argument {argv[0]}: expected a number above 0, got {argv[1]!r}" in err

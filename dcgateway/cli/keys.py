@@ -60,6 +60,11 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
     km = _manager(config)
     mine = acting_for(config, args.actor)
     infos = km.list(args.session_id)
+    known = getattr(km, "session_ids", None)     # the state store's key manager's
+    if args.session_id and not infos and known is not None and args.session_id not in known:
+        # (keys of a Session ID no longer configured are still listed, and can be deleted)
+        raise UsageError(f"Session ID {args.session_id!r} is not configured (configured: "
+                         f"{', '.join(sorted(known)) or 'none'})")
     if mine is not None:
         infos = [i for i in infos if _visible(config, mine, i.session_id)]
     rows = [("SESSION_ID", "ACCESS_KEY_ID", "CREATED", "EXPIRES", "STATUS")]
@@ -89,10 +94,18 @@ def _cmd_download(args: argparse.Namespace, out: Output) -> int:
 
 
 def _check_out(out: Path) -> None:
-    """``--out FILE``: a file in a folder that exists (a secret is not written to a place
-    made up on the way, nor over a folder)."""
+    """``--out FILE``: a regular file, new or replaced, in a folder that exists. A secret is
+    not written to a place made up on the way, nor over a folder, nor in place of a device, a
+    pipe, a socket or a symbolic link (the file is written beside and renamed over the path,
+    which would replace such a thing rather than write to it: ``--out /dev/null`` run as root
+    would have left the secret in a plain file where /dev/null was)."""
+    if out.is_symlink():
+        raise UsageError(f"--out {out}: is a symbolic link; give the path of the key file itself")
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; expected the path of the key file to write")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"--out {out}: is not a regular file (a device, pipe or socket); "
+                         "expected the path of the key file to write")
     parent = out.parent
     if not parent.is_dir():
         raise UsageError(f"--out {out}: the folder {parent} does not exist")

@@ -61,17 +61,28 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
                 duration=args.duration)
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number above 0 (a rate, a duration), else a usage error (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def register_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(subparsers, common, "demo", _cmd_demo,
                     "the gateway with the demo config plus the simulators, live totals; Ctrl-C stops")
-    p.add_argument("--rate", type=float, default=None,
+    p.add_argument("--rate", type=_positive, default=None,
                    help="messages per second per source simulator (default 500; 200 with --cluster)")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
+    p.add_argument("--duration", type=_positive, metavar="SECONDS",
                    help="stop by itself after this long (default: until Ctrl-C)")
     p.add_argument("--cluster", action="store_true",
                    help="three local NATS servers, two gateway nodes and the simulators; the "
                         "serving node is killed and the sessions move (needs nats-server)")
-    p.add_argument("--kill-after", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--kill-after", type=_positive, default=10.0, metavar="SECONDS",
                    help="with --cluster: when the serving node is killed (default 10)")
 
 
