@@ -126,9 +126,52 @@ def _nats_tls(base: Path) -> Parser:
                   "a mapping {ca_file, cert_file, key_file} (each optional)")
 
 
+#: A NATS credentials file (``nsc generate creds``): the user's JWT, then its NKey seed.
+_CREDS_RE = re.compile(
+    rb"-{3,}BEGIN NATS USER JWT-{3,}\s*\n\s*([A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+)"
+    rb"\s*\n\s*-{3,}END NATS USER JWT-{3,}.*?"
+    rb"-{3,}BEGIN USER NKEY SEED-{3,}\s*\n\s*(SU[A-Z2-7]+)\s*\n\s*-{3,}END USER NKEY SEED-{3,}",
+    re.DOTALL)
+_CREDS_EXPECTED = ("a NATS credentials file: a user JWT block and a user NKey seed block "
+                   "(as `nsc generate creds` writes it)")
+
+
+def _creds_file(base: Path) -> Parser:
+    """``creds_file``: an existing, readable NATS credentials file whose seed is a valid user
+    NKey (checked here, where the file and line can be named, not at the first connection)."""
+    existing = file_path(base, True)
+
+    @expects(_CREDS_EXPECTED)
+    def parse(ctx: Context, node: Node, path: str) -> Path | Bad:
+        resolved = existing(ctx, node, path)
+        if not isinstance(resolved, Path):
+            return BAD
+        try:
+            data = resolved.read_bytes()
+        except OSError as exc:
+            ctx.problem(node_line(node), path, f"cannot read {resolved}: {exc.strerror or exc}",
+                        _CREDS_EXPECTED)
+            return BAD
+        m = _CREDS_RE.search(data)
+        if m is None:
+            ctx.problem(node_line(node), path, f"{resolved} is not a NATS credentials file",
+                        _CREDS_EXPECTED)
+            return BAD
+        # nats-py's nkeys extra, which signs the server's nonce with the seed
+        import nkeys
+        try:
+            nkeys.from_seed(bytearray(m.group(2)))
+        except Exception:             # nkeys raises its own errors and binascii's
+            ctx.problem(node_line(node), path, f"{resolved}: the user NKey seed is not valid",
+                        _CREDS_EXPECTED)
+            return BAD
+        return resolved
+    return parse
+
+
 def _nats(base: Path) -> Parser:
     return record({"servers": (_servers, REQUIRED),
-                   "creds_file": (file_path(base, True), None),
+                   "creds_file": (_creds_file(base), None),
                    "tls": (_nats_tls(base), None),
                    "connect_timeout_s": (number(0.1, 60, integer=False), 2.0)}, NatsSettings,
                   "a mapping {servers: [...], [creds_file, tls, connect_timeout_s]}")

@@ -115,3 +115,53 @@ def test_local_nats_cluster_starts_answers_and_stops(tmp_path: Path) -> None:
     finally:
         cluster.stop()
     assert not any(s.running for s in cluster.servers)
+
+
+def _creds(seed: bytes) -> str:
+    """A credentials file as ``nsc generate creds`` writes it (the JWT is only carried)."""
+    return ("-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVIn0.c2ln\n"
+            "------END NATS USER JWT------\n\n"
+            "************************* IMPORTANT *************************\n"
+            "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+            "-----BEGIN USER NKEY SEED-----\n" + seed.decode() + "\n"
+            "------END USER NKEY SEED------\n")
+
+
+def _user_seed() -> bytes:
+    import nkeys
+    return bytes(nkeys.encode_seed(bytes(range(32)), nkeys.PREFIX_BYTE_USER))
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("x\n", "is not a NATS credentials file"),
+    (_creds(b"SUAAAA"), "the user NKey seed is not valid"),
+])
+def test_creds_file_must_be_nats_credentials(tmp_path: Path, content: str, problem: str) -> None:
+    """creds_file is checked where its file and line can be named: a file that is not NATS
+    credentials, or whose seed is not a valid user NKey, is a configuration error, not a
+    failure at the first connection."""
+    section = CONTRACT_EXAMPLE.replace("    # creds_file, tls: optional, for a secured NATS",
+                                       "    creds_file: nats.creds")
+    path = _with_cluster(tmp_path, section)
+    (tmp_path / "nats.creds").write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    text = str(exc.value)
+    assert f"{path}:" in text and "cluster.nats.creds_file" in text and problem in text, text
+
+
+@needs_nats
+def test_creds_file_is_used_to_connect(tmp_path: Path, nats_cluster: LocalNatsCluster) -> None:
+    """A valid credentials file loads and the NATS client connects with it (its nkeys extra
+    installed: without it every connection failed with "No module named 'nkeys'"). This NATS
+    does not ask for authentication; the client still reads and prepares the seed."""
+    from .support import run_cli
+    path = cluster_config(tmp_path, nats_cluster.urls)
+    text = path.read_text()
+    path.write_text(text.replace(f"    servers: [{', '.join(nats_cluster.urls)}]",
+                                 f"    servers: [{', '.join(nats_cluster.urls)}]\n"
+                                 "    creds_file: nats.creds"))
+    (tmp_path / "nats.creds").write_text(_creds(_user_seed()))
+    assert load_config(path).cluster.nats.creds_file == tmp_path / "nats.creds"
+    r = run_cli("cluster", "status", config=path)
+    assert r.returncode == 0 and "nkeys" not in r.stderr, (r.stdout, r.stderr)
