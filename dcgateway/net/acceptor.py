@@ -58,10 +58,11 @@ class Refused:
     reason: str
 
 
-#: The Logout text of every refusal before authentication (the venue's rule: never say which
-#: check failed).
 #: Refusals are summarised in one log line at most this often (seconds).
 REFUSAL_LOG_INTERVAL = 10.0
+#: The shortest wait of the session timer task (seconds), whatever is due: at most 20 passes
+#: a second over the sessions, each a Heartbeat at most this late.
+MIN_TIMER_S = 0.05
 #: Listen backlog: completed handshakes the kernel queues for accept() (capped by somaxconn).
 #: A flood of connections must not fill it, or a client's SYN is dropped and retried a second
 #: later: the gateway accepts and sheds them quickly instead.
@@ -310,10 +311,25 @@ class Acceptor:
     def listening(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
+    def next_wake(self, now: float, interval: float = 0.5) -> float:
+        """Seconds until the timer task should look again: when the first session's timer is
+        due (a Heartbeat at HeartBtInt, not up to ``interval`` after it: an engine that counts
+        in whole seconds sends a TestRequest for a late one), at most ``interval`` (logon
+        timeouts, refusal logs), at least ``MIN_TIMER_S`` (a timer that stays due cannot spin
+        the loop)."""
+        due = now + interval
+        for conn in self.connections:
+            session = conn.session
+            if session is not None:
+                t = session.next_timer()
+                if t is not None and t < due:
+                    due = t
+        return max(min(MIN_TIMER_S, interval), due - now)
+
     async def run_timers(self, interval: float = 0.5) -> None:
         """The one timer task: heartbeats, TestRequests, logon and logout timeouts."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.next_wake(self.clock(), interval))
             now = self.clock()
             for conn in list(self.connections):
                 conn.tick(now)

@@ -418,3 +418,23 @@ async def test_the_timer_task_logs_a_due_summary_and_closes_silent_connections(l
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_the_timer_task_wakes_when_a_heartbeat_is_due() -> None:
+    """A Heartbeat goes out at HeartBtInt after our last message, not up to the timer's
+    interval later: the task sleeps until the first session's timer is due, at most the
+    interval (pre-logon timeouts), at least MIN_TIMER_S."""
+    from dcgateway.net.acceptor import MIN_TIMER_S
+    rig = Rig()
+    assert rig.acceptor.next_wake(rig.clock()) == 0.5                # nothing logged on
+    conn, tr = rig.open()
+    conn.data_received(rig.logon())                                   # HeartBtInt 30
+    assert conn.session is not None
+    rig.clock.advance(29.8)
+    assert rig.acceptor.next_wake(rig.clock()) == pytest.approx(0.2)
+    rig.clock.advance(0.2)
+    assert rig.acceptor.next_wake(rig.clock()) == MIN_TIMER_S        # due now
+    conn.tick(rig.clock())
+    assert [m.msg_type for m in replies(tr)][-1] == b"0"              # the Heartbeat, on time
+    assert rig.acceptor.next_wake(rig.clock()) == 0.5
+    assert rig.acceptor.next_wake(rig.clock(), interval=0) == 0       # as the tests drive it
