@@ -23,6 +23,12 @@ from ..errors import DcGatewayError
 
 log = logging.getLogger("dcgateway.cluster")
 
+#: A node's first connection at start-up must be made within this long, or within
+#: ``connect_timeout_s`` per server if that is longer (every server gets one whole attempt):
+#: else it exits 1 naming the servers (:func:`connect_at_start`). Once connected, it reconnects
+#: for ever (a NATS server restarting must not end the node).
+START_CONNECT_S = 5.0
+
 
 class ClusterUnavailable(DcGatewayError):
     """NATS (or its JetStream) could not do what was asked: no server answered, no quorum,
@@ -127,12 +133,14 @@ class ErrorReporter:
         self.clock = clock
         self._last: dict[str, float] = {}
         self._skipped: dict[str, int] = {}
+        self.latest: BaseException | None = None      # the last failure reported
 
     async def on_error(self, exc: Exception) -> None:
         """The ``error_cb`` itself (nats-py wants a coroutine function)."""
         self.report(exc)
 
     def report(self, exc: BaseException) -> None:
+        self.latest = exc
         text = nats_error_text(exc)
         now = self.clock()
         last = self._last.get(text)
@@ -145,16 +153,47 @@ class ErrorReporter:
                 f" (and {skipped} more like it)" if skipped else "")
 
 
+def _options(settings: ClusterSettings, name: str, reporter: ErrorReporter,
+             extra: dict[str, Any]) -> dict[str, Any]:
+    async def reconnected() -> None:
+        log.log(reporter.level, "NATS connection %s: reconnected", name)
+    return {**connect_options(settings, name), "error_cb": reporter.on_error,
+            "reconnected_cb": reconnected, **extra}
+
+
 async def connect(settings: ClusterSettings, name: str, *, error_level: int = logging.WARNING,
                   **extra: Any) -> Client:
     """A connection to the cluster's servers (the first that answers). Its asynchronous
     errors (a server gone, a reconnect attempt refused) are logged as one line each at
     ``error_level`` (:class:`ErrorReporter`; a command line passes DEBUG: its own error
     message says what failed)."""
-    reporter = ErrorReporter(name, error_level)
+    return await nats.connect(**_options(settings, name, ErrorReporter(name, error_level), extra))
 
-    async def reconnected() -> None:
-        log.log(error_level, "NATS connection %s: reconnected", name)
-    opts = {**connect_options(settings, name), "error_cb": reporter.on_error,
-            "reconnected_cb": reconnected, **extra}
-    return await nats.connect(**opts)
+
+def start_connect_s(settings: ClusterSettings) -> float:
+    """How long a node's first connection may take (:data:`START_CONNECT_S`)."""
+    return max(START_CONNECT_S, settings.nats.connect_timeout_s * len(settings.nats.servers))
+
+
+async def connect_at_start(settings: ClusterSettings, name: str) -> Client:
+    """:func:`connect` for a node starting: the same connection (it reconnects for ever once
+    made), but if no server answered within :func:`start_connect_s` a
+    :class:`ClusterUnavailable` names the servers and the last failure (exit 1, no traceback)."""
+    reporter = ErrorReporter(name)
+    nc = Client()
+    within = start_connect_s(settings)
+    try:
+        await asyncio.wait_for(nc.connect(**_options(settings, name, reporter, {})), within)
+        return nc
+    except BaseException as exc:
+        try:                                  # nothing of the attempt is left behind
+            await asyncio.wait_for(nc.close(), 1)
+        except Exception as close_exc:
+            log.debug("closing the NATS connection %s: %s", name, close_exc)
+        if not isinstance(exc, Exception):    # cancelled (the node is stopping)
+            raise
+        last = reporter.latest if isinstance(exc, asyncio.TimeoutError) else exc
+        raise ClusterUnavailable(
+            f"connecting failed on the cluster's NATS servers ({', '.join(settings.nats.servers)}"
+            f"): no server answered within {within:g}s"
+            + (f" (last: {nats_error_text(last)})" if last is not None else "")) from None

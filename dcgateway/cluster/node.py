@@ -33,15 +33,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ..config import GatewayConfig
+from ..errors import DcGatewayError, listening
 from ..fix.dictionary import DictionaryCache
 from ..fix.store import MemoryStore
 from ..gateway import Gateway
 from ..net.acceptor import Acceptor, AcceptorSettings
 from ..net.connection import FixConnection, SessionSlot
 from ..net.http import serve_http
-from ..runtime import listening, metrics_token, server_ssl_context, session_config
+from ..runtime import metrics_token, server_ssl_context, session_config, unless_stopped
 from ..vocab import Role
-from .connect import Names, connect
+from .connect import Names, connect_at_start
 from .fence import Gate, MarkingStore, fence_connection
 from .journal import ClusterCommitter, ClusterJournal, make_log, rebuild
 from .kvmirror import open_bucket
@@ -102,7 +103,9 @@ class ClusterNode:
         self.journal: ClusterJournal | None = None
         self.metrics = ClusterMetrics(self)
         self._primary = asyncio.Event()
+        self._nc: Any = None
         self._lease_nc: Any = None
+        self.phase = "connecting to"        # what it does before it is up (a stop names it)
         self._lost = asyncio.Event()
         self.takeovers = 0
         self.takeover_failures = 0          # in all (the counter)
@@ -185,19 +188,20 @@ class ClusterNode:
 
     # -- the node's life --------------------------------------------------------------------------
 
-    async def _setup(self, stop: asyncio.Event) -> Any:
-        """Connect, make sure the journal stream and the leases bucket exist; retried (NATS
-        may be starting, or electing leaders after a restart) until it works or ``stop``."""
-        nc = None
+    async def _setup(self, stop: asyncio.Event) -> None:
+        """Connect (:class:`~.connect.ClusterUnavailable` when no NATS server answers in a
+        bounded time), then make sure the journal stream and the leases bucket exist; that is
+        retried (NATS may be electing leaders after a restart) until it works or ``stop``."""
+        self._nc = await connect_at_start(self.cluster, f"dcgateway-{self.me.node_id}")
         while not stop.is_set():
+            self.phase = "preparing the journal stream and the leases bucket on"
             try:
-                nc = nc or await connect(self.cluster, f"dcgateway-{self.me.node_id}")
-                js = nc.jetstream(timeout=5)
+                js = self._nc.jetstream(timeout=5)
                 await ensure_stream(js, self.names.journal, [f"{self.names.prefix}.>"],
                                     self.cluster.replicas, STREAM_MAX_AGE_S)
                 # the leases on a connection of their own: a renewal must never queue behind
                 # thousands of journal publishes and their acknowledgements
-                self._lease_nc = self._lease_nc or await connect(
+                self._lease_nc = self._lease_nc or await connect_at_start(
                     self.cluster, f"dcgateway-{self.me.node_id}-leases")
                 kv = await open_leases(self._lease_nc.jetstream(timeout=5),
                                        self.names.bucket("leases"), self.cluster.replicas,
@@ -211,17 +215,30 @@ class ClusterNode:
                                                  "state": self.state},
                                            want=[PRIMARY], on_acquired=self._acquired,
                                            on_lost=self._on_lost)
-                return nc
+                return
             except Exception as exc:
                 log.warning("node %s: the cluster is not ready (%s); retrying",
                             self.me.node_id, exc or type(exc).__name__)
                 await asyncio.sleep(1.0)
-        return nc
+
+    async def _start(self, stop: asyncio.Event) -> None:
+        """:meth:`_setup` until done or ``stop`` (a signal while connecting stops the node at
+        once); a node stopped before it is up, or that cannot connect, closes what it opened
+        and raises (exit 1 with one ``error:`` line)."""
+        try:
+            await unless_stopped(self._setup(stop), stop)
+        except BaseException:
+            await self._close_nats()
+            raise
+        if self.leases is None or stop.is_set():
+            await self._close_nats()
+            raise DcGatewayError(
+                f"node {self.me.node_id} stopped (SIGTERM or SIGINT) before it was up: it was "
+                f"{self.phase} the cluster's NATS servers ({', '.join(self.cluster.nats.servers)})")
 
     async def run(self, stop: asyncio.Event) -> int:
-        nc = await self._setup(stop)
-        if self.leases is None:
-            return 0
+        await self._start(stop)
+        assert self.leases is not None
         tasks = [asyncio.create_task(self.leases.run(), name="leases"),
                  asyncio.create_task(self._watch_holder(), name="lease-holder")]
         try:
@@ -236,7 +253,7 @@ class ClusterNode:
                 if stop.is_set():
                     break
                 try:
-                    await self._serve_as_primary(nc, stop)
+                    await self._serve_as_primary(self._nc, stop)
                 except Exception as exc:      # a NATS timeout while taking over, ...
                     await self._takeover_failed(exc)
                 finally:
@@ -251,13 +268,16 @@ class ClusterNode:
             if self._standby is not None:
                 await self._standby.stop()
             await self._give_up_lease()
-            for conn in (nc, self._lease_nc):
-                try:
-                    if conn is not None:
-                        await asyncio.wait_for(conn.close(), 5)
-                except Exception as exc:
-                    log.warning("closing the NATS connection: %s", exc)
+            await self._close_nats()
         return 0
+
+    async def _close_nats(self) -> None:
+        for conn in (self._nc, self._lease_nc):
+            try:
+                if conn is not None:
+                    await asyncio.wait_for(conn.close(), 5)
+            except Exception as exc:
+                log.warning("closing the NATS connection: %s", exc)
 
     async def _takeover_failed(self, exc: BaseException) -> None:
         """The lease is given up at once, so another node can try, and this node does not

@@ -9,7 +9,8 @@
 * :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
 * :mod:`.sessions`     each configured session assembled (settings, store, outbox, adapter)
 * :mod:`.snapshot`     the state gauges read at scrape time
-* :mod:`.process`      the process: umask, the uvloop runner, SIGTERM/SIGINT as a stop
+* :mod:`.process`      the process: umask, the uvloop runner, SIGTERM/SIGINT as a stop (and
+  a long step raced against it)
 * :mod:`.support`      TLS contexts, the metrics token, the descriptor limit, GC and GIL
   tuning, the acceptor's settings, the key-expiry notifier
 """
@@ -19,7 +20,7 @@ from .events import EventSink, copy_describer
 from .flow import Flow
 from .health import UNWRITABLE_TEXT, JournalHealth
 from .maintenance import RETENTION_S, Maintenance, week_start_before
-from .process import run_until_signalled
+from .process import run_until_signalled, unless_stopped
 from .pump import MetricsPump
 from .sessions import adapt_copies, make_slot, session_config
 from .snapshot import scrape_state
@@ -41,5 +42,5 @@ __all__ = [
     "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "listening",
     "metrics_token", "scrape_state", "server_ssl_context", "tune_threads", "week_start_before", "adapt_copies",
     "make_slot", "session_config", "acceptor_settings", "expiry_notifier", "tune_for_latency",
-    "tune_gc", "run_until_signalled", "copy_describer",
+    "tune_gc", "run_until_signalled", "unless_stopped", "copy_describer",
 ]

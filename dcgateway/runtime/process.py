@@ -1,6 +1,8 @@
 """The process around a gateway or a cluster node (``dcgateway run``): everything it creates is
 private (umask 077: files 0600, directories 0700), uvloop comes in through a loop factory (never
-a global event-loop policy), and SIGTERM or SIGINT asks for a graceful stop."""
+a global event-loop policy), and SIGTERM or SIGINT asks for a graceful stop: every phase of
+``main`` must watch the stop event (:func:`unless_stopped` around a step that may wait long,
+such as connecting), since the signal handler only sets it."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import uvloop
+
+T = TypeVar("T")
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
@@ -26,3 +31,18 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_run())
+
+
+async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``step``'s result, or None when ``stop`` is set first: ``step`` is then cancelled and
+    waited for (its own clean-up runs). An exception of ``step`` propagates."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
