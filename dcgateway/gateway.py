@@ -249,6 +249,7 @@ class Gateway:
             await asyncio.sleep(1.0)
             self.pump.push()
             self.status.tick()
+            self.events.noisy.flush()
 
     def close(self) -> None:
         failed: list[str] = []

@@ -20,6 +20,7 @@ class RateLimitedLog:
         self.clock = clock
         self.max_keys = max_keys
         self._last: dict[Hashable, tuple[float, int]] = {}
+        self._said: dict[Hashable, tuple[int, str]] = {}     # key -> level, last line logged
 
     def log(self, key: Hashable, level: int, msg: str, *args: object) -> None:
         now = self.clock()
@@ -29,8 +30,22 @@ class RateLimitedLog:
             return
         if len(self._last) >= self.max_keys:
             self._last.clear()            # bounded memory: a spray of keys resets the window
+            self._said.clear()
         self._last[key] = (now, 0)
         if suppressed:
             msg += " (%d more like this in the last %gs not logged)"
             args = (*args, suppressed, self.interval)
         self.logger.log(level, msg, *args)
+        self._said[key] = (level, msg % args if args else msg)
+
+    def flush(self) -> None:
+        """Sum up what a burst that has stopped left unsaid: for every key whose lines were
+        suppressed and whose interval has passed, one line with the count (call it
+        periodically; without it the count waited for the key's next line, maybe never)."""
+        now = self.clock()
+        for key, (last, suppressed) in list(self._last.items()):
+            if suppressed and now - last >= self.interval:
+                self._last[key] = (now, 0)
+                level, line = self._said.get(key, (logging.WARNING, str(key)))
+                self.logger.log(level, "%d more like this in the last %gs not logged; the last "
+                                "one logged: %s", suppressed, now - last, line)

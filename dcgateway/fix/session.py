@@ -52,6 +52,7 @@ from .session_admin import (
     SendingTimeParser,
     gap_fill_flag,
     late_seq,
+    max_reject_reason,
     peer_reject,
     reject_body,
     reverse_routing,
@@ -324,7 +325,8 @@ class FixSession(SequenceHandling, LogonHandling):
                 msg: RawMessage | None = None) -> None:
         """Session-level Reject (35=3) with 45/371/372/373/58 (FIX Vol. 2 "Reject"), routed back
         the way the rejected message came (its 115/116/144 as 128/129/145 and the reverse)."""
-        self._send(M.REJECT, reject_body(seq, msg_type, problem), now,
+        self._send(M.REJECT, reject_body(seq, msg_type, problem,
+                                         max_reject_reason(self.config.begin_string)), now,
                    reverse_routing(msg) if msg is not None else b"")
         self._events.append(SessionRejectSent(seq or 0, problem.reason, problem.text))
 

@@ -335,9 +335,25 @@ def text_value(text: str, limit: int = 200) -> bytes:
     return raw or b"-"
 
 
-def reject_body(ref_seq: int | None, ref_msg_type: bytes, problem: Problem) -> bytes:
+#: The highest SessionRejectReason (373) a FIX version defines: FIX 4.2 stops at 11 (Invalid
+#: MsgType); 12-17 (XML, repeated tag, out of order, group order and count, SOH in a value) came
+#: with FIX 4.3, 99 (Other) with 4.4.
+_MAX_REJECT_REASON = {b"FIX.4.2": R.INVALID_MSG_TYPE,
+                      b"FIX.4.3": R.NON_DATA_VALUE_INCLUDES_DELIMITER}
+
+
+def max_reject_reason(begin_string: bytes) -> int:
+    """The highest SessionRejectReason a session of ``begin_string`` may be sent."""
+    return _MAX_REJECT_REASON.get(begin_string, R.OTHER)
+
+
+def reject_body(ref_seq: int | None, ref_msg_type: bytes, problem: Problem,
+                max_reason: int = R.OTHER) -> bytes:
     """Reject (35=3): 45 RefSeqNum, 371 RefTagID, 372 RefMsgType, 373 SessionRejectReason, 58
-    (FIX 4.2 added 371-373; Vol. 2 "Reject")."""
+    (FIX 4.2 added 371-373; Vol. 2 "Reject"). A reason the session's version does not define
+    (above ``max_reason``: 13-16 to a FIX 4.2 peer) is left out, as the FIX test cases say
+    (">= FIX 4.3: SessionRejectReason = ..."), and 58 says it in words: a value the peer's
+    dictionary does not know would get our Reject rejected."""
     fields: list[tuple[int, bytes | int]] = []
     if ref_seq is not None:
         fields.append((T.REF_SEQ_NUM, ref_seq))
@@ -345,7 +361,8 @@ def reject_body(ref_seq: int | None, ref_msg_type: bytes, problem: Problem) -> b
         fields.append((T.REF_TAG_ID, problem.tag))
     if ref_msg_type and all(0x21 <= b <= 0x7e and b != 0x3d for b in ref_msg_type[:16]):
         fields.append((T.REF_MSG_TYPE, ref_msg_type[:16]))   # known, even if invalid (2q)
-    fields.append((T.SESSION_REJECT_REASON, problem.reason))
+    if problem.reason <= max_reason:
+        fields.append((T.SESSION_REJECT_REASON, problem.reason))
     fields.append((T.TEXT, text_value(problem.text)))
     return fields_bytes(fields)
 

@@ -6,6 +6,8 @@ the reversed routing; FIX 4.4 lets a Logon reset both sequences on a logged-on s
 
 from __future__ import annotations
 
+import pytest
+
 from dcgateway.fix import codec
 from dcgateway.fix.dictionary import load_dictionary, with_secure_logon
 from dcgateway.fix.session import AppMessage, AuthDecision, AuthFailed, LoggedOn, SessionState
@@ -77,18 +79,37 @@ def test_14e_value_out_of_range_is_rejected_with_373_5():
     assert (f[371], f[373]) == (b"54", b"5")
 
 
-def test_14h_repeated_tag_is_rejected_with_373_13():
-    h = logged_on()
-    f = rejected(h, h.peer.build("8", er() + [(55, "GEZ6")]))
-    assert (f[371], f[373]) == (b"55", b"13")
+def reason(f: dict[int, bytes], begin: bytes, from_fix_4_3: bytes) -> bytes | None:
+    """The 373 a Reject must carry for a reason FIX 4.3 introduced: the test cases say
+    ">= FIX 4.3: SessionRejectReason = ..."; to a FIX 4.2 peer it is left out (its dictionary
+    has 0-11 only, and QuickFIX rejects our Reject for a 13 or a 16), and 58 says why."""
+    assert f[58], f
+    return f.get(373) if begin == b"FIX.4.2" else f[373]
 
 
-def test_14i_repeating_group_count_mismatch_is_rejected_with_373_16():
-    h = logged_on()
-    body = [(11, "C1"), (21, "1"), (55, "ESZ6"), (54, "1"), (60, "20261124-10:00:00"),
-            (40, "1"), (78, "2"), (79, "A1"), (80, "5")]             # NoAllocs 2, one entry
+def new_order(begin: bytes) -> list:
+    """A valid NewOrderSingle body for ``begin`` (4.2 requires HandlInst 21)."""
+    return ([(11, "C1")] + ([(21, "1")] if begin == b"FIX.4.2" else [])
+            + [(55, "ESZ6"), (54, "1"), (60, "20261124-10:00:00"), (38, "5"), (40, "1")])
+
+
+@pytest.mark.parametrize("begin, want", [(b"FIX.4.2", None), (b"FIX.4.4", b"13")])
+def test_14h_repeated_tag_is_rejected_with_373_13_from_fix_4_3(begin: bytes,
+                                                                want: bytes | None) -> None:
+    h = logged_on(begin)
+    f = rejected(h, h.peer.build("D", new_order(begin) + [(55, "GEZ6")]))
+    assert (f[371], reason(f, begin, b"13")) == (b"55", want)
+    assert b"more than once" in f[58]
+
+
+@pytest.mark.parametrize("begin, want", [(b"FIX.4.2", None), (b"FIX.4.4", b"16")])
+def test_14i_repeating_group_count_mismatch_is_rejected_with_373_16_from_fix_4_3(
+        begin: bytes, want: bytes | None) -> None:
+    h = logged_on(begin)
+    body = new_order(begin) + [(78, "2"), (79, "A1"), (80, "5")]      # NoAllocs 2, one entry
     f = rejected(h, h.peer.build("D", body))
-    assert (f[371], f[373]) == (b"78", b"16")
+    assert (f[371], reason(f, begin, b"16")) == (b"78", want)
+    assert b"NumInGroup" in f[58]
 
 
 def test_14b_missing_required_header_field_is_rejected_and_the_session_goes_on():
@@ -112,7 +133,7 @@ def test_14g_header_field_after_body_fields_is_rejected_and_the_session_goes_on(
     header = [(49, "SRC1001"), (56, "DCGW"), (52, utc_timestamp(T0))]
     raw = codec.encode_fields(b"FIX.4.2", "8", header, er() + [(34, seq)])
     f = rejected(h, raw)
-    assert (f[45], f[371], f[373]) == (str(seq).encode(), b"34", b"14")
+    assert (f[45], f[371], reason(f, b"FIX.4.2", b"14")) == (str(seq).encode(), b"34", None)
 
 
 def test_resent_message_with_a_bad_expire_time_is_rejected():
