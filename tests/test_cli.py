@@ -412,6 +412,11 @@ def test_keys_list_names_an_unconfigured_session_id(config: Path, capsys) -> Non
     2), not an empty list."""
     code, _, err = run(capsys, "keys", "list", "--session-id", "XYZ", "--config", str(config))
     assert code == 2 and err.startswith("error: Session ID 'XYZ' is not configured (configured: ")
+    assert "ABC" in err and "CLR" in err
+    # with --as, the Session IDs of other entities are not named
+    code, _, err = run(capsys, "keys", "list", "--session-id", "XYZ", "--config", str(config),
+                       "--as", "carl")
+    assert code == 2 and "CLR" in err and "ABC" not in err, err
     code, out, _ = run(capsys, "keys", "list", "--session-id", "CLRFIX44", "--config",
                        str(config))
     assert (code, out) == (0, "no key pairs\n")

@@ -62,9 +62,11 @@ def _cmd_list(args: argparse.Namespace, out: Output) -> int:
     infos = km.list(args.session_id)
     known = getattr(km, "session_ids", None)     # the state store's key manager's
     if args.session_id and not infos and known is not None and args.session_id not in known:
-        # (keys of a Session ID no longer configured are still listed, and can be deleted)
+        # (keys of a Session ID no longer configured are still listed, and can be deleted);
+        # with --as, only the Session IDs of NAME's entities are named
+        shown = sorted(s for s in known if mine is None or _visible(config, mine, s))
         raise UsageError(f"Session ID {args.session_id!r} is not configured (configured: "
-                         f"{', '.join(sorted(known)) or 'none'})")
+                         f"{', '.join(shown) or 'none'})")
     if mine is not None:
         infos = [i for i in infos if _visible(config, mine, i.session_id)]
     rows = [("SESSION_ID", "ACCESS_KEY_ID", "CREATED", "EXPIRES", "STATUS")]

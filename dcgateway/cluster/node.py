@@ -33,7 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ..config import GatewayConfig
-from ..errors import DcGatewayError, listening
+from ..errors import listening
 from ..fix.dictionary import DictionaryCache
 from ..fix.store import MemoryStore
 from ..gateway import Gateway
@@ -221,10 +221,11 @@ class ClusterNode:
                             self.me.node_id, exc or type(exc).__name__)
                 await asyncio.sleep(1.0)
 
-    async def _start(self, stop: asyncio.Event) -> None:
-        """:meth:`_setup` until done or ``stop`` (a signal while connecting stops the node at
-        once); a node stopped before it is up, or that cannot connect, closes what it opened
-        and raises (exit 1 with one ``error:`` line)."""
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """:meth:`_setup` until done or ``stop``: False when stopped first (a signal while it
+        connects stops the node at once: a graceful stop, logged with what it was doing); a
+        node that cannot connect raises (exit 1 with one ``error:`` line). Either way it closes
+        what it opened."""
         try:
             await unless_stopped(self._setup(stop), stop)
         except BaseException:
@@ -232,12 +233,15 @@ class ClusterNode:
             raise
         if self.leases is None or stop.is_set():
             await self._close_nats()
-            raise DcGatewayError(
-                f"node {self.me.node_id} stopped (SIGTERM or SIGINT) before it was up: it was "
-                f"{self.phase} the cluster's NATS servers ({', '.join(self.cluster.nats.servers)})")
+            log.warning("node %s stopped (SIGTERM or SIGINT) before it was up: it was %s the "
+                        "cluster's NATS servers (%s)", self.me.node_id, self.phase,
+                        ", ".join(self.cluster.nats.servers))
+            return False
+        return True
 
     async def run(self, stop: asyncio.Event) -> int:
-        await self._start(stop)
+        if not await self._start(stop):
+            return 0
         assert self.leases is not None
         tasks = [asyncio.create_task(self.leases.run(), name="leases"),
                  asyncio.create_task(self._watch_holder(), name="lease-holder")]

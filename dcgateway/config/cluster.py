@@ -126,19 +126,42 @@ def _nats_tls(base: Path) -> Parser:
                   "a mapping {ca_file, cert_file, key_file} (each optional)")
 
 
-#: A NATS credentials file (``nsc generate creds``): the user's JWT, then its NKey seed.
-_CREDS_RE = re.compile(
-    rb"-{3,}BEGIN NATS USER JWT-{3,}\s*\n\s*([A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+)"
-    rb"\s*\n\s*-{3,}END NATS USER JWT-{3,}.*?"
-    rb"-{3,}BEGIN USER NKEY SEED-{3,}\s*\n\s*(SU[A-Z2-7]+)\s*\n\s*-{3,}END USER NKEY SEED-{3,}",
-    re.DOTALL)
-_CREDS_EXPECTED = ("a NATS credentials file: a user JWT block and a user NKey seed block "
-                   "(as `nsc generate creds` writes it)")
+#: A NATS credentials file (``nsc generate creds``): the user's JWT on the line after the line
+#: holding ``BEGIN NATS USER JWT``, its NKey seed on the line after ``BEGIN USER NKEY SEED``,
+#: each line ending in a line feed: exactly what the NATS client reads (it takes the next line
+#: less its last byte, so a CR, a blank line or an indent there makes an unusable key).
+_CREDS_PARTS = ((b"BEGIN NATS USER JWT", re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"),
+                 "user JWT"),
+                (b"BEGIN USER NKEY SEED", re.compile(rb"SU[A-Z2-7]+"), "user NKey seed"))
+_CREDS_EXPECTED = ("a NATS credentials file: a user JWT block and a user NKey seed block, "
+                   "each value alone on the line after its BEGIN line (as `nsc generate creds` "
+                   "writes it)")
+
+
+def creds_problem(data: bytes) -> str | None:
+    """What makes ``data`` unusable as NATS credentials, or None."""
+    lines = data.split(b"\n")
+    values = []
+    for marker, pattern, what in _CREDS_PARTS:
+        at = next((i for i, line in enumerate(lines) if marker in line), None)
+        if at is None:
+            return f"it has no {marker.decode()} line"
+        if at + 1 >= len(lines) - 1 or not pattern.fullmatch(lines[at + 1]):   # line + LF
+            return (f"the line after {marker.decode()} is not the {what} alone (no blank line, "
+                    "spaces or carriage return)")
+        values.append(lines[at + 1])
+    # nats-py's nkeys extra, which signs the server's nonce with the seed
+    import nkeys
+    try:
+        nkeys.from_seed(bytearray(values[1]))
+    except Exception:             # nkeys raises its own errors and binascii's
+        return "its user NKey seed is not valid"
+    return None
 
 
 def _creds_file(base: Path) -> Parser:
-    """``creds_file``: an existing, readable NATS credentials file whose seed is a valid user
-    NKey (checked here, where the file and line can be named, not at the first connection)."""
+    """``creds_file``: an existing, readable NATS credentials file the NATS client can use
+    (checked here, where the file and line can be named, not at the first connection)."""
     existing = file_path(base, True)
 
     @expects(_CREDS_EXPECTED)
@@ -147,23 +170,11 @@ def _creds_file(base: Path) -> Parser:
         if not isinstance(resolved, Path):
             return BAD
         try:
-            data = resolved.read_bytes()
+            problem = creds_problem(resolved.read_bytes())
         except OSError as exc:
-            ctx.problem(node_line(node), path, f"cannot read {resolved}: {exc.strerror or exc}",
-                        _CREDS_EXPECTED)
-            return BAD
-        m = _CREDS_RE.search(data)
-        if m is None:
-            ctx.problem(node_line(node), path, f"{resolved} is not a NATS credentials file",
-                        _CREDS_EXPECTED)
-            return BAD
-        # nats-py's nkeys extra, which signs the server's nonce with the seed
-        import nkeys
-        try:
-            nkeys.from_seed(bytearray(m.group(2)))
-        except Exception:             # nkeys raises its own errors and binascii's
-            ctx.problem(node_line(node), path, f"{resolved}: the user NKey seed is not valid",
-                        _CREDS_EXPECTED)
+            problem = f"cannot be read: {exc.strerror or exc}"
+        if problem is not None:
+            ctx.problem(node_line(node), path, f"{resolved}: {problem}", _CREDS_EXPECTED)
             return BAD
         return resolved
     return parse

@@ -61,7 +61,7 @@ class Refused:
 #: Refusals are summarised in one log line at most this often (seconds).
 REFUSAL_LOG_INTERVAL = 10.0
 #: The shortest wait of the session timer task (seconds), whatever is due: at most 20 passes
-#: a second over the sessions, each a Heartbeat at most this late.
+#: a second over the sessions (the due ones ticked), a Heartbeat at most this late.
 MIN_TIMER_S = 0.05
 #: Listen backlog: completed handshakes the kernel queues for accept() (capped by somaxconn).
 #: A flood of connections must not fill it, or a client's SYN is dropped and retried a second
@@ -311,30 +311,44 @@ class Acceptor:
     def listening(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
-    def next_wake(self, now: float, interval: float = 0.5) -> float:
-        """Seconds until the timer task should look again: when the first session's timer is
-        due (a Heartbeat at HeartBtInt, not up to ``interval`` after it: an engine that counts
-        in whole seconds sends a TestRequest for a late one), at most ``interval`` (logon
-        timeouts, refusal logs), at least ``MIN_TIMER_S`` (a timer that stays due cannot spin
-        the loop)."""
-        due = now + interval
+    def due(self, now: float, until: float) -> tuple[list[FixConnection], float]:
+        """The connections whose session timer is due at ``now``, and the seconds until the
+        timer task should look again: when the next session's timer is due (a Heartbeat at
+        HeartBtInt, not up to half a second after it: an engine that counts in whole seconds
+        sends a TestRequest for a late one), at the latest at ``until`` (the next full pass: logon
+        timeouts, refusal logs), at least ``MIN_TIMER_S`` later (a timer that stays due cannot
+        spin the loop). One pass over the connections; only the due ones are ticked."""
+        ready: list[FixConnection] = []
+        wake = until
         for conn in self.connections:
             session = conn.session
             if session is not None:
                 t = session.next_timer()
-                if t is not None and t < due:
-                    due = t
-        return max(min(MIN_TIMER_S, interval), due - now)
+                if t is not None:
+                    if t <= now:
+                        ready.append(conn)
+                    elif t < wake:
+                        wake = t
+        return ready, max(min(MIN_TIMER_S, until - now), wake - now)
 
     async def run_timers(self, interval: float = 0.5) -> None:
-        """The one timer task: heartbeats, TestRequests, logon and logout timeouts."""
+        """The one timer task: heartbeats, TestRequests, logon and logout timeouts. Every
+        ``interval`` it ticks every connection; in between only those whose session timer is
+        due (a pass at 1,000 sessions ticks the few due, not all)."""
+        sweep_at = self.clock() + interval
         while True:
-            await asyncio.sleep(self.next_wake(self.clock(), interval))
             now = self.clock()
-            for conn in list(self.connections):
+            ready, wait = self.due(now, sweep_at)
+            for conn in ready:
                 conn.tick(now)
-            if self._refusals and now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
-                self.log_refusals()
+            await asyncio.sleep(max(0.0, wait))
+            now = self.clock()
+            if now >= sweep_at or now < sweep_at - 2 * interval:   # (or the clock went back)
+                sweep_at = now + interval
+                for conn in list(self.connections):
+                    conn.tick(now)
+                if self._refusals and now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+                    self.log_refusals()
 
     async def shutdown(self, text: str = "gateway shutting down") -> None:
         """Stop listening, send Logout on every logged-on session, wait (bounded) for the peers'

@@ -132,9 +132,20 @@ def _user_seed() -> bytes:
     return bytes(nkeys.encode_seed(bytes(range(32)), nkeys.PREFIX_BYTE_USER))
 
 
+_NOT_ALONE = "is not the {} alone (no blank line, spaces or carriage return)"
+
+
 @pytest.mark.parametrize("content, problem", [
-    ("x\n", "is not a NATS credentials file"),
-    (_creds(b"SUAAAA"), "the user NKey seed is not valid"),
+    ("x\n", "it has no BEGIN NATS USER JWT line"),
+    (_creds(b"SUAAAA"), "its user NKey seed is not valid"),
+    # what the NATS client would read wrongly (it takes the next line less its last byte)
+    (_creds(_user_seed()).replace("\n", "\r\n"), _NOT_ALONE.format("user JWT")),
+    (_creds(_user_seed()).replace("SEED-----\n", "SEED-----\n\n"),
+     _NOT_ALONE.format("user NKey seed")),
+    (_creds(_user_seed()).replace("SEED-----\nSU", "SEED-----\n  SU"),
+     _NOT_ALONE.format("user NKey seed")),
+    (_creds(_user_seed()).split("------END USER")[0].rstrip("\n"),
+     _NOT_ALONE.format("user NKey seed")),                    # no line feed after the seed
 ])
 def test_creds_file_must_be_nats_credentials(tmp_path: Path, content: str, problem: str) -> None:
     """creds_file is checked where its file and line can be named: a file that is not NATS

@@ -421,20 +421,30 @@ async def test_the_timer_task_logs_a_due_summary_and_closes_silent_connections(l
 
 
 def test_the_timer_task_wakes_when_a_heartbeat_is_due() -> None:
-    """A Heartbeat goes out at HeartBtInt after our last message, not up to the timer's
-    interval later: the task sleeps until the first session's timer is due, at most the
-    interval (pre-logon timeouts), at least MIN_TIMER_S."""
+    """A Heartbeat goes out at HeartBtInt after our last message, not up to the full pass's
+    interval later: the task sleeps until the first session's timer is due (at most until the
+    next full pass, at least MIN_TIMER_S) and then ticks only the sessions that are due."""
     from dcgateway.net.acceptor import MIN_TIMER_S
     rig = Rig()
-    assert rig.acceptor.next_wake(rig.clock()) == 0.5                # nothing logged on
+    t0 = rig.clock()
+    assert rig.acceptor.due(t0, t0 + 0.5) == ([], 0.5)             # nothing logged on
     conn, tr = rig.open()
     conn.data_received(rig.logon())                                   # HeartBtInt 30
-    assert conn.session is not None
+    other, other_tr = rig.open()                                      # waiting for its Logon
+    assert conn.session is not None and other.session is None
     rig.clock.advance(29.8)
-    assert rig.acceptor.next_wake(rig.clock()) == pytest.approx(0.2)
+    now = rig.clock()
+    ready, wait = rig.acceptor.due(now, now + 0.5)
+    assert ready == [] and wait == pytest.approx(0.2)
     rig.clock.advance(0.2)
-    assert rig.acceptor.next_wake(rig.clock()) == MIN_TIMER_S        # due now
-    conn.tick(rig.clock())
+    now = rig.clock()
+    ready, wait = rig.acceptor.due(now, now + 0.5)
+    assert ready == [conn] and wait == 0.5                            # due now: ticked, not other
+    for c in ready:
+        c.tick(now)
     assert [m.msg_type for m in replies(tr)][-1] == b"0"              # the Heartbeat, on time
-    assert rig.acceptor.next_wake(rig.clock()) == 0.5
-    assert rig.acceptor.next_wake(rig.clock(), interval=0) == 0       # as the tests drive it
+    ready, wait = rig.acceptor.due(now, now + 0.5)
+    assert ready == [] and wait == 0.5
+    ready, wait = rig.acceptor.due(now, now + 0.01)                 # never past the full pass
+    assert ready == [] and wait == pytest.approx(0.01) and wait < MIN_TIMER_S
+    assert rig.acceptor.due(now, now) == ([], 0)                      # as the tests drive it
