@@ -192,7 +192,6 @@ async def test_sessions_list_of_a_stopped_gateway_counts_journaled_copies(folder
         cl["ABC123N"].send("D", new_order(f"S{i}"))
     cl["ABC123N"].send("1", [(112, "sync")])
     await cl["ABC123N"].expect("0", skip=())
-    await asyncio.sleep(1.5)                     # the status file's once-a-second refresh
 
     def next_out() -> tuple[bool, int]:
         capsys.readouterr()
@@ -200,6 +199,10 @@ async def test_sessions_list_of_a_stopped_gateway_counts_journaled_copies(folder
         doc = json.loads(capsys.readouterr().out)
         [row] = [r for r in doc["sessions"] if r["comp_id"] == "CLRFIX44"]
         return doc["gateway_running"], row["next_out"]
+    for _ in range(100):                         # the status file's once-a-second refresh
+        if next_out() == (True, 8):
+            break
+        await asyncio.sleep(0.1)
     assert next_out() == (True, 8)
     await close_all(cl)
     await gw.stop()
