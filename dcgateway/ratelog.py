@@ -20,7 +20,8 @@ class RateLimitedLog:
         self.clock = clock
         self.max_keys = max_keys
         self._last: dict[Hashable, tuple[float, int]] = {}
-        self._said: dict[Hashable, tuple[int, str]] = {}     # key -> level, last line logged
+        #: key -> the last line logged (level, msg, args), formatted only if flush() needs it
+        self._said: dict[Hashable, tuple[int, str, tuple[object, ...]]] = {}
 
     def log(self, key: Hashable, level: int, msg: str, *args: object) -> None:
         now = self.clock()
@@ -36,7 +37,7 @@ class RateLimitedLog:
             msg += " (%d more like this in the last %gs not logged)"
             args = (*args, suppressed, self.interval)
         self.logger.log(level, msg, *args)
-        self._said[key] = (level, msg % args if args else msg)
+        self._said[key] = (level, msg, args)
 
     def flush(self) -> None:
         """Sum up what a burst that has stopped left unsaid: for every key whose lines were
@@ -46,6 +47,7 @@ class RateLimitedLog:
         for key, (last, suppressed) in list(self._last.items()):
             if suppressed and now - last >= self.interval:
                 self._last[key] = (now, 0)
-                level, line = self._said.get(key, (logging.WARNING, str(key)))
+                level, msg, args = self._said.get(key, (logging.WARNING, str(key), ()))
                 self.logger.log(level, "%d more like this in the last %gs not logged; the last "
-                                "one logged: %s", suppressed, now - last, line)
+                                "one logged: %s", suppressed, now - last,
+                                msg % args if args else msg)

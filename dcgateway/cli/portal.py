@@ -51,18 +51,26 @@ def _audit(state: Any, accounts: Any, action: str, name: str, actor: str | None,
                            os_user=os_user, **fields)
 
 
-def _may_manage(accounts: Any, actor: str | None, name: str) -> None:
-    """``--as ACTOR`` on a users command (CLI.md: refused for entities ACTOR does not
-    administer): an operator manages anyone; an administrator only users all of whose entities
-    they administer, and never an operator; anyone else nobody. Without ``--as`` nothing is
-    checked (whoever has the files acts as the exchange)."""
+def _limited_to(accounts: Any, actor: str | None) -> Any | None:
+    """The administrator whose ``--as`` limits a users command (CLI.md: refused for entities
+    NAME does not administer), or None when nothing is limited: no ``--as`` (whoever has the
+    files acts as the exchange) or an operator (acts for every entity). A name that is neither
+    an administrator nor an operator is refused."""
     from ..portal.accounts import ROLE_OPERATOR
     if actor is None:
-        return
+        return None
     me = accounts.people.get(actor)
     if me is None:
         raise UsageError(f"{actor} is not an administrator or operator")
-    if me.role == ROLE_OPERATOR:
+    return None if me.role == ROLE_OPERATOR else me
+
+
+def _may_manage(accounts: Any, actor: str | None, name: str) -> None:
+    """An administrator manages only users all of whose entities they administer, and never
+    an operator (:func:`_limited_to`)."""
+    from ..portal.accounts import ROLE_OPERATOR
+    me = _limited_to(accounts, actor)
+    if me is None:
         return
     them = accounts.principal(name)
     if them.role == ROLE_OPERATOR:
@@ -74,15 +82,11 @@ def _may_manage(accounts: Any, actor: str | None, name: str) -> None:
 
 def _visible(accounts: Any, actor: str | None, rows: list[dict[str, Any]]
              ) -> list[dict[str, Any]]:
-    """``users list --as ACTOR``: an administrator sees the users of the entities they
-    administer (no operator); an operator everyone."""
+    """``users list``: an administrator sees the users of the entities they administer, no
+    operator (:func:`_limited_to`)."""
     from ..portal.accounts import ROLE_OPERATOR
-    if actor is None:
-        return rows
-    me = accounts.people.get(actor)
+    me = _limited_to(accounts, actor)
     if me is None:
-        raise UsageError(f"{actor} is not an administrator or operator")
-    if me.role == ROLE_OPERATOR:
         return rows
     return [r for r in rows if r["role"] != ROLE_OPERATOR
             and any(me.may_act_for(e) for e in r["entities"])]
