@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import GatewayConfig
 from ..journal.replay import last_seq
+from ..vocab import Role
 from .base import ClosureStore
 from .session_files import peek_sequences
 
@@ -100,7 +101,7 @@ def session_rows(config: GatewayConfig, closures: ClosureStore,
         pair = seqs.get(s.comp_id)
         if not (isinstance(pair, list) and len(pair) == 2):
             pair = peek_sequences(g.data_dir / "sessions" / f"{s.comp_id}.log") or (1, 1)
-            if s.role == "target":
+            if s.role == Role.TARGET:
                 # the copies journaled for it hold their seqs whether or not it logged on since:
                 # the next start goes on after the last of them, and so does this view
                 pair = (pair[0], max(int(pair[1]), last_seq(g.data_dir / "journal", s.comp_id) + 1))
