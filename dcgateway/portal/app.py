@@ -108,7 +108,7 @@ def create_app(config: GatewayConfig, state: StateStore, *, public_url: str | No
                  Mount("/static", app=StaticFiles(directory=STATIC), name="static")])
     app = Starlette(routes=routes, exception_handlers=_error_handlers(web), middleware=[
         Middleware(SecurityMiddleware, public_origin=origin_of(settings.public_url),
-                   tls=settings.tls)])
+                   tls=settings.tls, on_refused=web.refused_request)])
     app.state.web = web
     return app
 

@@ -136,7 +136,7 @@ class KeyPages:
         session, actor = web.guard(request)
         entity = request.path_params["entity"]
         data = await web.run(web.ops.sessions, actor, entity)
-        return web.render(request, "sessions.html", session=session, entity=entity, **data)
+        return web.render(request, "sessions.html", session=session, **data)
 
     async def audit(self, request: Request) -> Response:
         web = self.web

@@ -74,8 +74,10 @@ class _TooLarge(Exception):
 
 class SecurityMiddleware:
     def __init__(self, app: ASGIApp, *, public_origin: str, tls: bool,
-                 max_body: int = 64 * 1024) -> None:
+                 max_body: int = 64 * 1024,
+                 on_refused: Callable[[Scope, str], None] | None = None) -> None:
         self.app = app
+        self.on_refused = on_refused          # audits a forged request (the app wires it)
         self.public_origin = public_origin
         self.tls = tls
         self.max_body = max_body
@@ -114,12 +116,29 @@ class SecurityMiddleware:
         try:
             refusal = self._refusal(scope)
             if refusal is not None:
+                if refusal[0] == 403 and self.on_refused is not None:
+                    try:
+                        self.on_refused(scope, refusal[1])
+                    except Exception:              # the refusal stands, audited or not
+                        log.exception("could not audit a refused request")
                 await _json(send_wrapper, *refusal)
                 return
             await self.app(scope, self._limited(scope, receive), send_wrapper)
         except _TooLarge:
             if not status[0]:
                 await _json(send_wrapper, 413, f"request body over {self.max_body} bytes")
+        except Exception:
+            # A fault of the portal's own: answered here, inside this layer, so that the 500
+            # carries the same headers as every other answer (Starlette's last-resort handler
+            # sits outside the middleware). The log gets the traceback, the client a reason.
+            if status[0]:
+                raise                          # the answer has begun: nothing else to send
+            log.exception("unexpected failure in %s %s", safe_path(str(scope.get("method"))),
+                          safe_path(path))
+            if path.startswith("/api/"):
+                await _json(send_wrapper, 500, "internal failure")
+            else:
+                await _text(send_wrapper, 500, "internal failure")
         finally:
             log.info("%s %s %d %.1fms", safe_path(str(scope.get("method"))), safe_path(path),
                      status[0],
@@ -152,6 +171,14 @@ class SecurityMiddleware:
                     raise _TooLarge()
             return message
         return limited
+
+
+async def _text(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _json(send: Send, status: int, error: str) -> None:

@@ -248,13 +248,16 @@ class Operations:
                    delete: Any = None) -> dict[str, str]:
         """Issue a pair (the venue's lifecycle: KeyManager); the result holds the secret."""
         self.entity(actor, entity, "key_create")
-        if not isinstance(session_id, str) or session_id not in self.session_ids(entity):
+        if not isinstance(session_id, str) or not session_id:
+            raise PortalError(400, "session_id: expected a Session ID (a string), one of "
+                              + ", ".join(self.session_ids(entity)))
+        if delete is not None and not isinstance(delete, str):
+            raise PortalError(400, "delete_access_key_id: expected a string")
+        if session_id not in self.session_ids(entity):
             self.audit(actor, "denied", entity=entity, outcome="denied", request="key_create",
                        session_id=str(session_id)[:64])
             raise PortalError(403, f"{entity} has no Session ID {str(session_id)[:64]!r}; "
                               f"expected one of {', '.join(self.session_ids(entity))}")
-        if delete is not None and not isinstance(delete, str):
-            raise PortalError(400, "delete_access_key_id: expected a string")
         keys = self.state.keys
         keys.store.ensure_master_key()
         try:

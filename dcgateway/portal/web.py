@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -21,6 +22,7 @@ import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import Scope
 
 from ..config import GatewayConfig
 from ..state import StateStore
@@ -28,6 +30,7 @@ from .accounts import Accounts
 from .ratelimit import Limits, RateLimiter
 from .service import Actor, Operations, PortalError
 from .websession import COOKIE_PLAIN, COOKIE_TLS, SessionStore, WebSession
+from .wizard import values_text
 
 log = logging.getLogger("dcgateway.portal")
 T = TypeVar("T")
@@ -40,6 +43,9 @@ class Settings:
     idle_timeout_s: float
     absolute_timeout_s: float
     limits: Limits
+
+
+_ENTITY_PATH = re.compile(r"(?:/api/v1)?/entities/([^/]+)")
 
 
 class Web:
@@ -61,6 +67,7 @@ class Web:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("dcgateway.portal", "templates"),
             autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
+        self.templates.filters["values"] = values_text   # a filter's values, as typed in
 
     # -- threads ----------------------------------------------------------------------------
 
@@ -107,10 +114,34 @@ class Web:
         actor = Actor(session.principal, self.address(request))
         self.limit(self.api_limiter, f"user:{actor.name}")
         if csrf is not False and not session.csrf_ok(csrf if isinstance(csrf, str) else None):
-            self.ops.audit(actor, "denied", entity=None, outcome="denied", request="csrf",
-                           method=request.method, path=request.url.path[:200])
+            self.ops.audit(actor, "denied", entity=self.entity_in(request.url.path),
+                           outcome="denied", request="csrf", method=request.method,
+                           path=request.url.path[:200])
             raise PortalError(403, "missing or wrong CSRF token")
         return session, actor
+
+    def entity_in(self, path: str) -> str | None:
+        """The registered entity a page or API path names (``/entities/NAME/...``), if it
+        exists: a refused request is audited in that entity's trail."""
+        match = _ENTITY_PATH.match(path)
+        if match is None or self.ops.config.entity(match.group(1)) is None:
+            return None
+        return match.group(1)
+
+    def refused_request(self, scope: Scope, reason: str) -> None:
+        """A request the security layer refused before any route (another origin): audited
+        with who sent it when it came with a live session, in the trail of the entity it
+        named. One address's flood is written only as fast as its anonymous rate allows."""
+        request = Request(scope)
+        address = self.address(request)
+        if self.anon_limiter.take(f"refused:{address}") > 0:
+            return
+        session = self.current(request)
+        self.state.audit.record("portal", "denied", who=session.principal.name if session
+                                else None, entity=self.entity_in(request.url.path),
+                                outcome="denied", address=address, request="forged",
+                                reason=reason, method=request.method,
+                                path=request.url.path[:200])
 
     def api_guard(self, request: Request) -> tuple[WebSession, Actor]:
         unsafe = request.method in ("POST", "PUT", "PATCH", "DELETE")

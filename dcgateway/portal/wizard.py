@@ -43,15 +43,68 @@ def draft_of(group: GroupDef) -> dict[str, Any]:
         cond = data["filters"].get(key) or {}
         for part in ("include", "exclude"):
             if cond.get(part):
-                fields[f"{key}_{part}"] = ", ".join(cond[part])
+                fields[f"{key}_{part}"] = values_text(cond[part])
     return {"mode": "edit", "original": group.name, "entity": group.entity,
             "name": group.name, "front_end": group.front_end,
             "targets": list(group.targets), "categories": data["filters"]["categories"],
             "fields": fields, "sources": list(group.sources), "errors": {}}
 
 
+def values_text(values: Sequence[str]) -> str:
+    """A filter's values as the wizard's text field shows them, comma-separated. A value that
+    holds a comma or a double quote, or begins or ends with a space, is written in double quotes
+    (a quote inside doubled, as in CSV), so that :func:`split_values` gives every value back
+    whole: editing a group and submitting it unchanged leaves it unchanged."""
+    return ", ".join(_quoted(v) for v in values)
+
+
+def _quoted(value: str) -> str:
+    if "," in value or '"' in value or value != value.strip():
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
 def split_values(text: str) -> list[str]:
-    return [v for v in (p.strip() for p in re.split(r"[,\n]", text or "")) if v]
+    """The values typed in a filter's field: separated by commas or line breaks, each stripped
+    of spaces around it; a value in double quotes is taken as written (see :func:`values_text`).
+    Raises ValueError, with what is wrong, for a quote left open or text after a closing one."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in _SEPARATORS:
+            i += 1
+        if i >= n:
+            break
+        if text[i] != '"':
+            end = min((k for k in (text.find(c, i) for c in ",\n") if k >= 0), default=n)
+            value = text[i:end].strip()
+            if value:
+                out.append(value)
+            i = end
+            continue
+        parts: list[str] = []
+        j = i + 1
+        while True:
+            k = text.find('"', j)
+            if k < 0:
+                raise ValueError(f"a value in quotes is not closed: {text[i:i + 20]}")
+            parts.append(text[j:k])
+            if text.startswith('"', k + 1):       # "" inside quotes: one quote
+                parts.append('"')
+                j = k + 2
+                continue
+            j = k + 1
+            break
+        while j < n and text[j] in " \t\r":
+            j += 1
+        if j < n and text[j] not in ",\n":
+            raise ValueError(f"after a value in quotes, a comma is expected: {text[i:j + 1]}")
+        out.append("".join(parts))
+        i = j
+    return out
+
+
+_SEPARATORS = " \t\r\n,"
 
 
 def entry_of(draft: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,8 +153,16 @@ def apply_step(draft: dict[str, Any], step: int, form: Any, entities: Sequence[s
         draft["categories"] = [c for c in CATEGORIES if c in form.getlist("categories")]
         draft["fields"] = {f"{k}_{p}": str(form.get(f"{k}_{p}") or "").strip()
                            for k in FILTER_KEYS[1:] for p in ("include", "exclude")}
+        problems = []
+        for key in FILTER_KEYS[1:]:
+            for part in ("include", "exclude"):
+                try:
+                    split_values(draft["fields"][f"{key}_{part}"])
+                except ValueError as exc:
+                    problems.append(f"{FIELD_LABELS[key]}: {part}: {exc}")
         if not draft["categories"]:
-            return ["choose at least one category"]
+            problems.insert(0, "choose at least one category")
+        return problems
     elif step == 5:
         known = {s["comp_id"] for s in (choices or {}).get("sources", [])}
         draft["sources"] = [s for s in form.getlist("sources") if s in known]

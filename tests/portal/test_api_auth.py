@@ -211,6 +211,38 @@ async def test_csrf_token_and_origin_on_every_state_changing_request(start_stack
     assert (await c.get(f"{path}/g1")).status_code == 200
 
 
+async def test_refused_forged_requests_are_in_the_entitys_audit_trail(start_stack):
+    s = await start_stack()
+    c, _ = await s.logged_in("carl")
+    group = {"name": "g1", "front_end": "fix", "filters": {"categories": ["execution"]},
+             "sources": ["ABC123N"], "targets": ["CLRFIX44"]}
+    path = "/entities/CLEARCO/groups"
+    assert (await c.post(path, json=group, csrf=False)).status_code == 403
+    assert (await c.post(path, json=group, headers={"Origin": "http://evil.example"})
+            ).status_code == 403
+    assert (await c.post(path, json=group, headers={"Sec-Fetch-Site": "cross-site"})
+            ).status_code == 403
+    trail = [e for e in (await c.get("/entities/CLEARCO/audit")).json()["records"]
+             if e.get("action") == "denied"]
+    assert [e["request"] for e in trail[:3]] == ["forged", "forged", "csrf"]   # newest first
+    assert all(e["who"] == "carl" and e["outcome"] == "denied" and e["path"] ==
+               "/api/v1" + path for e in trail[:3])
+    assert trail[0]["reason"] == "cross-origin request refused"
+
+
+async def test_a_key_request_without_a_session_id_is_a_bad_request_not_a_refusal(start_stack):
+    s = await start_stack()
+    c, _ = await s.logged_in("carl")
+    for body in ({}, {"session_id": None}, {"session_id": ["CLRFIX44"]}, {"session_id": ""}):
+        r = await c.post("/entities/CLEARCO/keys", json=body)
+        assert r.status_code == 400 and "session_id" in r.json()["error"], (body, r.text)
+        assert "CLRFIX44" in r.json()["error"]                     # what is expected
+    assert (await c.post("/entities/CLEARCO/keys", json={"session_id": "NOPE"})
+            ).status_code == 403
+    denied = [e for e in s.web.state.audit.entries("CLEARCO") if e.get("action") == "denied"]
+    assert [e.get("session_id") for e in denied] == ["NOPE"]      # only the real refusal
+
+
 async def test_idle_and_absolute_timeouts(start_stack):
     clock = Clock()
     s = await start_stack(clock=clock, idle=60, absolute=600)

@@ -244,3 +244,34 @@ async def test_copies_are_received_by_a_plain_fix_engine(start_stack):
     assert isinstance(copy, simplefix.FixMessage) and get(copy, 8) == "FIX.4.4"
     await source.close()
     await target.close()
+
+
+async def test_an_unexpected_fault_answers_500_with_a_reason_and_the_security_headers(
+        start_stack, caplog):
+    s = await start_stack()
+    c, _ = await s.logged_in("carl")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a bug in the portal")
+    s.web.ops.sessions = boom
+    page = await c.http.get("/entities/CLEARCO/sessions")
+    api = await c.get("/entities/CLEARCO/sessions")
+    for r in (page, api):
+        assert r.status_code == 500
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+        assert "internal failure" in r.text and "Traceback" not in r.text
+        assert "a bug in the portal" not in r.text
+    assert api.json() == {"error": "internal failure"}
+    assert "unexpected failure in GET /entities/CLEARCO/sessions" in caplog.text
+
+
+async def test_the_sessions_page_lists_the_entitys_sessions(start_stack):
+    s = await start_stack()
+    c, _ = await s.logged_in("carl")
+    s.web.state.closures.lock("CLRFIX44", now=0.0, reason="test")
+    page = await c.http.get("/entities/CLEARCO/sessions")
+    assert page.status_code == 200, page.text
+    assert "Sessions of CLEARCO" in page.text
+    assert "CLR001N" in page.text and "CLRFIX44" in page.text and "closed" in page.text
+    assert "ABC123N" not in page.text                     # another entity's session

@@ -183,3 +183,40 @@ async def test_login_page_refuses_with_one_message(start_stack, browser):
     assert await page.get_by_role("alert").inner_text() == "login failed"
     await shot(page, "login-refused")
     await page.close()
+
+
+async def test_edit_unchanged_keeps_every_value_and_the_sessions_page_shows(start_stack, browser):
+    """Edit, Next five times, Submit: the group is as it was, values with a comma, a quote or
+    spaces included (the wizard's field quotes them); the Sessions page lists the entity's."""
+    s = await start_stack()
+    filters = {"categories": ["execution"], "account": {"include": ["ACC,01", "ACC02"]},
+               "symbol": {"exclude": ["BRK A", 'Q"T', " pad "]}}
+    s.web.state.groups.create({**GROUP, "entity": "CLEARCO", "name": "commas",
+                               "filters": filters}, actor="test")
+    before = next(g for g in s.web.state.groups.current() if g.name == "commas")
+    context = await browser.new_context(viewport={"width": 1100, "height": 760})
+    context.set_default_timeout(15_000)
+    page = await context.new_page()
+    await enrol_and_log_in(page, s, "carl")
+    await page.goto(f"{s.url}/entities/CLEARCO/groups/commas")
+    assert '"ACC,01", ACC02' in await page.locator("dl").inner_text()
+    await page.get_by_role("link", name="Edit").click()
+    await page.wait_for_url("**/wizard/1")
+    for n in (2, 3, 4):
+        await next_step(page, n)
+    assert await page.get_by_label("Account: include").input_value() == '"ACC,01", ACC02'
+    await next_step(page, 5)
+    await next_step(page, 6)
+    await page.get_by_role("button", name="Submit").click()
+    await page.wait_for_url("**/entities/CLEARCO/groups/commas")
+    after = next(g for g in s.web.state.groups.current() if g.name == "commas")
+    assert after == before
+    assert after.filters.account is not None and after.filters.account.include == {
+        "ACC,01", "ACC02"}
+
+    await page.get_by_role("link", name="Sessions").click()
+    await page.wait_for_url("**/entities/CLEARCO/sessions")
+    assert await page.get_by_role("heading", name="Sessions of CLEARCO").count() == 1
+    rows = await page.locator("tbody tr td:first-child").all_inner_texts()
+    assert sorted(rows) == ["CLR001N", "CLRFIX44"]                # only CLEARCO's sessions
+    await context.close()
