@@ -29,6 +29,7 @@ class SequenceHandling:
     _highest_seen: int
     _drop_reported: bool
     _resend_pending: tuple[int, int] | None
+    _closed: bool
 
     # FixSession's primitives, which it overrides (this is a trait: mypyc compiles the mix-in)
     def _validate(self, msg: RawMessage) -> Problem | None:
@@ -41,6 +42,9 @@ class SequenceHandling:
         raise NotImplementedError
 
     def _drain(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _process(self, msg: RawMessage, seq: int, now: float) -> None:
         raise NotImplementedError
 
     def _reject(self, seq: int | None, msg_type: bytes, problem: Problem, now: float,
@@ -120,13 +124,36 @@ class SequenceHandling:
         self._events.append(ResendRequested(expected, end))
 
     def _jump_to(self, new_seq: int, now: float) -> None:
-        """Expected inbound seq moves forward to ``new_seq`` (GapFill or Reset): queued messages
-        below it are dropped, one at it is processed."""
-        self.store.set_next_in(new_seq)
-        for s in [s for s in self._queue if s < new_seq]:
+        """Expected inbound seq moves forward to ``new_seq`` (GapFill or Reset); one queued at
+        it is processed next (the caller drains the queue).
+
+        A queued message below ``new_seq`` was received, whole and valid, and the peer's
+        SequenceReset now says its seq is filled: an engine's GapFill that reaches past the gap
+        we asked for. Dropping it would lose what the peer sent (a trade, for a drop copy),
+        so it is processed, in order, before the jump, and reported (``ProtocolError``
+        ``sequence_reset_over_queued``: logged and counted); only seqs never received are filled.
+        """
+        below = sorted(s for s in self._queue if s < new_seq)
+        taken: list[int] = []
+        for s in below:
             m = self._queue.pop(s)
-            if m is not None:
-                self._queued_bytes -= len(m.raw)
+            if m is None:                       # a ResendRequest, answered when it came
+                continue
+            self._queued_bytes -= len(m.raw)
+            if self._closed:
+                continue
+            taken.append(s)
+            if s > self.store.next_in:
+                self.store.set_next_in(s)
+            self._process(m, s, now)
+        if new_seq > self.store.next_in:
+            self.store.set_next_in(new_seq)
+        if taken:
+            listed = ", ".join(str(s) for s in taken[:10]) + (" ..." if len(taken) > 10 else "")
+            self._events.append(ProtocolError(
+                "sequence_reset_over_queued",
+                f"SequenceReset NewSeqNo(36)={new_seq} covers MsgSeqNum {listed} already "
+                f"received: processed in sequence, not dropped"))
 
     def _on_gap_fill(self, msg: RawMessage, now: float) -> None:
         """SequenceReset-GapFill in sequence (Test Cases 10.b, 10.e): NewSeqNo must move forward."""

@@ -934,12 +934,37 @@ def test_11_sequence_reset_reset_mode_ignores_msg_seq_num():
     assert h.delivered() == [20]
 
 
-def test_11_reset_past_queued_messages_drops_the_stale_ones():
+def test_11_reset_past_queued_messages_processes_them_in_order_and_says_so():
     h = logged_on()
     h.feed(h.peer.app(seq=5))
     h.feed(h.peer.app(seq=8))
     h.feed(h.peer.build("4", [(36, 8)], seq=1))
-    assert h.delivered() == [8] and h.store.next_in == 9
+    ev = h.events()
+    assert h.delivered(ev) == [5, 8] and h.store.next_in == 9
+    [err] = only(ev, ProtocolError)
+    assert err.kind == "sequence_reset_over_queued" and "MsgSeqNum 5 already" in err.text
+
+
+def test_10_a_gap_fill_past_the_gap_asked_for_keeps_a_queued_message():
+    """The source answers ResendRequest 2..3 with a GapFill to 5 although it had sent 4 (and
+    we hold it): 4 is delivered once, in order, reported; 2..3 are filled."""
+    h = logged_on()
+    [rr] = h.feed(h.peer.app(seq=4))
+    assert (fields(rr)[7], fields(rr)[16]) == (b"2", b"3")
+    assert h.feed(h.peer.possdup("4", [(123, "Y"), (36, 5)], seq=2)) == []
+    ev = h.events()
+    assert h.delivered(ev) == [4] and h.store.next_in == 5
+    [err] = only(ev, ProtocolError)
+    assert err.kind == "sequence_reset_over_queued" and "NewSeqNo(36)=5" in err.text
+    assert h.feed(h.peer.possdup(seq=4)) == [] and h.delivered() == []   # its resend: ignored
+    h.feed(h.peer.app(seq=5))
+    assert h.delivered() == [5]
+
+
+def test_10_b_gap_fill_over_nothing_queued_reports_nothing():
+    h = logged_on()
+    h.feed(h.peer.possdup("4", [(123, "Y"), (36, 9)], seq=2))
+    assert only(h.events(), ProtocolError) == []
 
 
 # ---------------------------------------------------------------------------------------------
