@@ -136,6 +136,8 @@ class SequenceHandling:
         below = sorted(s for s in self._queue if s < new_seq)
         taken: list[int] = []
         for s in below:
+            if s not in self._queue:            # taken by a SequenceReset processed here
+                continue
             m = self._queue.pop(s)
             if m is None:                       # a ResendRequest, answered when it came
                 continue

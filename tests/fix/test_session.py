@@ -961,6 +961,17 @@ def test_10_a_gap_fill_past_the_gap_asked_for_keeps_a_queued_message():
     assert h.delivered() == [5]
 
 
+def test_10_a_a_queued_gap_fill_below_a_later_one_is_processed_once():
+    h = logged_on()
+    h.feed(h.peer.build("4", [(123, "Y"), (36, 6)], seq=4))        # queued: a GapFill 4 -> 6
+    h.feed(h.peer.app(seq=5))                                       # queued, below both
+    h.feed(h.peer.app(seq=7))
+    assert h.feed(h.peer.possdup("4", [(123, "Y"), (36, 7)], seq=2)) == []
+    ev = h.events()
+    assert h.delivered(ev) == [5, 7] and h.store.next_in == 8 and not h.session.closed
+    assert_no_internal_error(ev)
+
+
 def test_10_b_gap_fill_over_nothing_queued_reports_nothing():
     h = logged_on()
     h.feed(h.peer.possdup("4", [(123, "Y"), (36, 9)], seq=2))
