@@ -10,8 +10,9 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats import errors as nats_errors
@@ -63,6 +64,38 @@ class Names:
 
     def session_subject(self, comp_id: str) -> str:
         return f"{self.prefix}.sess.{subject_token(comp_id)}"
+
+
+_T = TypeVar("_T")
+
+#: One attempt at creating an ephemeral consumer (a bucket's watch, a pull subscription that
+#: reads the journal back) may take this long before it is made again (:func:`new_consumer`).
+CONSUMER_ATTEMPT_S = 1.0
+
+
+async def new_consumer(make: Callable[[], Awaitable[_T]], timeout: float, what: str) -> _T:
+    """``make()``, which creates an ephemeral consumer, made again while it times out, for at
+    most ``timeout`` seconds in all (then the last timeout is raised).
+
+    Why: nats-server before the fix of its pull request 7165 (2025; Debian ships 2.9) places an
+    ephemeral consumer, which is R1, on any of the stream's servers, one that is down included,
+    and then never answers its creation. With one server of three down, a third of the watches
+    and read-backs would hang until their timeout, and a takeover or a command with them,
+    although the cluster has its quorum. Each attempt is placed afresh, so one made again
+    after a short wait is placed on a live server with two chances in three. ``make`` must use
+    a JetStream context whose requests time out after :data:`CONSUMER_ATTEMPT_S`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    attempt = 1
+    while True:
+        try:
+            return await make()
+        except (asyncio.TimeoutError, nats_errors.TimeoutError):
+            if loop.time() + CONSUMER_ATTEMPT_S > deadline:
+                raise
+            log.info("%s: no answer to attempt %d at creating its consumer (placed on a server "
+                     "that is down?); creating it again", what, attempt)
+            attempt += 1
 
 
 def subject_token(name: str) -> str:

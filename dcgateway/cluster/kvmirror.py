@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 
 from ..config.cluster import ClusterSettings
 from ..errors import DcGatewayError
-from .connect import Names, connect, nats_error_text
+from .connect import CONSUMER_ATTEMPT_S, Names, connect, nats_error_text, new_consumer
 
 log = logging.getLogger("dcgateway.cluster")
 
@@ -101,12 +101,18 @@ class KvMirror:
         # its connection failures are logged at INFO only: every caller's own error says what
         # failed (a command line prints one `error:` line, not the client's retries)
         self._nc = await connect(self.settings, self.client_name, error_level=logging.INFO)
-        js = self._nc.jetstream(timeout=self.timeout)
+        nc = self._nc
+        js = nc.jetstream(timeout=self.timeout)
+        quick = nc.jetstream(timeout=CONSUMER_ATTEMPT_S)     # the watches: see new_consumer
         ready = []
         for w in self.what:
-            kv = await open_bucket(js, self.names.bucket(w), self.settings.replicas)
+            name = self.names.bucket(w)
+            kv = await open_bucket(js, name, self.settings.replicas)
             self._buckets[w] = kv
-            watcher = await kv.watchall()
+
+            async def watch(name: str = name) -> Any:
+                return await (await quick.key_value(name)).watchall()
+            watcher = await new_consumer(watch, self.timeout, f"the watch of bucket {name}")
             self._watchers.append(watcher)
             first = asyncio.get_running_loop().create_future()
             self._tasks.append(asyncio.ensure_future(self._follow(w, watcher, first)))

@@ -51,6 +51,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
+from .connect import CONSUMER_ATTEMPT_S, new_consumer
+
 log = logging.getLogger("dcgateway.cluster")
 
 WRITER_HEADER = "Dcgw-Writer"
@@ -322,13 +324,16 @@ async def replay(nc: Client, stream: str, subjects: str, upto: int, handle: Repl
     (fetches are retried meanwhile: a stream leader may be being elected)."""
     if upto <= 0:
         return 0
-    js = nc.jetstream(timeout=5)
-    psub = await js.pull_subscribe(subjects, stream=stream, config=api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE,
-        inactive_threshold=60.0, max_waiting=1))
-    count = 0
+    js = nc.jetstream(timeout=CONSUMER_ATTEMPT_S)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+
+    async def subscribe() -> Any:
+        return await js.pull_subscribe(subjects, stream=stream, config=api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=60.0, max_waiting=1))
+    psub = await new_consumer(subscribe, timeout, f"the read-back of stream {stream}")
+    count = 0
     try:
         seq = 0
         while seq < upto:
