@@ -104,6 +104,14 @@ class PortClosures:
             log.error("could not persist the port closure of %s to %s: %s (the lock holds until "
                       "this process stops)", comp_id, self.path, e)
 
+    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int | None:
+        """None: one process serves the sessions of this file, so the authenticator counts
+        the invalid Logons itself (the cluster's store counts them on every node)."""
+        return None
+
+    def clear_invalid(self, comp_id: str, now: float) -> None:
+        """Nothing to clear here (see :meth:`count_invalid`)."""
+
     def unlock(self, comp_id: str) -> bool:
         """Lift the lock of ``comp_id`` (``dcgateway sessions unlock``). True if it was locked.
         Raises :class:`StoreError` if the state file cannot be read or written."""

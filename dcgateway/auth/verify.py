@@ -113,6 +113,10 @@ class Closures(Protocol):
 
     def lock(self, comp_id: str, *, now: float, reason: str) -> None: ...
 
+    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int | None: ...
+
+    def clear_invalid(self, comp_id: str, now: float) -> None: ...
+
     def unlock(self, comp_id: str) -> bool: ...
 
 
@@ -206,6 +210,7 @@ class LogonAuthenticator:
             except _Rejection as r:
                 return self._reject(comp_id, r, now)
             self._failures.pop(comp_id, None)
+            self._closures.clear_invalid(comp_id, now)
             log.info("logon authenticated: comp_id=%s access_key_id=%s", comp_id, key_id)
             return AuthDecision(True)
         except Exception:                                   # never raise into the session
@@ -219,20 +224,24 @@ class LogonAuthenticator:
             self._log.log((comp_id, r.reason), level, "logon refused: comp_id=%s reason=%s%s",
                           comp_id, r.reason, detail)
             return AuthDecision(False, r.reason, AUTH_FAILED_TEXT)
-        window = self._failures.setdefault(comp_id, deque(maxlen=self.max_invalid_logons))
-        window.append(now)
-        while window and now - window[0] > self.invalid_logon_window_s:
-            window.popleft()
-        if len(window) >= self.max_invalid_logons:
-            del self._failures[comp_id]
+        count = self._closures.count_invalid(comp_id, now, self.invalid_logon_window_s)
+        if count is None:                 # one process serves these sessions: counted here
+            window = self._failures.setdefault(comp_id, deque(maxlen=self.max_invalid_logons))
+            window.append(now)
+            while window and now - window[0] > self.invalid_logon_window_s:
+                window.popleft()
+            count = len(window)
+        if count >= self.max_invalid_logons:
+            self._failures.pop(comp_id, None)
             self._closures.lock(comp_id, now=now, reason=r.reason)
+            self._closures.clear_invalid(comp_id, now)
             log.warning("logon refused: comp_id=%s reason=%s%s; port closed after %d invalid "
                         "logons within %g s (until an operator unlocks it)", comp_id, r.reason,
                         detail, self.max_invalid_logons, self.invalid_logon_window_s)
             return AuthDecision(False, r.reason, PORT_CLOSURE_TEXT)
         self._log.log((comp_id, r.reason), logging.WARNING,
                       "logon refused: comp_id=%s reason=%s%s (invalid logon %d of %d allowed "
-                      "within %g s)", comp_id, r.reason, detail, len(window),
+                      "within %g s)", comp_id, r.reason, detail, count,
                       self.max_invalid_logons - 1, self.invalid_logon_window_s)
         return AuthDecision(False, r.reason, AUTH_FAILED_TEXT)
 

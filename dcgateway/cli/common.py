@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 
 from ..config import GatewayConfig, load_config
 from ..errors import UsageError
+from ..state import STATUS_FILE_NAME as STATUS_NAME
+from ..state import read_status
 
 DEFAULT_CONFIG = "config/gateway.yaml"
 
@@ -141,3 +143,38 @@ def acting_for(config: GatewayConfig, actor: str | None) -> list[str] | None:
     return mine
 
 
+
+
+def node_view(config: GatewayConfig, node_id: str | None = None
+              ) -> tuple[GatewayConfig, dict[str, Any], str | None]:
+    """Whose files a command reads: (the configuration as that gateway runs with it, its
+    status document or {} when it does not run, the node's ID in a cluster or None).
+
+    Alone: the gateway's own ``data_dir``. In a cluster each node keeps its own session files
+    and copy of the journal (``data_dir/NODE_ID``): ``node_id`` when given, else the node that
+    serves (its status file, rewritten while it serves; the newest if a frozen node's remains),
+    else, none serving, the node whose files were written last."""
+    from ..cluster.nodeconfig import for_node  # in a cluster only: nats-py stays unloaded
+    if config.cluster is None:
+        if node_id is not None:
+            raise UsageError(f"--node {node_id}: {config.path} has no cluster: section")
+        return config, read_status(config.gateway.data_dir), None
+    views = [for_node(config, n.node_id) for n in config.cluster.nodes
+             if node_id is None or n.node_id == node_id]
+    if not views:
+        known = ", ".join(n.node_id for n in config.cluster.nodes)
+        raise UsageError(f"--node {node_id}: no such node in {config.path}; expected one of "
+                         f"{known}")
+
+    def written(view: GatewayConfig, name: str) -> float:
+        try:
+            return (view.gateway.data_dir / name).stat().st_mtime
+        except OSError:
+            return 0.0
+    serving = [(written(v, STATUS_NAME), v, s) for v in views
+               if (s := read_status(v.gateway.data_dir))]
+    if serving:
+        _, view, status = max(serving, key=lambda t: t[0])
+        return view, status, view.cluster.node_id if view.cluster else None
+    view = max(views, key=lambda v: max(written(v, "sessions"), written(v, "journal")))
+    return view, {}, view.cluster.node_id if view.cluster else None

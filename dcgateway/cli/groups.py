@@ -95,8 +95,17 @@ def _cmd_groups_delete(args: argparse.Namespace, out: Output) -> int:
     followed = _follow_running_gateway(config, state)
     state.groups.delete(group.entity, group.name, actor=args.actor)
     _report(out, followed, {"ok": True, "deleted": group_to_data(group)},
-            f"deleted group {group.entity}/{group.name} from {config.groups_file}")
+            f"deleted group {group.entity}/{group.name} from {_where(config)}")
     return 0
+
+
+def _where(config: GatewayConfig) -> str:
+    """Where a change of the groups goes: the groups file, or in a cluster its store, which
+    every node follows by itself within a second (the file only seeds an empty cluster)."""
+    if config.cluster is not None:
+        return (f"the cluster {config.cluster.name}'s groups (every node follows them; "
+                f"{config.groups_file} is not changed)")
+    return str(config.groups_file)
 
 
 def _follow_running_gateway(config: GatewayConfig, state: StateStore) -> list[GroupsOutcome]:
@@ -295,7 +304,7 @@ def _cmd_groups_create(args: argparse.Namespace, out: Output) -> int:
     followed = _follow_running_gateway(config, state)
     created = state.groups.create(data, actor=args.actor)
     _report(out, followed, {"ok": True, "created": group_to_data(created)},
-            f"created group {created.entity}/{created.name} in {config.groups_file}")
+            f"created group {created.entity}/{created.name} in {_where(config)}")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..journal.replay import last_seq, read_sent
-from .common import Output, add_command, load, require_admin
+from .common import Output, add_command, load, node_view, require_admin
 
 
 def _cmd_replay(args: argparse.Namespace, out: Output) -> int:
@@ -20,7 +20,8 @@ def _cmd_replay(args: argparse.Namespace, out: Output) -> int:
     require_admin(config, args.actor, sdef.entity)
     if args.from_seq < 1 or (args.to_seq is not None and args.to_seq < args.from_seq):
         raise UsageError("expected 1 <= --from-seq <= --to-seq")
-    jdir = config.gateway.data_dir / "journal"
+    view, _, node = node_view(config, args.node)
+    jdir = view.gateway.data_dir / "journal"
     to_seq = args.to_seq if args.to_seq is not None else last_seq(jdir, args.target)
     rows = []
     lines = []
@@ -30,9 +31,12 @@ def _cmd_replay(args: argparse.Namespace, out: Output) -> int:
         rows.append({"target_seq": e.target_seq, "received": when, "source": e.source,
                      "source_seq": e.source_seq, "message": text})
         lines.append(f"{e.target_seq}\t{when}\t{e.source}:{e.source_seq}\t{text}")
-    out.result({"target": args.target, "copies": rows},
-               "\n".join(lines) if lines else f"nothing in the journal for {args.target} "
-                                               f"in {args.from_seq}..{to_seq}")
+    where = f" of node {node}" if node is not None else ""
+    doc: dict[str, Any] = {"target": args.target, "copies": rows}
+    if node is not None:
+        doc["node"] = node
+    out.result(doc, "\n".join(lines) if lines else f"nothing in the journal{where} for "
+                                                     f"{args.target} in {args.from_seq}..{to_seq}")
     return 0
 
 
@@ -43,3 +47,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, metavar="COMP_ID")
     p.add_argument("--from-seq", type=int, required=True, metavar="N")
     p.add_argument("--to-seq", type=int, metavar="M")
+    p.add_argument("--node", metavar="ID",
+                   help="in a cluster: this node's copy of the journal (default: the serving "
+                        "node's, rebuilt from the cluster's stream when it took over)")

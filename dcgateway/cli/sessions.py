@@ -7,15 +7,23 @@ import argparse
 from typing import Any
 
 from ..errors import UsageError
-from ..state import open_state, read_status, session_rows
-from .common import Output, acting_for, add_command, format_table, load, require_admin
+from ..state import open_state, session_rows
+from .common import (
+    Output,
+    acting_for,
+    add_command,
+    format_table,
+    load,
+    node_view,
+    require_admin,
+)
 
 
 def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
     config = load(args, groups=False)
     mine = acting_for(config, args.actor)
-    status = read_status(config.gateway.data_dir)
-    rows = [r for r in session_rows(config, open_state(config).closures, status)
+    view, status, node = node_view(config, args.node)
+    rows = [r for r in session_rows(view, open_state(config).closures, status)
             if mine is None or r["entity"] in mine]
     for r in rows:
         r["locked"] = r["port_closed"]
@@ -24,9 +32,17 @@ def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
                str(r["next_in"]), str(r["next_out"]), "LOCKED" if r["locked"] else "-")
               for r in rows]
     text = format_table(table)
-    if not status:
+    if node is not None and status:
+        text += f"\n(node {node} serves them)"
+    elif node is not None:
+        text += (f"\n(no node of the cluster runs: CONNECTED is unknown, sequences are as "
+                 f"node {node} last stored them)")
+    elif not status:
         text += "\n(gateway not running: CONNECTED is unknown, sequences are as last stored)"
-    out.result({"gateway_running": bool(status), "sessions": rows}, text)
+    doc: dict[str, Any] = {"gateway_running": bool(status), "sessions": rows}
+    if node is not None:
+        doc["node"] = node
+    out.result(doc, text)
     return 0
 
 
@@ -48,8 +64,10 @@ def _cmd_sessions_unlock(args: argparse.Namespace, out: Output) -> int:
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sessions = subparsers.add_parser("sessions", parents=[common], help="sessions and port closures")
     sub = sessions.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
-    add_command(sub, common, "list", _cmd_sessions_list,
-                "sessions, role, connected, sequence numbers, locked")
+    p = add_command(sub, common, "list", _cmd_sessions_list,
+                    "sessions, role, connected, sequence numbers, locked")
+    p.add_argument("--node", metavar="ID",
+                   help="in a cluster: this node's view (default: the serving node's)")
     p = add_command(sub, common, "unlock", _cmd_sessions_unlock, "lift a port closure")
     p.add_argument("comp_id", metavar="COMP_ID")
 

@@ -244,6 +244,22 @@ class KvMirror:
         self._apply(what, key, value, rev, False)
         return rev
 
+    def post(self, what: str, key: str, value: bytes) -> None:
+        """Put ``key`` in the background: never blocks the caller (the Logon path), a failure
+        is logged. The mirror has the value once NATS took it (and every other mirror within
+        milliseconds, by its watch)."""
+        bucket = self.names.bucket(what)
+
+        async def put() -> None:
+            try:
+                rev = await self._buckets[what].put(key, value)
+            except Exception as exc:
+                log.warning("could not write %s/%s: %s", bucket, key, nats_error_text(exc))
+                return
+            self._apply(what, key, value, rev, False)
+        if not self._closed:
+            asyncio.run_coroutine_threadsafe(put(), self._loop)
+
     def put(self, what: str, key: str, value: bytes) -> int:
         rev: int = self._call(self._buckets[what].put(key, value),
                               what=f"writing {self.names.bucket(what)}/{key}")

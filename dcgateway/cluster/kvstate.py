@@ -38,6 +38,7 @@ from ..fsutil import stat_signature
 from ..state.base import AuditSink
 from ..state.groups import FileGroupStore
 from ..state.users import SecretBox, UserRecord
+from .connect import subject_token
 from .kvmirror import Conflict, KvMirror
 
 log = logging.getLogger("dcgateway.cluster")
@@ -46,6 +47,8 @@ STATE_BUCKETS = ("groups", "keys", "closures", "users")
 GROUPS_KEY = "groups"
 KEYS_KEY = "store"
 CLOSURES_KEY = "locked"
+#: keys ``invalid.<comp_id>.<writer>`` of the closures bucket: each process's invalid Logons
+INVALID_PREFIX = "invalid"
 #: compare-and-set attempts of a read-modify-write before giving up
 CAS_ATTEMPTS = 20
 
@@ -202,9 +205,64 @@ class ClusterClosures:
 
     def __init__(self, mirror: KvMirror) -> None:
         self.mirror = mirror
+        #: this process's key for its invalid Logons (see :meth:`count_invalid`)
+        self.writer = secrets.token_hex(4)
+        self._mine: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"ClusterClosures({self.mirror.names.bucket('closures')!r})"
+
+    # -- invalid Logons, counted across the cluster --------------------------------------------
+
+    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int:
+        """This invalid Logon of ``comp_id`` and the others within ``window_s`` seconds, on
+        every node: the fifth closes the port wherever the tries were spread (a standby
+        checks Logons too). Each process keeps its own under its own key
+        (``invalid.<comp_id>.<writer>``: a plain put, no read-modify-write to contend on),
+        written in the background so that a slow NATS never holds the Logon path; the
+        others' come from the mirror, which their puts reach within milliseconds. A Logon
+        accepted, or the port closed, anywhere clears the count (``cleared``)."""
+        mine = self._mine.setdefault(comp_id, {"failures": [], "cleared": 0.0})
+        mine["failures"] = [t for t in mine["failures"] if now - t <= window_s] + [now]
+        self._post(comp_id, mine)
+        cleared, failures = self._theirs(comp_id)
+        cleared = max(cleared, mine["cleared"])
+        return sum(1 for t in [*mine["failures"], *failures]
+                   if t > cleared and now - t <= window_s)
+
+    def clear_invalid(self, comp_id: str, now: float) -> None:
+        mine = self._mine.get(comp_id)
+        cleared, theirs = self._theirs(comp_id)
+        if mine is not None:
+            cleared = max(cleared, mine["cleared"])
+        if not (mine and mine["failures"]) and not [t for t in theirs if t > cleared]:
+            return                              # nothing counted anywhere: no write
+        self._mine[comp_id] = mine = {"failures": [], "cleared": now}
+        self._post(comp_id, mine)
+
+    def _key(self, comp_id: str) -> str:
+        return f"{INVALID_PREFIX}.{subject_token(comp_id)}."
+
+    def _post(self, comp_id: str, mine: dict[str, Any]) -> None:
+        self.mirror.post("closures", self._key(comp_id) + self.writer,
+                         json.dumps(mine).encode())
+
+    def _theirs(self, comp_id: str) -> tuple[float, list[float]]:
+        """(latest clearing, failures) recorded by the other processes."""
+        prefix = self._key(comp_id)
+        cleared, failures = 0.0, []
+        for key, (value, _) in self.mirror.items("closures").items():
+            if not key.startswith(prefix) or key == prefix + self.writer:
+                continue
+            try:
+                doc = json.loads(value)
+                cleared = max(cleared, float(doc.get("cleared", 0.0)))
+                failures += [float(t) for t in doc.get("failures", [])]
+            except (ValueError, TypeError, AttributeError):
+                continue                          # another version's record: not counted
+        return cleared, failures
+
+    # -- closures --------------------------------------------------------------------------------
 
     def _doc(self, got: tuple[bytes, int] | None) -> dict[str, dict[str, Any]]:
         if got is None:

@@ -214,6 +214,14 @@ class FixSession(SequenceHandling, LogonHandling):
         except Exception as exc:    # noqa: BLE001
             self._internal_error(exc, now)
 
+    def excuse_silence(self, now: float) -> None:
+        """The shell is not reading the peer on purpose (the journal is behind: what the peer
+        sends waits in the socket), so its silence is ours, not a sign that it is gone: the
+        clock towards a TestRequest and the heartbeat timeout starts again from ``now``."""
+        if now > self._last_recv:
+            self._last_recv = now
+        self._test_req_id = None
+
     def next_timer(self) -> float | None:
         """Earliest time :meth:`on_timer` has something to do (None when never)."""
         st = self.state

@@ -79,6 +79,9 @@ class ConnectionOwner(Protocol):
     def on_event(self, slot: SessionSlot | None, ev: Any) -> None: ...
 
 
+#: The hold on a source's reads while the journal is behind (``hold_reading``): of our making,
+#: so the peer's silence meanwhile is not held against it (``FixSession.excuse_silence``).
+JOURNAL_HOLD = "journal"
 #: Bytes of non-FIX input accepted before a Logon before the connection is dropped.
 MAX_PRE_LOGON_GARBAGE = 4096
 #: A read at least this large ends the connection's turn (see ``FixConnection._end_turn``).
@@ -430,6 +433,8 @@ class FixConnection(asyncio.Protocol):
                     self.acceptor.refused(self, "logon_timeout")
                     self.close("no Logon within %gs" % self.acceptor.logon_timeout, abort=True)
                 return
+            if JOURNAL_HOLD in self._holds:
+                self.session.excuse_silence(now)   # unread because of us: not the peer's silence
             self.session.on_timer(now)
             self.pump(now)
         except StoreError as exc:

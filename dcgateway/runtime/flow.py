@@ -13,7 +13,7 @@ from ..fix.codec import RawMessage
 from ..fix.session_admin import peer_reject
 from ..fix.session_types import Disconnect, LoggedOn
 from ..journal import Journal
-from ..net.connection import FixConnection, SessionSlot
+from ..net.connection import JOURNAL_HOLD, FixConnection, SessionSlot
 from ..vocab import Role
 
 log = logging.getLogger("dcgateway")
@@ -75,9 +75,9 @@ class Flow:
                 for slot in self.sources:
                     if slot.connection is not None:
                         if d.hold:
-                            slot.connection.hold_reading("journal")
+                            slot.connection.hold_reading(JOURNAL_HOLD)
                         else:
-                            slot.connection.release_reading("journal")
+                            slot.connection.release_reading(JOURNAL_HOLD)
             elif isinstance(d, RefuseSource):
                 slot = self.slots[d.source]
                 slot.store.set_next_in(d.next_in)
@@ -103,7 +103,7 @@ class Flow:
                     log.error("could not make the sequence reset of %s durable: %s",
                               slot.comp_id, exc)
             if self.fanout.sources_held and slot.connection is not None:
-                slot.connection.hold_reading("journal")
+                slot.connection.hold_reading(JOURNAL_HOLD)
         elif isinstance(ev, Disconnect) and slot.connection is None:
             self.fanout.source_marker(slot.comp_id, slot.store.next_in)
             try:

@@ -204,6 +204,32 @@ def test_fifth_invalid_logon_within_60s_closes_the_port(auth, abc, logon, store,
     assert auth(good, NOW + 54).ok               # the first instance sees the unlock too
 
 
+def test_a_count_the_store_keeps_across_processes_decides_the_closure(store, paths, abc, logon):
+    """In a cluster the closures store counts the invalid Logons of every node: a count of 5
+    there closes the port at this node's first try; closing and accepting clear it."""
+    from dcgateway.auth.lockout import PortClosures, state_path
+
+    class Shared(PortClosures):
+        counted: list[str] = []
+        cleared: list[str] = []
+
+        def count_invalid(self, comp_id: str, now: float, window_s: float) -> int | None:
+            self.counted.append(comp_id)
+            return 5 if comp_id == "ABC123N" else 1
+
+        def clear_invalid(self, comp_id: str, now: float) -> None:
+            self.cleared.append(comp_id)
+    shared = Shared(state_path(paths.data_dir))
+    auth = LogonAuthenticator(store, SESSIONS, closures=shared)
+    first = auth(_bad(logon, abc, NOW), NOW)
+    assert first == AuthDecision(False, "bad_signature", PORT_CLOSURE_TEXT)
+    assert auth.is_locked("ABC123N") and shared.counted == ["ABC123N"]
+    assert shared.cleared == ["ABC123N"]                   # closed: the count starts again
+    assert shared.unlock("ABC123N")
+    assert auth(logon(abc.access_key_id, abc.secret_key, now=NOW + 1), NOW + 1).ok
+    assert shared.cleared == ["ABC123N", "ABC123N"]        # accepted: cleared everywhere
+
+
 def test_unlock_from_another_process_reaches_running_authenticator(auth, abc, logon, paths):
     for i in range(5):
         auth(_bad(logon, abc, NOW + i), NOW + i)

@@ -124,6 +124,11 @@ def test_the_cli_changes_the_cluster(config_path: Path, two) -> None:
     wait_until(lambda: "acks" in [g.name for g in a.groups.current()], FOLLOW_S)
     r = run_cli("groups", "list", "--json", config=config_path)
     assert [g["name"] for g in json.loads(r.stdout)["groups"]] == ["all", "fills", "acks"]
+    before = (config_path.parent / "groups.yaml").read_bytes()
+    r = run_cli("groups", "delete", "acks", config=config_path)      # the text names the store
+    assert r.returncode == 0 and "from the cluster " in r.stdout, r.stderr
+    assert "groups.yaml is not changed" in r.stdout
+    assert (config_path.parent / "groups.yaml").read_bytes() == before
     r = run_cli("keys", "create", "--session-id", "ABC", "--json", config=config_path)
     assert r.returncode == 0, r.stderr
     key_id = json.loads(r.stdout)["access_key_id"]
@@ -157,3 +162,29 @@ def test_cluster_status_without_nodes(config_path: Path, two) -> None:
     assert doc["stream"].get("missing") is True
     r = run_cli("cluster", "status", config=config_path)
     assert "not created yet" in r.stdout and "served by no node" in r.stdout
+
+
+def test_invalid_logons_are_counted_across_the_cluster(two) -> None:
+    """Three tries on one node and two on another close the port (a standby checks Logons
+    too: counted per node, an attacker would get four tries per node); an accepted Logon on
+    either clears the count everywhere."""
+    a, b = two
+    t = time.time()
+
+    def recorded(store, other, n: int) -> bool:    # other's tries reached store's mirror
+        key = f"invalid.ABC123N.{other.closures.writer}"
+        got = store.closures.mirror.items("closures").get(key)
+        return got is not None and len(json.loads(got[0])["failures"]) == n
+    assert [a.closures.count_invalid("ABC123N", t + i, 60) for i in range(3)] == [1, 2, 3]
+    wait_until(lambda: recorded(b, a, 3), FOLLOW_S)
+    assert [b.closures.count_invalid("ABC123N", t + 3 + i, 60) for i in range(2)] == [4, 5]
+    assert a.closures.count_invalid("ABD123N", t + 5, 60) == 1     # per session
+    wait_until(lambda: recorded(a, b, 2), FOLLOW_S)
+    a.closures.clear_invalid("ABC123N", t + 6)              # a Logon accepted on a
+
+    def cleared() -> bool:
+        got = b.closures.mirror.items("closures").get(f"invalid.ABC123N.{a.closures.writer}")
+        return got is not None and json.loads(got[0])["cleared"] == t + 6
+    wait_until(cleared, FOLLOW_S)
+    assert b.closures.count_invalid("ABC123N", t + 7, 60) == 1
+    assert b.closures.count_invalid("ABC123N", t + 100, 60) == 1   # older than the window

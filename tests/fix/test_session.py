@@ -732,6 +732,23 @@ def test_silence_sends_test_request_then_logs_out():
     assert test_id
 
 
+def test_silence_excused_while_the_shell_does_not_read_is_not_held_against_the_peer():
+    """The shell holds a source's reads while the journal is behind: its heartbeats wait in
+    the socket. Excused meanwhile, it is not timed out; once read again the clock runs."""
+    h = logged_on()
+    h.session.on_timer(T0 + 36)                     # 36 s of silence: a TestRequest
+    assert b"1" in [m.msg_type for m in h.sent()]
+    for t in range(37, 90, 5):                      # held: excused at every tick
+        h.session.excuse_silence(T0 + t)
+        h.session.on_timer(T0 + t)
+    assert not h.session.closed
+    assert [m.msg_type for m in h.sent() if m.msg_type != b"0"] == []   # heartbeats only
+    h.session.on_timer(T0 + 87 + 36)                # read again, and silent 36 s: asked again
+    assert b"1" in [m.msg_type for m in h.sent()]
+    h.session.on_timer(T0 + 87 + 36 + 30)           # and no answer: timed out as ever
+    assert b"5" in [m.msg_type for m in h.sent()]
+
+
 def test_heartbeat_answering_test_request_keeps_the_session():
     h = logged_on()
     h.session.on_timer(T0 + 36)

@@ -91,6 +91,8 @@ class FakeSession:
         self.perf: FakeClock | None = None    # advanced by ``slice_cost`` per slice answered
         self.slice_cost = 0.0
         self.logout_seq = 0                   # the seq of the Logout the session sent (0: none)
+        self.timers: list[float] = []         # on_timer calls
+        self.excused: list[float] = []        # excuse_silence calls
 
     def continue_resend(self, now: float) -> None:
         if self.resend_backlog:
@@ -121,6 +123,12 @@ class FakeSession:
     def logout(self, text: str, now: float) -> None:
         self.logouts.append(text)
         self.out += b"LOGOUT"
+
+    def on_timer(self, now: float) -> None:
+        self.timers.append(now)
+
+    def excuse_silence(self, now: float) -> None:
+        self.excused.append(now)
 
 
 class FakeOwner:

@@ -24,6 +24,7 @@ from dcgateway.net import connection as connection_module
 from dcgateway.net.connection import (
     CATCHUP_REST_RATIO,
     CLOSE_GRACE_S,
+    JOURNAL_HOLD,
     MAX_PRE_LOGON_GARBAGE,
     MIN_TAKE_BUDGET,
     TAKE_SLICE_S,
@@ -31,6 +32,7 @@ from dcgateway.net.connection import (
     FixConnection,
 )
 
+from . import fakes
 from .fakes import FakeClock, FakeOutbox, FakeOwner, FakeTransport
 
 
@@ -517,3 +519,15 @@ async def test_a_fault_writing_a_batch_closes_only_that_target(loop, caplog) -> 
     assert bad.close_reason == "internal error" and bad_tr.calls == ["abort"]
     assert good_tr.writes == [b"ok"] and good.close_reason == ""
     assert "internal error writing to" in caplog.text
+
+
+def test_a_source_held_for_the_journal_has_its_silence_excused_at_each_tick() -> None:
+    conn, _, owner = bound()
+    conn.tick(fakes.T0 + 1)
+    conn.hold_reading(JOURNAL_HOLD)
+    conn.tick(fakes.T0 + 2)
+    conn.release_reading(JOURNAL_HOLD)
+    conn.hold_reading("write_buffer")        # the peer does not read us: not excused
+    conn.tick(fakes.T0 + 3)
+    assert owner.session.timers == [fakes.T0 + 1, fakes.T0 + 2, fakes.T0 + 3]
+    assert owner.session.excused == [fakes.T0 + 2]
