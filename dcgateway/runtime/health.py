@@ -91,7 +91,9 @@ class JournalHealth:
         self._set(False, reason)
 
     def committed(self) -> None:
-        if not self._probe_failed:
+        """Records became durable. Healthy again only once nothing appended is left unwritten:
+        a background sync of records written before a write failed is no sign of recovery."""
+        if not self._probe_failed and self.journal.written_lsn >= self.journal.appended_lsn:
             self._set(True)
 
     async def watch(self, unhealthy_every: float = 1.0, healthy_every: float = 10.0) -> None:

@@ -48,7 +48,10 @@ def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: 
     """A source's next inbound seq comes from the journal (what was durably accepted), never
     from its session file; a target's next outbound seq is the larger of its session file's
     (admin messages) and the journal's (copies), and what it was last handed is remembered."""
+    # `os` durability promises what survives the gateway's process, not the machine: the
+    # session files are written to the OS and never fdatasync'd, which would block the loop
     store = FileSessionStore(data_dir / "sessions" / f"{sdef.comp_id}.log",
+                             fsync=config.gateway.journal_durability != "os",
                              defer_next_in=sdef.role == Role.SOURCE)
     if store.recovered_torn_bytes:
         log.warning("session %s: dropped a torn record (%d bytes) at the end of %s",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..ratelog import RateLimitedLog
 from ..state import STATUS_FILE_NAME
 
 log = logging.getLogger("dcgateway")
@@ -39,6 +40,7 @@ class StatusFile:
         self.port: int | None = None
         self.since: dict[str, float] = {}
         self._written: Any = None
+        self._log = RateLimitedLog(log, interval=30.0)
 
     def groups_reloaded(self, version: str, refused: str | None) -> None:
         """A reload of the groups ran: ``version`` is the table in use now; ``refused`` why the
@@ -76,8 +78,8 @@ class StatusFile:
                 os.close(fd)
             os.replace(tmp, self.path)
             self._written = seqs
-        except OSError as exc:
-            log.warning("could not write %s: %s", self.path, exc)
+        except OSError as exc:            # e.g. a full disk: once per 30 s, the rest counted
+            self._log.log("write", logging.WARNING, "could not write %s: %s", self.path, exc)
 
     def remove(self) -> None:
         try:

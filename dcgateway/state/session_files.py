@@ -32,6 +32,7 @@ index, not by the messages. A reset (141=Y, weekly reset) starts a fresh file at
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -40,6 +41,12 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..fsutil import fsync_dir, private_dir
+from ..ratelog import RateLimitedLog
+
+log = logging.getLogger("dcgateway.state")
+#: A session file's fdatasync (on the event loop, ``fsync`` durability) this slow is logged.
+SLOW_SYNC_S = 0.5
+_slow_log = RateLimitedLog(log, interval=10.0)
 
 MAGIC = b"DCGWSS01"
 _REC = struct.Struct("<IBQI")          # crc32, type, seq, payload length
@@ -298,4 +305,15 @@ class FileSessionStore:
 
     def _sync_now(self) -> None:
         if self._fsync:
-            os.fdatasync(self._fd)
+            t0 = time.monotonic()
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                raise StoreError(f"cannot sync session store {self.path}: {e.strerror}") from None
+            took = time.monotonic() - t0
+            if took >= SLOW_SYNC_S:
+                _slow_log.log("slow", logging.WARNING,
+                              "session store %s: fdatasync took %.3f s, and every session "
+                              "waited for it (journal_durability: fsync syncs the session "
+                              "files before their messages leave; `os` does not)",
+                              self.path.name, took)
