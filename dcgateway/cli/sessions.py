@@ -34,9 +34,12 @@ def _cmd_sessions_list(args: argparse.Namespace, out: Output) -> int:
     text = format_table(table)
     if node is not None and status:
         text += f"\n(node {node} serves them)"
+    elif node is not None and args.node is not None:
+        text += (f"\n(node {node} does not serve them now: CONNECTED is unknown, sequences "
+                 f"are as it last stored them)")
     elif node is not None:
-        text += (f"\n(no node of the cluster runs: CONNECTED is unknown, sequences are as "
-                 f"node {node} last stored them)")
+        text += (f"\n(no node of the cluster serves them: CONNECTED is unknown, sequences are "
+                 f"as node {node} last stored them)")
     elif not status:
         text += "\n(gateway not running: CONNECTED is unknown, sequences are as last stored)"
     doc: dict[str, Any] = {"gateway_running": bool(status), "sessions": rows}

@@ -203,10 +203,12 @@ class ClusterKeyStore(KeyStore):
 class ClusterClosures:
     """:class:`~dcgateway.state.base.ClosureStore` on the closures bucket."""
 
-    def __init__(self, mirror: KvMirror) -> None:
+    def __init__(self, mirror: KvMirror, writer: str | None = None) -> None:
         self.mirror = mirror
-        #: this process's key for its invalid Logons (see :meth:`count_invalid`)
-        self.writer = secrets.token_hex(4)
+        #: this process's key for its invalid Logons (see :meth:`count_invalid`): the node's
+        #: ID, so that a restarted node goes on with its own key (the bucket holds one per
+        #: node and session); a process that is no node (a command) never counts Logons
+        self.writer = subject_token(writer) if writer else "p" + secrets.token_hex(4)
         self._mine: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
@@ -372,7 +374,8 @@ def cluster_state_parts(config: GatewayConfig, audit: AuditSink
         keys = ClusterKeyStore(mirror, g.keystore.path, g.keystore.master_key_file)
         keys.seed()
         users = ClusterUserStore(mirror, SecretBox(g.keystore.master_key_file, g.keystore.path))
-        return groups, keys, ClusterClosures(mirror), users, mirror
+        closures = ClusterClosures(mirror, writer=config.cluster.node_id)
+        return groups, keys, closures, users, mirror
     except BaseException:
         mirror.close()
         raise

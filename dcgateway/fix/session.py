@@ -145,6 +145,7 @@ class FixSession(SequenceHandling, LogonHandling):
         self._drop_reported = False
         self._highest_seen = 0
         self._resend_pending: tuple[int, int] | None = None
+        self._jump_upto = 0                  # a SequenceReset's jump in progress (_jump_to)
         self._serving: ResendProgress | None = None    # a ResendRequest being answered
         self._head = b"49=" + config.our_comp_id + b"\x0156=" + config.their_comp_id + b"\x0134="
         self._handlers: dict[bytes, Callable[[RawMessage, float], None]] = {

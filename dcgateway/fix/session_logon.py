@@ -44,7 +44,9 @@ class LogonHandling:
     _times: SendingTimeParser
     _events: list[Event]
     _queue: dict[int, RawMessage | None]
+    _queued_bytes: int
     _highest_seen: int
+    _resend_pending: tuple[int, int] | None
     _serving: ResendProgress | None
     _out: list[Outgoing]
 
@@ -164,7 +166,10 @@ class LogonHandling:
             hbi = self.heartbeat_interval or int(msg.get(T.HEART_BT_INT) or b"30")
             self._send(M.LOGON, logon_reply_body(msg, hbi), now)
             self._consume(1)
-            self._queue.clear()
+            self._queue.clear()             # the old sequence's gap: nothing of it is owed
+            self._queued_bytes = 0
+            self._highest_seen = 0
+            self._resend_pending = None
             self._events.append(LoggedOn(hbi, True))
             return
         self._fatal("second_logon", "Logon received on a logged-on session", now)

@@ -30,6 +30,8 @@ class SequenceHandling:
     _drop_reported: bool
     _resend_pending: tuple[int, int] | None
     _closed: bool
+    _ending: bool
+    _jump_upto: int
 
     # FixSession's primitives, which it overrides (this is a trait: mypyc compiles the mix-in)
     def _validate(self, msg: RawMessage) -> Problem | None:
@@ -132,24 +134,33 @@ class SequenceHandling:
         we asked for. Dropping it would lose what the peer sent (a trade, for a drop copy),
         so it is processed, in order, before the jump, and reported (``ProtocolError``
         ``sequence_reset_over_queued``: logged and counted); only seqs never received are filled.
-        """
-        below = sorted(s for s in self._queue if s < new_seq)
+        A queued SequenceReset processed meanwhile only widens this jump (no recursion however
+        many are queued); after an error Logout nothing more is acted on."""
+        if self._jump_upto:
+            self._jump_upto = max(self._jump_upto, new_seq)
+            return
+        self._jump_upto = new_seq
         taken: list[int] = []
-        for s in below:
-            if s not in self._queue:            # taken by a SequenceReset processed here
-                continue
-            m = self._queue.pop(s)
-            if m is None:                       # a ResendRequest, answered when it came
-                continue
-            self._queued_bytes -= len(m.raw)
-            if self._closed:
-                continue
-            taken.append(s)
-            if s > self.store.next_in:
-                self.store.set_next_in(s)
-            self._process(m, s, now)
-        if new_seq > self.store.next_in:
-            self.store.set_next_in(new_seq)
+        try:
+            done = 0
+            while done < self._jump_upto and not (self._closed or self._ending):
+                upto = self._jump_upto
+                for s in sorted(s for s in self._queue if done <= s < upto):
+                    if self._closed or self._ending:
+                        break
+                    m = self._queue.pop(s)
+                    if m is None:                   # a ResendRequest, answered when it came
+                        continue
+                    self._queued_bytes -= len(m.raw)
+                    taken.append(s)
+                    if s > self.store.next_in:
+                        self.store.set_next_in(s)
+                    self._process(m, s, now)
+                done = upto
+            if self._jump_upto > self.store.next_in and not self._closed:
+                self.store.set_next_in(self._jump_upto)
+        finally:
+            self._jump_upto = 0
         if taken:
             listed = ", ".join(str(s) for s in taken[:10]) + (" ..." if len(taken) > 10 else "")
             self._events.append(ProtocolError(

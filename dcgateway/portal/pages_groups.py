@@ -24,6 +24,7 @@ from .wizard import (
     draft_of,
     entry_of,
     errors_by_step,
+    field_problems,
     new_draft,
 )
 
@@ -134,6 +135,10 @@ class GroupPages:
     async def _submit(self, session: Any, actor: Any, draft: dict[str, Any]) -> Response:
         web = self.web
         entity = draft["entity"]
+        unreadable = field_problems(draft)
+        if unreadable:
+            draft["errors"] = {"4": unreadable}
+            return RedirectResponse("/wizard/4", status_code=303)
         try:
             if draft["mode"] == "edit":
                 group = await web.run(web.ops.replace_group, actor, entity, draft["original"],

@@ -136,7 +136,7 @@ class Web:
         address = self.address(request)
         if self.anon_limiter.take(f"refused:{address}") > 0:
             return
-        session = self.current(request)
+        session = self.sessions.get(request.cookies.get(self.cookie), touch=False)
         self.state.audit.record("portal", "denied", who=session.principal.name if session
                                 else None, entity=self.entity_in(request.url.path),
                                 outcome="denied", address=address, request="forged",

@@ -84,8 +84,9 @@ class SessionStore:
         self._by_digest[_digest(sid)] = session
         return sid, session
 
-    def get(self, sid: str | None) -> WebSession | None:
-        """The live session of ``sid`` (its last use is now), or None."""
+    def get(self, sid: str | None, *, touch: bool = True) -> WebSession | None:
+        """The live session of ``sid`` (its last use is now, unless ``touch`` is False: a
+        refused request names its session without keeping it alive), or None."""
         if not sid or len(sid) > 128:
             return None
         digest = _digest(sid)
@@ -96,7 +97,8 @@ class SessionStore:
         if self._expired(session, now):
             del self._by_digest[digest]
             return None
-        session.last_seen = now
+        if touch:
+            session.last_seen = now
         return session
 
     def end(self, sid: str | None) -> bool:

@@ -107,11 +107,32 @@ def split_values(text: str) -> list[str]:
 _SEPARATORS = " \t\r\n,"
 
 
+def field_problems(draft: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the filter fields as typed (step 4): a quote left open, text after
+    a closing one. Checked again on submit: the steps can be posted in any order."""
+    problems = []
+    for key in FILTER_KEYS[1:]:
+        for part in ("include", "exclude"):
+            try:
+                split_values(draft["fields"].get(f"{key}_{part}", ""))
+            except ValueError as exc:
+                problems.append(f"{FIELD_LABELS[key]}: {part}: {exc}")
+    return problems
+
+
+def _values_shown(text: str) -> list[str]:
+    try:
+        return split_values(text)
+    except ValueError:
+        return [text]            # shown as typed; submit refuses it (field_problems)
+
+
 def entry_of(draft: Mapping[str, Any]) -> dict[str, Any]:
-    """The draft as one groups.yaml entry without ``entity`` (the API's POST body)."""
+    """The draft as one groups.yaml entry without ``entity`` (the API's POST body); a filter
+    field that cannot be read is one value as typed (check :func:`field_problems` first)."""
     filters: dict[str, Any] = {"categories": list(draft["categories"])}
     for key in FILTER_KEYS[1:]:
-        cond = {part: split_values(draft["fields"].get(f"{key}_{part}", ""))
+        cond = {part: _values_shown(draft["fields"].get(f"{key}_{part}", ""))
                 for part in ("include", "exclude")}
         cond = {part: values for part, values in cond.items() if values}
         if cond:
@@ -153,13 +174,7 @@ def apply_step(draft: dict[str, Any], step: int, form: Any, entities: Sequence[s
         draft["categories"] = [c for c in CATEGORIES if c in form.getlist("categories")]
         draft["fields"] = {f"{k}_{p}": str(form.get(f"{k}_{p}") or "").strip()
                            for k in FILTER_KEYS[1:] for p in ("include", "exclude")}
-        problems = []
-        for key in FILTER_KEYS[1:]:
-            for part in ("include", "exclude"):
-                try:
-                    split_values(draft["fields"][f"{key}_{part}"])
-                except ValueError as exc:
-                    problems.append(f"{FIELD_LABELS[key]}: {part}: {exc}")
+        problems = field_problems(draft)
         if not draft["categories"]:
             problems.insert(0, "choose at least one category")
         return problems

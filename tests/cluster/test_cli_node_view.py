@@ -43,6 +43,8 @@ def test_sessions_list_shows_the_serving_nodes_sessions(config_path: Path) -> No
     other = json.loads(run_cli("sessions", "list", "--json", "--node", "n1",
                                config=config_path).stdout)
     assert other["node"] == "n1" and other["gateway_running"] is False
+    text = run_cli("sessions", "list", "--node", "n1", config=config_path).stdout
+    assert "(node n1 does not serve them now" in text and "no node" not in text
 
 
 def test_replay_reads_a_nodes_journal_and_names_it(config_path: Path) -> None:

@@ -989,6 +989,34 @@ def test_10_a_a_queued_gap_fill_below_a_later_one_is_processed_once():
     assert_no_internal_error(ev)
 
 
+def test_10_a_thousands_of_queued_gap_fills_are_taken_without_recursion():
+    """Each queued GapFill processed by a jump only widens it: no stack depth per message."""
+    h = logged_on()
+    n = 2500
+    for seq in range(3, n):                         # queued: GapFills seq -> seq + 2
+        h.feed(h.peer.possdup("4", [(123, "Y"), (36, seq + 2)], seq=seq))
+    h.events()
+    h.feed(h.peer.possdup("4", [(123, "Y"), (36, 4)], seq=2))
+    ev = h.events()
+    assert_no_internal_error(ev)
+    assert h.store.next_in == n + 1 and not h.session.closed
+    assert len(only(ev, ProtocolError)) == 1       # one report for the whole jump
+
+
+def test_11_an_in_session_reset_forgets_the_old_sequences_gap():
+    """FIX 4.4 Logon 141=Y on a logged-on session: the queue of the old sequence goes, and so
+    does what it owed (its bytes, the highest seq seen, the gap asked for)."""
+    h = logged_on(begin=b"FIX.4.4")
+    h.feed(h.peer.app(seq=5))
+    h.feed(h.peer.app(seq=6))                       # a gap 2..4 asked for, 5 and 6 held
+    h.feed(h.peer.logon(seq=1, body_extra=[(141, "Y")]))
+    h.events()
+    for seq in (2, 3, 4):                           # the new sequence, in order: no
+        out = h.feed(h.peer.app(seq=seq))           # ResendRequest for the old gap
+        assert [m.msg_type for m in out if m.msg_type == b"2"] == [], seq
+    assert h.delivered() == [2, 3, 4]
+
+
 def test_10_b_gap_fill_over_nothing_queued_reports_nothing():
     h = logged_on()
     h.feed(h.peer.possdup("4", [(123, "Y"), (36, 9)], seq=2))

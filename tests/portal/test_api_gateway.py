@@ -275,3 +275,25 @@ async def test_the_sessions_page_lists_the_entitys_sessions(start_stack):
     assert "Sessions of CLEARCO" in page.text
     assert "CLR001N" in page.text and "CLRFIX44" in page.text and "closed" in page.text
     assert "ABC123N" not in page.text                     # another entity's session
+
+
+async def test_a_filter_field_that_cannot_be_read_is_shown_on_step_4_not_a_500(start_stack):
+    s = await start_stack()
+    c, _ = await s.logged_in("carl")
+    http = c.http
+    token = c.csrf
+    assert (await http.get("/groups/new")).status_code in (200, 303)
+    steps = {1: {"entity": "CLEARCO"}, 2: {"name": "quoted"},
+             3: {"front_end": "fix", "targets": "CLRFIX44"},
+             4: {"categories": "execution", "account_include": '"ACC,01'}}
+    for n, fields in steps.items():
+        r = await http.post(f"/wizard/{n}", data={**fields, "csrf_token": token})
+        assert r.status_code == 303
+    assert r.headers["location"].endswith("/wizard/4")             # refused on its step
+    page = await http.get("/wizard/4")
+    assert page.status_code == 200 and "a value in quotes is not closed" in page.text
+    for n in (5, 6):                                                # the other pages still work
+        assert (await http.get(f"/wizard/{n}")).status_code == 200
+    done = await http.post("/wizard/6", data={"csrf_token": token})  # submitted anyway: back to 4
+    assert done.status_code == 303 and done.headers["location"].endswith("/wizard/4")
+    assert "quoted" not in {g.name for g in s.web.state.groups.current()}
