@@ -143,8 +143,6 @@ def acting_for(config: GatewayConfig, actor: str | None) -> list[str] | None:
     return mine
 
 
-
-
 def node_view(config: GatewayConfig, node_id: str | None = None
               ) -> tuple[GatewayConfig, dict[str, Any], str | None]:
     """Whose files a command reads: (the configuration as that gateway runs with it, its
