@@ -40,6 +40,7 @@ class PortClosures:
         self.path = Path(path)
         self._sig: Any = _UNSET
         self._locked: dict[str, dict[str, Any]] = {}
+        self._invalid: dict[str, list[float]] = {}      # recent invalid Logons, per session
 
     def __repr__(self) -> str:
         return f"PortClosures({str(self.path)!r})"
@@ -104,17 +105,22 @@ class PortClosures:
             log.error("could not persist the port closure of %s to %s: %s (the lock holds until "
                       "this process stops)", comp_id, self.path, e)
 
-    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int | None:
-        """None: one process serves the sessions of this file, so the authenticator counts
-        the invalid Logons itself (the cluster's store counts them on every node)."""
-        return None
+    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int:
+        """This invalid Logon of ``comp_id`` and the others within ``window_s`` seconds. In
+        memory: one process serves the sessions of this file (the cluster's store counts
+        them across its nodes)."""
+        window = [t for t in self._invalid.get(comp_id, ()) if now - t <= window_s] + [now]
+        self._invalid[comp_id] = window
+        return len(window)
 
     def clear_invalid(self, comp_id: str, now: float) -> None:
-        """Nothing to clear here (see :meth:`count_invalid`)."""
+        """A Logon accepted or the port closed: the count starts again."""
+        self._invalid.pop(comp_id, None)
 
     def unlock(self, comp_id: str) -> bool:
         """Lift the lock of ``comp_id`` (``dcgateway sessions unlock``). True if it was locked.
         Raises :class:`StoreError` if the state file cannot be read or written."""
+        self._invalid.pop(comp_id, None)
         with exclusive_lock(self.path):
             locked = self._read()
             was = locked.pop(comp_id, None) is not None or comp_id in self._locked

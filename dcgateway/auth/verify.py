@@ -51,7 +51,6 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -113,7 +112,7 @@ class Closures(Protocol):
 
     def lock(self, comp_id: str, *, now: float, reason: str) -> None: ...
 
-    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int | None: ...
+    def count_invalid(self, comp_id: str, now: float, window_s: float) -> int: ...
 
     def clear_invalid(self, comp_id: str, now: float) -> None: ...
 
@@ -159,7 +158,6 @@ class LogonAuthenticator:
         self.sending_time_tolerance_s = float(sending_time_tolerance_s)
         self.max_invalid_logons = max_invalid_logons
         self.invalid_logon_window_s = float(invalid_logon_window_s)
-        self._failures: dict[str, deque[float]] = {}
         self._log = RateLimitedLog(log)         # refusals: one line per session and reason
         #: signatures accepted, with when they may be forgotten (see "accepted once" above)
         self._accepted: dict[bytes, float] = {}
@@ -173,13 +171,9 @@ class LogonAuthenticator:
     def set_sessions(self, sessions: Mapping[str, SessionAuth | tuple[str, Iterable[int]]]) -> None:
         """Swap in a new session table (configuration reload)."""
         self._sessions = _normalize(sessions)
-        for comp_id in list(self._failures):
-            if comp_id not in self._sessions:
-                del self._failures[comp_id]
 
     def unlock(self, comp_id: str) -> bool:
         """Lift the port closure of ``comp_id``; True if it was locked."""
-        self._failures.pop(comp_id, None)
         return self._closures.unlock(comp_id)
 
     def locked_sessions(self) -> list[str]:
@@ -209,7 +203,6 @@ class LogonAuthenticator:
                 self._accept_once(sig, key_id, now)
             except _Rejection as r:
                 return self._reject(comp_id, r, now)
-            self._failures.pop(comp_id, None)
             self._closures.clear_invalid(comp_id, now)
             log.info("logon authenticated: comp_id=%s access_key_id=%s", comp_id, key_id)
             return AuthDecision(True)
@@ -225,14 +218,7 @@ class LogonAuthenticator:
                           comp_id, r.reason, detail)
             return AuthDecision(False, r.reason, AUTH_FAILED_TEXT)
         count = self._closures.count_invalid(comp_id, now, self.invalid_logon_window_s)
-        if count is None:                 # one process serves these sessions: counted here
-            window = self._failures.setdefault(comp_id, deque(maxlen=self.max_invalid_logons))
-            window.append(now)
-            while window and now - window[0] > self.invalid_logon_window_s:
-                window.popleft()
-            count = len(window)
         if count >= self.max_invalid_logons:
-            self._failures.pop(comp_id, None)
             self._closures.lock(comp_id, now=now, reason=r.reason)
             self._closures.clear_invalid(comp_id, now)
             log.warning("logon refused: comp_id=%s reason=%s%s; port closed after %d invalid "

@@ -213,7 +213,7 @@ def test_a_count_the_store_keeps_across_processes_decides_the_closure(store, pat
         counted: list[str] = []
         cleared: list[str] = []
 
-        def count_invalid(self, comp_id: str, now: float, window_s: float) -> int | None:
+        def count_invalid(self, comp_id: str, now: float, window_s: float) -> int:
             self.counted.append(comp_id)
             return 5 if comp_id == "ABC123N" else 1
 
