@@ -173,17 +173,16 @@ class SecurityMiddleware:
         return limited
 
 
-async def _text(send: Send, status: int, text: str) -> None:
-    body = text.encode()
+async def _answer(send: Send, status: int, content_type: bytes, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                "headers": [(b"content-type", content_type),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _text(send: Send, status: int, text: str) -> None:
+    await _answer(send, status, b"text/plain; charset=utf-8", text.encode())
 
 
 async def _json(send: Send, status: int, error: str) -> None:
-    body = json.dumps({"error": error}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await _answer(send, status, b"application/json", json.dumps({"error": error}).encode())
