@@ -42,6 +42,7 @@ from .runtime import (
     JournalHealth,
     Maintenance,
     MetricsPump,
+    SessionFileSync,
     StatusFile,
     acceptor_settings,
     adapt_copies,
@@ -54,6 +55,7 @@ from .runtime import (
     run_until_signalled,
     scrape_state,
     server_ssl_context,
+    session_files,
     tune_for_latency,
 )
 from .state import open_state
@@ -105,6 +107,8 @@ class Gateway:
         self.flow = Flow(self.fanout, self.journal, self.slots, clock)
         self.registry = CollectorRegistry()
         self.metrics = GatewayMetrics.from_config(self.registry, config)
+        self.session_sync = SessionFileSync(session_files(self.slots.values()),
+                                            on_round=self.metrics.session_files_fsync)
         self.metrics.snapshot = lambda: scrape_state(self.slots, self.outboxes,
                                                      self.state.keys.store,
                                                      self.state.closures, self.health.ok)
@@ -209,6 +213,7 @@ class Gateway:
                 committer = tg.create_task(self.committer.run(), name="journal-commit")
                 background = [tg.create_task(coro, name=name) for name, coro in (
                     ("session-timers", self.acceptor.run_timers()),
+                    ("session-files-sync", self.session_sync.run()),
                     ("key-expiry-notices", self.notifier.run()),
                     ("groups-watch", self.maintenance.watch_groups()),
                     ("journal-retention", self.maintenance.retention()),

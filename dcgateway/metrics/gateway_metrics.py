@@ -257,6 +257,10 @@ class GatewayMetrics:
         self.journal_fsync_batch_records = add(Histogram(
             PREFIX + "journal_fsync_batch_records", "Journal records made durable by one fsync.",
             buckets=BATCH_BUCKETS, registry=None))
+        self.session_files_fsync_duration_seconds = add(Histogram(
+            PREFIX + "session_files_fsync_duration_seconds",
+            "durability fsync: one background round of fdatasyncs of the session files written "
+            "meanwhile (no session waits for it).", buckets=FSYNC_BUCKETS, registry=None))
 
     def _precreate(self, groups: Iterable[Any]) -> None:
         cats_in = self.categories + (OTHER_CATEGORY,)
@@ -370,6 +374,10 @@ class GatewayMetrics:
         """One completed group-commit sync: fits ``GroupCommitter(on_fsync=...)``."""
         self.journal_fsync_duration_seconds.observe(seconds)
         self.journal_fsync_batch_records.observe(records)
+
+    def session_files_fsync(self, seconds: float) -> None:
+        """One background round of the session files' fdatasyncs (``SessionFileSync``)."""
+        self.session_files_fsync_duration_seconds.observe(seconds)
 
     def commit_wait(self, seconds: float, commits: int = 1) -> None:
         """The wait for durability of ``commits`` commits: fits ``GroupCommitter(on_wait=...)``."""

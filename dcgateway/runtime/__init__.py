@@ -8,6 +8,7 @@
 * :mod:`.health`       is the journal writable (``/healthz``, Logons during a disk fault)
 * :mod:`.maintenance`  groups reload, journal retention, the weekly sequence reset
 * :mod:`.sessions`     each configured session assembled (settings, store, outbox, adapter)
+* :mod:`.session_sync` the sessions' files fdatasync'd off the loop (``fsync`` durability)
 * :mod:`.snapshot`     the state gauges read at scrape time
 * :mod:`.process`      the process: umask, the uvloop runner, SIGTERM/SIGINT as a stop (and
   a long step raced against it)
@@ -22,7 +23,8 @@ from .health import UNWRITABLE_TEXT, JournalHealth
 from .maintenance import RETENTION_S, Maintenance, week_start_before
 from .process import run_until_signalled, unless_stopped
 from .pump import MetricsPump
-from .sessions import adapt_copies, make_slot, session_config
+from .session_sync import SessionFileSync
+from .sessions import adapt_copies, make_slot, session_config, session_files
 from .snapshot import scrape_state
 from .status import StatusFile
 from .support import (
@@ -39,8 +41,9 @@ from .support import (
 
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
-    "StatusFile", "UNWRITABLE_TEXT", "fit_descriptor_limit", "key_owners", "listening",
-    "metrics_token", "scrape_state", "server_ssl_context", "tune_threads", "week_start_before", "adapt_copies",
-    "make_slot", "session_config", "acceptor_settings", "expiry_notifier", "tune_for_latency",
-    "tune_gc", "run_until_signalled", "unless_stopped", "copy_describer",
+    "SessionFileSync", "StatusFile", "UNWRITABLE_TEXT", "acceptor_settings", "adapt_copies",
+    "copy_describer", "expiry_notifier", "fit_descriptor_limit", "key_owners", "listening",
+    "make_slot", "metrics_token", "run_until_signalled", "scrape_state", "server_ssl_context",
+    "session_config", "session_files", "tune_for_latency", "tune_gc", "tune_threads",
+    "unless_stopped", "week_start_before",
 ]

@@ -47,26 +47,42 @@ def make_slot(config: GatewayConfig, sdef: SessionDef, data_dir: Path, journal: 
               sending_times: SendingTimes | None = None) -> SessionSlot:
     """A source's next inbound seq comes from the journal (what was durably accepted), never
     from its session file; a target's next outbound seq is the larger of its session file's
-    (admin messages) and the journal's (copies), and what it was last handed is remembered."""
-    # `os` durability promises what survives the gateway's process, not the machine: the
-    # session files are written to the OS and never fdatasync'd, which would block the loop
+    (admin messages) and the journal's (copies), and what it was last handed is remembered.
+    After a power loss, the outbound seq continues past every number the session can have sent
+    (:class:`~dcgateway.state.session_files.FileSessionStore`, ``floor``), durably, before
+    anything is sent."""
+    g = config.gateway
+    # The session files are fdatasync'd in the background (runtime.session_sync) only where
+    # they must survive a power loss: `os` durability promises what survives the process, and
+    # in a cluster the sequence numbers are replicated and the files are a cache.
+    floor = 1 if sdef.role == Role.SOURCE else recovery.target_next_seq.get(sdef.comp_id, 1)
     store = FileSessionStore(data_dir / "sessions" / f"{sdef.comp_id}.log",
-                             fsync=config.gateway.journal_durability != "os",
-                             defer_next_in=sdef.role == Role.SOURCE)
+                             fsync=g.journal_durability == "fsync" and config.cluster is None,
+                             defer_next_in=sdef.role == Role.SOURCE, floor=floor)
     if store.recovered_torn_bytes:
         log.warning("session %s: dropped a torn record (%d bytes) at the end of %s",
                     sdef.comp_id, store.recovered_torn_bytes, store.path)
+    if store.after_power_loss:
+        log.warning("session %s: its session file was open when the machine stopped (power "
+                    "loss or kernel crash) or is torn; its outbound MsgSeqNum continues at %d, "
+                    "past any it can have sent (the gap is filled on request)",
+                    sdef.comp_id, store.next_out)
     cfg = session_config(config, sdef, dictionaries)
     if sdef.role == Role.SOURCE:
         store.set_next_in(recovery.source_next_in.get(sdef.comp_id, 1))
         return SessionSlot(sdef.comp_id, sdef.role, cfg, store)
-    g = config.gateway
     outbox = Outbox(sdef.comp_id, sdef.begin_string, sdef.profile, g.comp_id, journal,
                     g.target_max_pending, sending_times)
-    next_out = max(store.next_out, recovery.target_next_seq.get(sdef.comp_id, 1))
+    next_out = max(store.next_out, floor)
     outbox.store = target = TargetStore(outbox, store, journal, next_out)
     outbox.written_upto = target.recovered_delivered()
     return SessionSlot(sdef.comp_id, sdef.role, cfg, target, outbox=outbox)
+
+
+def session_files(slots: Iterable[SessionSlot]) -> list[FileSessionStore]:
+    """The session file of each slot made by :func:`make_slot` (a target's is in its
+    :class:`~dcgateway.fanout.TargetStore`)."""
+    return [s.store.file if isinstance(s.store, TargetStore) else s.store for s in slots]
 
 
 def adapt_copies(sessions: Iterable[SessionDef], outboxes: dict[str, Outbox],

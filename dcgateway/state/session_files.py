@@ -5,19 +5,38 @@ One append-only file per session, ``<data_dir>/sessions/<CompID>.log``. Every re
 record torn by a crash or a kill -9 is detected on open and cut off (the file is truncated back to
 the last whole record), never fatal.
 
-Durability is group commit: the session engine calls the setters synchronously (they only
-``write()`` into the OS page cache), and the I/O shell calls :meth:`FileSessionStore.sync` once per
-batch of input, before it writes any byte that batch produced to the socket. An outbound record
-(a message sent, or the next outbound seq) makes that sync an fdatasync, so a peer can never have
-seen a sequence number, or a message, that a crash would make the gateway forget. The next
-*inbound* seq alone is only written, not fsynced: losing its last value in a crash makes the
+Durability: the session engine calls the setters synchronously (they only ``write()`` into the
+OS page cache), and the I/O shell calls :meth:`FileSessionStore.sync` once per batch of input,
+before it writes any byte that batch produced to the socket. What is written there survives any
+crash of the gateway's process (kill -9 included): the OS has it. Against a power loss or a
+kernel crash (``fsync=True``, durability ``fsync``), the file is fdatasync'd *off the event
+loop*, by :class:`dcgateway.runtime.session_sync.SessionFileSync` every fraction of a second
+(:meth:`begin_sync` / :meth:`end_sync` around an fdatasync in a worker thread): a slow disk never
+stalls the sessions. A power loss can then take the last admin messages' records (a Heartbeat, a
+Reject: the copies' sequence numbers are in the journal), so a peer may have seen sequence
+numbers the file forgets. The file therefore knows whether it was open when the machine stopped:
+each open appends an ``OPEN`` record with the kernel's boot id (fdatasync'd before anything is
+sent) and a clean close a ``CLOSED`` record. A file that was open, not closed, under another
+boot (or torn at its end, which a process crash alone hardly leaves), is
+:attr:`~FileSessionStore.after_power_loss`: its outbound sequence continues ``UNSYNCED_LIMIT``
+past what the file and the journal say (the margin written with the OPEN record, in one
+fdatasync). Never more than that many outbound records are written without an fdatasync (past
+it, :meth:`~FileSessionStore.sync` fdatasyncs on the loop, as the mode requires), so no number
+a peer saw is used twice. The peer sees a gap, asks for it, and gets a GapFill. A process crash
+under the same boot lost nothing and costs no gap. Two records are fdatasync'd on the loop as
+before, because a later reset trusts them: a target's "delivered" marker, at its Logon and at
+its disconnect (:meth:`~FileSessionStore.set_delivered`). A failed background fdatasync is
+final for the file: Linux reports a writeback error once, so a later success proves nothing;
+its session's batches then fail as an on-loop fdatasync's failure did, and no clean close is
+recorded.
+
+The next *inbound* seq is only ever written, never waited for: losing its last value makes the
 gateway expect an older seq, and FIX recovers that by a ResendRequest (a source's inbound seq is
-authoritative in the journal anyway); an fsync per read of a busy source would cost the event
-loop ~200 µs every time. A source's store goes further (``defer_next_in``): the journal is
-what its inbound seq is recovered from, so the file's copy (what ``dcgateway sessions list``
-shows when no gateway runs) is written at most every ``DEFER_NEXT_IN_S`` seconds, with any
-fsync'd batch, when the source disconnects (:meth:`FileSessionStore.settle`) and on close,
-rather than once per read.
+authoritative in the journal anyway). A source's store goes further (``defer_next_in``): the
+journal is what its inbound seq is recovered from, so the file's copy (what ``dcgateway sessions
+list`` shows when no gateway runs) is written at most every ``DEFER_NEXT_IN_S`` seconds, with any
+batch that sent something, when the source disconnects (:meth:`FileSessionStore.settle`) and on
+close, rather than once per read.
 
 Room on a full disk: the file is kept zero-filled up to ``RESERVE_BYTES`` past its last record
 (extended when less than a quarter is left, a failure to extend only logged), so when the disk
@@ -44,17 +63,26 @@ from ..fsutil import fsync_dir, private_dir
 from ..ratelog import RateLimitedLog
 
 log = logging.getLogger("dcgateway.state")
-#: A session file's fdatasync (on the event loop, ``fsync`` durability) this slow is logged.
+#: A session file's fdatasync this slow is logged.
 SLOW_SYNC_S = 0.5
+#: At most this many outbound records are written and not yet fdatasync'd (``fsync=True``); the
+#: outbound sequence continues this much higher after a power loss (module docstring).
+UNSYNCED_LIMIT = 1_000
 _slow_log = RateLimitedLog(log, interval=10.0)
 
-MAGIC = b"DCGWSS01"
+MAGIC = b"DCGWSS02"
+#: Files written before the OPEN and CLOSED records (read, and marked ``MAGIC`` when reopened,
+#: so that an older release refuses the file rather than cut it at the first record it does
+#: not know).
+MAGIC_V1 = b"DCGWSS01"
 _REC = struct.Struct("<IBQI")          # crc32, type, seq, payload length
 _REC_OUT = 1                            # an outbound message (payload = raw bytes)
 _REC_NEXT_IN = 2                        # next inbound seq = seq
 _REC_NEXT_OUT = 3                       # next outbound seq = seq
 _REC_DELIVERED = 4                      # a target's copies were handed out up to seq
 _UNKNOWN = (1 << 64) - 1                # ... or unknown (-1 in memory): connected
+_REC_OPEN = 5                           # opened under the boot id in the payload
+_REC_CLOSED = 6                         # closed cleanly: everything before it is on the disk
 MAX_RECORD = 16 * 1024 * 1024
 #: Zero-filled room kept past the last record (see "Room on a full disk").
 RESERVE_BYTES = 64 * 1024
@@ -64,6 +92,20 @@ _ZEROS = bytes(RESERVE_BYTES)
 DEFER_NEXT_IN_S = 1.0
 #: The clock of ``defer_next_in`` (a module attribute, so a test can move it).
 _clock = time.monotonic
+
+
+def read_boot_id() -> bytes:
+    """The kernel's id of this boot (Linux); empty where there is none, which counts as a
+    different boot every time (a margin after every unclean stop, never a reused seq)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return b""
+
+
+#: This boot's id (a module attribute, so a test can reboot the machine).
+boot_id = read_boot_id
 
 
 def _record(rtype: int, seq: int, payload: bytes = b"") -> bytes:
@@ -80,10 +122,11 @@ def peek_sequences(path: Path | str) -> tuple[int, int] | None:
             data = f.read()
     except FileNotFoundError:
         return None
-    if not data.startswith(MAGIC):
+    if not data.startswith((MAGIC, MAGIC_V1)):
         raise StoreError(f"{path} is not a dcgateway session store (bad magic)")
     probe = FileSessionStore.__new__(FileSessionStore)
     probe.next_in, probe._next_out, probe._index, probe.delivered = 1, 1, {}, None
+    probe._opened_boot, probe._closed = None, False
     probe._scan(data)
     return probe.next_in, probe._next_out
 
@@ -92,7 +135,9 @@ class FileSessionStore:
     """A :class:`dcgateway.fix.store.SessionStore` backed by one append-only file."""
 
     def __init__(self, path: Path | str, *, fsync: bool = True,
-                 defer_next_in: bool = False) -> None:
+                 defer_next_in: bool = False, floor: int = 1) -> None:
+        """``floor``: the least next outbound seq the session may continue with (a target's
+        copies in the journal), what the margin after a power loss is added to."""
         self.path = Path(path)
         self._fsync = fsync
         self._defer_in = defer_next_in
@@ -103,12 +148,35 @@ class FileSessionStore:
         self._next_out = 1
         self._index: dict[int, tuple[int, int]] = {}
         self.delivered: int | None = None     # a target's last seq handed out (see TargetStore)
-        self._dirty = False
+        self._dirty = False                   # an outbound record in this batch
         self._pending_in: int | None = None
         self.recovered_torn_bytes = 0
+        #: the boot id of the last OPEN record, and whether a CLOSED record followed it
+        self._opened_boot: bytes | None = None
+        self._closed = False
+        #: outbound records written so far, and how many of them an fdatasync covers
+        self._out_records = 0
+        self._synced_records = 0
+        self._unsynced = False                # an outbound record since the last begin_sync
+        #: a background fdatasync failed: what it should have covered may never reach the disk
+        #: (Linux reports a writeback error once), so the file is not trusted until a restart
+        self._sync_error: OSError | None = None
         private_dir(self.path.parent)
         self._fd = -1
         self._open()
+        #: the machine stopped (power loss, kernel crash) while this file was open, or its tail
+        #: is torn, which a process crash alone hardly leaves: its last records may be gone, so
+        #: its outbound sequence continues ``UNSYNCED_LIMIT`` higher (module docstring)
+        self.after_power_loss = self._opened_boot is not None and not self._closed and (
+            not self._opened_boot or self._opened_boot != boot_id()
+            or self.recovered_torn_bytes > 0)
+        if self.after_power_loss:
+            self._next_out = max(self._next_out, floor) + UNSYNCED_LIMIT
+            self._append(_record(_REC_NEXT_OUT, self._next_out))
+        # The margin and the OPEN record reach the disk in one fdatasync, before anything is
+        # sent: a start that fails after it has its margin already.
+        self._append(_record(_REC_OPEN, 0, boot_id()))
+        self._sync_now()
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -123,11 +191,12 @@ class FileSessionStore:
             os.write(fd, MAGIC)
             self._size = self._reserved_to = len(MAGIC)
             self._reserve()
-            self._sync_now()
             fsync_dir(self.path.parent)
             return
         data = os.pread(fd, size, 0)
-        if not data.startswith(MAGIC):
+        if data.startswith(MAGIC_V1):
+            os.pwrite(fd, MAGIC, 0)           # it is about to hold OPEN and CLOSED records
+        elif not data.startswith(MAGIC):
             os.close(fd)
             raise StoreError(f"{self.path} is not a dcgateway session store (bad magic); "
                              "move it aside to start the session afresh")
@@ -160,8 +229,11 @@ class FileSessionStore:
                 self._next_out = seq
             elif rtype == _REC_DELIVERED:
                 self.delivered = -1 if seq == _UNKNOWN else seq
-            else:
+            elif rtype == _REC_OPEN:
+                self._opened_boot = data[pos + hs:end]
+            elif rtype != _REC_CLOSED:
                 break
+            self._closed = rtype == _REC_CLOSED
             pos = end
         return pos
 
@@ -185,16 +257,20 @@ class FileSessionStore:
         self._flush_in()
         self._append(_record(_REC_NEXT_OUT, seq))
         self._dirty = True
+        self._out_records += max(1, seq - self._next_out)     # a jump counts as its length
+        self._unsynced = True
         self._next_out = seq
 
     def set_delivered(self, seq: int) -> None:
-        """A target's last seq handed out, written (and fsynced with the next batch) when it
-        disconnects; -1 when it logs on: until the next disconnect it is unknown, so a crash
-        meanwhile is never mistaken for "not delivered"."""
+        """A target's last seq handed out, written when it disconnects; -1 when it logs on:
+        until the next disconnect it is unknown, so a crash meanwhile is never mistaken for
+        "not delivered". fdatasync'd here, on the loop (once per target Logon and disconnect,
+        as the journal's sync at a Logon): a reset after a power loss carries over what the
+        record says never left, so it must never say less than what did."""
         if seq != self.delivered:
             self._append(_record(_REC_DELIVERED, _UNKNOWN if seq < 0 else seq))
-            self._dirty = True
             self.delivered = seq
+            self._sync_now()
 
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self._flush_in()
@@ -202,6 +278,8 @@ class FileSessionStore:
         self._index[seq] = (self._size + _REC.size, len(raw))
         self._append(rec)
         self._dirty = True
+        self._out_records += 1
+        self._unsynced = True
         self._next_out = seq + 1
 
     def get_outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
@@ -222,7 +300,8 @@ class FileSessionStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            os.write(fd, MAGIC)
+            opened = _record(_REC_OPEN, 0, boot_id())
+            os.write(fd, MAGIC + opened)
             try:
                 os.write(fd, _ZEROS)
             except OSError:
@@ -236,7 +315,9 @@ class FileSessionStore:
             fsync_dir(self.path.parent)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR)
-        self._size = len(MAGIC)
+        if self._fsync:
+            self._synced_records = self._out_records       # the fresh file is on the disk
+        self._size = len(MAGIC) + len(opened)
         self._reserved_to = os.fstat(self._fd).st_size
         self._index.clear()
         self.delivered = None
@@ -249,8 +330,10 @@ class FileSessionStore:
 
     def sync(self) -> None:
         """Before the batch's output goes to the socket: write the latest inbound seq (with
-        ``defer_next_in``, only when the batch is fsync'd anyway or ``DEFER_NEXT_IN_S`` passed),
-        and fdatasync when an outbound record was written (one for the whole batch)."""
+        ``defer_next_in``, only when the batch wrote an outbound record anyway or
+        ``DEFER_NEXT_IN_S`` passed). With ``fsync=True``, fdatasync here, on the loop, only
+        when ``UNSYNCED_LIMIT`` outbound records wait for the background sync: the bound that
+        makes the margin after a power loss safe."""
         if self._pending_in is not None:
             if not self._defer_in or self._dirty:
                 self._flush_in()
@@ -260,8 +343,51 @@ class FileSessionStore:
                     self._in_written = now
                     self._flush_in()
         if self._dirty:
-            self._sync_now()
             self._dirty = False
+            if self._sync_error is not None:
+                raise StoreError(f"cannot sync session store {self.path}: "
+                                 f"{self._sync_error.strerror or self._sync_error}")
+            if self._fsync and self._out_records - self._synced_records >= UNSYNCED_LIMIT:
+                self._sync_now()
+
+    def begin_sync(self) -> tuple[int, int] | None:
+        """On the loop: what a background fdatasync is to cover, as ``(fd, records)`` (``fd``
+        a duplicate the worker closes), or None when there is nothing to sync. The worker
+        fdatasyncs ``fd``; then :meth:`end_sync` (or :meth:`abandon_sync`). A ticket from
+        before a reset credits nothing after it: the reset's fsync covered more."""
+        if not self._fsync or not self._unsynced or self._fd < 0:
+            return None
+        try:
+            fd = os.dup(self._fd)
+        except OSError as e:                  # no descriptor left: the next round tries again
+            _slow_log.log("dup", logging.ERROR, "session store %s: cannot sync: %s",
+                          self.path.name, e.strerror or e)
+            return None
+        self._unsynced = False
+        return fd, self._out_records
+
+    def end_sync(self, ticket: tuple[int, int], error: OSError | None, seconds: float) -> None:
+        """On the loop, after the worker's fdatasync of ``ticket``: the records written
+        before it began are on the disk. A failure is final for this file (``_sync_error``):
+        its batches that send something fail as the old on-loop fdatasync did, and no clean
+        close is recorded."""
+        if error is not None:
+            self._unsynced = True
+            if self._sync_error is None:
+                self._sync_error = error
+                log.error("session store %s: fdatasync failed (%s): its session stops sending "
+                          "until the gateway is restarted", self.path.name,
+                          error.strerror or error)
+            return
+        self._synced_records = max(self._synced_records, ticket[1])
+        if seconds >= SLOW_SYNC_S:
+            _slow_log.log("slow", logging.WARNING,
+                          "session store %s: a background fdatasync took %.3f s (no session "
+                          "waited for it)", self.path.name, seconds)
+
+    def abandon_sync(self) -> None:
+        """The round was cancelled (the gateway stops): the close fdatasyncs it all."""
+        self._unsynced = True
 
     def settle(self) -> None:
         """The session ended (a disconnect): write a deferred inbound seq now, so the file does
@@ -270,13 +396,17 @@ class FileSessionStore:
         self._flush_in()
 
     def flush(self) -> None:
-        """Make everything durable, the inbound seq included (clean close, tests)."""
+        """Make everything durable, the inbound seq included (startup, clean close, tests)."""
         self._flush_in()
         self._sync_now()
         self._dirty = False
 
     def close(self) -> None:
+        """A clean close: everything, then the ``CLOSED`` record, on the disk."""
         if self._fd >= 0:
+            self._flush_in()
+            if self._sync_error is None:      # else: not known to be whole on the disk
+                self._append(_record(_REC_CLOSED, 0))
             self.flush()
             os.close(self._fd)
             self._fd = -1
@@ -306,16 +436,20 @@ class FileSessionStore:
         self._reserved_to = self._size + RESERVE_BYTES
 
     def _sync_now(self) -> None:
+        """fdatasync here and now (``fsync=True``): at open and close, and on the loop when
+        ``UNSYNCED_LIMIT`` records wait (the background sync is stalled or failing)."""
         if self._fsync:
             t0 = time.monotonic()
+            records = self._out_records
             try:
                 os.fdatasync(self._fd)
             except OSError as e:
                 raise StoreError(f"cannot sync session store {self.path}: {e.strerror}") from None
+            self._synced_records = records
             took = time.monotonic() - t0
             if took >= SLOW_SYNC_S:
-                _slow_log.log("slow", logging.WARNING,
-                              "session store %s: fdatasync took %.3f s, and every session "
-                              "waited for it (journal_durability: fsync syncs the session "
-                              "files before their messages leave; `os` does not)",
-                              self.path.name, took)
+                _slow_log.log("slow-now", logging.WARNING,
+                              "session store %s: an fdatasync took %.3f s, and every session "
+                              "waited for it (at start or stop, or %d admin records were "
+                              "waiting for the background sync)",
+                              self.path.name, took, UNSYNCED_LIMIT)

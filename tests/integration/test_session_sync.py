@@ -1,47 +1,253 @@
-"""Where the sessions' own files are synced: in ``fsync`` durability their records (the
-sequence numbers and admin messages sent) are fdatasync'd before the messages leave, on the
-event loop; in ``os`` durability, which promises what survives the gateway's process and not
-the machine, never (an fdatasync on the loop would stall every session on a slow disk)."""
+"""Where the sessions' own files are synced: never on the event loop once the gateway serves.
+In ``fsync`` durability a background task fdatasyncs them in a worker thread (a slow disk stalls
+no session: the sequence margin after a power loss is in tests/state/test_session_files.py); in
+``os`` durability, which promises what survives the gateway's process and not the machine,
+they are never fdatasync'd at all."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import threading
+from pathlib import Path
 
 import pytest
 
 from simulators.fixclient import get
 
-from .test_fanout import close_all, connect_all
+from .conftest import REPO, write_config
+from .test_fanout import close_all, connect_all, fill
 
 pytestmark = pytest.mark.asyncio
 
 
+def _session_file(fd: int) -> str | None:
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return os.path.basename(path) if os.sep + "sessions" + os.sep in path else None
+
+
+async def _ping(src, text: str) -> None:
+    """A TestRequest, answered by a Heartbeat: an outbound record in the source's file."""
+    src.send("1", [(112, text)])
+    while True:
+        m = await src.recv(10)
+        assert m is not None
+        if get(m, 35) == "0" and get(m, 112) == text:
+            return
+
+
+class _SessionDisk:
+    """What the disk holds of the session files: each one's content at its last fdatasync,
+    until ``frozen`` (the power is off); :meth:`power_loss` puts those contents back."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.images: dict[str, bytes] = {}
+        self.frozen = False
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            real(fd)
+            if _session_file(fd) is not None and not self.frozen:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+                self.images[path] = Path(path).read_bytes()
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    async def synced(self, path) -> None:
+        """Until everything written to ``path`` is on the disk (the background sync)."""
+        for _ in range(100):
+            if self.images.get(str(path)) == Path(path).read_bytes():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{path} was not synced")
+
+    def power_loss(self) -> None:
+        for p, data in self.images.items():
+            Path(p).write_bytes(data)
+
+
 @pytest.mark.parametrize("durability", ["os", "fsync"])
-async def test_session_files_are_synced_on_the_loop_only_in_fsync_mode(
-        start_gateway, monkeypatch, durability) -> None:
-    synced: list[str] = []
+async def test_session_files_are_never_synced_on_the_loop(start_gateway, monkeypatch,
+                                                          durability) -> None:
+    on_loop: list[str] = []
+    off_loop: list[str] = []
     real = os.fdatasync
     loop_thread = threading.get_ident()
 
     def fdatasync(fd: int) -> None:
-        if threading.get_ident() == loop_thread:
-            path = os.readlink(f"/proc/self/fd/{fd}")
-            if os.sep + "sessions" + os.sep in path:
-                synced.append(os.path.basename(path))
+        name = _session_file(fd)
+        if name is not None:
+            (on_loop if threading.get_ident() == loop_thread else off_loop).append(name)
         real(fd)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     rg = await start_gateway(extra=f"journal_durability: {durability}")
     clients = await connect_all(rg, "ABC123N", "CLRFIX44")
-    src = clients["ABC123N"]
-    src.send("1", [(112, "PING")])               # answered by a Heartbeat: an outbound record
-    while True:
-        m = await src.recv(10)
-        assert m is not None
-        if get(m, 35) == "0" and get(m, 112) == "PING":
-            break
-    await close_all(clients)
-    if durability == "os":
-        assert synced == []
+    on_loop.clear()                  # the start's own (before anything was sent) are allowed
+    await _ping(clients["ABC123N"], "PING")
+    if durability == "fsync":        # the Heartbeat's record reaches the disk in the background
+        for _ in range(100):
+            if "ABC123N.log" in off_loop:
+                break
+            await asyncio.sleep(0.05)
+        assert "ABC123N.log" in off_loop
+        assert rg.metric("dcgateway_session_files_fsync_duration_seconds_count") >= 1
     else:
-        assert "ABC123N.log" in synced
+        await asyncio.sleep(3 * rg.gw.session_sync.interval)
+        assert off_loop == []
+        assert rg.metric("dcgateway_session_files_fsync_duration_seconds_count") == 0
+    assert on_loop == []
+    await close_all(clients)
+
+
+async def test_a_stalled_session_file_fsync_stalls_no_session(folder, start_gateway,
+                                                             monkeypatch) -> None:
+    """``fsync`` durability: while the session files' fdatasync hangs (a dying disk), the
+    sessions go on: a source's TestRequest is answered and its fill reaches the target."""
+    real = os.fdatasync
+    release = threading.Event()
+    stuck = threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        if _session_file(fd) is not None and threading.current_thread() is not main_thread:
+            stuck.set()
+            release.wait(30)         # bounded: the test releases it long before
+        real(fd)
+    main_thread = threading.current_thread()
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    rg = await start_gateway(folder)
+    clients = await connect_all(rg, "ABC123N", "CLRFIX44")
+    try:
+        src, tgt = clients["ABC123N"], clients["CLRFIX44"]
+        await _ping(src, "P1")
+        for _ in range(200):
+            if stuck.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert stuck.is_set()        # a background fdatasync of a session file hangs now
+        await _ping(src, "P2")
+        src.send("8", fill(exec_id="STUCK1"))
+        while True:
+            m = await tgt.recv(10)
+            assert m is not None
+            if get(m, 35) == "8":
+                assert get(m, 17) == "STUCK1"
+                break
+    finally:
+        release.set()
+    await close_all(clients)
+
+
+async def test_after_a_power_loss_a_peer_sees_a_gap_never_a_number_twice(folder, start_gateway,
+                                                                         monkeypatch) -> None:
+    """``fsync`` durability, a modelled power loss: the session files put back as they were at
+    their last fdatasync, and another boot id. The source saw Heartbeats whose records were
+    lost; the restarted gateway's Logon reply is numbered past them, and the source's
+    ResendRequest for the gap is answered by a GapFill."""
+    from dcgateway.state import session_files
+    disk = _SessionDisk(monkeypatch)
+    write_config(folder, extra="journal_durability: fsync")
+    rg = await start_gateway(folder)
+    src = rg.client("ABC123N")
+    assert get(await src.logon(), 35) == "A"
+    await disk.synced(rg.gw.slots["ABC123N"].store.path)    # the Logon reply's record
+    disk.frozen = True               # from here on nothing reaches the disk: the power is off
+    for i in range(5):
+        await _ping(src, f"P{i}")
+    seen = src.expected_in - 1
+    await src.close()
+    await rg.stop()
+    disk.power_loss()
+    path = rg.gw.slots["ABC123N"].store.path
+    assert (session_files.peek_sequences(path) or (0, 0))[1] <= seen   # the file alone reuses
+    monkeypatch.setattr(session_files, "boot_id", lambda: b"after-the-power-loss")
+
+    rg2 = await start_gateway(folder)
+    again = rg2.client("ABC123N")
+    again.next_seq, again.expected_in = src.next_seq, src.expected_in
+    reply = await again.logon()
+    assert get(reply, 35) == "A" and int(get(reply, 34)) > seen
+    again.send("2", [(7, seen + 1), (16, 0)])
+    expect = seen + 1                # GapFills (in slices) from seen+1 past the Logon reply
+    while expect <= int(get(reply, 34)):
+        fill_gap = await again.expect("4")
+        assert get(fill_gap, 123) == "Y" and int(get(fill_gap, 34)) == expect
+        expect = int(get(fill_gap, 36))
+        assert expect > int(get(fill_gap, 34))
+    await again.close()
+
+
+async def test_a_round_cancelled_at_the_stop_leaves_its_files_to_the_close(tmp_path,
+                                                                           monkeypatch,
+                                                                           caplog) -> None:
+    """The gateway stops while a round's fdatasync hangs: the round is given up quietly (no
+    error logged), and its files count as not synced, so the close fdatasyncs them."""
+    import logging
+
+    from dcgateway.runtime.session_sync import SessionFileSync
+    from dcgateway.state.session_files import FileSessionStore
+    store = FileSessionStore(tmp_path / "sessions" / "A.log")
+    store.save_outbound(1, b"Heartbeat")
+    real = os.fdatasync
+    release = threading.Event()
+    entered = threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            entered.set()
+            release.wait(30)
+        real(fd)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    sync = SessionFileSync([store])
+    task = asyncio.create_task(sync.sync_once())
+    for _ in range(200):
+        if entered.is_set():
+            break
+        await asyncio.sleep(0.01)
+    assert entered.is_set() and store.begin_sync() is None     # in flight
+    with caplog.at_level(logging.WARNING):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    release.set()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    ticket = store.begin_sync()                                 # not synced: taken again
+    assert ticket is not None
+    os.close(ticket[0])
+    store.close()
+
+
+async def test_after_a_power_loss_a_target_continues_past_its_copies_and_heartbeats(
+        folder, start_gateway, monkeypatch) -> None:
+    """A target's seqs are shared by its copies (in the journal, fsynced before they leave) and
+    its Heartbeats (in its session file): after a power loss that took the Heartbeats' records,
+    the Logon reply is numbered past both, not at the journal's next seq, which it saw."""
+    from dcgateway.state import session_files
+    disk = _SessionDisk(monkeypatch)
+    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    rg = await start_gateway(folder)
+    clients = await connect_all(rg, "ABC123N", "CLRFIX44")
+    src, tgt = clients["ABC123N"], clients["CLRFIX44"]
+    await disk.synced(rg.gw.slots["CLRFIX44"].store.file.path)
+    disk.frozen = True
+    await _ping(tgt, "T1")           # a Heartbeat: its record is lost
+    src.send("8", fill(exec_id="PL1"))
+    assert get(await tgt.expect("8"), 17) == "PL1"        # a copy: in the journal
+    await _ping(tgt, "T2")           # the seq right after the copy, lost too
+    seen = tgt.expected_in - 1
+    await close_all(clients)
+    await rg.stop()
+    disk.power_loss()
+    monkeypatch.setattr(session_files, "boot_id", lambda: b"after-the-power-loss")
+
+    rg2 = await start_gateway(folder)
+    again = rg2.client("CLRFIX44")
+    again.next_seq, again.expected_in = tgt.next_seq, tgt.expected_in
+    reply = await again.logon()
+    assert get(reply, 35) == "A" and int(get(reply, 34)) > seen
+    await again.close()

@@ -9,6 +9,8 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dcgateway.errors import StoreError
 from dcgateway.state.session_files import MAGIC, FileSessionStore
@@ -42,6 +44,9 @@ def test_set_next_in_is_coalesced_but_ordered_with_outbound(tmp_path):
 
 
 def test_torn_last_record_is_dropped_not_fatal(tmp_path):
+    """A torn tail is cut; what was lost with it may have been sent (a process crash alone
+    hardly tears a record), so the outbound seq continues past the margin."""
+    from dcgateway.state.session_files import UNSYNCED_LIMIT
     p = tmp_path / "S.log"
     s = FileSessionStore(p)
     s.save_outbound(1, b"A" * 100)
@@ -52,13 +57,14 @@ def test_torn_last_record_is_dropped_not_fatal(tmp_path):
     with open(p, "r+b") as f:
         f.truncate(full - 30)           # cut the second record in half
     r = FileSessionStore(p)
-    assert r.recovered_torn_bytes > 0
-    assert r.next_out == 2
+    assert r.recovered_torn_bytes > 0 and r.after_power_loss
+    assert r.next_out == 2 + UNSYNCED_LIMIT
     assert r.get_outbound(1, 2) == [(1, b"A" * 100)]
-    r.save_outbound(2, b"C")          # appends after the last good record
+    r.save_outbound(r.next_out, b"C")     # appends after the last good record
     r.sync()
     r.close()
-    assert FileSessionStore(p).get_outbound(1, 2) == [(1, b"A" * 100), (2, b"C")]
+    assert FileSessionStore(p).get_outbound(1, 2 + UNSYNCED_LIMIT) == [
+        (1, b"A" * 100), (2 + UNSYNCED_LIMIT, b"C")]
 
 
 def test_corrupted_record_is_cut_at_crc_mismatch(tmp_path):
@@ -72,7 +78,7 @@ def test_corrupted_record_is_cut_at_crc_mismatch(tmp_path):
     data[end - 10] ^= 0xFF                  # inside the last record
     p.write_bytes(bytes(data))
     r = FileSessionStore(p)
-    assert r.next_out == 2 and r.get_outbound(1, 5) == [(1, b"x" * 50)]
+    assert r.recovered_torn_bytes > 0 and r.get_outbound(1, 5) == [(1, b"x" * 50)]
 
 
 def test_not_a_store_is_a_clear_error(tmp_path):
@@ -160,7 +166,8 @@ def test_a_zero_filled_reserve_is_kept_and_read_as_the_clean_end(tmp_path):
     s.close()
     assert p.stat().st_size >= data + RESERVE_BYTES * 3 // 4
     r = FileSessionStore(p)
-    assert r.recovered_torn_bytes == 0 and r.next_out == 2 and r.data_size == data
+    assert r.recovered_torn_bytes == 0 and r.next_out == 2
+    assert data < r.data_size < data + 100      # + the CLOSED and OPEN records, nothing cut
     r.close()
 
 
@@ -225,3 +232,269 @@ def test_a_deferred_inbound_seq_is_written_now_and_then_not_per_read(tmp_path, m
     q.sync()
     assert peek_sequences(tmp_path / "T.log") == (7, 1)
     q.close()
+
+
+# -- power loss: the records not fdatasync'd are gone, and no outbound seq is used twice ----------
+
+class _Disk:
+    """What the disk holds of one file: its content at its last fdatasync (wraps
+    ``os.fdatasync``, with ``mp`` a MonkeyPatch). :meth:`power_loss` puts that content back,
+    as a machine that stopped leaves it, and the next boot has another id."""
+
+    def __init__(self, path, mp) -> None:
+        from dcgateway.state import session_files
+        self.path = path
+        self.image = b""
+        self.mp = mp
+        self.boots = 0
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            real(fd)
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                self.image = path.read_bytes()
+        mp.setattr(session_files.os, "fdatasync", fdatasync)
+
+    def background(self, store: FileSessionStore) -> None:
+        """One round of the background sync of ``store``: begun, fdatasync'd, ended."""
+        ticket = store.begin_sync()
+        if ticket is not None:
+            os.fdatasync(ticket[0])
+            os.close(ticket[0])
+            store.end_sync(ticket, None, 0.0)
+
+    def power_loss(self, floor: int = 1) -> FileSessionStore:
+        from dcgateway.state import session_files
+        self.path.write_bytes(self.image)
+        self.boots += 1
+        self.mp.setattr(session_files, "boot_id", lambda n=self.boots: b"boot-after-%d" % n)
+        return FileSessionStore(self.path, floor=floor)
+
+
+def test_a_process_crash_costs_no_gap_and_a_clean_stop_none_after_a_reboot(tmp_path,
+                                                                            monkeypatch):
+    from dcgateway.state import session_files
+    p = tmp_path / "S.log"
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"one")
+    s.sync()
+    del s                                   # not closed: the process died, the boot is the same
+    r = FileSessionStore(p, floor=9)
+    assert not r.after_power_loss and r.next_out == 2
+    r.close()                               # a clean stop, then a reboot
+    monkeypatch.setattr(session_files, "boot_id", lambda: b"another-boot")
+    r = FileSessionStore(p, floor=9)
+    assert not r.after_power_loss and r.next_out == 2
+    r.close()
+
+
+def test_a_file_from_before_the_boot_records_is_taken_as_clean_and_marked(tmp_path,
+                                                                          monkeypatch):
+    """A file written by a version that did not record the boot was fdatasync'd per batch; it
+    is marked with the new magic, so that version refuses it rather than cut it short."""
+    from dcgateway.state import session_files
+    from dcgateway.state.session_files import _REC_OUT, MAGIC_V1, _record
+    p = tmp_path / "S.log"
+    p.write_bytes(MAGIC_V1 + _record(_REC_OUT, 1, b"one") + _record(_REC_OUT, 2, b"two"))
+    monkeypatch.setattr(session_files, "boot_id", lambda: b"another-boot")
+    r = FileSessionStore(p)
+    assert not r.after_power_loss and r.next_out == 3
+    assert r.get_outbound(1, 2) == [(1, b"one"), (2, b"two")]
+    r.close()
+    assert p.read_bytes().startswith(MAGIC) and MAGIC != MAGIC_V1
+
+
+def test_after_a_power_loss_the_outbound_seq_continues_past_what_was_sent(tmp_path,
+                                                                         monkeypatch):
+    from dcgateway.state.session_files import UNSYNCED_LIMIT
+    p = tmp_path / "S.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"synced")
+    s.sync()
+    disk.background(s)
+    for seq in range(2, 40):                # sent, never fdatasync'd
+        s.save_outbound(seq, b"Heartbeat")
+        s.sync()
+    image = disk.image
+    r = disk.power_loss()
+    assert r.after_power_loss
+    assert r.next_out == 2 + UNSYNCED_LIMIT  # the file alone would have reused 2..39
+    disk.image = image
+    with_copies = disk.power_loss(floor=500)    # a target whose copies reach 499 in the journal
+    assert with_copies.next_out == 500 + UNSYNCED_LIMIT
+    again = disk.power_loss()               # and a power loss right after that restart
+    assert again.after_power_loss and again.next_out >= 500 + 2 * UNSYNCED_LIMIT
+    again.close()
+
+
+def test_a_targets_delivered_marker_is_on_the_disk_before_copies_leave(tmp_path, monkeypatch):
+    """A reset after a power loss carries over what the marker says never left: the marker is
+    fdatasync'd at once, at the target's Logon (unknown) and disconnect (the last seq)."""
+    p = tmp_path / "T.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    s.set_delivered(-1)                     # logged on
+    r = disk.power_loss()
+    assert r.delivered == -1
+    r.set_delivered(30)                     # disconnected after seq 30 was handed out
+    again = disk.power_loss()
+    assert again.delivered == 30
+    again.close()
+
+
+def test_a_reset_file_knows_it_was_open_at_a_power_loss(tmp_path, monkeypatch):
+    p = tmp_path / "S.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"old")
+    s.reset()                               # a fresh file, fsync'd with its OPEN record
+    disk.image = p.read_bytes()             # (the reset fsyncs a temporary file, then renames)
+    s.save_outbound(1, b"Logon")
+    s.sync()
+    r = disk.power_loss()
+    assert r.after_power_loss and r.next_out > 1
+
+
+def test_a_background_sync_credits_only_what_was_written_before_it_began(tmp_path,
+                                                                        monkeypatch):
+    from dcgateway.state import session_files
+    monkeypatch.setattr(session_files, "UNSYNCED_LIMIT", 2)
+    p = tmp_path / "S.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"a")
+    ticket = s.begin_sync()
+    assert ticket is not None and s.begin_sync() is None      # nothing new meanwhile
+    s.save_outbound(2, b"b")                # written after the sync began
+    os.fdatasync(ticket[0])
+    before = disk.image
+    os.close(ticket[0])
+    s.end_sync(ticket, None, 0.0)
+    s.save_outbound(3, b"c")
+    s.sync()                                # 2 and 3 uncovered: the limit, so it waits
+    assert disk.image != before and disk.image == p.read_bytes()
+    s.close()
+
+
+def test_a_background_sync_begun_before_a_reset_credits_nothing_after_it(tmp_path):
+    s = FileSessionStore(tmp_path / "S.log")
+    s.save_outbound(1, b"a")
+    ticket = s.begin_sync()
+    assert ticket is not None
+    s.reset()
+    for seq in range(1, 4):
+        s.save_outbound(seq, b"b")
+    os.close(ticket[0])
+    s.end_sync(ticket, None, 0.0)
+    assert s._out_records - s._synced_records == 3
+    s.close()
+
+
+def test_past_the_unsynced_limit_a_batch_waits_for_its_fdatasync(tmp_path, monkeypatch):
+    """The bound that makes the margin safe: with the background sync stalled, the batch that
+    reaches UNSYNCED_LIMIT outbound records (a jump of the seq counts as its length) is
+    fdatasync'd before its messages leave."""
+    from dcgateway.state import session_files
+    monkeypatch.setattr(session_files, "UNSYNCED_LIMIT", 5)
+    p = tmp_path / "S.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    opened = disk.image
+    for seq in range(1, 5):
+        s.save_outbound(seq, b"x")
+        s.sync()
+    assert disk.image == opened             # four unsynced: nothing waited
+    s.save_outbound(5, b"x")
+    s.sync()
+    assert disk.image == p.read_bytes()     # the fifth batch waited for the disk
+    synced = disk.image
+    s.set_next_out(s.next_out + 10)         # one record, ten seqs
+    s.sync()
+    assert disk.image != synced and disk.image == p.read_bytes()
+    s.close()
+
+
+def test_a_failed_background_fdatasync_is_final_for_the_file(tmp_path, monkeypatch):
+    """Linux reports a writeback error once: after it, a successful fdatasync proves nothing.
+    The session's next batch that sends something fails, and no clean close is recorded, so
+    the next start after a reboot continues past the gap."""
+    import errno
+
+    from dcgateway.errors import StoreError
+    from dcgateway.state import session_files
+    p = tmp_path / "S.log"
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"a")
+    s.sync()
+    ticket = s.begin_sync()
+    assert ticket is not None
+    os.close(ticket[0])
+    s.end_sync(ticket, OSError(errno.EIO, "Input/output error"), 0.0)
+    ticket = s.begin_sync()                 # retried, and "succeeds"
+    assert ticket is not None
+    os.close(ticket[0])
+    s.end_sync(ticket, None, 0.0)
+    s.save_outbound(2, b"b")
+    with pytest.raises(StoreError, match="Input/output error"):
+        s.sync()
+    s.close()
+    monkeypatch.setattr(session_files, "boot_id", lambda: b"another-boot")
+    r = FileSessionStore(p)
+    assert r.after_power_loss
+    r.close()
+
+
+def test_no_descriptor_for_a_background_sync_leaves_the_file_to_the_next_round(tmp_path,
+                                                                              monkeypatch):
+    import errno
+
+    from dcgateway.state import session_files
+    s = FileSessionStore(tmp_path / "S.log")
+    s.save_outbound(1, b"a")
+
+    def no_fd(fd: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(session_files.os, "dup", no_fd)
+    assert s.begin_sync() is None
+    monkeypatch.undo()
+    ticket = s.begin_sync()
+    assert ticket is not None
+    os.close(ticket[0])
+    s.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["send", "send", "send", "batch", "sync", "in", "jump"]),
+                max_size=60),
+       st.integers(min_value=1, max_value=6))
+def test_no_outbound_seq_a_peer_saw_is_used_again_after_a_power_loss(tmp_path_factory, ops,
+                                                                    limit):
+    """Any interleaving of sends, seq jumps, batches (sync before the bytes leave), background
+    syncs and inbound seqs, then a power loss: the seq the session continues with is above
+    every seq that left."""
+    from dcgateway.state import session_files
+    p = tmp_path_factory.mktemp("pl") / "S.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(session_files, "UNSYNCED_LIMIT", limit)
+        mp.setattr(session_files, "boot_id", lambda: b"boot-1")
+        disk = _Disk(p, mp)
+        s = FileSessionStore(p)
+        pending, sent = 0, 0
+        for op in ops:
+            if op == "send":
+                seq = s.next_out
+                s.save_outbound(seq, b"m%d" % seq)
+                pending = seq
+            elif op == "jump":              # e.g. a cluster node adopting the stream's seq
+                s.set_next_out(s.next_out + 3)
+            elif op == "batch":
+                s.sync()
+                sent = max(sent, pending)   # the batch's bytes leave after sync() returned
+            elif op == "sync":
+                disk.background(s)
+            else:
+                s.set_next_in(s.next_out + 2)
+        r = disk.power_loss()
+        assert r.next_out > sent
+        r.close()
