@@ -61,6 +61,8 @@ from .runtime import (
 from .state import open_state
 
 log = logging.getLogger("dcgateway")
+#: How long the start waits for status.json to be written (a slow disk only delays it).
+STATUS_START_S = 1.0
 
 #: How long a stop waits for the journal to become durable (a stalled disk does not hold it).
 STOP_FLUSH_S = 10.0
@@ -202,6 +204,7 @@ class Gateway:
                  "https" if g.metrics_tls else "http", g.metrics.host, self.metrics_port)
         self.status.port = self.port
         self.status.write()
+        self.status.flush(timeout=STATUS_START_S)   # readers find it once "listening" is said
         return self.port
 
     async def serve(self, stop: asyncio.Event) -> None:

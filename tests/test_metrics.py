@@ -477,8 +477,10 @@ async def test_session_events_map_to_metrics_and_status(scrape, tmp_path) -> Non
                ResendRequested(5, 9), SessionRejectSent(3, 5, "bad"),
                ProtocolError("seq_too_low", "34 too low")):
         sink(slot, ev)
+    assert status.flush()
     assert '"CLR001N": 1.0' in status.path.read_text()      # connected since
     sink(slot, Disconnect("peer closed"))
+    assert status.flush()
     assert '"connected": {}' in status.path.read_text()
     assert '"CLR001N": [7, 9]' in status.path.read_text()
     sink(None, AuthFailed("unknown_session"))
