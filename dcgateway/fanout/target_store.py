@@ -66,6 +66,17 @@ class TargetStore:
         logged on); later seqs are on their way, in order."""
         return self.outbox.resendable_upto
 
+    def next_stored(self, first: int, end: int) -> int:
+        """The first seq in ``first..end`` that may hold a message: none in a margin left
+        after a power loss (one GapFill covers it); past the journal's last copy for this
+        target, only the session file's own messages; else ``first`` (no skipping)."""
+        past = self.file.skipped_to(first)
+        if past > first:
+            return min(past, end + 1)
+        if first <= self.journal.target_last_seq(self.outbox.comp_id):
+            return first
+        return self.file.next_stored(first, end)
+
     def get_outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         """The session's own messages and the copies, as first sent (52 = time received)."""
         out = dict(self.file.get_outbound(begin, end))

@@ -152,9 +152,17 @@ def serve_slice(config: SessionConfig, store: SessionStore, progress: ResendProg
     in order; ``progress`` moves on."""
     first = progress.next
     last = min(progress.end, first + max(1, limit) - 1)
+    stored = store.get_outbound(first, last)
+    if last < progress.end and (not stored or stored[-1][0] < last):
+        # The slice ends in a run of nothing stored (e.g. the sequence gap after a power loss):
+        # one GapFill reaches the next stored message, if the store can say where that is,
+        # rather than one a slice.
+        next_stored = getattr(store, "next_stored", None)
+        if next_stored is not None:
+            last = max(last, int(next_stored(last + 1, progress.end)) - 1)
     resender = Resender(config.begin_string, config.our_comp_id, config.their_comp_id,
                         utc_timestamp(now))
-    out, resent, filled = resender.serve(store.get_outbound(first, last), first, last)
+    out, resent, filled = resender.serve(stored, first, last)
     progress.next = last + 1
     progress.resent += resent
     progress.gap_filled += filled

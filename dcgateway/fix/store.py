@@ -38,6 +38,9 @@ class SessionStore(Protocol):
 
     # Optional: ``resend_limit() -> int``, the highest sequence number a ResendRequest may be
     # served up to right now (see dcgateway.fanout.TargetStore); absent means next_out - 1.
+    # Optional: ``next_stored(first, end) -> int``, the first seq in first..end that may have a
+    # message stored, or end + 1: a ResendRequest over a long run of nothing stored is then
+    # answered by one GapFill, not one per slice.
 
 
 class MemoryStore:
@@ -68,6 +71,9 @@ class MemoryStore:
 
     def get_outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         return [(s, self._sent[s]) for s in range(begin, end + 1) if s in self._sent]
+
+    def next_stored(self, first: int, end: int) -> int:
+        return min((s for s in self._sent if first <= s <= end), default=end + 1)
 
     def reset(self) -> None:
         self._next_in = 1

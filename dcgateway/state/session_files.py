@@ -51,6 +51,7 @@ index, not by the messages. A reset (141=Y, weekly reset) starts a fresh file at
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import struct
@@ -67,7 +68,7 @@ log = logging.getLogger("dcgateway.state")
 SLOW_SYNC_S = 0.5
 #: At most this many outbound records are written and not yet fdatasync'd (``fsync=True``); the
 #: outbound sequence continues this much higher after a power loss (module docstring).
-UNSYNCED_LIMIT = 1_000
+UNSYNCED_LIMIT = 10_000
 _slow_log = RateLimitedLog(log, interval=10.0)
 
 MAGIC = b"DCGWSS02"
@@ -83,6 +84,8 @@ _REC_DELIVERED = 4                      # a target's copies were handed out up t
 _UNKNOWN = (1 << 64) - 1                # ... or unknown (-1 in memory): connected
 _REC_OPEN = 5                           # opened under the boot id in the payload
 _REC_CLOSED = 6                         # closed cleanly: everything before it is on the disk
+_REC_SKIP = 7                           # seqs seq..payload (u64) never used: the power-loss margin
+_U64 = struct.Struct("<Q")
 MAX_RECORD = 16 * 1024 * 1024
 #: Zero-filled room kept past the last record (see "Room on a full disk").
 RESERVE_BYTES = 64 * 1024
@@ -126,6 +129,7 @@ def peek_sequences(path: Path | str) -> tuple[int, int] | None:
         raise StoreError(f"{path} is not a dcgateway session store (bad magic)")
     probe = FileSessionStore.__new__(FileSessionStore)
     probe.next_in, probe._next_out, probe._index, probe.delivered = 1, 1, {}, None
+    probe._seqs, probe.skipped = [], []
     probe._opened_boot, probe._closed = None, False
     probe._scan(data)
     return probe.next_in, probe._next_out
@@ -147,6 +151,9 @@ class FileSessionStore:
         self.next_in = 1
         self._next_out = 1
         self._index: dict[int, tuple[int, int]] = {}
+        self._seqs: list[int] = []            # the index's seqs, ascending (for next_stored)
+        #: (first, last) runs of seqs never used: the margins after power losses
+        self.skipped: list[tuple[int, int]] = []
         self.delivered: int | None = None     # a target's last seq handed out (see TargetStore)
         self._dirty = False                   # an outbound record in this batch
         self._pending_in: int | None = None
@@ -171,7 +178,10 @@ class FileSessionStore:
             not self._opened_boot or self._opened_boot != boot_id()
             or self.recovered_torn_bytes > 0)
         if self.after_power_loss:
-            self._next_out = max(self._next_out, floor) + UNSYNCED_LIMIT
+            first = max(self._next_out, floor)
+            self._next_out = first + UNSYNCED_LIMIT
+            self.skipped.append((first, self._next_out - 1))
+            self._append(_record(_REC_SKIP, first, _U64.pack(self._next_out - 1)))
             self._append(_record(_REC_NEXT_OUT, self._next_out))
         # The margin and the OPEN record reach the disk in one fdatasync, before anything is
         # sent: a start that fails after it has its margin already.
@@ -221,8 +231,10 @@ class FileSessionStore:
             if zlib.crc32(data[pos + 4:end]) != crc:
                 break
             if rtype == _REC_OUT:
-                self._index[seq] = (pos + hs, length)
+                self._stored(seq, pos + hs, length)
                 self._next_out = seq + 1
+            elif rtype == _REC_SKIP and length == _U64.size:
+                self.skipped.append((seq, _U64.unpack_from(data, pos + hs)[0]))
             elif rtype == _REC_NEXT_IN:
                 self.next_in = seq
             elif rtype == _REC_NEXT_OUT:
@@ -275,7 +287,7 @@ class FileSessionStore:
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self._flush_in()
         rec = _record(_REC_OUT, seq, raw)
-        self._index[seq] = (self._size + _REC.size, len(raw))
+        self._stored(seq, self._size + _REC.size, len(raw))
         self._append(rec)
         self._dirty = True
         self._out_records += 1
@@ -293,6 +305,28 @@ class FileSessionStore:
             off, length = idx[s]
             out.append((s, os.pread(self._fd, length, off)))
         return out
+
+    def _stored(self, seq: int, offset: int, length: int) -> None:
+        if seq not in self._index:
+            if self._seqs and seq < self._seqs[-1]:
+                bisect.insort(self._seqs, seq)
+            else:
+                self._seqs.append(seq)
+        self._index[seq] = (offset, length)
+
+    def skipped_to(self, seq: int) -> int:
+        """Past the margin after a power loss that ``seq`` falls in (nothing was ever sent
+        there), or ``seq`` itself."""
+        for first, last in self.skipped:
+            if first <= seq <= last:
+                return last + 1
+        return seq
+
+    def next_stored(self, first: int, end: int) -> int:
+        """The first seq in ``first..end`` with a message stored, or ``end + 1`` (see
+        dcgateway.fix.resend)."""
+        i = bisect.bisect_left(self._seqs, first)
+        return self._seqs[i] if i < len(self._seqs) and self._seqs[i] <= end else end + 1
 
     def reset(self) -> None:
         """Start a fresh file (atomic rename), both sequences at 1."""
@@ -320,6 +354,8 @@ class FileSessionStore:
         self._size = len(MAGIC) + len(opened)
         self._reserved_to = os.fstat(self._fd).st_size
         self._index.clear()
+        self._seqs.clear()
+        self.skipped.clear()
         self.delivered = None
         self.next_in = 1
         self._next_out = 1

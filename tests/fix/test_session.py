@@ -870,6 +870,23 @@ def test_8_a_gap_fill_at_a_slice_boundary_ends_where_the_next_slice_starts():
     assert got == [(b"8", 4, 0), (b"8", 5, 0), (b"4", 6, 7), (b"4", 7, 8), (b"8", 8, 0)]
 
 
+def test_8_a_long_run_of_nothing_stored_is_one_gap_fill_not_one_per_slice():
+    """After a power loss the outbound seq jumps past a margin: a ResendRequest over it gets
+    one GapFill to the next stored message, whatever the slice size."""
+    h = logged_on(config=make_config(resend_slice=10))
+    for i in range(3):
+        h.session.send_app(b"8", b"37=%d\x01" % i, T0)
+    h.store.set_next_out(h.store.next_out + 5000)       # seqs 5..5004: never sent
+    h.session.send_app(b"8", b"37=last\x01", T0)       # 5005
+    h.sent()
+    out = h.feed(h.peer.build("2", [(7, 2), (16, 0)]))
+    while h.session.resend_backlog:
+        h.session.continue_resend(T0)
+        out += h.sent()
+    got = [(m.msg_type, int(fields(m)[34]), int(fields(m).get(36, b"0"))) for m in out]
+    assert got == [(b"8", 2, 0), (b"8", 3, 0), (b"8", 4, 0), (b"4", 5, 5005), (b"8", 5005, 0)]
+
+
 def test_8_a_new_resend_request_replaces_the_one_being_answered():
     h = logged_on(config=make_config(resend_slice=10))
     for i in range(100):

@@ -172,12 +172,14 @@ async def test_after_a_power_loss_a_peer_sees_a_gap_never_a_number_twice(folder,
     reply = await again.logon()
     assert get(reply, 35) == "A" and int(get(reply, 34)) > seen
     again.send("2", [(7, seen + 1), (16, 0)])
-    expect = seen + 1                # GapFills (in slices) from seen+1 past the Logon reply
-    while expect <= int(get(reply, 34)):
+    expect, fills = seen + 1, 0      # GapFills from seen+1 past the Logon reply: the gap in
+    while expect <= int(get(reply, 34)):         # one, the Logon reply (admin) in another
         fill_gap = await again.expect("4")
         assert get(fill_gap, 123) == "Y" and int(get(fill_gap, 34)) == expect
         expect = int(get(fill_gap, 36))
         assert expect > int(get(fill_gap, 34))
+        fills += 1
+    assert fills <= 2
     await again.close()
 
 
@@ -250,4 +252,27 @@ async def test_after_a_power_loss_a_target_continues_past_its_copies_and_heartbe
     again.next_seq, again.expected_in = tgt.next_seq, tgt.expected_in
     reply = await again.logon()
     assert get(reply, 35) == "A" and int(get(reply, 34)) > seen
-    await again.close()
+    asked = await again.expect("2")  # its TestRequests' inbound seqs were lost too: asked again
+    again.gap_fill(int(get(asked, 7)), again.next_seq)
+    src2 = rg2.client("ABC123N")
+    src2.next_seq, src2.expected_in = src.next_seq, src.expected_in
+    assert get(await src2.logon(), 35) == "A"
+    src2.send("8", fill(exec_id="PL2"))           # a copy journaled past the margin
+    assert get(await again.expect("8"), 17) == "PL2"
+    last = again.expected_in - 1
+    again.send("2", [(7, seen - 2), (16, 0)])    # from the lost Heartbeat T1 on
+    got: list = []
+
+    def reached(m) -> int:           # the last seq a GapFill or a message answers
+        return int(get(m, 36)) - 1 if get(m, 35) == "4" else int(get(m, 34))
+    while not got or reached(got[-1]) < last:
+        m = await again.recv(10)
+        assert m is not None
+        if get(m, 35) in ("4", "8"):
+            got.append(m)
+    # the Heartbeat gap-filled, the copy again (PossDup), the margin in one GapFill, the Logon
+    # reply's, the new copy again: not one GapFill per 200 seqs of the margin
+    assert [get(m, 35) for m in got] == ["4", "8", "4", "4", "8"]
+    assert [get(m, 17) for m in got if get(m, 35) == "8"] == ["PL1", "PL2"]
+    assert all(get(m, 43) == "Y" for m in got)
+    await close_all({"t": again, "s": src2})

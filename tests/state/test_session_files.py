@@ -498,3 +498,28 @@ def test_no_outbound_seq_a_peer_saw_is_used_again_after_a_power_loss(tmp_path_fa
         r = disk.power_loss()
         assert r.next_out > sent
         r.close()
+
+
+def test_the_margin_is_remembered_as_never_used_and_stored_seqs_are_found(tmp_path,
+                                                                          monkeypatch):
+    """A resend over the margin is one GapFill (dcgateway.fix.resend): the file remembers the
+    run it skipped, across restarts, and finds the next stored seq without a scan."""
+    from dcgateway.state.session_files import UNSYNCED_LIMIT
+    p = tmp_path / "T.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"Logon")
+    s.sync()
+    disk.background(s)
+    r = disk.power_loss(floor=40)           # copies up to 39 in the journal
+    assert r.skipped == [(40, 39 + UNSYNCED_LIMIT)]
+    assert r.skipped_to(41) == 40 + UNSYNCED_LIMIT and r.skipped_to(39) == 39
+    r.save_outbound(r.next_out, b"Logon again")
+    r.close()
+    again = FileSessionStore(p)
+    assert again.skipped == [(40, 39 + UNSYNCED_LIMIT)]
+    assert again.next_stored(2, 10**6) == 40 + UNSYNCED_LIMIT
+    assert again.next_stored(1, 10**6) == 1 and again.next_stored(2, 100) == 101
+    again.reset()
+    assert again.skipped == [] and again.next_stored(1, 5) == 6
+    again.close()
