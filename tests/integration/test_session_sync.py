@@ -40,6 +40,13 @@ async def _ping(src, text: str) -> None:
             return
 
 
+def _continuing(rg, client):
+    """A client of the restarted gateway ``rg`` that goes on with ``client``'s sequences."""
+    again = rg.client(client.sender)
+    again.next_seq, again.expected_in = client.next_seq, client.expected_in
+    return again
+
+
 class _SessionDisk:
     """What the disk holds of the session files: each one's content at its last fdatasync,
     until ``frozen`` (the power is off); :meth:`power_loss` puts those contents back."""
@@ -167,8 +174,7 @@ async def test_after_a_power_loss_a_peer_sees_a_gap_never_a_number_twice(folder,
     monkeypatch.setattr(session_files, "boot_id", lambda: b"after-the-power-loss")
 
     rg2 = await start_gateway(folder)
-    again = rg2.client("ABC123N")
-    again.next_seq, again.expected_in = src.next_seq, src.expected_in
+    again = _continuing(rg2, src)
     reply = await again.logon()
     assert get(reply, 35) == "A" and int(get(reply, 34)) > seen
     again.send("2", [(7, seen + 1), (16, 0)])
@@ -248,14 +254,12 @@ async def test_after_a_power_loss_a_target_continues_past_its_copies_and_heartbe
     monkeypatch.setattr(session_files, "boot_id", lambda: b"after-the-power-loss")
 
     rg2 = await start_gateway(folder)
-    again = rg2.client("CLRFIX44")
-    again.next_seq, again.expected_in = tgt.next_seq, tgt.expected_in
+    again = _continuing(rg2, tgt)
     reply = await again.logon()
     assert get(reply, 35) == "A" and int(get(reply, 34)) > seen
     asked = await again.expect("2")  # its TestRequests' inbound seqs were lost too: asked again
     again.gap_fill(int(get(asked, 7)), again.next_seq)
-    src2 = rg2.client("ABC123N")
-    src2.next_seq, src2.expected_in = src.next_seq, src.expected_in
+    src2 = _continuing(rg2, src)
     assert get(await src2.logon(), 35) == "A"
     src2.send("8", fill(exec_id="PL2"))           # a copy journaled past the margin
     assert get(await again.expect("8"), 17) == "PL2"

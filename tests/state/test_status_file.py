@@ -40,17 +40,10 @@ def test_a_dead_gateway_says_nothing(tmp_path: Path, monkeypatch, error: OSError
     assert read_status(tmp_path) == {}
 
 
-def test_the_status_file_is_written_off_the_caller_and_a_stalled_write_holds_nothing(
-        tmp_path, monkeypatch):
-    """A rename that hangs on a slow disk (ext4 flushes the replaced file first) holds the
-    writer thread only: write() returns at once, the latest document wins, a clean stop waits
-    a bounded time."""
+def _hung_rename(monkeypatch):
+    """``os.replace`` hangs (a slow disk) until the first event is set; the second says it was
+    entered."""
     import threading
-    import time
-
-    from dcgateway.runtime import StatusFile
-    seqs = {"A": (1, 1)}
-    status = StatusFile(tmp_path, lambda: 1.0, lambda: dict(seqs), sessions=["A"])
     real = os.replace
     release, entered = threading.Event(), threading.Event()
 
@@ -59,6 +52,20 @@ def test_the_status_file_is_written_off_the_caller_and_a_stalled_write_holds_not
         release.wait(30)
         real(src, dst)
     monkeypatch.setattr(os, "replace", slow_replace)
+    return release, entered
+
+
+def test_the_status_file_is_written_off_the_caller_and_a_stalled_write_holds_nothing(
+        tmp_path, monkeypatch):
+    """A rename that hangs on a slow disk (ext4 flushes the replaced file first) holds the
+    writer thread only: write() returns at once, the latest document wins, a clean stop waits
+    a bounded time."""
+    import time
+
+    from dcgateway.runtime import StatusFile
+    seqs = {"A": (1, 1)}
+    status = StatusFile(tmp_path, lambda: 1.0, lambda: dict(seqs), sessions=["A"])
+    release, entered = _hung_rename(monkeypatch)
     status.write()
     assert entered.wait(10)                   # the writer hangs in its rename
     t0 = time.monotonic()
@@ -79,18 +86,9 @@ def test_the_status_file_is_written_off_the_caller_and_a_stalled_write_holds_not
 def test_a_stop_during_a_stalled_write_leaves_no_status_file_behind(tmp_path, monkeypatch):
     """The stop does not wait for a stalled rename past its bound, and the rename that ends
     later does not bring back a file naming a gateway that is gone."""
-    import threading
-
     from dcgateway.runtime import StatusFile
     status = StatusFile(tmp_path, lambda: 1.0, lambda: {"A": (1, 1)}, sessions=["A"])
-    real = os.replace
-    release, entered = threading.Event(), threading.Event()
-
-    def slow_replace(src, dst):
-        entered.set()
-        release.wait(30)
-        real(src, dst)
-    monkeypatch.setattr(os, "replace", slow_replace)
+    release, entered = _hung_rename(monkeypatch)
     status.write()
     assert entered.wait(10)
     status.remove(timeout=0.1)                # returns while the rename still hangs
