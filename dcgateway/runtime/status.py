@@ -97,11 +97,11 @@ class StatusFile:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None or self._stopping)
-                if self._pending is None:         # stopping: the file goes, by this thread,
-                    self._unlink()                # after any write it had under way
-                    return
                 data, self._pending = self._pending, None
-                self._busy = True
+                self._busy = data is not None
+            if data is None:                      # stopping: the file goes, by this thread,
+                self._unlink()                    # after any write it had under way
+                return
             try:
                 self._store(data)
             except Exception:                     # never silently: a frozen file misleads
