@@ -432,7 +432,7 @@ class FileSessionStore:
         self._flush_in()
 
     def flush(self) -> None:
-        """Make everything durable, the inbound seq included (startup, clean close, tests)."""
+        """Make everything durable, the inbound seq included (clean close, tests)."""
         self._flush_in()
         self._sync_now()
         self._dirty = False
