@@ -110,7 +110,8 @@ class Gateway:
         self.registry = CollectorRegistry()
         self.metrics = GatewayMetrics.from_config(self.registry, config)
         self.session_sync = SessionFileSync(session_files(self.slots.values()),
-                                            on_round=self.metrics.session_files_fsync)
+                                            on_round=self.metrics.session_files_fsync,
+                                            after_round=self.flow.on_files_synced)
         self.metrics.snapshot = lambda: scrape_state(self.slots, self.outboxes,
                                                      self.state.keys.store,
                                                      self.state.closures, self.health.ok)

@@ -73,9 +73,11 @@ PendingCopy = tuple[int, int, CopySource, float, "str | None"]
 
 class SeqSource(Protocol):
     """What the outbox needs of its target's session store (:class:`~.target_store.
-    TargetStore`): to note that the target is connected."""
+    TargetStore`): to note that the target is connected, and whether that note is durable."""
 
     def note_attached(self) -> None: ...
+
+    def attach_durable(self) -> bool: ...
 
 
 def decode_one(raw: bytes) -> RawMessage | None:
@@ -198,6 +200,12 @@ class Outbox:
         self.direct: list[bytes] = []     # retransmissions: out at once, after what is ready
         self.spill_from: int | None = None
         self.last_reserved_lsn = 0
+        #: ``last_reserved_lsn`` when the target last logged on: every copy below the cursor
+        #: then is in the journal at or below it (a ResendRequest waits until it is durable)
+        self.attach_lsn = 0
+        #: while the store's note of the Logon is not durable (:meth:`SeqSource.attach_durable`):
+        #: the attach lsn, above which no copy may leave; -1 when nothing is held
+        self.held_at = -1
         self.copies_written = 0
         #: copies handed out, by category (a plain dict: a Counter's item update costs several
         #: times a dict's on the per-copy path)
@@ -258,20 +266,34 @@ class Outbox:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """The target's Logon is about to be processed: everything reserved so far must be
-        durable (a ResendRequest may ask for it at once), and the stream starts at the next
-        seq; what lies between the last hand-out and here comes from the journal."""
+        """The target's Logon is about to be processed: the stream starts at the next seq, and
+        what lies between the last hand-out and here comes from the journal when the target
+        asks for it, once it is durable (:attr:`attach_lsn`; in ``fsync`` mode the request
+        waits for the group commit, never the loop; otherwise it is made so now, without a
+        wait on the disk). No copy leaves before the store's note of the Logon is durable
+        (:attr:`held_at`)."""
         assert self.store is not None
-        if self.last_reserved_lsn > self.journal.durable_lsn:
-            self.journal.sync()               # rare and blocking: once per target Logon
+        self.attach_lsn = self.last_reserved_lsn
+        if self.attach_lsn > self.journal.durable_lsn and self.journal.durability != "fsync":
+            self.journal.sync()       # os: written to the OS; replicated: the fence's barrier
         self.store.note_attached()
+        self.held_at = -1 if self.store.attach_durable() else self.attach_lsn
         self._clear()
         self.connected = True
         self.cursor = self.next_out
         self.resendable_upto = self.cursor - 1
 
+    def _released(self, durable_lsn: int) -> int:
+        """``durable_lsn``, or less while the Logon's note is not durable (:attr:`held_at`)."""
+        assert self.store is not None
+        if self.store.attach_durable():
+            self.held_at = -1
+            return durable_lsn
+        return min(durable_lsn, self.held_at)
+
     def detach(self) -> None:
         self.connected = False
+        self.held_at = -1
         self._clear()
 
     def reset(self) -> None:
@@ -342,10 +364,12 @@ class Outbox:
         """Whether :meth:`take` would hand out something now."""
         if not self.connected or self.stalled:
             return False
+        if self.held_at >= 0:
+            durable_lsn = self._released(durable_lsn)
         if self.direct or self.cursor in self.admin:
             return True
         if self.spill_from is not None:
-            return self.cursor < self.next_out
+            return self.held_at < 0 and self.cursor < self.next_out
         return bool(self.pending) and self.pending.first()[0] == self.cursor and \
             self.pending.first()[1] <= durable_lsn
 
@@ -356,6 +380,8 @@ class Outbox:
         out: list[bytes] = []
         if not self.connected or self.stalled:
             return out
+        if self.held_at >= 0:
+            durable_lsn = self._released(durable_lsn)
         pending = self.pending
         if (0 < len(pending._items) - pending._head <= FEW_COPIES and not self.admin
                 and not self.direct and self.spill_from is None):
@@ -464,6 +490,8 @@ class Outbox:
                     cat = item[4]
                     self.out_counts[cat] = self.out_counts.get(cat, 0) + 1
                 else:
+                    if self.held_at >= 0:       # (the journal's copies are durable, not free)
+                        break
                     raw = self._from_journal(seq, st)
                     if raw is None:
                         break

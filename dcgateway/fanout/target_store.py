@@ -61,6 +61,14 @@ class TargetStore:
             carried, self._carried = self._carried, []
             self.carry_over(self.outbox.comp_id, carried)
 
+    def resend_ready(self) -> bool:
+        """Whether a ResendRequest may be answered now: every copy below the cursor at the
+        Logon is durable (``fsync`` mode: the group commit under way may still be writing the
+        last ones; the request waits for it, not the loop), and so is the note of the Logon
+        (:meth:`attach_durable`)."""
+        return (self.journal.durable_lsn >= self.outbox.attach_lsn
+                and self.file.marker_synced)
+
     def resend_limit(self) -> int:
         """A ResendRequest is served up to what was handed out (or durable when the target
         logged on); later seqs are on their way, in order."""
@@ -95,8 +103,9 @@ class TargetStore:
         """Both sequences restart at 1; copies never handed out are carried over."""
         o = self.outbox
         undelivered = o.next_out - 1 - o.written_upto
+        # (durable or not yet: journaled again, each copy waits for its new record)
         self._carried = (self.journal.read_target(o.comp_id, o.written_upto + 1,
-                                                  o.next_out - 1)
+                                                  o.next_out - 1, durable_only=False)
                          if undelivered > 0 else [])
         self.file.reset()
         self.journal.reset_target(o.comp_id)
@@ -111,6 +120,12 @@ class TargetStore:
     def note_attached(self) -> None:
         """Connected: what is handed out from now on is not recorded until the disconnect."""
         self.file.set_delivered(-1)
+
+    def attach_durable(self) -> bool:
+        """Whether the note of the Logon is on the disk (with ``fsync``; else always): until
+        then no copy may leave, or a reset after a power loss could carry over, as never
+        delivered, copies the target got."""
+        return self.file.marker_synced
 
     def recovered_delivered(self) -> int:
         """After a restart: the last seq known handed out. Unknown (a crash while the target was

@@ -147,6 +147,8 @@ class FixSession(SequenceHandling, LogonHandling):
         self._resend_pending: tuple[int, int] | None = None
         self._jump_upto = 0                  # a SequenceReset's jump in progress (_jump_to)
         self._serving: ResendProgress | None = None    # a ResendRequest being answered
+        #: the store cannot serve the answer yet (``resend_ready``): the shell asks again later
+        self.resend_waiting = False
         self._head = b"49=" + config.our_comp_id + b"\x0156=" + config.their_comp_id + b"\x0134="
         self._handlers: dict[bytes, Callable[[RawMessage, float], None]] = {
             M.HEARTBEAT: self._on_heartbeat, M.TEST_REQUEST: self._on_test_request,
@@ -490,12 +492,18 @@ class FixSession(SequenceHandling, LogonHandling):
     def continue_resend(self, now: float) -> None:
         """Answer the next slice of the ResendRequest being served: ``config.resend_slice``
         seqs (all of them when 0). The shell calls this again while :attr:`resend_backlog` is
-        not 0, once what it wrote has drained, so a large request shares the loop."""
+        not 0, once what it wrote has drained, so a large request shares the loop; while the
+        store is not ready (:attr:`resend_waiting`), nothing is answered yet."""
         progress = self._serving
         if progress is None:
             return
         if self._closed or self.state is not S.ACTIVE:
             self._serving = None            # ending: what is left is not owed any more
+            self.resend_waiting = False
+            return
+        ready = getattr(self.store, "resend_ready", None)
+        self.resend_waiting = ready is not None and not ready()
+        if self.resend_waiting:
             return
         limit = self.config.resend_slice or progress.remaining
         out = serve_slice(self.config, self.store, progress, now, limit)

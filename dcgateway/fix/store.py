@@ -38,6 +38,9 @@ class SessionStore(Protocol):
 
     # Optional: ``resend_limit() -> int``, the highest sequence number a ResendRequest may be
     # served up to right now (see dcgateway.fanout.TargetStore); absent means next_out - 1.
+    # Optional: ``resend_ready() -> bool``, whether what a ResendRequest may be served may be
+    # read now (a drop copy target's copies are durable): while False the answer waits
+    # (``FixSession.resend_waiting``) and the shell asks again later; absent means always.
     # Optional: ``next_stored(first, end) -> int``, the first seq in first..end that may have a
     # message stored, or end + 1: a ResendRequest over a long run of nothing stored is then
     # answered by one GapFill, not one per slice.

@@ -92,6 +92,9 @@ CLOSE_GRACE_S = 2.0
 #: A drop copy target's take is fitted to about this much of the loop's time, so that a target
 #: catching up from the journal shares the loop with live copies, commits and /metrics.
 TAKE_SLICE_S = 0.002
+#: A ResendRequest whose answer is not durable yet (a target that just logged on, in ``fsync``
+#: mode: the group commit under way) is looked at again this often (seconds).
+RESEND_WAIT_S = 0.002
 #: The smallest take (bytes): a catching-up target always makes progress.
 MIN_TAKE_BUDGET = 4096
 #: A target catching up from the journal waits this many times as long as its last take before
@@ -418,7 +421,7 @@ class FixConnection(asyncio.Protocol):
         if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
         elif session.resend_backlog:
-            self._resend_later(resend_rest)
+            self._resend_later(RESEND_WAIT_S if session.resend_waiting else resend_rest)
 
     def tick(self, now: float) -> None:
         if self._closing:

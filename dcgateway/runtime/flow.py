@@ -69,6 +69,15 @@ class Flow:
         for conn, data in batch:            # ...then written (FixConnection.push says why)
             conn.write_fed(data)
 
+    def on_files_synced(self) -> None:
+        """The session files' background sync ran: a target whose copies waited for the note
+        of its Logon to reach the disk (:attr:`~dcgateway.fanout.Outbox.held_at`) takes them
+        now."""
+        for slot in self.slots.values():
+            outbox, conn = slot.outbox, slot.connection
+            if outbox is not None and outbox.held_at >= 0 and conn is not None:
+                conn.kick()
+
     def apply(self, decisions: list[Decision], now: float) -> None:
         for d in decisions:
             if isinstance(d, HoldSources):

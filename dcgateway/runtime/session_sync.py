@@ -7,6 +7,9 @@ records what was covered after (:meth:`~dcgateway.state.session_files.FileSessio
 delays this task, never a session: the session file module explains why the messages need not
 wait for their records (a bounded number of records unsynced, and a sequence margin after a
 power loss). A round never overlaps the previous one, so a stalled disk holds one thread.
+
+A target's "delivered" marker (its Logon and its disconnect) asks for a round at once
+(:meth:`SessionFileSync.wake`): the target's copies wait for it, and ``after_round`` lets them go.
 """
 
 from __future__ import annotations
@@ -16,18 +19,16 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from ..state.session_files import FileSessionStore
+from ..state.session_files import FileSessionStore, SyncTicket
 
 #: How often the session files written meanwhile are fdatasync'd (seconds).
 SESSION_SYNC_S = 0.2
 
-_Ticket = tuple[int, int]
 
-
-def _fdatasync_all(tickets: list[_Ticket]) -> list[tuple[OSError | None, float]]:
+def _fdatasync_all(tickets: list[SyncTicket]) -> list[tuple[OSError | None, float]]:
     """In the worker thread: fdatasync and close each ticket's descriptor."""
     done: list[tuple[OSError | None, float]] = []
-    for fd, _ in tickets:
+    for fd, _, _ in tickets:
         t0 = time.monotonic()
         error: OSError | None = None
         try:
@@ -44,15 +45,30 @@ class SessionFileSync:
     """The background fdatasync of ``files`` (module docstring)."""
 
     def __init__(self, files: Sequence[FileSessionStore], interval: float = SESSION_SYNC_S,
-                 on_round: Callable[[float], None] | None = None) -> None:
+                 on_round: Callable[[float], None] | None = None,
+                 after_round: Callable[[], None] | None = None) -> None:
         self.files = list(files)
         self.interval = interval
         self.on_round = on_round             # (seconds) of each round that synced something
+        self.after_round = after_round       # () after each such round, its results recorded
         self.rounds = 0
+        self._wake = asyncio.Event()
+        for f in self.files:
+            f.sync_soon = self.wake
+
+    def wake(self) -> None:
+        """Start the next round now rather than at the next interval (after the one under
+        way, if any)."""
+        self._wake.set()
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                except asyncio.TimeoutError:
+                    pass
+            self._wake.clear()
             await self.sync_once()
 
     async def sync_once(self) -> None:
@@ -71,3 +87,5 @@ class SessionFileSync:
         self.rounds += 1
         if self.on_round is not None:
             self.on_round(sum(seconds for _, seconds in results))
+        if self.after_round is not None:
+            self.after_round()

@@ -23,9 +23,11 @@ past what the file and the journal say (the margin written with the OPEN record,
 fdatasync). Never more than that many outbound records are written without an fdatasync (past
 it, :meth:`~FileSessionStore.sync` fdatasyncs on the loop, as the mode requires), so no number
 a peer saw is used twice. The peer sees a gap, asks for it, and gets a GapFill. A process crash
-under the same boot lost nothing and costs no gap. Two records are fdatasync'd on the loop as
-before, because a later reset trusts them: a target's "delivered" marker, at its Logon and at
-its disconnect (:meth:`~FileSessionStore.set_delivered`). A failed background fdatasync is
+under the same boot lost nothing and costs no gap. A target's "delivered" marker, which a later
+reset trusts (:meth:`~FileSessionStore.set_delivered`, at its Logon and its disconnect), is
+synced in the background too, in a round started at once; until it is on the disk,
+:attr:`~FileSessionStore.marker_synced` is False and the target's outbox hands out no copy (see
+:class:`~dcgateway.fanout.TargetStore`): only that session waits. A failed background fdatasync is
 final for the file: Linux reports a writeback error once, so a later success proves nothing;
 its session's batches then fail as an on-loop fdatasync's failure did, and no clean close is
 recorded.
@@ -57,6 +59,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import StoreError
@@ -70,6 +73,8 @@ SLOW_SYNC_S = 0.5
 #: outbound sequence continues this much higher after a power loss (module docstring).
 UNSYNCED_LIMIT = 10_000
 _slow_log = RateLimitedLog(log, interval=10.0)
+#: A background round's ticket: (a duplicate fd, outbound records and markers written before it)
+SyncTicket = tuple[int, int, int]
 
 MAGIC = b"DCGWSS02"
 #: Files written before the OPEN and CLOSED records (read, and marked ``MAGIC`` when reopened,
@@ -165,6 +170,11 @@ class FileSessionStore:
         self._out_records = 0
         self._synced_records = 0
         self._unsynced = False                # an outbound record since the last begin_sync
+        #: "delivered" markers written, and how many of them an fdatasync covers
+        self._markers = 0
+        self._markers_synced = 0
+        #: asks for a background round now (set by the sync task): a marker is waited for
+        self.sync_soon: Callable[[], None] | None = None
         #: a background fdatasync failed: what it should have covered may never reach the disk
         #: (Linux reports a writeback error once), so the file is not trusted until a restart
         self._sync_error: OSError | None = None
@@ -276,13 +286,26 @@ class FileSessionStore:
     def set_delivered(self, seq: int) -> None:
         """A target's last seq handed out, written when it disconnects; -1 when it logs on:
         until the next disconnect it is unknown, so a crash meanwhile is never mistaken for
-        "not delivered". fdatasync'd here, on the loop (once per target Logon and disconnect,
-        as the journal's sync at a Logon): a reset after a power loss carries over what the
-        record says never left, so it must never say less than what did."""
+        "not delivered". A reset after a power loss carries over what the record says never
+        left, so it must never say less than what did: with ``fsync=True`` the record is
+        fdatasync'd by a background round asked for at once (:attr:`sync_soon`), and the
+        target's copies wait for :attr:`marker_synced` (not the loop); here and now when no
+        background sync is attached."""
         if seq != self.delivered:
             self._append(_record(_REC_DELIVERED, _UNKNOWN if seq < 0 else seq))
             self.delivered = seq
-            self._sync_now()
+            if self._fsync:
+                if self.sync_soon is None:     # no background sync (a tool, a test): now
+                    self._sync_now()
+                    return
+                self._markers += 1
+                self._unsynced = True
+                self.sync_soon()
+
+    @property
+    def marker_synced(self) -> bool:
+        """Whether the last "delivered" marker is on the disk (always, without ``fsync``)."""
+        return self._markers_synced >= self._markers
 
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self._flush_in()
@@ -351,6 +374,7 @@ class FileSessionStore:
         self._fd = os.open(self.path, os.O_RDWR)
         if self._fsync:
             self._synced_records = self._out_records       # the fresh file is on the disk
+            self._markers_synced = self._markers
         self._size = len(MAGIC) + len(opened)
         self._reserved_to = os.fstat(self._fd).st_size
         self._index.clear()
@@ -386,8 +410,8 @@ class FileSessionStore:
             if self._fsync and self._out_records - self._synced_records >= UNSYNCED_LIMIT:
                 self._sync_now()
 
-    def begin_sync(self) -> tuple[int, int] | None:
-        """On the loop: what a background fdatasync is to cover, as ``(fd, records)`` (``fd``
+    def begin_sync(self) -> SyncTicket | None:
+        """On the loop: what a background fdatasync is to cover, as ``(fd, records, markers)`` (``fd``
         a duplicate the worker closes), or None when there is nothing to sync. The worker
         fdatasyncs ``fd``; then :meth:`end_sync` (or :meth:`abandon_sync`). A ticket from
         before a reset credits nothing after it: the reset's fsync covered more."""
@@ -400,9 +424,9 @@ class FileSessionStore:
                           self.path.name, e.strerror or e)
             return None
         self._unsynced = False
-        return fd, self._out_records
+        return fd, self._out_records, self._markers
 
-    def end_sync(self, ticket: tuple[int, int], error: OSError | None, seconds: float) -> None:
+    def end_sync(self, ticket: SyncTicket, error: OSError | None, seconds: float) -> None:
         """On the loop, after the worker's fdatasync of ``ticket``: the records written
         before it began are on the disk. A failure is final for this file (``_sync_error``):
         its batches that send something fail as the old on-loop fdatasync did, and no clean
@@ -416,6 +440,7 @@ class FileSessionStore:
                           error.strerror or error)
             return
         self._synced_records = max(self._synced_records, ticket[1])
+        self._markers_synced = max(self._markers_synced, ticket[2])
         if seconds >= SLOW_SYNC_S:
             _slow_log.log("slow", logging.WARNING,
                           "session store %s: a background fdatasync took %.3f s (no session "
@@ -482,6 +507,7 @@ class FileSessionStore:
             except OSError as e:
                 raise StoreError(f"cannot sync session store {self.path}: {e.strerror}") from None
             self._synced_records = records
+            self._markers_synced = self._markers
             took = time.monotonic() - t0
             if took >= SLOW_SYNC_S:
                 _slow_log.log("slow-now", logging.WARNING,

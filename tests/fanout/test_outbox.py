@@ -62,6 +62,7 @@ def test_taken_items_are_released():
 
 # -- the outbox with a real journal, no event loop --------------------------------------------
 
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -336,3 +337,42 @@ def test_waiting_copies_behind_a_session_message_wait_their_turn(rig):
     out = rig.outbox.take(rig.journal.durable_lsn, NOW)
     assert out[0] == b"8=FIX.4.4\x01HB\x01" and len(out) == 2
     assert decode(out[1])[0].seq_num == 2
+
+
+def test_no_copy_leaves_before_the_note_of_the_logon_is_durable(rig):
+    """With a background sync attached, the target's Logon note (its "delivered" marker) is
+    on the disk only after a round: until then its session messages go, its copies (live or
+    read back from the journal) wait, and so does the answer to a ResendRequest."""
+    rig.copies(2)                                  # seqs 1, 2: before the Logon
+    rig.file.sync_soon = lambda: None              # a background sync (never run here)
+    rig.outbox.attach()
+    assert rig.outbox.held_at >= 0 and not rig.store.resend_ready()
+    reply = rig.outbox.reserve()                   # seq 3: the Logon reply
+    logon = encode_fields("FIX.4.4", "A", [(49, "DCGW"), (56, "T"), (34, reply),
+                                            (52, "20260601-10:00:01.000")], [(98, 0), (108, 30)])
+    rig.outbox.add_session([Outgoing(reply, False, logon)])
+    rig.copies(2)                                  # seqs 4, 5: live
+    rig.durable()
+    assert seqs_of(rig.take_all()) == [3]          # the Logon reply only
+    assert not rig.outbox.ready(rig.journal.durable_lsn)
+    rig.outbox.spill_from = rig.outbox.cursor      # read back from the journal: held too
+    assert rig.take_all() == [] and not rig.outbox.ready(rig.journal.durable_lsn)
+    ticket = rig.file.begin_sync()                 # the round: the marker reaches the disk
+    assert ticket is not None
+    os.fdatasync(ticket[0])
+    os.close(ticket[0])
+    rig.file.end_sync(ticket, None, 0.0)
+    assert rig.store.resend_ready()
+    assert seqs_of(rig.take_all()) == [4, 5] and rig.outbox.held_at == -1
+
+
+def test_a_resend_waits_for_the_copies_below_the_logon_to_be_durable(rig):
+    """``fsync`` mode: the Logon no longer makes the journal durable on the loop; a
+    ResendRequest for what lies below it waits until the group commit covers it."""
+    rig.copies(2)                                  # seqs 1, 2: appended, not durable
+    rig.outbox.attach()
+    assert rig.journal.durable_lsn < rig.outbox.attach_lsn
+    assert not rig.store.resend_ready() and rig.outbox.held_at == -1   # (no background sync)
+    rig.durable()
+    assert rig.store.resend_ready()
+    assert [e.target_seq for e in rig.journal.read_target("T", 1, 2)] == [1, 2]

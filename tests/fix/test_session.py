@@ -1170,3 +1170,31 @@ def test_resend_is_served_only_up_to_the_stores_resend_limit():
     store.limit = 10
     out = h.feed(h.peer.build("2", [(7, 3), (16, 0)]))
     assert [m.seq_num for m in out] == [3, 4, 5]
+
+
+def test_a_resend_waits_while_the_store_is_not_ready_and_is_answered_whole_after():
+    """A drop copy target's store may not serve yet (its copies below the Logon are still
+    being made durable): nothing is answered meanwhile, not a GapFill in their place; the
+    request stays owed, and is answered whole when the shell asks again and the store is
+    ready."""
+    class SlowStore(MemoryStore):
+        ready = False
+
+        def resend_ready(self) -> bool:
+            return self.ready
+
+    store = SlowStore()
+    h = logged_on(store=store)                   # our Logon reply is 1
+    for i in range(2):
+        h.session.send_app(b"8", b"17=E%d\x01150=F\x01" % i, T0)   # 2, 3
+    h.sent()
+    assert h.feed(h.peer.build("2", [(7, 1), (16, 0)])) == []
+    assert h.session.resend_waiting and h.session.resend_backlog == 3
+    h.session.continue_resend(T0)
+    assert h.sent() == [] and h.session.resend_waiting
+    store.ready = True
+    h.session.continue_resend(T0)
+    out = h.sent()
+    assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"4"), (2, b"8"), (3, b"8")]
+    assert all(m.poss_dup for m in out[1:])
+    assert not h.session.resend_waiting and h.session.resend_backlog == 0

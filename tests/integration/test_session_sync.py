@@ -47,6 +47,57 @@ def _continuing(rg, client):
     return again
 
 
+async def _disconnected(rg, *names: str) -> None:
+    for _ in range(200):
+        if all(rg.gw.slots[n].connection is None for n in names):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{names}: still connected")
+
+
+class _Hang:
+    """``os.fdatasync`` of the files ``which(path)`` picks hangs outside the loop's thread
+    until :meth:`release` (a dying disk); bounded, the test releases it long before."""
+
+    def __init__(self, monkeypatch, which, armed: bool = True, limit: float = 30.0) -> None:
+        self.armed = armed
+        self.stuck = threading.Event()
+        self._release = threading.Event()
+        real = os.fdatasync
+        loop_thread = threading.get_ident()
+
+        def fdatasync(fd: int) -> None:
+            try:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                path = ""
+            if self.armed and which(path) and threading.get_ident() != loop_thread:
+                self.stuck.set()
+                self._release.wait(limit)
+            real(fd)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    async def hanging(self) -> None:
+        for _ in range(200):
+            if self.stuck.is_set():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("no fdatasync hangs")
+
+    def release(self) -> None:
+        self._release.set()
+
+
+async def _no_copy(tgt, seconds: float) -> None:
+    """Nothing but session messages reaches ``tgt`` for ``seconds``."""
+    try:
+        while True:
+            m = await tgt.recv(seconds)
+            assert m is not None and get(m, 35) in ("0", "1"), m
+    except asyncio.TimeoutError:
+        pass
+
+
 class _SessionDisk:
     """What the disk holds of the session files: each one's content at its last fdatasync,
     until ``frozen`` (the power is off); :meth:`power_loss` puts those contents back."""
@@ -91,12 +142,13 @@ async def test_session_files_are_never_synced_on_the_loop(start_gateway, monkeyp
         real(fd)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     rg = await start_gateway(extra=f"journal_durability: {durability}")
-    clients = await connect_all(rg, "ABC123N", "CLRFIX44")
     on_loop.clear()                  # the start's own (before anything was sent) are allowed
+    clients = await connect_all(rg, "ABC123N", "CLRFIX44")     # a target's Logon too
     await _ping(clients["ABC123N"], "PING")
     if durability == "fsync":        # the Heartbeat's record reaches the disk in the background
-        for _ in range(100):
-            if "ABC123N.log" in off_loop:
+        for _ in range(100):         # (the round is counted once all its files are synced)
+            if "ABC123N.log" in off_loop and \
+                    rg.metric("dcgateway_session_files_fsync_duration_seconds_count") >= 1:
                 break
             await asyncio.sleep(0.05)
         assert "ABC123N.log" in off_loop
@@ -105,47 +157,91 @@ async def test_session_files_are_never_synced_on_the_loop(start_gateway, monkeyp
         await asyncio.sleep(3 * rg.gw.session_sync.interval)
         assert off_loop == []
         assert rg.metric("dcgateway_session_files_fsync_duration_seconds_count") == 0
-    assert on_loop == []
     await close_all(clients)
+    await _disconnected(rg, "ABC123N", "CLRFIX44")            # and its disconnect
+    assert on_loop == []
+
+
+async def test_a_target_logs_on_and_off_while_its_file_sync_hangs(folder, start_gateway,
+                                                                  monkeypatch) -> None:
+    """``fsync`` durability, the session files' fdatasync hangs: a target's Logon and its
+    disconnect stall no session (their "delivered" notes are synced in the background), and no
+    copy reaches the target before the note of its Logon is on the disk, which a reset after a
+    power loss trusts."""
+    hang = _Hang(monkeypatch, lambda p: os.sep + "sessions" + os.sep in p)
+    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    rg = await start_gateway(folder)
+    try:
+        src = (await connect_all(rg, "ABC123N"))["ABC123N"]
+        await _ping(src, "P1")
+        await hang.hanging()
+        tgt = (await connect_all(rg, "CLRFIX44"))["CLRFIX44"]    # its Logon reply comes
+        src.send("8", fill(exec_id="HELD1"))
+        await _ping(src, "P2")                                  # the loop goes on
+        assert rg.gw.outboxes["CLRFIX44"].held_at >= 0
+        await _no_copy(tgt, 0.5)                                # the copy waits for the note
+        hang.release()
+        assert get(await tgt.expect("8", 10), 17) == "HELD1"
+        assert rg.gw.outboxes["CLRFIX44"].held_at == -1
+    finally:
+        hang.release()
+    await close_all({"s": src, "t": tgt})
+
+
+async def test_a_target_logs_on_while_the_journal_sync_hangs(folder, start_gateway,
+                                                            monkeypatch) -> None:
+    """``fsync`` durability, the journal's fdatasync hangs with a copy for an offline target in
+    it: the target's Logon stalls no session, and its ResendRequest is answered with the copy
+    (PossDup) once the copy is durable, never with a GapFill in its place."""
+    hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p)
+    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    rg = await start_gateway(folder)
+    try:
+        src = (await connect_all(rg, "ABC123N"))["ABC123N"]
+        src.send("8", fill(exec_id="OFF1"))                     # for CLRFIX44, offline
+        await hang.hanging()
+        tgt = rg.client("CLRFIX44")
+        reply = await tgt.logon()
+        assert get(reply, 35) == "A" and int(get(reply, 34)) == 2      # the copy took 1
+        tgt.send("2", [(7, 1), (16, 0)])
+        await _ping(src, "P1")                                  # the loop goes on
+        await _no_copy(tgt, 0.3)                                # the answer waits...
+        hang.release()
+        copy = await tgt.expect("8", 10)                        # ...for the copy to be durable
+        assert (get(copy, 17), get(copy, 34), get(copy, 43)) == ("OFF1", "1", "Y")
+        gap = await tgt.expect("4", 10)                         # the Logon reply's seq
+        assert (get(gap, 34), get(gap, 36)) == ("2", "3")
+    finally:
+        hang.release()
+    await close_all({"s": src, "t": tgt})
 
 
 async def test_a_stalled_session_file_fsync_stalls_no_session(folder, start_gateway,
                                                              monkeypatch) -> None:
     """``fsync`` durability: while the session files' fdatasync hangs (a dying disk), the
-    sessions go on: a source's TestRequest is answered and its fill reaches the target."""
-    real = os.fdatasync
-    release = threading.Event()
-    stuck = threading.Event()
-
-    def fdatasync(fd: int) -> None:
-        if _session_file(fd) is not None and threading.current_thread() is not main_thread:
-            stuck.set()
-            release.wait(30)         # bounded: the test releases it long before
-        real(fd)
-    main_thread = threading.current_thread()
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    sessions go on: a source's TestRequest is answered and its fill reaches the target (logged
+    on before: the note of its Logon is on the disk)."""
+    hang = _Hang(monkeypatch, lambda p: os.sep + "sessions" + os.sep in p, armed=False)
     write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
     shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
     rg = await start_gateway(folder)
     clients = await connect_all(rg, "ABC123N", "CLRFIX44")
     try:
         src, tgt = clients["ABC123N"], clients["CLRFIX44"]
-        await _ping(src, "P1")
         for _ in range(200):
-            if stuck.is_set():
+            if rg.gw.slots["CLRFIX44"].store.file.marker_synced:
                 break
-            await asyncio.sleep(0.05)
-        assert stuck.is_set()        # a background fdatasync of a session file hangs now
+            await asyncio.sleep(0.01)
+        hang.armed = True
+        await _ping(src, "P1")
+        await hang.hanging()         # a background fdatasync of a session file hangs now
         await _ping(src, "P2")
         src.send("8", fill(exec_id="STUCK1"))
-        while True:
-            m = await tgt.recv(10)
-            assert m is not None
-            if get(m, 35) == "8":
-                assert get(m, 17) == "STUCK1"
-                break
+        assert get(await tgt.expect("8", 10), 17) == "STUCK1"
     finally:
-        release.set()
+        hang.release()
     await close_all(clients)
 
 
@@ -280,3 +376,27 @@ async def test_after_a_power_loss_a_target_continues_past_its_copies_and_heartbe
     assert [get(m, 17) for m in got if get(m, 35) == "8"] == ["PL1", "PL2"]
     assert all(get(m, 43) == "Y" for m in got)
     await close_all({"t": again, "s": src2})
+
+
+async def test_a_target_resets_at_its_logon_while_the_journal_sync_hangs(folder, start_gateway,
+                                                                        monkeypatch) -> None:
+    """``fsync`` durability: a target logs on with 141=Y while the copy routed to it is not
+    durable yet: the copy is carried over into the new sequence (after the Logon reply, seq 1)
+    and arrives once durable, not dropped for want of a durable record to carry. (The reset's
+    own journal record is made durable on the loop, so the slow fdatasync lasts 1 s here.)"""
+    hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p, limit=1.0)
+    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    rg = await start_gateway(folder)
+    try:
+        src = (await connect_all(rg, "ABC123N"))["ABC123N"]
+        src.send("8", fill(exec_id="RST1"))                     # for CLRFIX44, offline
+        await hang.hanging()
+        tgt = rg.client("CLRFIX44")
+        reply = await tgt.logon(reset=True)
+        assert (get(reply, 35), get(reply, 34), get(reply, 141)) == ("A", "1", "Y")
+        copy = await tgt.expect("8", 10)
+        assert (get(copy, 17), get(copy, 34), get(copy, 43)) == ("RST1", "2", None)
+    finally:
+        hang.release()
+    await close_all({"s": src, "t": tgt})

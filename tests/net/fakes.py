@@ -88,6 +88,7 @@ class FakeSession:
         self.out = b""
         self.fail: Exception | None = None
         self.resend_backlog = 0               # slices of a ResendRequest still to answer
+        self.resend_waiting = False           # the store cannot serve them yet
         self.perf: FakeClock | None = None    # advanced by ``slice_cost`` per slice answered
         self.slice_cost = 0.0
         self.logout_seq = 0                   # the seq of the Logout the session sent (0: none)
@@ -95,7 +96,7 @@ class FakeSession:
         self.excused: list[float] = []        # excuse_silence calls
 
     def continue_resend(self, now: float) -> None:
-        if self.resend_backlog:
+        if self.resend_backlog and not self.resend_waiting:
             self.resend_backlog -= 1
             self.out += b"SLICE%d" % self.resend_backlog
             if self.perf is not None:

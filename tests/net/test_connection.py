@@ -27,6 +27,7 @@ from dcgateway.net.connection import (
     JOURNAL_HOLD,
     MAX_PRE_LOGON_GARBAGE,
     MIN_TAKE_BUDGET,
+    RESEND_WAIT_S,
     TAKE_SLICE_S,
     TURN_READ_BYTES,
     FixConnection,
@@ -465,6 +466,25 @@ async def test_a_resend_waits_while_writes_are_paused_and_goes_on_when_they_resu
         conn.resume_writing()
         later.pop()[1]()
     assert tr.writes == [b"SLICE1"]
+
+
+@pytest.mark.asyncio
+async def test_a_resend_whose_answer_is_not_durable_yet_is_looked_at_again_shortly(
+        loop) -> None:
+    """A target that just logged on asks for copies the group commit under way is still
+    writing: the request is looked at again every RESEND_WAIT_S (not on every turn of the
+    loop, not never), and answered once the store is ready."""
+    conn, tr, owner = bound()
+    owner.session.resend_backlog = 1
+    owner.session.resend_waiting = True
+    with call_later_spy() as later:
+        conn.data_received(b"8=FIX.4.2")
+        assert later == [(RESEND_WAIT_S, conn._continue_resend)]
+        later.pop()[1]()
+        assert tr.writes == [] and later == [(RESEND_WAIT_S, conn._continue_resend)]
+        owner.session.resend_waiting = False
+        later.pop()[1]()
+        assert tr.writes == [b"SLICE0"] and later == []
 
 
 @pytest.mark.asyncio

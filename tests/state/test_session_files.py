@@ -343,6 +343,43 @@ def test_a_targets_delivered_marker_is_on_the_disk_before_copies_leave(tmp_path,
     again.close()
 
 
+def test_with_a_background_sync_the_marker_is_durable_after_its_round(tmp_path, monkeypatch):
+    """In the gateway the marker is synced by a background round asked for at once (the
+    target's copies wait for :attr:`marker_synced`, not the loop): a round begun before the
+    marker does not cover it, the next one does, and a power loss before that finds the old
+    marker (which is why the copies wait)."""
+    p = tmp_path / "T.log"
+    disk = _Disk(p, monkeypatch)
+    s = FileSessionStore(p)
+    s.set_delivered(30)                     # (no background sync yet: synced here and now)
+    assert s.marker_synced and disk.image == p.read_bytes()
+    asked: list[int] = []
+    s.sync_soon = lambda: asked.append(1)
+    early = s.begin_sync()                  # (nothing to cover yet)
+    assert early is None
+    s.save_outbound(1, b"Heartbeat")
+    early = s.begin_sync()                  # a round under way...
+    s.set_delivered(-1)                     # ...when the target logs on
+    assert asked == [1] and not s.marker_synced
+
+    def on_disk() -> int | None:           # the marker a power loss now would leave
+        copy = tmp_path / "copy" / "T.log"
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(disk.image)
+        r = FileSessionStore(copy, fsync=False)
+        r.close()
+        return r.delivered
+    assert on_disk() == 30                  # not on the disk yet
+    assert early is not None
+    os.fdatasync(early[0])
+    os.close(early[0])
+    s.end_sync(early, None, 0.0)
+    assert not s.marker_synced              # written after that round began
+    disk.background(s)
+    assert s.marker_synced and on_disk() == -1
+    s.close()
+
+
 def test_a_reset_file_knows_it_was_open_at_a_power_loss(tmp_path, monkeypatch):
     p = tmp_path / "S.log"
     disk = _Disk(p, monkeypatch)
