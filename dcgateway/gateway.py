@@ -140,6 +140,9 @@ class Gateway:
         log.info("recovered journal in %.3fs: %d records in %d segments (%d torn bytes cut); "
                  "groups version %s", seconds, recovery.records, recovery.segments,
                  recovery.torn_bytes, version)
+        if recovery.torn_bytes:
+            log.warning("journal: cut %d bytes of a torn record at its end (the machine or the "
+                        "process stopped while it was being written)", recovery.torn_bytes)
 
     # -- wiring callbacks -----------------------------------------------------------------------
 

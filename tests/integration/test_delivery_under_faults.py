@@ -17,7 +17,7 @@ from dcgateway.net.connection import CLOSE_GRACE_S
 from simulators.fixclient import FixClient, get
 
 from .conftest import write_config
-from .test_fanout import CONTRACT, connect_all, new_order
+from .test_fanout import CONTRACT, connect_all, fill, new_order
 
 pytestmark = pytest.mark.asyncio
 
@@ -348,9 +348,9 @@ async def test_spilled_target_catches_up_in_order_without_gaps(tmp_path, start_g
 
 async def test_copies_reserved_just_before_logon_are_resent_not_gap_filled(tmp_path,
                                                                          start_gateway):
-    """attach() makes everything reserved for the target durable before its Logon is processed,
-    so a ResendRequest sent right after the Logon serves every copy (none is gap-filled), whether
-    the copy was routed just before or just after the Logon."""
+    """A ResendRequest sent right after the Logon waits until everything reserved for the
+    target before its Logon is durable (``TargetStore.resend_ready``), so it serves every copy
+    (none is gap-filled), whether the copy was routed just before or just after the Logon."""
     gw = await start_gateway(_folder(tmp_path))
     cl = await connect_all(gw, "ABC123N")
     src = cl["ABC123N"]
@@ -399,3 +399,33 @@ async def test_source_reset_marker_is_durable_before_the_logon_reply(tmp_path, s
         assert j._source_next["ABC123N"] == 2
     finally:
         await c.close()
+
+
+async def test_a_torn_journal_record_is_cut_and_said_at_the_start(tmp_path, start_gateway,
+                                                                   caplog):
+    """The machine stopped while a record was being written: the next start cuts it, keeps
+    every whole record before it, and says so in a warning (not only in the INFO summary)."""
+    import logging
+    folder = _folder(tmp_path)
+    gw = await start_gateway(folder)
+    src = (await connect_all(gw, "ABC123N"))["ABC123N"]
+    src.send("8", fill(exec_id="KEPT1"))
+    for _ in range(200):
+        if gw.gw.journal.durable_lsn >= 1:
+            break
+        await asyncio.sleep(0.01)
+    await src.close()
+    await gw.stop()
+    seg = max((folder / "var" / "journal").glob("*.seg"))
+    with open(seg, "r+b") as f:                  # bytes of a record past the last whole one
+        end = len(f.read().rstrip(b"\0"))
+        f.seek(end + 256)                        # (clear of the last record, whatever its end)
+        f.write(b"\x17" * 40)
+    with caplog.at_level(logging.WARNING, logger="dcgateway"):
+        gw2 = await start_gateway(folder)
+    torn = [r for r in caplog.records if "torn record" in r.getMessage()]
+    assert len(torn) == 1 and torn[0].levelno == logging.WARNING
+    tgt = (await connect_all(gw2, "CLRFIX44"))["CLRFIX44"]
+    tgt.send("2", [(7, 1), (16, 0)])
+    assert get(await tgt.expect("8", 10), 17) == "KEPT1"
+    await tgt.close()
