@@ -121,7 +121,7 @@ class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
                  "connected_at", "heard", "_decoder", "_closing", "_lost", "_paused", "_holds",
                  "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled",
-                 "_take_budget", "_resend_scheduled")
+                 "_take_budget", "_resend_scheduled", "_held_out", "_close_held")
 
     def __init__(self, acceptor: ConnectionOwner, clock: Callable[[], float],
                  max_message_size: int) -> None:
@@ -145,6 +145,9 @@ class FixConnection(asyncio.Protocol):
         self._feed_scheduled = False          # a drop copy target's next take is on the loop
         self._take_budget = TAKE_BUDGET       # bytes per take, fitted to TAKE_SLICE_S
         self._resend_scheduled = False        # the next slice of a ResendRequest is on the loop
+        #: what is written while the output is held (:meth:`hold_output`), None when it is not
+        self._held_out: list[bytes] | None = None
+        self._close_held = False              # close() came while the output was held
         self.close_reason = ""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -461,14 +464,41 @@ class FixConnection(asyncio.Protocol):
             self.close("internal error", abort=True)
 
     def write_raw(self, data: bytes) -> None:
+        if self._held_out is not None:
+            if not self._closing:
+                self._held_out.append(data)
+            return
         if self.transport is not None and not self._closing:
             self.transport.write(data)
             if self.slot is not None:
                 self.slot.bytes_out += len(data)
 
+    def hold_output(self) -> None:
+        """Keep what is written from now on, in order, until :meth:`release_output`: a source's
+        Logon reply that must wait for a journal record to be durable (its 141=Y), while the
+        loop and every other session go on."""
+        if self._held_out is None:
+            self._held_out = []
+
+    def release_output(self) -> None:
+        """Write what was held (and close, if close() came meanwhile)."""
+        held, self._held_out = self._held_out, None
+        tr = self.transport
+        if tr is None or self._lost or (self._closing and not self._close_held):
+            return                             # (aborted meanwhile: nothing goes out)
+        if held:
+            data = b"".join(held)
+            tr.write(data)
+            if self.slot is not None:
+                self.slot.bytes_out += len(data)
+        if self._close_held:
+            self._close_held = False
+            tr.close()
+
     def close(self, reason: str, *, abort: bool = False) -> None:
         """Close after what is buffered is written (a Logout), or at once with ``abort``; a
-        peer that does not drain it within CLOSE_GRACE_S is aborted."""
+        peer that does not drain it within CLOSE_GRACE_S is aborted. While the output is held,
+        the close waits for its release (within the same grace)."""
         if self._closing:
             return
         self._closing = True
@@ -477,7 +507,10 @@ class FixConnection(asyncio.Protocol):
             if abort:
                 self.transport.abort()
                 return
-            self.transport.close()             # flushes what is buffered, then closes
+            if self._held_out is not None:
+                self._close_held = True        # release_output writes it, then closes
+            else:
+                self.transport.close()         # flushes what is buffered, then closes
             try:
                 asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort_if_open)
             except RuntimeError:               # no running loop (shutdown): nothing to wait for
@@ -486,6 +519,7 @@ class FixConnection(asyncio.Protocol):
     def abort_if_open(self) -> None:
         """Drop the connection now if it is still open (a closed peer that never drained)."""
         if not self._lost and self.transport is not None:
+            self._close_held = False           # (held output, if any, never goes out)
             log.warning("connection %s (%s) did not drain within %gs of closing; aborted",
                         self.peer, self.name, CLOSE_GRACE_S)
             self.transport.abort()

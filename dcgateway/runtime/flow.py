@@ -39,6 +39,8 @@ class Flow:
         #: commits what a source's read appended (the committer's ``commit_now``; wired by the
         #: composition root once the committer exists, the fan-out's notify until then)
         self.commit: Callable[[], None] = fanout.notify
+        #: connections whose output waits for the journal up to an lsn (a source's 141=Y)
+        self._held_output: dict[FixConnection, int] = {}
 
     def on_app(self, conn: FixConnection, messages: list[RawMessage], now: float) -> None:
         slot = conn.slot
@@ -56,6 +58,8 @@ class Flow:
                 conn.session.send_app(msg_type, body, now)
 
     def on_durable(self, lsn: int) -> None:
+        if self._held_output:
+            self._release_output(lsn)
         ready, decisions = self.fanout.on_durable(lsn)
         now = self.clock()
         if decisions:
@@ -68,6 +72,13 @@ class Flow:
                 conn.push(batch, now)
         for conn, data in batch:            # ...then written (FixConnection.push says why)
             conn.write_fed(data)
+
+    def _release_output(self, lsn: int) -> None:
+        """The connections whose output waited for a record up to ``lsn`` write it now."""
+        for conn, barrier in list(self._held_output.items()):
+            if barrier <= lsn:
+                del self._held_output[conn]
+                conn.release_output()
 
     def on_files_synced(self) -> None:
         """The session files' background sync ran: a target whose copies waited for the note
@@ -97,20 +108,29 @@ class Flow:
 
     def on_event(self, slot: SessionSlot | None, ev: object) -> None:
         """A source that logs on with 141=Y starts again at 1: the journal must know that
-        before the Logon reply leaves (a rare, blocking sync), or a crash would make the next
-        start expect the old, higher seq. A source that logs on while the journal lags is held.
-        A source that disconnects: its admin messages consumed seqs too, so its marker is
-        journaled for the restart."""
+        before the Logon reply leaves, or a crash would make the next start expect the old,
+        higher seq. In ``fsync`` mode the connection's output is held until the group commit
+        has made the marker durable (:meth:`on_durable`; the loop does not wait); otherwise
+        the journal is synced now (``os``: written to the OS; a cluster: the fence's barrier).
+        A source that logs on while the journal lags is held. A source that disconnects: its
+        admin messages consumed seqs too, so its marker is journaled for the restart."""
         if slot is None or slot.role != Role.SOURCE:
             return
         if isinstance(ev, LoggedOn):
             if ev.reset:
                 self.fanout.source_marker(slot.comp_id, slot.store.next_in)
-                try:
-                    self.journal.sync()
-                except Exception as exc:
-                    log.error("could not make the sequence reset of %s durable: %s",
-                              slot.comp_id, exc)
+                conn = slot.connection
+                barrier = self.journal.appended_lsn        # (the marker, if journaled)
+                if self.journal.durability == "fsync" and conn is not None:
+                    if barrier > self.journal.durable_lsn:
+                        conn.hold_output()
+                        self._held_output[conn] = barrier
+                else:
+                    try:
+                        self.journal.sync()
+                    except Exception as exc:
+                        log.error("could not make the sequence reset of %s durable: %s",
+                                  slot.comp_id, exc)
             if self.fanout.sources_held and slot.connection is not None:
                 slot.connection.hold_reading(JOURNAL_HOLD)
         elif isinstance(ev, Disconnect) and slot.connection is None:

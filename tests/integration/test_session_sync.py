@@ -400,3 +400,33 @@ async def test_a_target_resets_at_its_logon_while_the_journal_sync_hangs(folder,
     finally:
         hang.release()
     await close_all({"s": src, "t": tgt})
+
+
+async def test_a_source_resets_at_its_logon_while_the_journal_sync_hangs(folder, start_gateway,
+                                                                        monkeypatch) -> None:
+    """``fsync`` durability: a source logs on with 141=Y while the journal's fdatasync hangs.
+    Its Logon reply waits until the journal's marker (next inbound seq 1) is durable, and only
+    its reply: another source's TestRequest is answered meanwhile."""
+    hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p, armed=False)
+    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    rg = await start_gateway(folder)
+    try:
+        other = (await connect_all(rg, "ABD123N"))["ABD123N"]
+        hang.armed = True
+        src = rg.client("ABC123N")
+        await src.connect()
+        src.send_raw(src.logon_message(reset=True))
+        await hang.hanging()
+        await _ping(other, "P1")                                # the loop goes on
+        with pytest.raises(asyncio.TimeoutError):
+            await src.recv(0.3)                                 # the reply waits...
+        j = rg.gw.journal
+        assert j.durable_lsn < j.appended_lsn
+        hang.release()
+        reply = await src.recv(10)                              # ...for the marker
+        assert reply is not None and (get(reply, 35), get(reply, 141)) == ("A", "Y")
+        assert j._source_next["ABC123N"] == 2 and j.durable_lsn == j.appended_lsn
+    finally:
+        hang.release()
+    await close_all({"s": src, "o": other})

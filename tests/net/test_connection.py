@@ -279,6 +279,40 @@ async def test_close_with_abort_aborts_at_once_and_waits_for_nothing(loop) -> No
     assert tr.calls == ["abort"] and later == []
 
 
+@pytest.mark.asyncio
+async def test_held_output_is_written_in_order_at_its_release_and_a_close_waits_for_it(
+        loop) -> None:
+    """A source's 141=Y Logon reply waits for the journal's marker (``fsync`` mode): what is
+    written meanwhile is kept in order and written at the release; a close that came meanwhile
+    (a Logout right after) closes after it, not before, and not never."""
+    conn, tr, _ = bound()
+    conn.hold_output()
+    conn.write_raw(b"LOGON-REPLY")
+    conn.write_raw(b"LOGOUT")
+    with call_later_spy() as later:
+        conn.close("session closed")
+    assert tr.writes == [] and tr.calls == []
+    assert later == [(CLOSE_GRACE_S, conn.abort_if_open)]
+    conn.write_raw(b"AFTER-CLOSE")                    # (closing: nothing more is taken)
+    conn.release_output()
+    assert tr.writes == [b"LOGON-REPLYLOGOUT"] and tr.calls == ["close"]
+    conn.write_raw(b"LATE")
+    assert tr.writes == [b"LOGON-REPLYLOGOUT"]
+
+
+@pytest.mark.asyncio
+async def test_held_output_never_released_is_aborted_after_the_close_grace(loop) -> None:
+    conn, tr, _ = bound()
+    conn.hold_output()
+    conn.write_raw(b"LOGON-REPLY")
+    with call_later_spy() as later:
+        conn.close("session closed")
+    later[0][1]()                                     # the grace is over: the journal is stuck
+    assert tr.writes == [] and tr.calls == ["abort"]
+    conn.release_output()                             # (too late: the connection is gone)
+    assert tr.writes == []
+
+
 def test_an_error_in_the_owner_on_connection_lost_is_logged_not_raised(caplog) -> None:
     owner = FakeOwner()
     owner.fail_on_close = RuntimeError("boom")
