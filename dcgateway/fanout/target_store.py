@@ -70,8 +70,8 @@ class TargetStore:
                 and self.file.marker_synced)
 
     def resend_limit(self) -> int:
-        """A ResendRequest is served up to what was handed out (or durable when the target
-        logged on); later seqs are on their way, in order."""
+        """A ResendRequest is served up to what was handed out (or reserved when the target
+        logged on, once durable: :meth:`resend_ready`); later seqs are on their way, in order."""
         return self.outbox.resendable_upto
 
     def next_stored(self, first: int, end: int) -> int:
@@ -104,9 +104,11 @@ class TargetStore:
         o = self.outbox
         undelivered = o.next_out - 1 - o.written_upto
         # (durable or not yet: journaled again, each copy waits for its new record)
-        self._carried = (self.journal.read_target(o.comp_id, o.written_upto + 1,
-                                                  o.next_out - 1, durable_only=False)
-                         if undelivered > 0 else [])
+        # (added to those of a reset whose Logon reply has not gone yet: a weekly reset, then
+        # a Logon with 141=Y, carries both)
+        self._carried += (self.journal.read_target(o.comp_id, o.written_upto + 1,
+                                                   o.next_out - 1, durable_only=False)
+                          if undelivered > 0 else [])
         self.file.reset()
         self.journal.reset_target(o.comp_id)
         o.next_out = 1

@@ -531,8 +531,8 @@ class SegmentJournal(ReadsAndMaintenance):
 
     def sync(self) -> int:
         """Make everything appended durable as the mode promises, now (owner thread, blocking;
-        rare: a target's Logon, a source's sequence reset): write the buffered appends, then, in
-        ``fsync`` mode, fdatasync them. Returns the new :attr:`durable_lsn`."""
+        in ``os`` mode a target's Logon or a source's sequence reset, where it only writes; tools
+        and tests): write the buffered appends, then, in ``fsync`` mode, fdatasync them. Returns the new :attr:`durable_lsn`."""
         self._check()
         self.flush_writes()
         if self._os_mode:

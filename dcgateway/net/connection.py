@@ -93,8 +93,10 @@ CLOSE_GRACE_S = 2.0
 #: catching up from the journal shares the loop with live copies, commits and /metrics.
 TAKE_SLICE_S = 0.002
 #: A ResendRequest whose answer is not durable yet (a target that just logged on, in ``fsync``
-#: mode: the group commit under way) is looked at again this often (seconds).
+#: mode: the group commit under way) is looked at again after this long (seconds), then twice
+#: as long each time, up to ``RESEND_WAIT_MAX_S`` (a stalled disk costs a few looks a second).
 RESEND_WAIT_S = 0.002
+RESEND_WAIT_MAX_S = 0.05
 #: The smallest take (bytes): a catching-up target always makes progress.
 MIN_TAKE_BUDGET = 4096
 #: A target catching up from the journal waits this many times as long as its last take before
@@ -121,7 +123,7 @@ class FixConnection(asyncio.Protocol):
     __slots__ = ("acceptor", "clock", "transport", "peer", "address", "session", "slot",
                  "connected_at", "heard", "_decoder", "_closing", "_lost", "_paused", "_holds",
                  "close_reason", "close_after_pump", "_window", "_window_n", "_feed_scheduled",
-                 "_take_budget", "_resend_scheduled", "_held_out", "_close_held")
+                 "_take_budget", "_resend_scheduled", "_resend_wait", "_held_out", "_close_held")
 
     def __init__(self, acceptor: ConnectionOwner, clock: Callable[[], float],
                  max_message_size: int) -> None:
@@ -145,6 +147,7 @@ class FixConnection(asyncio.Protocol):
         self._feed_scheduled = False          # a drop copy target's next take is on the loop
         self._take_budget = TAKE_BUDGET       # bytes per take, fitted to TAKE_SLICE_S
         self._resend_scheduled = False        # the next slice of a ResendRequest is on the loop
+        self._resend_wait = 0.0               # the last wait for a not yet durable answer
         #: what is written while the output is held (:meth:`hold_output`), None when it is not
         self._held_out: list[bytes] | None = None
         self._close_held = False              # close() came while the output was held
@@ -424,7 +427,13 @@ class FixConnection(asyncio.Protocol):
         if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
         elif session.resend_backlog:
-            self._resend_later(RESEND_WAIT_S if session.resend_waiting else resend_rest)
+            if session.resend_waiting:
+                self._resend_wait = min(RESEND_WAIT_MAX_S, max(RESEND_WAIT_S,
+                                                               self._resend_wait * 2))
+                self._resend_later(self._resend_wait)
+            else:
+                self._resend_wait = 0.0
+                self._resend_later(resend_rest)
 
     def tick(self, now: float) -> None:
         if self._closing:

@@ -304,8 +304,9 @@ class FileSessionStore:
 
     @property
     def marker_synced(self) -> bool:
-        """Whether the last "delivered" marker is on the disk (always, without ``fsync``)."""
-        return self._markers_synced >= self._markers
+        """Whether the last "delivered" marker is on the disk (always, without ``fsync``); never
+        after a failed fdatasync (a later success proves nothing: module docstring)."""
+        return self._markers_synced >= self._markers and self._sync_error is None
 
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self._flush_in()

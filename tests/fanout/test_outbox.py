@@ -279,6 +279,31 @@ def test_a_sequence_reset_carries_undelivered_copies_over_after_the_logon_reply(
     assert all(m.header.get(43) is None for m in out)   # never delivered: not duplicates
 
 
+def test_a_weekly_reset_then_a_logon_with_141_y_carries_the_copies_over_once(rig):
+    """The weekly reset finds the target offline with two copies it never received; before
+    any Logon reply went, the target logs on with 141=Y (a second reset): those copies still
+    follow its Logon reply, once each."""
+    rig.outbox.attach()
+    rig.copies(1)
+    rig.durable()
+    assert seqs_of(rig.take_all()) == [1]
+    rig.store.note_delivered()
+    rig.outbox.detach()
+    rig.copies(2)                                  # seqs 2, 3: never delivered
+    rig.durable()
+    rig.store.reset()                              # the weekly reset (offline)
+    rig.outbox.attach()
+    rig.store.reset()                              # its Logon says 141=Y
+    logon_reply = encode_fields("FIX.4.4", "A", [(49, "DCGW"), (56, "T"), (34, 1),
+                                                  (52, "20260601-10:00:02.000")], [(98, 0)])
+    rig.store.save_outbound(1, logon_reply)
+    rig.outbox.add_session([Outgoing(1, False, logon_reply)])
+    rig.durable()
+    out = rig.take_all()
+    assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"A"), (2, b"D"), (3, b"D")]
+    assert [m.get(11) for m in out[1:]] == [b"C2", b"C3"]
+
+
 def test_a_reset_after_delivery_carries_nothing(rig):
     rig.outbox.attach()
     rig.copies(2)

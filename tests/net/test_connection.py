@@ -27,6 +27,7 @@ from dcgateway.net.connection import (
     JOURNAL_HOLD,
     MAX_PRE_LOGON_GARBAGE,
     MIN_TAKE_BUDGET,
+    RESEND_WAIT_MAX_S,
     RESEND_WAIT_S,
     TAKE_SLICE_S,
     TURN_READ_BYTES,
@@ -506,16 +507,22 @@ async def test_a_resend_waits_while_writes_are_paused_and_goes_on_when_they_resu
 async def test_a_resend_whose_answer_is_not_durable_yet_is_looked_at_again_shortly(
         loop) -> None:
     """A target that just logged on asks for copies the group commit under way is still
-    writing: the request is looked at again every RESEND_WAIT_S (not on every turn of the
-    loop, not never), and answered once the store is ready."""
+    writing: the request is looked at again after RESEND_WAIT_S, then twice as long each time
+    up to RESEND_WAIT_MAX_S (not on every turn of the loop, not never), and answered once the
+    store is ready."""
     conn, tr, owner = bound()
     owner.session.resend_backlog = 1
     owner.session.resend_waiting = True
+    waits = []
     with call_later_spy() as later:
         conn.data_received(b"8=FIX.4.2")
-        assert later == [(RESEND_WAIT_S, conn._continue_resend)]
-        later.pop()[1]()
-        assert tr.writes == [] and later == [(RESEND_WAIT_S, conn._continue_resend)]
+        for _ in range(8):
+            assert tr.writes == [] and len(later) == 1 and later[0][1] == conn._continue_resend
+            delay, again = later.pop()
+            waits.append(delay)
+            again()
+        assert waits[:3] == [RESEND_WAIT_S, 2 * RESEND_WAIT_S, 4 * RESEND_WAIT_S]
+        assert waits[-1] == RESEND_WAIT_MAX_S and waits == sorted(waits)
         owner.session.resend_waiting = False
         later.pop()[1]()
         assert tr.writes == [b"SLICE0"] and later == []

@@ -380,6 +380,27 @@ def test_with_a_background_sync_the_marker_is_durable_after_its_round(tmp_path, 
     s.close()
 
 
+def test_after_a_failed_fdatasync_the_marker_never_counts_as_synced(tmp_path):
+    """Linux reports a writeback error once: a later round's success proves nothing about the
+    marker, so the target's copies stay held (and its next batch fails, as before)."""
+    s = FileSessionStore(tmp_path / "T.log")
+    s.sync_soon = lambda: None
+    s.set_delivered(-1)
+    failed = s.begin_sync()
+    assert failed is not None
+    os.close(failed[0])
+    s.end_sync(failed, OSError(5, "Input/output error"), 0.0)
+    again = s.begin_sync()                  # the next round "succeeds"
+    assert again is not None
+    os.close(again[0])
+    s.end_sync(again, None, 0.0)
+    assert not s.marker_synced
+    s.save_outbound(1, b"Heartbeat")
+    with pytest.raises(StoreError):
+        s.sync()
+    s.close()
+
+
 def test_a_reset_file_knows_it_was_open_at_a_power_loss(tmp_path, monkeypatch):
     p = tmp_path / "S.log"
     disk = _Disk(p, monkeypatch)
