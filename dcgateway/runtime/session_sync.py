@@ -72,8 +72,16 @@ class SessionFileSync:
             await self.sync_once()
 
     async def sync_once(self) -> None:
-        """One round: every file written since the last one, fdatasync'd in a worker."""
-        work = [(f, t) for f in self.files if (t := f.begin_sync()) is not None]
+        """One round: every file written since the last one, fdatasync'd in a worker; the files
+        whose "delivered" marker a target's copies wait for go first, in a pass of their own,
+        so those copies wait for their own file's fdatasync, not for every session's."""
+        waiting = [f for f in self.files if not f.marker_synced]
+        if waiting:
+            await self._pass(waiting)
+        await self._pass(self.files)
+
+    async def _pass(self, files: Sequence[FileSessionStore]) -> None:
+        work = [(f, t) for f in files if (t := f.begin_sync()) is not None]
         if not work:
             return
         try:

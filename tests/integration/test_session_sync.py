@@ -430,3 +430,30 @@ async def test_a_source_resets_at_its_logon_while_the_journal_sync_hangs(folder,
     finally:
         hang.release()
     await close_all({"s": src, "o": other})
+
+
+async def test_a_round_syncs_the_files_copies_wait_for_first(tmp_path, monkeypatch) -> None:
+    """A target's copies wait for its Logon's marker: its file is fdatasync'd in a pass of its
+    own, and the held copies are let go (``after_round``) before every other session's file."""
+    from dcgateway.runtime.session_sync import SessionFileSync
+    from dcgateway.state.session_files import FileSessionStore
+    busy = [FileSessionStore(tmp_path / "sessions" / f"S{i}.log") for i in range(3)]
+    target = FileSessionStore(tmp_path / "sessions" / "T.log")
+    events: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        events.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+    sync = SessionFileSync(busy + [target], after_round=lambda: events.append("released"))
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    for i, f in enumerate(busy):
+        f.save_outbound(1, b"Heartbeat %d" % i)
+    target.set_delivered(-1)                 # the target logs on
+    assert not target.marker_synced
+    await sync.sync_once()
+    assert events[:2] == ["T.log", "released"]
+    assert sorted(events[2:-1]) == ["S0.log", "S1.log", "S2.log"] and events[-1] == "released"
+    assert target.marker_synced
+    for f in busy + [target]:
+        f.close()
