@@ -75,7 +75,7 @@ class _TooLarge(Exception):
 class SecurityMiddleware:
     def __init__(self, app: ASGIApp, *, public_origin: str, tls: bool,
                  max_body: int = 64 * 1024,
-                 on_refused: Callable[[Scope, str], None] | None = None) -> None:
+                 on_refused: Callable[[Scope, str], Awaitable[None]] | None = None) -> None:
         self.app = app
         self.on_refused = on_refused          # audits a forged request (the app wires it)
         self.public_origin = public_origin
@@ -118,7 +118,7 @@ class SecurityMiddleware:
             if refusal is not None:
                 if refusal[0] == 403 and self.on_refused is not None:
                     try:
-                        self.on_refused(scope, refusal[1])
+                        await self.on_refused(scope, refusal[1])
                     except Exception:              # the refusal stands, audited or not
                         log.exception("could not audit a refused request")
                 await _json(send_wrapper, *refusal)

@@ -128,20 +128,21 @@ class Web:
             return None
         return match.group(1)
 
-    def refused_request(self, scope: Scope, reason: str) -> None:
+    async def refused_request(self, scope: Scope, reason: str) -> None:
         """A request the security layer refused before any route (another origin): audited
         with who sent it when it came with a live session, in the trail of the entity it
-        named. One address's flood is written only as fast as its anonymous rate allows."""
+        named (the write and its fsync in a worker thread, as every audit entry). One
+        address's flood is written only as fast as its anonymous rate allows."""
         request = Request(scope)
         address = self.address(request)
         if self.anon_limiter.take(f"refused:{address}") > 0:
             return
         session = self.sessions.get(request.cookies.get(self.cookie), touch=False)
-        self.state.audit.record("portal", "denied", who=session.principal.name if session
-                                else None, entity=self.entity_in(request.url.path),
-                                outcome="denied", address=address, request="forged",
-                                reason=reason, method=request.method,
-                                path=request.url.path[:200])
+        await self.run(self.state.audit.record, "portal", "denied",
+                       who=session.principal.name if session else None,
+                       entity=self.entity_in(request.url.path), outcome="denied",
+                       address=address, request="forged", reason=reason,
+                       method=request.method, path=request.url.path[:200])
 
     def api_guard(self, request: Request) -> tuple[WebSession, Actor]:
         unsafe = request.method in ("POST", "PUT", "PATCH", "DELETE")

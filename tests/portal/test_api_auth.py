@@ -211,15 +211,28 @@ async def test_csrf_token_and_origin_on_every_state_changing_request(start_stack
     assert (await c.get(f"{path}/g1")).status_code == 200
 
 
-async def test_refused_forged_requests_are_in_the_entitys_audit_trail(start_stack):
+async def test_refused_forged_requests_are_in_the_entitys_audit_trail(start_stack,
+                                                                      monkeypatch):
+    import os
+    import threading
     s = await start_stack()
     c, _ = await s.logged_in("carl")
     group = {"name": "g1", "front_end": "fix", "filters": {"categories": ["execution"]},
              "sources": ["ABC123N"], "targets": ["CLRFIX44"]}
     path = "/entities/CLEARCO/groups"
     assert (await c.post(path, json=group, csrf=False)).status_code == 403
+    fsyncs_on_loop: list[int] = []
+    real_fsync, loop_thread = os.fsync, threading.get_ident()
+
+    def fsync(fd: int) -> None:
+        if threading.get_ident() == loop_thread:
+            fsyncs_on_loop.append(fd)
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
     assert (await c.post(path, json=group, headers={"Origin": "http://evil.example"})
             ).status_code == 403
+    assert fsyncs_on_loop == []              # its audit entry is written in a worker thread
+    monkeypatch.setattr(os, "fsync", real_fsync)
     assert (await c.post(path, json=group, headers={"Sec-Fetch-Site": "cross-site"})
             ).status_code == 403
     trail = [e for e in (await c.get("/entities/CLEARCO/audit")).json()["records"]
