@@ -7,6 +7,8 @@ its seq, and is read and set here for the session.
 A sequence reset never drops a copy: copies routed to the target and never handed out to it
 (target seq above the last one written) are *carried over*: after the reset's first message (the
 Logon reply, seq 1) each is journaled again under the next new seq and goes out in order.
+Until then they are kept in the target's fresh session file too, so a restart in between (a
+weekly reset finds many targets offline) does not lose them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class TargetStore:
         self.journal = journal
         outbox.next_out = next_out          # the outbound counter lives in the outbox
         self.carry_over: CarryOver | None = None
-        self._carried: list[Entry] = []
+        self._carried: list[Entry] = self._still_to_carry()
 
     @property
     def next_in(self) -> int:
@@ -54,12 +56,26 @@ class TargetStore:
         self.file.set_next_out(seq)
         self.outbox.next_out = seq
 
+    def _still_to_carry(self) -> list[Entry]:
+        """After a restart: the copies the session file holds from a reset whose carry-over
+        had not happened (or was not recorded: those found journaled since are not carried
+        twice)."""
+        held = self.file.carried
+        if not held:
+            return []
+        target = self.outbox.comp_id
+        done = {(e.source, e.source_seq) for e in self.journal.read_target(
+            target, 1, self.journal.target_last_seq(target), durable_only=False)}
+        return [Entry(0, src, seq, received, raw, 0) for src, seq, received, raw in held
+                if (src, seq) not in done]
+
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self.file.save_outbound(seq, raw)
         self.outbox.next_out = max(self.outbox.next_out, seq + 1)
         if self._carried and self.carry_over is not None:
             carried, self._carried = self._carried, []
             self.carry_over(self.outbox.comp_id, carried)
+            self.file.carry_done()
 
     def resend_ready(self) -> bool:
         """Whether a ResendRequest may be answered now: every copy below the cursor at the
@@ -109,7 +125,8 @@ class TargetStore:
         self._carried += (self.journal.read_target(o.comp_id, o.written_upto + 1,
                                                    o.next_out - 1, durable_only=False)
                           if undelivered > 0 else [])
-        self.file.reset()
+        # (kept in the fresh session file until journaled again: a restart meanwhile keeps them)
+        self.file.reset([(e.source, e.source_seq, e.received, e.raw) for e in self._carried])
         self.journal.reset_target(o.comp_id)
         o.next_out = 1
         o.reset()

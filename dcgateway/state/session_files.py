@@ -59,7 +59,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import StoreError
@@ -81,6 +81,9 @@ MAGIC = b"DCGWSS02"
 #: so that an older release refuses the file rather than cut it at the first record it does
 #: not know).
 MAGIC_V1 = b"DCGWSS01"
+#: A file that holds copies carried over a reset (``CARRY`` records): an older release, which does
+#: not know them, refuses the file rather than cut it there.
+MAGIC_V3 = b"DCGWSS03"
 _REC = struct.Struct("<IBQI")          # crc32, type, seq, payload length
 _REC_OUT = 1                            # an outbound message (payload = raw bytes)
 _REC_NEXT_IN = 2                        # next inbound seq = seq
@@ -90,6 +93,11 @@ _UNKNOWN = (1 << 64) - 1                # ... or unknown (-1 in memory): connect
 _REC_OPEN = 5                           # opened under the boot id in the payload
 _REC_CLOSED = 6                         # closed cleanly: everything before it is on the disk
 _REC_SKIP = 7                           # seqs seq..payload (u64) never used: the power-loss margin
+_REC_CARRY = 8                          # a copy to carry over a reset (seq: its source seq)
+_REC_CARRY_DONE = 9                     # the copies above were journaled again
+_CARRY = struct.Struct("<dH")           # received, len(source); then source, raw
+#: A copy a target never received, kept across a reset: (source, source seq, received, raw).
+Carried = tuple[str, int, float, bytes]
 _U64 = struct.Struct("<Q")
 MAX_RECORD = 16 * 1024 * 1024
 #: Zero-filled room kept past the last record (see "Room on a full disk").
@@ -130,10 +138,11 @@ def peek_sequences(path: Path | str) -> tuple[int, int] | None:
             data = f.read()
     except FileNotFoundError:
         return None
-    if not data.startswith((MAGIC, MAGIC_V1)):
+    if not data.startswith((MAGIC, MAGIC_V1, MAGIC_V3)):
         raise StoreError(f"{path} is not a dcgateway session store (bad magic)")
     probe = FileSessionStore.__new__(FileSessionStore)
     probe.next_in, probe._next_out, probe._index, probe.delivered = 1, 1, {}, None
+    probe.carried = []
     probe._seqs, probe.skipped = [], []
     probe._opened_boot, probe._closed = None, False
     probe._scan(data)
@@ -160,6 +169,8 @@ class FileSessionStore:
         #: (first, last) runs of seqs never used: the margins after power losses
         self.skipped: list[tuple[int, int]] = []
         self.delivered: int | None = None     # a target's last seq handed out (see TargetStore)
+        #: copies carried over the last reset and not journaled again yet (see TargetStore)
+        self.carried: list[Carried] = []
         self._dirty = False                   # an outbound record in this batch
         self._pending_in: int | None = None
         self.recovered_torn_bytes = 0
@@ -216,7 +227,7 @@ class FileSessionStore:
         data = os.pread(fd, size, 0)
         if data.startswith(MAGIC_V1):
             os.pwrite(fd, MAGIC, 0)           # it is about to hold OPEN and CLOSED records
-        elif not data.startswith(MAGIC):
+        elif not data.startswith((MAGIC, MAGIC_V3)):
             os.close(fd)
             raise StoreError(f"{self.path} is not a dcgateway session store (bad magic); "
                              "move it aside to start the session afresh")
@@ -253,6 +264,13 @@ class FileSessionStore:
                 self.delivered = -1 if seq == _UNKNOWN else seq
             elif rtype == _REC_OPEN:
                 self._opened_boot = data[pos + hs:end]
+            elif rtype == _REC_CARRY and length >= _CARRY.size:
+                received, n_src = _CARRY.unpack_from(data, pos + hs)
+                body = pos + hs + _CARRY.size
+                self.carried.append((data[body:body + n_src].decode(), seq, received,
+                                     data[body + n_src:end]))
+            elif rtype == _REC_CARRY_DONE:
+                self.carried = []
             elif rtype != _REC_CLOSED:
                 break
             self._closed = rtype == _REC_CLOSED
@@ -308,6 +326,13 @@ class FileSessionStore:
         after a failed fdatasync (a later success proves nothing: module docstring)."""
         return self._markers_synced >= self._markers and self._sync_error is None
 
+    def carry_done(self) -> None:
+        """The carried copies were journaled again: forget them (no fsync: should this record
+        be lost, the target's store finds them in the journal and carries none twice)."""
+        if self.carried:
+            self._append(_record(_REC_CARRY_DONE, 0))
+            self.carried = []
+
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self._flush_in()
         rec = _record(_REC_OUT, seq, raw)
@@ -352,14 +377,19 @@ class FileSessionStore:
         i = bisect.bisect_left(self._seqs, first)
         return self._seqs[i] if i < len(self._seqs) and self._seqs[i] <= end else end + 1
 
-    def reset(self) -> None:
-        """Start a fresh file (atomic rename), both sequences at 1."""
+    def reset(self, carry: Sequence[Carried] = ()) -> None:
+        """Start a fresh file (atomic rename), both sequences at 1, holding ``carry``: the
+        copies a target never received, until :meth:`carry_done` (a restart before the
+        target's next Logon reply still has them)."""
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)
             opened = _record(_REC_OPEN, 0, boot_id())
-            os.write(fd, MAGIC + opened)
+            carried = b"".join(_record(_REC_CARRY, seq, _CARRY.pack(received, len(src.encode()))
+                                       + src.encode() + raw)
+                               for src, seq, received, raw in carry)
+            os.write(fd, (MAGIC_V3 if carry else MAGIC) + opened + carried)
             try:
                 os.write(fd, _ZEROS)
             except OSError:
@@ -376,8 +406,9 @@ class FileSessionStore:
         if self._fsync:
             self._synced_records = self._out_records       # the fresh file is on the disk
             self._markers_synced = self._markers
-        self._size = len(MAGIC) + len(opened)
+        self._size = len(MAGIC) + len(opened) + len(carried)
         self._reserved_to = os.fstat(self._fd).st_size
+        self.carried = list(carry)
         self._index.clear()
         self._seqs.clear()
         self.skipped.clear()

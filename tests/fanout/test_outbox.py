@@ -401,3 +401,74 @@ def test_a_resend_waits_for_the_copies_below_the_logon_to_be_durable(rig):
     rig.durable()
     assert rig.store.resend_ready()
     assert [e.target_seq for e in rig.journal.read_target("T", 1, 2)] == [1, 2]
+
+
+def _restart(r: Rig, root: Path) -> Rig:
+    """The gateway restarts: the journal and the session file reopened from the disk."""
+    r.file.close()
+    r.journal.close()
+    again = Rig.__new__(Rig)
+    again.journal = SegmentJournal(root / "journal")
+    rec = again.journal.recover()
+    again.outbox = Outbox("T", "FIX.4.4", "fix", "DCGW", again.journal, 10_000)
+    again.file = FileSessionStore(root / "T.log")
+    next_out = max(again.file.next_out, rec.target_next_seq.get("T", 1))
+    again.store = TargetStore(again.outbox, again.file, again.journal, next_out)
+    again.outbox.store = again.store
+    again.fanout = Fanout(again.journal, RoutingTable.build((), {}), {"T": again.outbox},
+                          notify=lambda: None)
+    again.store.carry_over = again.fanout.carry_over
+    again.src_seq = r.src_seq
+    return again
+
+
+def _logon_reply(r: Rig) -> list:
+    reply = encode_fields("FIX.4.4", "A", [(49, "DCGW"), (56, "T"), (34, 1),
+                                            (52, "20260601-10:00:02.000")], [(98, 0)])
+    r.outbox.attach()
+    r.store.save_outbound(1, reply)
+    r.outbox.add_session([Outgoing(1, False, reply)])
+    r.durable()
+    return r.take_all()
+
+
+def test_copies_carried_over_a_weekly_reset_survive_a_restart_before_the_logon(tmp_path):
+    """The weekly reset finds the target offline with copies it never received; the gateway
+    restarts before the target logs on again: the copies still follow its Logon reply, once."""
+    r = Rig(tmp_path)
+    r.outbox.attach()
+    r.copies(1)
+    r.durable()
+    r.take_all()
+    r.store.note_delivered()
+    r.outbox.detach()
+    r.copies(2)                                    # seqs 2, 3: never delivered
+    r.durable()
+    r.store.reset()                                # the weekly reset (offline)
+    r = _restart(r, tmp_path)
+    out = _logon_reply(r)
+    assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"A"), (2, b"D"), (3, b"D")]
+    assert [m.get(11) for m in out[1:]] == [b"C2", b"C3"]
+    r = _restart(r, tmp_path)                      # carried: not again after a restart
+    assert r.file.carried == [] and r.store._carried == []
+    r.file.close()
+    r.journal.close()
+
+
+def test_a_carry_over_whose_record_was_lost_is_not_carried_twice(tmp_path):
+    """The copies were journaled again but the note saying so (not fsynced) was lost: the
+    restarted store finds them in the journal and carries none of them twice."""
+    r = Rig(tmp_path)
+    r.copies(2)                                    # never delivered
+    r.durable()
+    r.store.reset()
+    kept = tmp_path / "T.log.kept"
+    kept.write_bytes((tmp_path / "T.log").read_bytes())     # before the CARRY_DONE record
+    out = _logon_reply(r)
+    assert [m.get(11) for m in out[1:]] == [b"C1", b"C2"]
+    r.file.close()
+    kept.replace(tmp_path / "T.log")
+    r = _restart(r, tmp_path)
+    assert len(r.file.carried) == 2 and r.store._carried == []
+    r.file.close()
+    r.journal.close()

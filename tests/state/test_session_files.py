@@ -401,6 +401,31 @@ def test_after_a_failed_fdatasync_the_marker_never_counts_as_synced(tmp_path):
     s.close()
 
 
+def test_copies_carried_over_a_reset_are_in_the_fresh_file_until_done(tmp_path):
+    """A reset keeps the copies a target never received in the fresh file (magic DCGWSS03,
+    which an older release refuses rather than cut) until they are journaled again."""
+    from dcgateway.state.session_files import MAGIC_V3, peek_sequences
+    p = tmp_path / "T.log"
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"old")
+    carry = [("ABC123N", 7, 1_780_000_000.25, b"8=FIX.4.2\x019=5\x0135=8\x0110=000\x01"),
+             ("ABD123N", 9, 1_780_000_001.5, b"raw")]
+    s.reset(carry)
+    assert s.carried == carry and p.read_bytes().startswith(MAGIC_V3)
+    s.save_outbound(1, b"Logon")
+    s.close()
+    r = FileSessionStore(p)
+    assert r.carried == carry and r.next_out == 2
+    assert peek_sequences(p) == (1, 2)
+    r.carry_done()
+    r.close()
+    again = FileSessionStore(p)
+    assert again.carried == [] and again.next_out == 2
+    again.reset()                           # nothing to carry: the usual magic
+    assert p.read_bytes().startswith(MAGIC) and again.carried == []
+    again.close()
+
+
 def test_a_reset_file_knows_it_was_open_at_a_power_loss(tmp_path, monkeypatch):
     p = tmp_path / "S.log"
     disk = _Disk(p, monkeypatch)
