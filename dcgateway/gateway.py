@@ -50,6 +50,7 @@ from .runtime import (
     expiry_notifier,
     fit_descriptor_limit,
     listening,
+    log_recovery,
     make_slot,
     metrics_token,
     run_until_signalled,
@@ -137,12 +138,7 @@ class Gateway:
     def _recovered(self, recovery: Recovery, seconds: float, version: str) -> None:
         self.recovery_seconds = seconds
         self.metrics.recovered(seconds)
-        log.info("recovered journal in %.3fs: %d records in %d segments (%d torn bytes cut); "
-                 "groups version %s", seconds, recovery.records, recovery.segments,
-                 recovery.torn_bytes, version)
-        if recovery.torn_bytes:
-            log.warning("journal: cut %d bytes of a torn record at its end (the machine or the "
-                        "process stopped while it was being written)", recovery.torn_bytes)
+        log_recovery(recovery, seconds, version)
 
     # -- wiring callbacks -----------------------------------------------------------------------
 

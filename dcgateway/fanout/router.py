@@ -185,7 +185,7 @@ class Fanout:
         """After a target's sequence reset: journal again, under its next new seqs, the copies it
         never received (:class:`~.target_store.TargetStore`), and queue them in order."""
         outbox = self.outboxes[target]
-        for e in entries:
+        for i, e in enumerate(entries):
             msg = decode_one(e.raw)
             if msg is None:
                 continue
@@ -195,8 +195,9 @@ class Fanout:
                                           [(target, seq)])
             except Exception as exc:
                 outbox.unreserve(seq)
-                log.error("target %s: could not carry %d copies over its sequence reset: %s",
-                          target, len(entries), exc)
+                log.error("target %s: could not carry %d copies over its sequence reset: %s "
+                          "(its session file keeps them: the next start carries them)",
+                          target, len(entries) - i, exc)
                 break
             outbox.add_copy(seq, lsn, CopySource(msg), e.received, category(msg))
         log.info("target %s: %d copies it had not received carried over its sequence reset",

@@ -57,17 +57,22 @@ class TargetStore:
         self.outbox.next_out = seq
 
     def _still_to_carry(self) -> list[Entry]:
-        """After a restart: the copies the session file holds from a reset whose carry-over
-        had not happened (or was not recorded: those found journaled since are not carried
-        twice)."""
+        """After a restart: the copies the session file holds from the last reset that the
+        journal does not have again. They are journaled right after the first message the
+        session sends after the reset (its first stored seq), so the journal is asked for the
+        seqs just after it, and a copy counts as there when its source, source seq and receipt
+        time match (a source's seqs restart too, so the seq alone would not do); none found is
+        carried twice, and one the journal lost (a crash before its commit) is carried again."""
         held = self.file.carried
         if not held:
             return []
-        target = self.outbox.comp_id
-        done = {(e.source, e.source_seq) for e in self.journal.read_target(
-            target, 1, self.journal.target_last_seq(target), durable_only=False)}
+        first = self.file.next_stored(1, self.outbox.next_out)
+        if first >= self.outbox.next_out:
+            return [Entry(0, src, seq, received, raw, 0) for src, seq, received, raw in held]
+        done = {(e.source, e.source_seq, e.received) for e in self.journal.read_target(
+            self.outbox.comp_id, first + 1, first + len(held), durable_only=False)}
         return [Entry(0, src, seq, received, raw, 0) for src, seq, received, raw in held
-                if (src, seq) not in done]
+                if (src, seq, received) not in done]
 
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self.file.save_outbound(seq, raw)
@@ -75,7 +80,6 @@ class TargetStore:
         if self._carried and self.carry_over is not None:
             carried, self._carried = self._carried, []
             self.carry_over(self.outbox.comp_id, carried)
-            self.file.carry_done()
 
     def resend_ready(self) -> bool:
         """Whether a ResendRequest may be answered now: every copy below the cursor at the
@@ -126,7 +130,8 @@ class TargetStore:
                                                    o.next_out - 1, durable_only=False)
                           if undelivered > 0 else [])
         # (kept in the fresh session file until journaled again: a restart meanwhile keeps them)
-        self.file.reset([(e.source, e.source_seq, e.received, e.raw) for e in self._carried])
+        self.file.reset([(e.source, e.source_seq, e.received, e.raw) for e in self._carried],
+                        delivered=-1 if o.connected else 0)
         self.journal.reset_target(o.comp_id)
         o.next_out = 1
         o.reset()

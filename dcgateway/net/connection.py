@@ -426,13 +426,14 @@ class FixConnection(asyncio.Protocol):
                 self.feed()
         if session.closed or self.close_after_pump:
             self.close(self.close_reason or "session closed")
-        elif session.resend_backlog:
-            if session.resend_waiting:
+        elif session.resend_backlog and session.resend_waiting:
+            if not self._resend_scheduled:     # (a tick meanwhile does not shorten the wait)
                 self._resend_wait = min(RESEND_WAIT_MAX_S, max(RESEND_WAIT_S,
                                                                self._resend_wait * 2))
                 self._resend_later(self._resend_wait)
-            else:
-                self._resend_wait = 0.0
+        else:
+            self._resend_wait = 0.0
+            if session.resend_backlog:
                 self._resend_later(resend_rest)
 
     def tick(self, now: float) -> None:

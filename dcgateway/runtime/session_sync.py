@@ -75,7 +75,7 @@ class SessionFileSync:
         """One round: every file written since the last one, fdatasync'd in a worker; the files
         whose "delivered" marker a target's copies wait for go first, in a pass of their own,
         so those copies wait for their own file's fdatasync, not for every session's."""
-        waiting = [f for f in self.files if not f.marker_synced]
+        waiting = [f for f in self.files if not f.marker_synced and not f.sync_failed]
         if waiting:
             await self._pass(waiting)
         await self._pass(self.files)

@@ -16,6 +16,7 @@ from typing import Any
 from ..auth import NOTICES_FILE_NAME, NoticeLog
 from ..config import Administrator, GatewayConfig
 from ..errors import ConfigError
+from ..journal import Recovery
 from ..net.acceptor import AcceptorSettings
 from ..notify import ExpiryNotifier, LogMailer, SmtpMailer
 from ..state.base import KeyRecords
@@ -27,6 +28,16 @@ log = logging.getLogger("dcgateway")
 #: its wake-up and right after its fdatasync; while the event loop is busy, the default makes it
 #: wait up to 5 ms each time, and every copy waits with it (journal_durability: fsync).
 SWITCH_INTERVAL_S = 0.0005
+
+
+def log_recovery(recovery: Recovery, seconds: float, groups_version: str) -> None:
+    """What the start found in the journal; a torn record cut at its end is a warning."""
+    log.info("recovered journal in %.3fs: %d records in %d segments (%d torn bytes cut); "
+             "groups version %s", seconds, recovery.records, recovery.segments,
+             recovery.torn_bytes, groups_version)
+    if recovery.torn_bytes:
+        log.warning("journal: cut %d bytes of a torn record at its end (the machine or the "
+                    "process stopped while it was being written)", recovery.torn_bytes)
 
 
 def tune_threads() -> None:

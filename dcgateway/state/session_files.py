@@ -94,7 +94,6 @@ _REC_OPEN = 5                           # opened under the boot id in the payloa
 _REC_CLOSED = 6                         # closed cleanly: everything before it is on the disk
 _REC_SKIP = 7                           # seqs seq..payload (u64) never used: the power-loss margin
 _REC_CARRY = 8                          # a copy to carry over a reset (seq: its source seq)
-_REC_CARRY_DONE = 9                     # the copies above were journaled again
 _CARRY = struct.Struct("<dH")           # received, len(source); then source, raw
 #: A copy a target never received, kept across a reset: (source, source seq, received, raw).
 Carried = tuple[str, int, float, bytes]
@@ -269,8 +268,6 @@ class FileSessionStore:
                 body = pos + hs + _CARRY.size
                 self.carried.append((data[body:body + n_src].decode(), seq, received,
                                      data[body + n_src:end]))
-            elif rtype == _REC_CARRY_DONE:
-                self.carried = []
             elif rtype != _REC_CLOSED:
                 break
             self._closed = rtype == _REC_CLOSED
@@ -321,17 +318,15 @@ class FileSessionStore:
                 self.sync_soon()
 
     @property
+    def sync_failed(self) -> bool:
+        """A background fdatasync failed (final until a restart: module docstring)."""
+        return self._sync_error is not None
+
+    @property
     def marker_synced(self) -> bool:
         """Whether the last "delivered" marker is on the disk (always, without ``fsync``); never
         after a failed fdatasync (a later success proves nothing: module docstring)."""
         return self._markers_synced >= self._markers and self._sync_error is None
-
-    def carry_done(self) -> None:
-        """The carried copies were journaled again: forget them (no fsync: should this record
-        be lost, the target's store finds them in the journal and carries none twice)."""
-        if self.carried:
-            self._append(_record(_REC_CARRY_DONE, 0))
-            self.carried = []
 
     def save_outbound(self, seq: int, raw: bytes) -> None:
         self._flush_in()
@@ -377,10 +372,11 @@ class FileSessionStore:
         i = bisect.bisect_left(self._seqs, first)
         return self._seqs[i] if i < len(self._seqs) and self._seqs[i] <= end else end + 1
 
-    def reset(self, carry: Sequence[Carried] = ()) -> None:
+    def reset(self, carry: Sequence[Carried] = (), delivered: int | None = None) -> None:
         """Start a fresh file (atomic rename), both sequences at 1, holding ``carry``: the
-        copies a target never received, until :meth:`carry_done` (a restart before the
-        target's next Logon reply still has them)."""
+        copies a target never received (until the next reset; whether they were journaled
+        again is the journal's to say: see TargetStore), and a target's ``delivered`` marker
+        for the new sequence (0 when it is offline, -1 when it is connected)."""
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -389,7 +385,16 @@ class FileSessionStore:
             carried = b"".join(_record(_REC_CARRY, seq, _CARRY.pack(received, len(src.encode()))
                                        + src.encode() + raw)
                                for src, seq, received, raw in carry)
-            os.write(fd, (MAGIC_V3 if carry else MAGIC) + opened + carried)
+            if delivered is not None:
+                carried += _record(_REC_DELIVERED, _UNKNOWN if delivered < 0 else delivered)
+            head = (MAGIC_V3 if carry else MAGIC) + opened + carried
+            try:
+                if os.write(fd, head) != len(head):
+                    raise OSError(28, "No space left on device")
+            except OSError as e:               # the old file stays as it was
+                os.unlink(tmp)
+                raise StoreError(f"cannot reset session store {self.path}: "
+                                 f"{e.strerror or e}") from None
             try:
                 os.write(fd, _ZEROS)
             except OSError:
@@ -412,7 +417,7 @@ class FileSessionStore:
         self._index.clear()
         self._seqs.clear()
         self.skipped.clear()
-        self.delivered = None
+        self.delivered = delivered
         self.next_in = 1
         self._next_out = 1
         self._pending_in = None

@@ -415,6 +415,7 @@ def _restart(r: Rig, root: Path) -> Rig:
     next_out = max(again.file.next_out, rec.target_next_seq.get("T", 1))
     again.store = TargetStore(again.outbox, again.file, again.journal, next_out)
     again.outbox.store = again.store
+    again.outbox.written_upto = again.store.recovered_delivered()     # (as make_slot does)
     again.fanout = Fanout(again.journal, RoutingTable.build((), {}), {"T": again.outbox},
                           notify=lambda: None)
     again.store.carry_over = again.fanout.carry_over
@@ -450,25 +451,81 @@ def test_copies_carried_over_a_weekly_reset_survive_a_restart_before_the_logon(t
     assert [(m.seq_num, m.msg_type) for m in out] == [(1, b"A"), (2, b"D"), (3, b"D")]
     assert [m.get(11) for m in out[1:]] == [b"C2", b"C3"]
     r = _restart(r, tmp_path)                      # carried: not again after a restart
-    assert r.file.carried == [] and r.store._carried == []
+    assert len(r.file.carried) == 2 and r.store._carried == []
     r.file.close()
     r.journal.close()
 
 
-def test_a_carry_over_whose_record_was_lost_is_not_carried_twice(tmp_path):
-    """The copies were journaled again but the note saying so (not fsynced) was lost: the
-    restarted store finds them in the journal and carries none of them twice."""
+def test_after_a_restart_copies_already_carried_are_not_carried_twice(tmp_path):
+    """The copies were journaled again after the Logon reply; the gateway restarts: the store
+    finds them in the journal right after its first message and carries none twice, even
+    when the new week reuses a carried copy's source seq (sources restart at 1 too)."""
     r = Rig(tmp_path)
-    r.copies(2)                                    # never delivered
+    r.copies(2)                                    # source seqs 1, 2: never delivered
     r.durable()
-    r.store.reset()
-    kept = tmp_path / "T.log.kept"
-    kept.write_bytes((tmp_path / "T.log").read_bytes())     # before the CARRY_DONE record
-    out = _logon_reply(r)
-    assert [m.get(11) for m in out[1:]] == [b"C1", b"C2"]
-    r.file.close()
-    kept.replace(tmp_path / "T.log")
+    r.store.reset()                                # the weekly reset (offline)
+    r.src_seq = 0                                  # the source starts the week at 1 as well
+    r.copies(1)                                    # new week: source seq 1 again, target seq 1
+    r.durable()
+    reply = encode_fields("FIX.4.4", "0", [(49, "DCGW"), (56, "T"), (34, 2),
+                                            (52, "20260601-10:00:02.000")])
+    r.outbox.attach()
+    r.store.save_outbound(2, reply)               # its first message after the reset
+    r.outbox.add_session([Outgoing(2, False, reply)])
+    r.durable()
+    out = [(m.seq_num, m.get(11)) for m in r.take_all() if m.msg_type == b"D"]
+    assert out == [(3, b"C1"), (4, b"C2")]         # carried right after its first message
     r = _restart(r, tmp_path)
     assert len(r.file.carried) == 2 and r.store._carried == []
+    r.file.close()
+    r.journal.close()
+
+
+def test_copies_whose_carry_the_journal_lost_are_carried_again(tmp_path):
+    """The process stopped after the first message of the new sequence was recorded but
+    before the carried copies reached the journal: the next start carries them."""
+    r = Rig(tmp_path)
+    r.copies(2)
+    r.durable()
+    r.store.reset()
+    r.store.carry_over = None                      # (nothing journaled: the crash)
+    r.outbox.attach()
+    r.store.save_outbound(1, b"8=FIX.4.4\x019=5\x0135=A\x0110=000\x01")
+    r = _restart(r, tmp_path)
+    assert [e.source_seq for e in r.store._carried] == [1, 2]
+    r.file.close()
+    r.journal.close()
+
+
+def test_a_restart_before_the_carry_keeps_copies_whose_source_seq_came_again(tmp_path):
+    """Sources restart at 1 with the week: a new-week copy from the same source and seq as a
+    carried one, routed before the restart, is not taken for the carried one."""
+    r = Rig(tmp_path)
+    r.copies(2)                                    # source seqs 1, 2: never delivered
+    r.durable()
+    r.store.reset()                                # the weekly reset (offline)
+    r.src_seq = 0
+    r.copies(1)                                    # new week: source seq 1 again (target seq 1)
+    r.durable()
+    r = _restart(r, tmp_path)
+    assert [e.source_seq for e in r.store._carried] == [1, 2]
+    r.file.close()
+    r.journal.close()
+
+
+def test_new_week_copies_of_an_offline_target_are_carried_by_a_141_y_after_a_restart(tmp_path):
+    """The weekly reset records that nothing of the new sequence was delivered (the target is
+    offline): after a restart, its Logon with 141=Y carries the new week's copies over, rather
+    than count them delivered."""
+    r = Rig(tmp_path)
+    r.store.reset()                                # the weekly reset (offline)
+    r.copies(2)                                    # new week: target seqs 1, 2, never delivered
+    r.durable()
+    r = _restart(r, tmp_path)
+    assert r.outbox.written_upto == 0
+    r.outbox.attach()
+    r.store.reset()                                # its Logon says 141=Y
+    out = _logon_reply(r)
+    assert [(m.seq_num, m.get(11)) for m in out if m.msg_type == b"D"] == [(2, b"C1"), (3, b"C2")]
     r.file.close()
     r.journal.close()

@@ -403,27 +403,43 @@ def test_after_a_failed_fdatasync_the_marker_never_counts_as_synced(tmp_path):
 
 def test_copies_carried_over_a_reset_are_in_the_fresh_file_until_done(tmp_path):
     """A reset keeps the copies a target never received in the fresh file (magic DCGWSS03,
-    which an older release refuses rather than cut) until they are journaled again."""
+    which an older release refuses rather than cut), with the new sequence's "delivered"
+    marker, until the next reset."""
     from dcgateway.state.session_files import MAGIC_V3, peek_sequences
     p = tmp_path / "T.log"
     s = FileSessionStore(p)
     s.save_outbound(1, b"old")
     carry = [("ABC123N", 7, 1_780_000_000.25, b"8=FIX.4.2\x019=5\x0135=8\x0110=000\x01"),
              ("ABD123N", 9, 1_780_000_001.5, b"raw")]
-    s.reset(carry)
-    assert s.carried == carry and p.read_bytes().startswith(MAGIC_V3)
+    s.reset(carry, delivered=0)
+    assert s.carried == carry and p.read_bytes().startswith(MAGIC_V3) and s.delivered == 0
     s.save_outbound(1, b"Logon")
     s.close()
     r = FileSessionStore(p)
-    assert r.carried == carry and r.next_out == 2
+    assert r.carried == carry and r.next_out == 2 and r.delivered == 0
     assert peek_sequences(p) == (1, 2)
-    r.carry_done()
+    r.reset(delivered=-1)                   # nothing to carry: the usual magic
+    assert p.read_bytes().startswith(MAGIC) and r.carried == [] and r.delivered == -1
     r.close()
     again = FileSessionStore(p)
-    assert again.carried == [] and again.next_out == 2
-    again.reset()                           # nothing to carry: the usual magic
-    assert p.read_bytes().startswith(MAGIC) and again.carried == []
+    assert again.carried == [] and again.delivered == -1
     again.close()
+
+
+def test_a_reset_that_cannot_write_its_fresh_file_leaves_the_old_one(tmp_path, monkeypatch):
+    from dcgateway.state import session_files
+    p = tmp_path / "T.log"
+    s = FileSessionStore(p)
+    s.save_outbound(1, b"old")
+    real = os.write
+    monkeypatch.setattr(session_files.os, "write",
+                        lambda fd, data: real(fd, data[:len(data) // 2]))   # a full disk
+    with pytest.raises(StoreError, match="cannot reset"):
+        s.reset([("ABC123N", 1, 0.0, b"x" * 1000)])
+    monkeypatch.setattr(session_files.os, "write", real)
+    assert s.next_out == 2 and not (tmp_path / "T.tmp").exists()
+    s.close()
+    assert FileSessionStore(p).next_out == 2
 
 
 def test_a_reset_file_knows_it_was_open_at_a_power_loss(tmp_path, monkeypatch):
