@@ -449,8 +449,9 @@ class FixConnection(asyncio.Protocol):
                     self.acceptor.refused(self, "logon_timeout")
                     self.close("no Logon within %gs" % self.acceptor.logon_timeout, abort=True)
                 return
-            if JOURNAL_HOLD in self._holds:
-                self.session.excuse_silence(now)   # unread because of us: not the peer's silence
+            if JOURNAL_HOLD in self._holds or self._held_out is not None:
+                # unread, or our Logon reply not sent yet, because of us: not the peer's silence
+                self.session.excuse_silence(now)
             self.session.on_timer(now)
             self.pump(now)
         except StoreError as exc:

@@ -592,3 +592,14 @@ def test_a_source_held_for_the_journal_has_its_silence_excused_at_each_tick() ->
     conn.tick(fakes.T0 + 3)
     assert owner.session.timers == [fakes.T0 + 1, fakes.T0 + 2, fakes.T0 + 3]
     assert owner.session.excused == [fakes.T0 + 2]
+
+
+def test_a_source_whose_output_is_held_has_its_silence_excused() -> None:
+    """Its Logon reply waits for the journal (141=Y): the peer, which has not heard it, is not
+    timed out for the silence meanwhile."""
+    conn, _, owner = bound()
+    conn.hold_output()
+    conn.tick(fakes.T0 + 1)
+    conn.release_output()
+    conn.tick(fakes.T0 + 2)
+    assert owner.session.excused == [fakes.T0 + 1]
