@@ -40,6 +40,13 @@ async def _ping(src, text: str) -> None:
             return
 
 
+async def _fsync_gateway(folder, start_gateway):
+    """A gateway in ``fsync`` durability with the shipped groups (write_config empties them)."""
+    write_config(folder, extra="journal_durability: fsync")
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
+    return await start_gateway(folder)
+
+
 def _continuing(rg, client):
     """A client of the restarted gateway ``rg`` that goes on with ``client``'s sequences."""
     again = rg.client(client.sender)
@@ -169,9 +176,7 @@ async def test_a_target_logs_on_and_off_while_its_file_sync_hangs(folder, start_
     copy reaches the target before the note of its Logon is on the disk, which a reset after a
     power loss trusts."""
     hang = _Hang(monkeypatch, lambda p: os.sep + "sessions" + os.sep in p)
-    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
-    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
-    rg = await start_gateway(folder)
+    rg = await _fsync_gateway(folder, start_gateway)
     try:
         src = (await connect_all(rg, "ABC123N"))["ABC123N"]
         await _ping(src, "P1")
@@ -195,9 +200,7 @@ async def test_a_target_logs_on_while_the_journal_sync_hangs(folder, start_gatew
     it: the target's Logon stalls no session, and its ResendRequest is answered with the copy
     (PossDup) once the copy is durable, never with a GapFill in its place."""
     hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p)
-    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
-    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
-    rg = await start_gateway(folder)
+    rg = await _fsync_gateway(folder, start_gateway)
     try:
         src = (await connect_all(rg, "ABC123N"))["ABC123N"]
         src.send("8", fill(exec_id="OFF1"))                     # for CLRFIX44, offline
@@ -224,9 +227,7 @@ async def test_a_stalled_session_file_fsync_stalls_no_session(folder, start_gate
     sessions go on: a source's TestRequest is answered and its fill reaches the target (logged
     on before: the note of its Logon is on the disk)."""
     hang = _Hang(monkeypatch, lambda p: os.sep + "sessions" + os.sep in p, armed=False)
-    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
-    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
-    rg = await start_gateway(folder)
+    rg = await _fsync_gateway(folder, start_gateway)
     clients = await connect_all(rg, "ABC123N", "CLRFIX44")
     try:
         src, tgt = clients["ABC123N"], clients["CLRFIX44"]
@@ -332,9 +333,7 @@ async def test_after_a_power_loss_a_target_continues_past_its_copies_and_heartbe
     the Logon reply is numbered past both, not at the journal's next seq, which it saw."""
     from dcgateway.state import session_files
     disk = _SessionDisk(monkeypatch)
-    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
-    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
-    rg = await start_gateway(folder)
+    rg = await _fsync_gateway(folder, start_gateway)
     clients = await connect_all(rg, "ABC123N", "CLRFIX44")
     src, tgt = clients["ABC123N"], clients["CLRFIX44"]
     await disk.synced(rg.gw.slots["CLRFIX44"].store.file.path)
@@ -385,9 +384,7 @@ async def test_a_target_resets_at_its_logon_while_the_journal_sync_hangs(folder,
     and arrives once durable, not dropped for want of a durable record to carry. (The reset's
     own journal record is made durable on the loop, so the slow fdatasync lasts 1 s here.)"""
     hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p, limit=1.0)
-    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
-    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
-    rg = await start_gateway(folder)
+    rg = await _fsync_gateway(folder, start_gateway)
     try:
         src = (await connect_all(rg, "ABC123N"))["ABC123N"]
         src.send("8", fill(exec_id="RST1"))                     # for CLRFIX44, offline
@@ -408,9 +405,7 @@ async def test_a_source_resets_at_its_logon_while_the_journal_sync_hangs(folder,
     Its Logon reply waits until the journal's marker (next inbound seq 1) is durable, and only
     its reply: another source's TestRequest is answered meanwhile."""
     hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p, armed=False)
-    write_config(folder, extra="journal_durability: fsync")      # (empties groups.yaml)
-    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")
-    rg = await start_gateway(folder)
+    rg = await _fsync_gateway(folder, start_gateway)
     try:
         other = (await connect_all(rg, "ABD123N"))["ABD123N"]
         hang.armed = True
