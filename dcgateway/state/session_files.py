@@ -128,6 +128,14 @@ def _record(rtype: int, seq: int, payload: bytes = b"") -> bytes:
     return struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + head + payload
 
 
+def _carry_record(carried: Carried) -> bytes:
+    """A ``CARRY`` record: its seq the source seq, its payload received, len(source), source,
+    raw (read back by ``FileSessionStore._scan``)."""
+    source, source_seq, received, raw = carried
+    name = source.encode()
+    return _record(_REC_CARRY, source_seq, _CARRY.pack(received, len(name)) + name + raw)
+
+
 def peek_sequences(path: Path | str) -> tuple[int, int] | None:
     """(next_in, next_out) recorded in a session store file, read without opening it for write:
     ``dcgateway sessions list`` uses it while the gateway runs (a torn tail is simply ignored,
@@ -382,12 +390,10 @@ class FileSessionStore:
         try:
             os.fchmod(fd, 0o600)
             opened = _record(_REC_OPEN, 0, boot_id())
-            carried = b"".join(_record(_REC_CARRY, seq, _CARRY.pack(received, len(src.encode()))
-                                       + src.encode() + raw)
-                               for src, seq, received, raw in carry)
+            records = b"".join(_carry_record(c) for c in carry)
             if delivered is not None:
-                carried += _record(_REC_DELIVERED, _UNKNOWN if delivered < 0 else delivered)
-            head = (MAGIC_V3 if carry else MAGIC) + opened + carried
+                records += _record(_REC_DELIVERED, _UNKNOWN if delivered < 0 else delivered)
+            head = (MAGIC_V3 if carry else MAGIC) + opened + records
             try:
                 if os.write(fd, head) != len(head):
                     raise OSError(28, "No space left on device")
@@ -411,7 +417,7 @@ class FileSessionStore:
         if self._fsync:
             self._synced_records = self._out_records       # the fresh file is on the disk
             self._markers_synced = self._markers
-        self._size = len(MAGIC) + len(opened) + len(carried)
+        self._size = len(head)
         self._reserved_to = os.fstat(self._fd).st_size
         self.carried = list(carry)
         self._index.clear()

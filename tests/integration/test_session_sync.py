@@ -95,6 +95,15 @@ class _Hang:
         self._release.set()
 
 
+async def _offline_copy_in_a_hung_journal(rg, hang: _Hang, exec_id: str):
+    """A source's fill for CLRFIX44, which is offline, journaled while the journal's
+    fdatasync hangs (not durable); the source's client."""
+    src = (await connect_all(rg, "ABC123N"))["ABC123N"]
+    src.send("8", fill(exec_id=exec_id))
+    await hang.hanging()
+    return src
+
+
 async def _no_copy(tgt, seconds: float) -> None:
     """Nothing but session messages reaches ``tgt`` for ``seconds``."""
     try:
@@ -202,9 +211,7 @@ async def test_a_target_logs_on_while_the_journal_sync_hangs(folder, start_gatew
     hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p)
     rg = await _fsync_gateway(folder, start_gateway)
     try:
-        src = (await connect_all(rg, "ABC123N"))["ABC123N"]
-        src.send("8", fill(exec_id="OFF1"))                     # for CLRFIX44, offline
-        await hang.hanging()
+        src = await _offline_copy_in_a_hung_journal(rg, hang, "OFF1")
         tgt = rg.client("CLRFIX44")
         reply = await tgt.logon()
         assert get(reply, 35) == "A" and int(get(reply, 34)) == 2      # the copy took 1
@@ -386,9 +393,7 @@ async def test_a_target_resets_at_its_logon_while_the_journal_sync_hangs(folder,
     hang = _Hang(monkeypatch, lambda p: os.sep + "journal" + os.sep in p, limit=1.0)
     rg = await _fsync_gateway(folder, start_gateway)
     try:
-        src = (await connect_all(rg, "ABC123N"))["ABC123N"]
-        src.send("8", fill(exec_id="RST1"))                     # for CLRFIX44, offline
-        await hang.hanging()
+        src = await _offline_copy_in_a_hung_journal(rg, hang, "RST1")
         tgt = rg.client("CLRFIX44")
         reply = await tgt.logon(reset=True)
         assert (get(reply, 35), get(reply, 34), get(reply, 141)) == ("A", "1", "Y")
