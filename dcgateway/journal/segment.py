@@ -87,6 +87,11 @@ log = logging.getLogger(__name__)
 
 #: zlib's CRC-32 as a constant: compiled, ``zlib.crc32`` is an attribute lookup per call
 _CRC32: Final = zlib.crc32
+U32_SIZE: Final = U32.size
+#: In an APP record's packing arguments (:meth:`SegmentJournal._layout`): where the first
+#: target's seq goes (type, length, lsn, received, source seq, count, source name, then name and
+#: seq per target).
+_FIRST_SEQ_ARG: Final = 8
 
 #: How far past the last record the live segment is kept zero-filled (see "Zeroed ahead").
 ZERO_AHEAD_BYTES = 128 << 10
@@ -154,7 +159,7 @@ class SegmentJournal(ReadsAndMaintenance):
         self._source_next: dict[str, int] = {}
         self._received_hw = 0.0
         self._names: dict[str, bytes] = {}
-        self._layouts: dict[tuple[str, ...], tuple[struct.Struct, bytes, list[bytes]]] = {}
+        self._layouts: dict[tuple[str, ...], tuple[struct.Struct, list[object]]] = {}
         self._segs: dict[int, tuple[int, float]] = {}   # segment -> (snapshot lsn, received_hw)
         self._first_seg = 0
         self._reader = SegmentReader(self.directory, read_fd_cache)
@@ -301,13 +306,10 @@ class SegmentJournal(ReadsAndMaintenance):
         layout = self._layouts.get(tuple(key))
         if layout is None:
             layout = self._layout(key)
-        args: list[object] = [received, source_seq, len(targets), layout[1]]
-        for (_, s), enc in zip(targets, layout[2]):
-            args.append(enc)
-            args.append(s)
-        payload = layout[0].pack(*args) + raw
+        head_struct, template = layout
+        rec_len = U32_SIZE + head_struct.size + len(raw)
         off = self._size + len(self._buf)
-        if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor:
+        if off + rec_len > self._segment_bytes and off > self._seg_floor:
             saved = [(t, tnext.get(t)) for t, _ in targets]
             for t, s in targets:        # the new segment's snapshot includes this message
                 tnext[t] = s + 1
@@ -321,16 +323,24 @@ class SegmentJournal(ReadsAndMaintenance):
                         tnext[t] = prev
                 raise
             off = self._size
-        else:
-            for t, s in targets:
-                tnext[t] = s + 1
-        rec_len = HDR_SIZE + len(payload)
         lsn = self._appended_lsn + 1
-        rest = HDR_REST.pack(T_APP, len(payload), lsn)
+        # the header's CRC-covered part and the payload's fixed part in one pack: the names
+        # come from the template, the numbers are set here (module docstring: record layout)
+        args = template[:]
+        args[1] = rec_len - HDR_SIZE
+        args[2] = lsn
+        args[3] = received
+        args[4] = source_seq
+        i = _FIRST_SEQ_ARG
+        for t, s in targets:
+            args[i] = s
+            i += 2
+            tnext[t] = s + 1
+        head = head_struct.pack(*args)
         buf = self._buf
-        buf += U32.pack(_CRC32(payload, _CRC32(rest)))
-        buf += rest
-        buf += payload
+        buf += U32.pack(_CRC32(raw, _CRC32(head)))
+        buf += head
+        buf += raw
         self._appended_lsn = lsn
         self._index.add_record(targets, IDX.pack(self._seg, off, rec_len))
         if source_seq >= self._source_next.get(source, 0):
@@ -339,18 +349,24 @@ class SegmentJournal(ReadsAndMaintenance):
             self._received_hw = received
         return lsn
 
-    def _layout(self, key: list[str]) -> tuple[struct.Struct, bytes, list[bytes]]:
-        """The packing of an APP record's fixed part for one source and list of targets (the
-        same bytes as APP_FIXED, then each length-prefixed name, each target's followed by its
-        seq): made once per distinct list, which also checks that no target appears twice."""
+    def _layout(self, key: list[str]) -> tuple[struct.Struct, list[object]]:
+        """How an APP record of one source and list of targets is packed after its CRC: the
+        header's CRC-covered part (HDR_REST), APP_FIXED, then each length-prefixed name, each
+        target's followed by its seq. Returns the struct and a template of its arguments with
+        the names filled in (append sets the numbers). Made once per distinct list, which also
+        checks that no target appears twice."""
         if len(set(key[1:])) != len(key) - 1:
             raise ValueError(f"a target appears twice in {key[1:]!r}: one copy per target")
         encs = [self._names.get(n) or self._name(n) for n in key]
-        fmt = APP_FIXED.format + "".join(f"{len(e)}s" + ("Q" if i else "")
-                                         for i, e in enumerate(encs))
+        fmt = HDR_REST.format + APP_FIXED.format[1:] + "".join(
+            f"{len(e)}s" + ("Q" if i else "") for i, e in enumerate(encs))
+        template: list[object] = [T_APP, 0, 0, 0.0, 0, len(key) - 1, encs[0]]
+        for enc in encs[1:]:
+            template.append(enc)
+            template.append(0)
         if len(self._layouts) > 10_000:      # bounded: lists come from the configured groups
             self._layouts.clear()
-        found = (struct.Struct(fmt), encs[0], encs[1:])
+        found = (struct.Struct(fmt), template)
         self._layouts[tuple(key)] = found
         return found
 
