@@ -11,6 +11,12 @@ append_flush_us: append plus its share of ``flush_writes`` (one pwrite per --bat
 appends_per_s_fsync (saturated): a producer on the event loop (uvloop if installed) appends --batch messages
 per loop iteration and notifies the GroupCommitter, which fsyncs in its worker thread; measured
 from the first append until everything is durable.
+roll_*: what a segment roll costs the event loop (``--roll-segment`` bytes a segment, --batch
+appends and a commit per loop turn, a short rest between turns, the sync thread running, every
+fsync made ``--roll-fsync-ms`` slower, as on a slow disk): the p50, p99.9 and the longest of the
+loop's turns when the sync thread does the roll's disk work (the gateway's way), beside
+``roll_owner_*``, the same run with the loop doing it itself (the journal without a worker): the
+difference is the roll's three fsyncs.
 """
 
 from __future__ import annotations
@@ -135,6 +141,45 @@ async def paced(j: SegmentJournal, rate: int, seconds: float, batch: int, msgs: 
             "paced_loop_busy_pct": round(busy / elapsed * 100, 1)}
 
 
+async def rolls(d: Path, segment_bytes: int, batch: int, turns: int, msgs: list[bytes],
+                owner: bool, fsync_delay: float) -> dict[str, int]:
+    """The loop's time per turn (``batch`` appends and a commit) across several rolls."""
+
+    def slow_disk(op: str) -> None:
+        if op == "fsync":
+            time.sleep(fsync_delay)
+
+    j = SegmentJournal(d, segment_bytes=segment_bytes, write_hook=slow_disk)
+    j.recover()
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
+    turn: list[float] = []
+    i = 0
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(gc.run())
+        await asyncio.sleep(0.01)
+        if owner:
+            j.hand_rolls_to(False)
+        for _ in range(turns):
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                i += 1
+                j.append("ABC123N", i, time.time(), msgs[i % len(msgs)],
+                         [(t, i) for t in TARGETS])
+            gc.commit_now()
+            turn.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.0005)
+        await gc.flush(timeout=60)
+        task.cancel()
+    segments = len(list(d.glob("*.seg")))
+    j.close()
+    turn.sort()
+    key = "roll_owner_" if owner else "roll_"
+    return {key + "fsync_added_ms": round(fsync_delay * 1e3, 1),
+            key + "turn_p50_us": round(pct(turn, 50) * 1e6),
+            key + "turn_p999_us": round(pct(turn, 99.9) * 1e6),
+            key + "turn_max_us": round(turn[-1] * 1e6), key + "segments": segments}
+
+
 def pct(xs: list, p: float):
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
@@ -182,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="paced run: duration")
     ap.add_argument("--paced-batch", type=int, default=25, help="paced run: messages per read")
     ap.add_argument("--dir", default=None, help="where to put the journal (default: a temp dir)")
+    ap.add_argument("--roll-segment", type=int, default=4 << 20,
+                    help="roll phase: segment size in bytes")
+    ap.add_argument("--roll-turns", type=int, default=2000, help="roll phase: loop turns")
+    ap.add_argument("--roll-fsync-ms", type=float, default=20.0,
+                    help="roll phase: added to every fsync (a slow disk)")
     args = ap.parse_args(argv)
     msgs = [execution_report(i) for i in range(1, 101)]
     root = Path(tempfile.mkdtemp(prefix="dcgw-bench-journal-", dir=args.dir))
@@ -197,12 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         j.recover()
         pc, _ = run_loop(paced(j, args.rate, args.seconds, args.paced_batch, msgs))
         j.close()
+        rl: dict[str, int] = {}
+        for owner in (False, True):
+            got, _ = run_loop(rolls(root / f"roll{int(owner)}", args.roll_segment, args.batch,
+                                    args.roll_turns, msgs, owner, args.roll_fsync_ms / 1e3))
+            rl.update(got)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps({"bench": "journal",
                       "append_us": round(statistics.median(r[0] for r in runs), 2),
                       "append_flush_us": round(statistics.median(r[1] for r in runs), 2),
-                      **gc, **rr, **pc, "messages": args.messages, "message_bytes": len(msgs[0]),
+                      **gc, **rr, **pc, **rl, "messages": args.messages, "message_bytes": len(msgs[0]),
                       "targets": len(TARGETS), "batch": args.batch, "uvloop": uv,
                       "python": sys.version.split()[0]}))
     return 0

@@ -48,6 +48,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "dcgateway.journal.format",
     "dcgateway.journal.index",
     "dcgateway.journal.upkeep",
+    "dcgateway.journal.roll",
     "dcgateway.journal.segment",
 )
 

@@ -199,6 +199,17 @@ class ClusterJournal:
     def checkpoint(self) -> bool:
         return self.local.checkpoint()
 
+    def hand_rolls_to(self, worker: bool) -> None:
+        """Nothing to hand over: the local read side is not fsynced, so its rolls are quick
+        (and no committer thread runs here)."""
+
+    @property
+    def roll_due(self) -> bool:
+        return False
+
+    def roll(self) -> bool:
+        return False
+
     def close(self) -> None:
         self.local.close()
 

@@ -94,6 +94,17 @@ class Journal(Protocol):
 
     def checkpoint(self) -> bool: ...
 
+    def hand_rolls_to(self, worker: bool) -> None:
+        """Leave the disk work of starting a new segment (or whatever the journal's equivalent)
+        to a worker thread that calls :meth:`roll` when :attr:`roll_due`: the owner thread then
+        never waits for the disk there."""
+        ...
+
+    @property
+    def roll_due(self) -> bool: ...
+
+    def roll(self) -> bool: ...
+
     def close(self) -> None: ...
 
 

@@ -28,7 +28,9 @@ per batch):
   ``fsync_interval`` in ``os`` mode, so the background sync needs no wake at all), fdatasync while
   something written is not synced (:meth:`Journal.sync_to_disk`; the GIL is released for the
   syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
-  repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs.
+  repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs,
+  and so do segment rolls (:meth:`Journal.roll`, begun by an append on the loop, which then
+  buffers until the thread says the next segment exists: the loop never waits for them).
 * On the loop, :meth:`_drain` calls ``on_durable(lsn)`` (strictly increasing), then feeds the
   metrics (``on_fsync`` per fdatasync) and logs a slow fsync. In ``fsync`` mode, each time
   ``on_durable`` is called, ``on_wait`` gets how long each commit it covers waited between the
@@ -134,6 +136,9 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._results: list[tuple[float, int]] = []   # (seconds, records), thread -> loop
         self._failures: list[Exception] = []           # thread -> loop
+        self._rolled = False                           # thread -> loop: write what waited
+        self._roll_times: list[tuple[float, int]] = []  # thread -> loop, as _results
+        self._rolling = False                          # the sync in flight is a roll
         self._posted = False
         self._sync_started = 0.0              # perf_counter at the start of the sync in flight
         self.syncs = 0
@@ -189,13 +194,13 @@ class GroupCommitter:
             self._write_failed(exc)
             return
         self._write_delay = self._retry_initial
-        if not self._os_mode and j.written_lsn > j.synced_lsn:
-            if self._on_wait is not None:
-                self._time_commit(j.written_lsn)
-            if not self._wake_pending:
-                self._wake_pending = True
-                self._wake.release()
-        else:
+        to_sync = not self._os_mode and j.written_lsn > j.synced_lsn
+        if to_sync and self._on_wait is not None:
+            self._time_commit(j.written_lsn)
+        if (to_sync or j.roll_due) and not self._wake_pending:
+            self._wake_pending = True
+            self._wake.release()
+        if not to_sync:
             self._publish()
         try:
             j.upkeep()                  # zeros ahead, index runs, snapshot: after the copies
@@ -272,8 +277,12 @@ class GroupCommitter:
         self._posted = False
         results, self._results = self._results, []
         failures, self._failures = self._failures, []
+        rolled, self._rolled = self._rolled, False
+        roll_times, self._roll_times = self._roll_times, []
         if self._stopping:
             return
+        if rolled:                  # the next segment exists: the appends that waited go now
+            self.notify()
         synced = self._journal.synced_lsn
         advanced = synced > self._synced_seen
         self._synced_seen = synced
@@ -288,8 +297,14 @@ class GroupCommitter:
                 on_fsync(seconds, records)
             if seconds >= self._slow_sync:
                 self._slow(f"a journal fsync took {seconds:.3f} s")
+        for seconds, records in roll_times:     # (its fsyncs, timed as one)
+            self.syncs += 1
+            if on_fsync is not None:
+                on_fsync(seconds, records)
+            if seconds >= self._slow_sync:
+                self._slow(f"a journal segment roll took {seconds:.3f} s", roll=True)
 
-    def _slow(self, what: str) -> None:
+    def _slow(self, what: str, roll: bool = False) -> None:
         now = time.monotonic()
         if now - self._warned_at < WARN_EVERY_S:
             self._slow_unlogged += 1
@@ -299,6 +314,8 @@ class GroupCommitter:
         self._warned_at, self._slow_unlogged = now, 0
         wait = ("copies wait for it (journal_durability: fsync)" if not self._os_mode else
                 "copies do not wait for it (journal_durability: os)")
+        if roll:                # (sealing the full segment and creating the next: in both modes)
+            wait = "the copies of the records appended meanwhile wait for it"
         log.warning("%s: the disk is slow or stalled; %s%s", what, wait, more)
 
     def _watch(self) -> None:
@@ -307,7 +324,8 @@ class GroupCommitter:
             running = time.perf_counter() - started
             if running >= self._slow_sync:
                 self._warned_for = started
-                self._slow(f"a journal fsync has been running for {running:.1f} s")
+                what = "a journal segment roll" if self._rolling else "a journal fsync"
+                self._slow(f"{what} has been running for {running:.1f} s", roll=self._rolling)
 
     async def run(self) -> None:
         """The committer's task (owned by the gateway's TaskGroup): starts the sync thread and
@@ -317,6 +335,7 @@ class GroupCommitter:
         self._stopping = False
         thread = threading.Thread(target=self._work, name="dcgw-journal-sync", daemon=True)
         self._thread = thread
+        self._journal.hand_rolls_to(True)
         thread.start()
         if self._journal.appended_lsn > self._notified:
             self.notify()
@@ -335,6 +354,8 @@ class GroupCommitter:
                 await asyncio.sleep(0.005)
             if thread.is_alive():
                 log.error("journal sync thread did not stop within %gs", self._stop_timeout)
+            else:
+                self._journal.hand_rolls_to(False)     # (a roll still due: the close does it)
             self._fail_waiters()
 
     # -- the sync thread ----------------------------------------------------------------------
@@ -345,6 +366,13 @@ class GroupCommitter:
         while not stop.is_set():
             if wake.acquire(timeout=self._interval):
                 self._wake_pending = False
+            if j.roll_due and not stop.is_set():
+                if not self._roll(j):
+                    if stop.wait(delay):
+                        return
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                delay = self._retry_initial
             while not stop.is_set() and j.written_lsn > j.synced_lsn:
                 before = j.synced_lsn
                 self._sync_started = t0 = time.perf_counter()
@@ -366,6 +394,27 @@ class GroupCommitter:
                     j.checkpoint()
                 except JournalError as exc:
                     self._post(None, exc)
+
+    def _roll(self, j: Journal) -> bool:
+        """Sync thread: the roll the owner began (:meth:`Journal.roll`), timed like a sync (the
+        gauge and the slow warnings see a stalled disk here too; the histogram gets its
+        duration). False when it failed (reported; retried after a backoff)."""
+        before = j.synced_lsn
+        self._rolling = True
+        self._sync_started = t0 = time.perf_counter()
+        try:
+            rolled = j.roll()
+        except JournalError as exc:
+            self._post(None, exc)
+            return False
+        finally:
+            self._sync_started = 0.0
+            self._rolling = False
+        if rolled:
+            self._rolled = True
+            self._roll_times.append((time.perf_counter() - t0, j.synced_lsn - before))
+            self._post(None, None)
+        return True
 
     def _post(self, result: tuple[float, int] | None, failure: Exception | None) -> None:
         """Sync thread -> loop: queue the outcome, and wake the loop once for all of them."""

@@ -27,7 +27,8 @@ Why it is shaped this way (docs/architecture.md, data flow):
   is that much slower (1 MiB steps put those commits in the p99 at 50k msgs/s). Recovery reads
   an all-zero tail of the last segment as its clean end and cuts it; a roll, a failed write and
   a close cut it too, so only the live segment has one.
-* **Segments** of ``segment_bytes``, each starting with a state snapshot, so whole old segments can
+* **Segments** of ``segment_bytes`` (one may run past it while the roll before it waits for the
+  disk: :meth:`hand_rolls_to`), each starting with a state snapshot, so whole old segments can
   be pruned once outside retention (48 h and through the week) without losing sequence state.
 
 Threads: everything runs on the *owner* thread (the one that called :meth:`recover`: the event
@@ -38,7 +39,11 @@ syscall), after the bytes are in the page cache. ``sync`` captures them under th
 fdatasyncs the captured fd, which covers every byte written to the file before the call (POSIX):
 claiming ``durable_lsn = captured written_lsn`` is sound, and appends made meanwhile are simply
 not claimed. A roll seals the old segment and switches fds while holding ``_sync_lock``, as does
-``close``, so a worker never fsyncs a stale, closed (or reused) fd.
+``close``, so a worker never fsyncs a stale, closed (or reused) fd. With a worker
+(:meth:`hand_rolls_to`) the owner only begins a roll (:meth:`_roll`: the snapshot captured, the
+next segment's offsets in use, appends buffered) and the worker does its disk work
+(:meth:`roll`); until then nothing is written, the zeros ahead and snapshots wait, and what needs
+the next segment at once does the roll itself (:meth:`_finish_roll`).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ from .format import (
 )
 from .index import SegmentReader, TargetIndexes, pwrite_all
 from .recovery import Recovery, SnapshotState, recover_journal
-from .upkeep import ReadsAndMaintenance
+from .roll import SegmentRolls, _Roll
 
 #: Every write of segment bytes goes through this module global, looked up at each call (a
 #: compiled module binds a direct call to a function at build time): the seam the fault
@@ -111,7 +116,7 @@ def _no_hook(op: str) -> None:
     return None
 
 
-class SegmentJournal(ReadsAndMaintenance):
+class SegmentJournal(SegmentRolls):
     """Append-only segmented journal with per-target indexes (module docstring for the why).
 
     ``write_hook(op)`` runs before every write (``"write"``) and fsync (``"fsync"``); raising
@@ -148,6 +153,9 @@ class SegmentJournal(ReadsAndMaintenance):
         self._zeroed_to = 0                   # the segment file is zero-filled up to here
         self._seg_floor = 0                   # size of header + snapshot: "segment is empty"
         self._buf = bytearray()
+        # a roll begun and not done yet (its disk work is the worker's: hand_rolls_to)
+        self._roll_job: _Roll | None = None
+        self._roll_worker = False
         self._appended_lsn = 0
         self._written_lsn = 0
         self._synced_lsn = 0
@@ -231,6 +239,7 @@ class SegmentJournal(ReadsAndMaintenance):
             return
         err: JournalError | None = None
         try:
+            self._finish_roll()
             self.flush_writes()
             self.sync_to_disk()
             self._take_snapshot()
@@ -309,7 +318,8 @@ class SegmentJournal(ReadsAndMaintenance):
         head_struct, template = layout
         rec_len = U32_SIZE + head_struct.size + len(raw)
         off = self._size + len(self._buf)
-        if off + rec_len > self._segment_bytes and off > self._seg_floor:
+        if off + rec_len > self._segment_bytes and off > self._seg_floor \
+                and self._roll_job is None:     # (one at a time: the next segment may grow past)
             saved = [(t, tnext.get(t)) for t, _ in targets]
             for t, s in targets:        # the new segment's snapshot includes this message
                 tnext[t] = s + 1
@@ -394,7 +404,8 @@ class SegmentJournal(ReadsAndMaintenance):
         if len(self._buf) >= self._flush_bytes:
             self._flush_full()
         off = self._size + len(self._buf)
-        if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor:
+        if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor \
+                and self._roll_job is None:
             self._roll()
         lsn = self._appended_lsn + 1
         self._buf += frame(rtype, lsn, payload)
@@ -408,7 +419,7 @@ class SegmentJournal(ReadsAndMaintenance):
         failed write the segment is cut back to its last whole record and the buffer kept, so a
         retry rewrites the same bytes at the same offset and no half record can survive."""
         self._check()
-        if self._buf:
+        if self._buf and self._roll_job is None:    # (due: the next segment does not exist yet)
             data, off = self._buf, self._size
             try:
                 self._hook("write")
@@ -433,7 +444,7 @@ class SegmentJournal(ReadsAndMaintenance):
         (every ``INDEX_FLUSH_BYTES`` or ``INDEX_FLUSH_S``, and when ``idle``: the committer calls
         that once writes stopped, so ``dcgateway replay`` beside the running gateway sees the
         last copies), capture a snapshot when one is due."""
-        if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4:
+        if self._size > self._zeroed_to - ZERO_AHEAD_BYTES // 4 and self._roll_job is None:
             self._zero_ahead()
         pending = self._index.pending_bytes
         if pending >= INDEX_FLUSH_BYTES or (pending and (idle or time.monotonic()
@@ -462,6 +473,9 @@ class SegmentJournal(ReadsAndMaintenance):
         if self._retained_bytes > self._max_unsynced:
             raise JournalError(f"journal {self.directory}: {self._retained_bytes} bytes written "
                                "but not durable (fsync failing?); refusing new records")
+        if self._roll_job is not None and len(self._buf) > self._max_unsynced:
+            raise JournalError(f"journal {self.directory}: {len(self._buf)} bytes wait for the "
+                               "next segment (the disk is slow or failing); refusing new records")
 
     def _zero_ahead(self) -> None:
         """Owner thread, after a write: extend the zeros past the end of the data by
@@ -490,37 +504,19 @@ class SegmentJournal(ReadsAndMaintenance):
 
     # -- segments ---------------------------------------------------------------------------------
 
-    def _roll(self) -> None:
-        """Seal the current segment (cut, fdatasync) and start the next with a state snapshot,
-        fsyncing it and the directory. Blocks the owner thread (for an in-flight worker fsync and
-        three of its own) once per ``segment_bytes``; in exchange a segment that is not the last
-        is always whole, so a bad record there is real corruption, never a crash artefact."""
-        self.flush_writes()
-        old_seg, old_fd = self._seg, self._fd
-        with self._sync_lock:           # no worker fsync in flight on the old fd from here on
-            try:                    # cut any remnant of a failed write first: the fsync covers it
-                os.ftruncate(old_fd, self._size)
-                self._fdatasync_current(self._retained if self._rewrite else [])
-            except OSError as e:
-                self._rewrite = True
-                raise JournalError(f"cannot seal journal segment {self._seg_path(old_seg)}: "
-                                   f"{e.strerror or e}") from None
-            fd, size, lsn = self._create_segment(old_seg + 1, self._appended_lsn + 1)
-            with self._state_lock:
-                self._seg, self._fd, self._size, self._seg_floor = old_seg + 1, fd, size, size
-                self._zeroed_to = size
-                self._appended_lsn = self._written_lsn = self._synced_lsn = lsn
-                self._retained.clear()
-                self._retained_bytes = 0
-                self._rewrite = False
-            os.close(old_fd)
-
     def _create_segment(self, seg: int, lsn: int,
                         state: SnapshotState | None = None) -> tuple[int, int, int]:
         """Create segment ``seg`` holding its header and a snapshot record with LSN ``lsn``, durable
         (file and directory entry) before it is used. Returns (fd, size, lsn)."""
         targets, sources, hw = state or (self._target_next, self._source_next, self._received_hw)
         data = segment_header(seg) + frame(T_SNAPSHOT, lsn, snapshot_payload(targets, sources, hw))
+        fd = self._create_file(seg, data)
+        self._segs[seg] = (lsn, hw)
+        return fd, len(data), lsn
+
+    def _create_file(self, seg: int, data: bytes) -> int:
+        """Segment ``seg``'s file holding ``data`` (its header and snapshot), durable (file and
+        directory entry) before it is used; its fd. Nothing is left behind on a failure."""
         path = self._seg_path(seg)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -540,16 +536,18 @@ class SegmentJournal(ReadsAndMaintenance):
             except OSError:
                 pass
             raise JournalError(f"cannot create journal segment {path}: {e.strerror or e}") from None
-        self._segs[seg] = (lsn, hw)
-        return fd, len(data), lsn
+        return fd
 
     # -- durability -------------------------------------------------------------------------------
 
     def sync(self) -> int:
         """Make everything appended durable as the mode promises, now (owner thread, blocking;
         in ``os`` mode a target's Logon or a source's sequence reset, where it only writes; tools
-        and tests): write the buffered appends, then, in ``fsync`` mode, fdatasync them. Returns the new :attr:`durable_lsn`."""
+        and tests): write the buffered appends, then, in ``fsync`` mode, fdatasync them. Returns
+        the new :attr:`durable_lsn`. A roll due is done first (rare: its window is one roll's
+        disk work, once per ``segment_bytes``)."""
         self._check()
+        self._finish_roll()
         self.flush_writes()
         if self._os_mode:
             return self._written_lsn

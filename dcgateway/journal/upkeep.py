@@ -77,6 +77,13 @@ class ReadsAndMaintenance:
     def _append_record(self, rtype: int, payload: bytes) -> int:
         raise NotImplementedError
 
+    def _finish_roll(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def roll_due(self) -> bool:
+        raise NotImplementedError
+
     def _seg_path(self, seg: int) -> Path:
         raise NotImplementedError
 
@@ -92,7 +99,7 @@ class ReadsAndMaintenance:
         """Owner thread, with the buffer and index runs flushed: capture the state at
         ``written_lsn`` for the next :meth:`checkpoint` (which writes it once that LSN is
         durable). fds dirtied since the last captured snapshot accumulate until one is written."""
-        if self._buf:
+        if self._buf or self.roll_due:      # (a roll due: the state is the next segment's)
             return
         self.flush_index()
         ck = Checkpoint(self._written_lsn, self._seg, self._size, dict(self._target_next),
@@ -152,6 +159,7 @@ class ReadsAndMaintenance:
         copy exists). Owner thread."""
         self._check()
         if not durable_only:
+            self._finish_roll()
             self.flush_writes()
         first, last = max(from_seq, 1), min(to_seq, self.target_last_seq(target))
         if last < first:
@@ -208,6 +216,7 @@ class ReadsAndMaintenance:
         outlive a lost reset record. Old segments stay until pruned. Owner thread; blocking (a few
         fsyncs), which is fine for a once-a-week operation."""
         self._check()
+        self._finish_roll()
         self.flush_writes()
         self._append_record(T_RESET, encode_name(target))
         self._index.discard_pending(target)

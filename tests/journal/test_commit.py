@@ -438,3 +438,75 @@ async def test_a_wait_is_timed_only_once_its_copies_were_published(tmp_path):
     assert [lsn for _, lsn in waits] == [first, second]
     assert waits[1][0] >= 0.1                 # it waited out the slow publishing of the first
     j.close()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+async def test_a_segment_roll_waits_for_the_disk_in_the_sync_thread_not_on_the_loop(
+        tmp_path, caplog, durability):
+    """Every fsync of a roll stalls (a disk that stops answering): the loop's appends and
+    commits go on without waiting, the records before the roll stay durable, the ones after it
+    wait (in both modes: the next segment does not exist yet), the stall is visible (gauge,
+    warning), and once the disk answers everything is durable, in order."""
+    entered, release = threading.Event(), threading.Event()
+    j: SegmentJournal | None = None
+
+    def hook(op: str) -> None:
+        if op == "fsync" and j is not None and j.roll_due:
+            entered.set()
+            release.wait(10)
+
+    j = open_journal(tmp_path / "j", segment_bytes=4096, durability=durability,
+                     write_hook=hook)
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, slow_sync=0.05,
+                        fsync_interval=0.01)
+    feed = Feed(j)
+    async with running(gc, release):
+        await asyncio.sleep(0)                         # run() starts: rolls are its thread's
+        while not j.roll_due:
+            lsn = feed.batch(1)
+            gc.commit_now()
+            await wait_for(lambda: j.roll_due or (durables and durables[-1] == lsn))
+        await wait_for(entered.is_set)                 # the sync thread is stuck in the roll
+        before = j.durable_lsn
+        t0 = time.perf_counter()
+        for _ in range(20):
+            lsn = feed.batch(3)
+            gc.commit_now()
+        assert time.perf_counter() - t0 < 1.0        # (a stalled roll holds it 10 s)
+        await asyncio.sleep(0.1)
+        assert j.roll_due and j.durable_lsn == before < lsn
+        await wait_for(lambda: gc.sync_running_seconds > 0.05)
+        await wait_for(lambda: "a journal segment roll has been running for" in caplog.text)
+        release.set()
+        await wait_for(lambda: durables and durables[-1] == lsn)
+        assert not j.roll_due and gc.sync_running_seconds == 0.0
+    assert durables == sorted(durables)     # (os: repeated when only the sync advanced)
+    assert seqs(j.read_target("T", 1, feed.i)) == list(range(1, feed.i + 1))
+    j.close()
+
+
+async def test_a_failed_roll_is_reported_and_retried(tmp_path):
+    faults = Faults()
+    j = open_journal(tmp_path / "j", segment_bytes=4096, write_hook=faults)
+    durables: list[int] = []
+    errors: list[Exception] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append, on_error=errors.append,
+                        retry_initial=0.005)
+    feed = Feed(j)
+    async with running(gc):
+        await asyncio.sleep(0)
+        while not j.roll_due:
+            lsn = feed.batch(1)
+            if j.roll_due:
+                faults.fail["fsync"] = errno.EIO     # the roll's seal fails, then is retried
+            gc.commit_now()
+            await wait_for(lambda: j.roll_due or (durables and durables[-1] == lsn))
+        await wait_for(lambda: len(errors) >= 2)
+        assert all("cannot seal journal segment" in str(e) for e in errors) and j.roll_due
+        lsn = feed.batch(5)
+        faults.fail = {}
+        gc.commit_now()
+        await wait_for(lambda: durables and durables[-1] == lsn)
+    assert seqs(j.read_target("T", 1, feed.i)) == list(range(1, feed.i + 1))
+    j.close()
