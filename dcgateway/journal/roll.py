@@ -79,12 +79,11 @@ class SegmentRolls(ReadsAndMaintenance):
         data = segment_header(old_seg + 1) + frame(
             T_SNAPSHOT, lsn, snapshot_payload(self._target_next, self._source_next, hw))
         job = _Roll(old_seg, self._fd, self._size, old_seg + 1, data, lsn, hw)
-        with self._state_lock:
+        with self._state_lock:      # from here the owner appends to the next segment, buffered
             self._roll_job = job
-        # from here the owner appends to the next segment (offsets, index entries), buffered
-        self._seg, self._size, self._seg_floor = old_seg + 1, len(data), len(data)
-        self._zeroed_to = len(data)
-        self._appended_lsn = lsn
+            self._seg, self._size, self._seg_floor = old_seg + 1, len(data), len(data)
+            self._zeroed_to = len(data)
+            self._appended_lsn = lsn
         if self._roll_worker:
             return
         try:
@@ -114,16 +113,21 @@ class SegmentRolls(ReadsAndMaintenance):
                 self._rewrite = True
                 raise JournalError(f"cannot seal journal segment {self._seg_path(job.old_seg)}: "
                                    f"{e.strerror or e}") from None
+            with self._state_lock:  # what the sealed segment holds is durable, whatever follows
+                self._synced_lsn = max(self._synced_lsn, self._written_lsn)
+                self._retained.clear()
+                self._retained_bytes = 0
+                self._rewrite = False
             fd = self._create_file(job.seg, job.data)
             self._segs[job.seg] = (job.lsn, job.hw)
             with self._state_lock:
                 self._fd = fd
                 self._written_lsn = self._synced_lsn = job.lsn
-                self._retained.clear()
-                self._retained_bytes = 0
-                self._rewrite = False
                 self._roll_job = None
-            os.close(job.old_fd)
+            try:
+                os.close(job.old_fd)
+            except OSError:         # its data is durable: the seal's fdatasync said so
+                pass
             return True
 
     def _finish_roll(self) -> None:

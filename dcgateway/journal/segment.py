@@ -567,7 +567,7 @@ class SegmentJournal(SegmentRolls):
             if not self._usable:
                 return self._synced_lsn
             with self._state_lock:
-                w, seg = self._written_lsn, self._seg
+                w, seg = self._written_lsn, self._seg - (self._roll_job is not None)
                 chunks = list(self._retained) if self._rewrite else []
             if w <= self._synced_lsn:
                 return self._synced_lsn

@@ -166,11 +166,15 @@ class ReadsAndMaintenance:
             return []
         blob = self._index.read(target, first, last)
         limit = self.durable_lsn if durable_only else self._written_lsn
+        # a roll due: the next segment is the worker's to create (its records are not durable)
+        unborn = self._seg if self.roll_due else 1 << 62
         out: list[Entry] = []
         blob = blob[:len(blob) - len(blob) % IDX_SIZE]
         for i, (seg, off, length) in enumerate(IDX.iter_unpack(blob)):
             if seg < self._first_seg:       # absent (0) or pruned
                 continue
+            if seg >= unborn:
+                break
             data = self._reader.read(seg, off, length)
             got = None if data is None else decode_entry(data, length, target, first + i)
             if got is None:
@@ -219,6 +223,7 @@ class ReadsAndMaintenance:
         self._finish_roll()
         self.flush_writes()
         self._append_record(T_RESET, encode_name(target))
+        self._finish_roll()             # the RESET record itself may have begun one
         self._index.discard_pending(target)
         self._target_next[target] = 1
         self.flush_writes()

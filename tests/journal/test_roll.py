@@ -6,15 +6,17 @@ never written, so never durable; a failed roll is retried; memory stays bounded.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import threading
 
 import pytest
 
 from dcgateway.errors import JournalError
-from dcgateway.journal import SegmentJournal
-from dcgateway.journal.format import segment_name
+from dcgateway.journal import GroupCommitter, SegmentJournal
+from dcgateway.journal.format import HDR_SIZE, MARK_FIXED, encode_name, segment_name
 
+from .test_commit import running, wait_for
 from .test_segment import Faults, crash, msg, open_journal, reopen, seqs
 
 SEG = 4096
@@ -216,4 +218,113 @@ def test_without_a_worker_the_owner_rolls_and_a_failure_refuses_the_message(tmp_
     j.append("S", i, 1.0, msg(i), [("T", i)])    # the retry rolls
     assert j.sync() == j.appended_lsn
     assert seqs(j.read_target("T", 1, i)) == list(range(1, i + 1))
+    j.close()
+
+
+def fill_to_brim(j: SegmentJournal, room: int) -> None:
+    """Append until fewer than ``room`` bytes are left in the segment, without a roll."""
+    i = 1
+    while j._size + len(j._buf) + 400 <= SEG:
+        j.append("S", i, 1.0, msg(i), [("T", i)])
+        i += 1
+    mark = HDR_SIZE + MARK_FIXED.size + len(encode_name("S"))
+    k = 1000
+    while j._size + len(j._buf) + room <= SEG:       # small records to the brim
+        assert j._size + len(j._buf) + mark <= SEG
+        j.append_source_next_in("S", k)
+        k += 1
+    assert not j.roll_due
+
+
+def test_a_reset_whose_own_record_begins_the_roll_is_durable_when_it_returns(tmp_path):
+    jdir = tmp_path / "j"
+    j = open_journal(jdir, segment_bytes=SEG)
+    j.hand_rolls_to(True)                          # the committer's thread is running
+    fill_to_brim(j, HDR_SIZE + len(encode_name("T")))   # the RESET record does not fit
+    j.reset_target("T")
+    assert not j.roll_due and j.durable_lsn == j.appended_lsn
+    crash(j)                                       # kill -9 right after the reset returned
+    j, rec = reopen(jdir, segment_bytes=SEG)
+    assert rec.target_next_seq.get("T", 1) == 1 and rec.segments >= 2
+    j.close()
+
+
+def test_a_durable_read_during_a_roll_never_opens_the_segment_being_created(tmp_path):
+    """A catch-up reads its durable copies while the worker creates the next segment, and the
+    creation fails (EIO on its fdatasync; the file is deleted and made again by the retry):
+    the read must not have kept an fd of the deleted file, or durable records would read as
+    absent afterwards."""
+    jdir = tmp_path / "j"
+    in_create, go = threading.Event(), threading.Event()
+    fsyncs = [0]
+
+    def hook(op: str) -> None:
+        if op == "fsync" and threading.current_thread().name == "roller":
+            fsyncs[0] += 1
+            if fsyncs[0] == 2:                     # 1: the seal; 2: the new segment's
+                in_create.set()
+                assert go.wait(10)
+                raise OSError(errno.EIO, "Input/output error")
+
+    j = open_journal(jdir, segment_bytes=SEG, write_hook=hook)
+    j.hand_rolls_to(True)
+    i = 1
+    while not j.roll_due:
+        j.append("S", i, 1.0, msg(i), [("T", i)])
+        i += 1
+        if not j.roll_due:
+            j.sync()
+    last = i + 4
+    for k in range(i, last + 1):                   # buffered, in the segment to come
+        j.append("S", k, 1.0, msg(k), [("T", k)])
+    errors: list[JournalError] = []
+
+    def roller() -> None:
+        try:
+            j.roll()
+        except JournalError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=roller, name="roller")
+    t.start()
+    try:
+        assert in_create.wait(10)
+        assert seqs(j.read_target("T", 1, last)) == list(range(1, i - 1))
+    finally:
+        go.set()
+        t.join(10)
+    assert len(errors) == 1 and "cannot create journal segment" in str(errors[0])
+    assert j.roll() is True                        # the retry
+    assert j.sync() == j.appended_lsn
+    assert seqs(j.read_target("T", 1, last)) == list(range(1, last + 1))
+    j.close()
+
+
+@pytest.mark.asyncio
+async def test_records_sealed_before_a_failing_roll_are_durable(tmp_path):
+    """The disk is full: the next segment cannot be created, and the roll keeps failing. The
+    records written to the full segment were made durable by its seal: their copies go; only
+    what follows waits for the next segment."""
+    faults = Faults()
+    j = open_journal(tmp_path / "j", segment_bytes=SEG, write_hook=faults)
+    durables: list[int] = []
+    errors: list[Exception] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append,
+                        on_error=errors.append, retry_initial=0.005)
+    async with running(gc):
+        await asyncio.sleep(0)
+        i = 1
+        while not j.roll_due:
+            j.append("S", i, 1.0, msg(i), [("T", i)])
+            i += 1
+        faults.fail["write"] = errno.ENOSPC        # creating the next segment fails
+        sealed = j.written_lsn
+        gc.commit_now()
+        await wait_for(lambda: len(errors) >= 2)   # failed, and failed again on the retry
+        assert j.roll_due and j.durable_lsn >= sealed
+        assert durables and durables[-1] >= sealed
+        assert j.durable_lsn < j.appended_lsn
+        faults.fail.clear()
+        gc.commit_now()
+        await wait_for(lambda: bool(durables) and durables[-1] == j.appended_lsn)
     j.close()
