@@ -91,7 +91,7 @@ class SegmentRolls(ReadsAndMaintenance):
         except BaseException:
             with self._state_lock:
                 self._roll_job = None
-            self._seg, self._size, self._seg_floor, self._zeroed_to, self._appended_lsn = state
+                self._seg, self._size, self._seg_floor, self._zeroed_to, self._appended_lsn = state
             raise
 
     def roll(self) -> bool:

@@ -16,6 +16,7 @@ from ..errors import JournalError
 from ..fsutil import fsync_dir
 from .base import Entry
 from .format import (
+    HDR_SIZE,
     IDX,
     IDX_SIZE,
     T_RESET,
@@ -47,6 +48,8 @@ class ReadsAndMaintenance:
     _usable: bool
     _buf: bytearray
     _size: int
+    _segment_bytes: int
+    _seg_floor: int
     _source_next: dict[str, int]
     _received_hw: float
     _pending_ckpt: Checkpoint | None
@@ -75,6 +78,9 @@ class ReadsAndMaintenance:
         raise NotImplementedError
 
     def _append_record(self, rtype: int, payload: bytes) -> int:
+        raise NotImplementedError
+
+    def _roll(self) -> None:
         raise NotImplementedError
 
     def _finish_roll(self) -> None:
@@ -222,8 +228,12 @@ class ReadsAndMaintenance:
         self._check()
         self._finish_roll()
         self.flush_writes()
-        self._append_record(T_RESET, encode_name(target))
-        self._finish_roll()             # the RESET record itself may have begun one
+        name = encode_name(target)
+        off = self._size + len(self._buf)
+        if off + HDR_SIZE + len(name) > self._segment_bytes and off > self._seg_floor:
+            self._roll()                # the roll the RESET record would begin, done first: if
+            self._finish_roll()         # it fails, nothing of the reset is appended or applied
+        self._append_record(T_RESET, name)
         self._index.discard_pending(target)
         self._target_next[target] = 1
         self.flush_writes()

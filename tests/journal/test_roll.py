@@ -328,3 +328,36 @@ async def test_records_sealed_before_a_failing_roll_are_durable(tmp_path):
         gc.commit_now()
         await wait_for(lambda: bool(durables) and durables[-1] == j.appended_lsn)
     j.close()
+
+
+def test_a_reset_whose_roll_fails_is_neither_appended_nor_applied(tmp_path):
+    """The RESET record would begin a roll, and creating the next segment fails (a full disk):
+    the reset is refused as a whole. Nothing of it reaches the disk later (the retried roll
+    writes no RESET the live gateway never applied), so the live journal and the one a restart
+    recovers agree on the target's copies."""
+    jdir = tmp_path / "j"
+    faults = Faults()
+    j = open_journal(jdir, segment_bytes=SEG, write_hook=faults)
+    j.hand_rolls_to(True)
+    fill_to_brim(j, HDR_SIZE + len(encode_name("T")))
+    j.flush_writes()
+    n = j.target_last_seq("T")
+    appended = j.appended_lsn
+    faults.fail["write"] = errno.ENOSPC
+    with pytest.raises(JournalError, match="cannot create journal segment"):
+        j.reset_target("T")
+    assert j.target_last_seq("T") == n
+    faults.fail.clear()
+    assert j.roll() is True                       # the worker's retry
+    assert j.appended_lsn == appended + 1         # the next segment's snapshot, no RESET
+    j.append("S", 10_000, 1.0, msg(10_000), [("T", n + 1)])   # the gateway goes on
+    j.sync()
+    live = seqs(j.read_target("T", 1, n + 1))
+    assert live[-1] == n + 1 and len(live) > 2
+    crash(j)
+    j, rec = reopen(jdir, segment_bytes=SEG)
+    assert seqs(j.read_target("T", 1, n + 1)) == live
+    assert rec.target_next_seq["T"] == n + 2
+    j.reset_target("T")                           # and a reset on a healthy disk works
+    assert j.target_last_seq("T") == 0
+    j.close()
