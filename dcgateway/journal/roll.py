@@ -37,6 +37,7 @@ class SegmentRolls(ReadsAndMaintenance):
     _roll_job: _Roll | None
     _roll_worker: bool
     _fd: int
+    _segment_bytes: int
     _seg_floor: int
     _zeroed_to: int
     _appended_lsn: int
@@ -58,6 +59,13 @@ class SegmentRolls(ReadsAndMaintenance):
         Meanwhile appends are buffered (bounded: see :meth:`_flush_full`) and reach the OS once
         the next segment exists. Without a worker the owner does it itself, blocking."""
         self._roll_worker = worker
+
+    def _roll_for(self, n: int) -> bool:
+        """A record of ``n`` bytes appended now would begin a roll: it does not fit in the
+        segment, which holds a record beyond its snapshot, and no roll is due already (one at a
+        time: the next segment may grow past ``segment_bytes`` by what arrives meanwhile)."""
+        off = self._size + len(self._buf)
+        return off + n > self._segment_bytes and off > self._seg_floor and self._roll_job is None
 
     @property
     def roll_due(self) -> bool:

@@ -317,7 +317,7 @@ class SegmentJournal(SegmentRolls):
             layout = self._layout(key)
         head_struct, template = layout
         rec_len = U32_SIZE + head_struct.size + len(raw)
-        off = self._size + len(self._buf)
+        off = self._size + len(self._buf)   # (_roll_for, inline on the hot path)
         if off + rec_len > self._segment_bytes and off > self._seg_floor \
                 and self._roll_job is None:     # (one at a time: the next segment may grow past)
             saved = [(t, tnext.get(t)) for t, _ in targets]
@@ -403,9 +403,7 @@ class SegmentJournal(SegmentRolls):
     def _append_record(self, rtype: int, payload: bytes) -> int:
         if len(self._buf) >= self._flush_bytes:
             self._flush_full()
-        off = self._size + len(self._buf)
-        if off + HDR_SIZE + len(payload) > self._segment_bytes and off > self._seg_floor \
-                and self._roll_job is None:
+        if self._roll_for(HDR_SIZE + len(payload)):
             self._roll()
         lsn = self._appended_lsn + 1
         self._buf += frame(rtype, lsn, payload)

@@ -48,8 +48,6 @@ class ReadsAndMaintenance:
     _usable: bool
     _buf: bytearray
     _size: int
-    _segment_bytes: int
-    _seg_floor: int
     _source_next: dict[str, int]
     _received_hw: float
     _pending_ckpt: Checkpoint | None
@@ -78,6 +76,9 @@ class ReadsAndMaintenance:
         raise NotImplementedError
 
     def _append_record(self, rtype: int, payload: bytes) -> int:
+        raise NotImplementedError
+
+    def _roll_for(self, n: int) -> bool:
         raise NotImplementedError
 
     def _roll(self) -> None:
@@ -229,8 +230,7 @@ class ReadsAndMaintenance:
         self._finish_roll()
         self.flush_writes()
         name = encode_name(target)
-        off = self._size + len(self._buf)
-        if off + HDR_SIZE + len(name) > self._segment_bytes and off > self._seg_floor:
+        if self._roll_for(HDR_SIZE + len(name)):
             self._roll()                # the roll the RESET record would begin, done first: if
             self._finish_roll()         # it fails, nothing of the reset is appended or applied
         self._append_record(T_RESET, name)
