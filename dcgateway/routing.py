@@ -94,6 +94,10 @@ _EXEC_TYPE_CATEGORY: Mapping[bytes, str] = {v: EXECUTION for v in EXEC_TYPE_TRAD
 #: has traded, not that it traded now); an acknowledgment, never a fill to book again (FIX 4.4
 #: says the same with ExecType I, Order Status, which a 4.2 status report translates to).
 _STATUS = b"3"
+#: The body tags :func:`category` reads from every ExecutionReport. A source's validator captures
+#: them as it matches a compiled layout (:class:`~dcgateway.fix.validate.Validator`), so reading
+#: them costs a dict look-up instead of a search of the message.
+CLASSIFIER_TAGS: frozenset[int] = frozenset({T.EXEC_TYPE, T.EXEC_TRANS_TYPE})
 
 
 def execution_report_category(msg: RawMessage) -> str:

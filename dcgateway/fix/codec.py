@@ -130,7 +130,7 @@ class RawMessage:
     """
 
     __slots__ = ("raw", "begin_string", "msg_type", "header", "body_start", "body_end",
-                 "header_error", "_fields", "_index", "_plain", "_seq")
+                 "header_error", "_fields", "_index", "_plain", "_seq", "_match", "_at")
 
     def __init__(self, raw: bytes, begin_string: bytes, msg_type: bytes, header: dict[int, bytes],
                  body_start: int, body_end: int, header_error: int | None = None) -> None:
@@ -145,6 +145,8 @@ class RawMessage:
         self._index: dict[int, bytes] | None = None
         self._plain: bool | None = None
         self._seq: int | None | bool = False       # False: not parsed yet
+        self._match: re.Match[bytes] | None = None
+        self._at: dict[int, int] | None = None
 
     @property
     def body(self) -> bytes:
@@ -169,6 +171,16 @@ class RawMessage:
         ``body_suspect`` screen does): :meth:`get` can skip its own scan for one."""
         self._plain = True
 
+    def note_layout(self, match: re.Match[bytes], at: dict[int, int]) -> None:
+        """A validator's compiled layout matched the whole message (so its body is plain, as
+        :meth:`note_plain_body`) and captured some body values as it did: ``at`` maps each
+        captured tag to its group in ``match`` (the tag's first occurrence in the body), or to 0
+        when the layout has no such tag in the body. :meth:`get` reads those tags from the match
+        instead of searching the message."""
+        self._plain = True
+        self._match = match
+        self._at = at
+
     def fields(self) -> list[tuple[int, bytes]]:
         """Every field in order (8 .. 10), data fields read by their length tag. Raises
         :class:`FieldError` for a malformed field; parsed once and cached."""
@@ -179,13 +191,20 @@ class RawMessage:
     def get(self, tag: int, default: bytes | None = None) -> bytes | None:
         """Value of ``tag`` (header first, then the first occurrence in the body).
 
-        Fast path (filters read a handful of body tags of every message): when the body holds no
-        FIX data field, the value is found with one ``bytes.find``. Otherwise the whole message
+        Fast paths (routing and filters read a handful of body tags of every message): a tag a
+        validator's layout captured (:meth:`note_layout`) is read from its match; otherwise, when
+        the body holds no FIX data field, the value is found with one ``bytes.find``. Otherwise the whole message
         is parsed once, data-field aware, so a value inside a data field is never mistaken for a
         field of its own."""
         v = self.header.get(tag)
         if v is not None:
             return v
+        at = self._at
+        if at is not None:
+            g = at.get(tag)
+            if g is not None:
+                match = self._match
+                return default if g == 0 or match is None else match.group(g)
         raw = self.raw
         if self._plain is None:
             self._plain = _BODY_DATA_FIELD.search(raw, self.body_start - 1, self.body_end) is None

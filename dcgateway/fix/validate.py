@@ -29,6 +29,8 @@ message with the same layout is then validated by one ``fullmatch`` over its byt
 proves validity by itself: it fixes every tag in order and lets no value hold SOH, so a message
 that matches it has exactly the fields of a layout the slow path accepted, each with a value the
 slow path would accept. Anything that does not match goes the slow path, which finds the problem.
+The layout also captures the body values of the tags its owner reads from every message
+(``capture``: routing's ExecType and ExecTransType), which RawMessage.get then takes from the match.
 
 A message holding a FIX data field (a length tag followed by a value that may contain SOH)
 never matches a compiled layout (layouts holding data-length tags are never compiled, and a
@@ -54,6 +56,8 @@ from .session_admin import Problem
 
 R = T.SessionRejectReason
 Fields = Sequence[tuple[int, bytes]]
+#: A compiled layout: its pattern, and each captured tag's group in it (0: not in the body).
+_Layout = tuple[re.Pattern[bytes], dict[int, int]]
 
 #: QuickFIX's wording of each SessionRejectReason this module reports (Problem.text starts so).
 TEXTS: dict[int, str] = {
@@ -173,9 +177,11 @@ class Validator:
     options, keep for the session's life (its layout cache is what makes it fast)."""
 
     def __init__(self, dictionary: DataDictionary,
-                 options: ValidationOptions = ValidationOptions()) -> None:
+                 options: ValidationOptions = ValidationOptions(),
+                 capture: frozenset[int] = frozenset()) -> None:
         self.dictionary = dictionary
         self.options = options
+        self.capture = capture
         self._fields = dict(dictionary.fields)        # a plain dict: faster than the proxy
         self._messages = dictionary.messages
         self._header = dictionary.header
@@ -187,7 +193,7 @@ class Validator:
         self._checks: dict[int, tuple[re.Pattern[bytes] | None, re.Pattern[bytes] | None]] = {}
         self._fragments: dict[int, bytes] = {}
         self._group_tags: dict[bytes, frozenset[int]] = {}
-        self._buckets: dict[tuple[bytes, int], list[re.Pattern[bytes]]] = {}
+        self._buckets: dict[tuple[bytes, int], list[_Layout]] = {}
         self._max_buckets = max(0, options.layout_cache_size // BUCKET_SIZE)
         self._seen: dict[tuple[bytes, tuple[int, ...]], None] = {}
         self._slow_runs = 0
@@ -207,14 +213,19 @@ class Validator:
         bucket = self._buckets.get((msg.msg_type, raw.count(b"\x01", 0, end)))
         if bucket is not None:
             # A compiled layout has no data field (:meth:`_learn`) and no value pattern matches
-            # SOH, so a message it matches has a plain body: RawMessage.get skips its own scan.
-            if bucket[0].fullmatch(raw, 0, end) is not None:
-                msg.note_plain_body()
+            # SOH, so a message it matches has a plain body: RawMessage.get skips its own scan,
+            # and reads the captured tags from the match.
+            pattern, at = bucket[0]
+            m = pattern.fullmatch(raw, 0, end)
+            if m is not None:
+                msg.note_layout(m, at)
                 return None
             for i in range(1, len(bucket)):
-                if bucket[i].fullmatch(raw, 0, end) is not None:
+                pattern, at = bucket[i]
+                m = pattern.fullmatch(raw, 0, end)
+                if m is not None:
                     bucket.insert(0, bucket.pop(i))     # most recent first
-                    msg.note_plain_body()
+                    msg.note_layout(m, at)
                     return None
         return self._validate_slow(msg)
 
@@ -452,9 +463,21 @@ class Validator:
                 self._header, self._messages[msg.msg_type].body, self._trailer)
         parts = [re.escape(b"8=" + fields[0][1]), rb"\x019=\d++\x01",
                  re.escape(b"35=" + fields[2][1]), b"\x01"]
-        for tag, value in fields[3:-1]:
-            parts.append(b"%d=%s\x01" % (tag, self._fragment(tag, value, counts)))
+        # A captured tag's first occurrence in the body becomes a named group. The fields before
+        # body_start are the standard header, which RawMessage.get reads from its header dict.
+        head = msg.raw.count(b"\x01", 0, msg.body_start)
+        capture = self.capture
+        captured: set[int] = set()
+        for i in range(3, len(fields) - 1):
+            tag, value = fields[i]
+            fragment = self._fragment(tag, value, counts)
+            if i >= head and tag in capture and tag not in captured:
+                captured.add(tag)
+                fragment = b"(?P<t%d>%s)" % (tag, fragment)
+            parts.append(b"%d=%s\x01" % (tag, fragment))
         pattern = re.compile(b"".join(parts))
+        index = pattern.groupindex
+        at = {tag: index["t%d" % tag] if tag in captured else 0 for tag in capture}
         self._compiled += 1
         bkey = (msg.msg_type, msg.raw.count(b"\x01", 0, msg.body_end))
         bucket = self._buckets.get(bkey)
@@ -462,7 +485,7 @@ class Validator:
             if len(self._buckets) >= self._max_buckets:
                 del self._buckets[next(iter(self._buckets))]
             bucket = self._buckets[bkey] = []
-        bucket.insert(0, pattern)
+        bucket.insert(0, (pattern, at))
         del bucket[BUCKET_SIZE:]
 
 

@@ -16,6 +16,7 @@ from ..fix.session import SessionConfig
 from ..fix.validate import ValidationOptions, Validator
 from ..journal import Journal, Recovery
 from ..net.connection import SessionSlot
+from ..routing import CLASSIFIER_TAGS
 from ..state.session_files import FileSessionStore
 from ..vocab import Role
 
@@ -34,7 +35,8 @@ def session_config(config: GatewayConfig, sdef: SessionDef,
     its layout cache lives as long as the session's configuration)."""
     g = config.gateway
     validator = Validator(with_secure_logon(dictionaries.get(sdef.data_dictionary)),
-                          ValidationOptions(**dict(sdef.validation)))
+                          ValidationOptions(**dict(sdef.validation)),
+                          capture=CLASSIFIER_TAGS if sdef.role == Role.SOURCE else frozenset())
     return SessionConfig(begin_string=sdef.begin_string.encode(),
                          our_comp_id=g.comp_id.encode(), their_comp_id=sdef.comp_id.encode(),
                          heartbeat_min=g.heartbeat_min_s, heartbeat_max=g.heartbeat_max_s,

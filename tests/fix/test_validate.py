@@ -320,6 +320,31 @@ def test_a_message_a_compiled_layout_matched_reads_its_fields_without_a_data_fie
     assert with_data._plain is not True and with_data.get(96) == b"a\x01b"
 
 
+def test_a_compiled_layout_captures_the_tags_its_owner_reads():
+    """The tags a validator is asked to capture are read from the layout's match: their first
+    occurrence in the body, the header's value for a header tag, ``default`` for a tag the layout
+    does not hold; the rest are found in the message as before."""
+    capture = frozenset({150, 20, 52, 58, 448})
+    v = Validator(FIX44, capture=capture)
+    parties = [(453, 2), (448, "FIRM1"), (447, "D"), (452, 1), (448, "FIRM2"), (447, "D"),
+               (452, 3)]
+    body = [(37, "O1"), (17, "E1"), (150, "F"), (39, "2"), *parties, (55, "ESZ6"), (54, 1),
+            (38, 5), (32, 5), (31, "4512.25"), (151, 0), (14, 5), (6, "4512.25")]
+    for _ in range(2):
+        assert v.validate(msg(body, mt=b"8", begin=b"FIX.4.4")) is None
+    m = msg(body, mt=b"8", begin=b"FIX.4.4")
+    assert v.validate(m) is None and m._at is not None
+    assert m._at[20] == 0 and m._at[58] == 0 and m._at[52] == 0     # not in this body
+    assert m.get(150) == b"F" and m.get(448) == b"FIRM1"           # the first entry's
+    assert m.get(52) == b"20261124-20:10:11.123"                    # the header's
+    assert m.get(20) is None and m.get(58, b"none") == b"none"
+    assert m.get(55) == b"ESZ6" and m.get(9999) is None             # not captured: searched
+    changed = msg([(t, "7" if t == 38 else "O2" if t == 37 else v) for t, v in body],
+                  mt=b"8", begin=b"FIX.4.4")
+    assert v.validate(changed) is None and changed._at is m._at     # one layout, per message
+    assert changed.get(37) == b"O2" and changed.get(150) == b"F"
+
+
 def test_layout_cache_is_bounded():
     size = 16
     v = Validator(FIX42, ValidationOptions(layout_cache_size=size))
@@ -470,3 +495,23 @@ def test_each_single_mutation_is_caught(data):
     cold, hot = both_paths(dd, mt, header, body, mheader, mbody)
     assert cold is not None and (cold.reason, cold.tag) == (reason, tag), (name, cold)
     assert hot == cold, (name, hot, cold)
+
+
+@SETTINGS
+@given(st.data())
+def test_captured_tags_read_as_the_message_holds_them(data):
+    """Whatever the layout and whichever tags are captured (header, body, inside a group,
+    absent), RawMessage.get answers as it does for the same message never validated."""
+    dd, mt, header, body, rnd = generated(data)
+    tags = sorted({t for t, _ in header} | {t for t, _ in body} | {58, 9999})
+    capture = frozenset(rnd.sample(tags, min(len(tags), rnd.randint(1, 6))))
+    v = Validator(dd, capture=capture)
+    for _ in range(2):
+        assert v.validate(build(dd, mt, header, body)) is None
+    m = build(dd, mt, header, body)
+    assert v.validate(m) is None
+    assert (m._at is not None) == (v.cached_layouts == 1)
+    fresh = build(dd, mt, header, body)
+    for t in [*tags, *capture]:
+        assert m.get(t) == fresh.get(t), t
+        assert m.get(t, b"?") == fresh.get(t, b"?"), t
