@@ -89,13 +89,16 @@ _SLOW_PER_COMPILE = 8
 
 # --- FIX data types (FIX 4.2 / 4.4 Vol. 1 "Data Types") as regular expressions ---------------
 _DATE = rb"\d{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
-_TIME = rb"(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:\.\d{1,9})?"
+#: An optional part of more than one item is an alternation with an empty branch: the engine's
+#: ``(...)?`` keeps repeat state per match, which a value that always ends at SOH does not need.
+_TIME = rb"(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:\.\d{1,9}+|)"
 _TZ = rb"(?:Z|[+-](?:0\d|1[0-4])(?::?[0-5]\d)?)"
 #: "Sequence of digits with optional decimal point and sign character": only "-" is a sign in
-#: FIX, so "+200.00" is malformed; "200.", ".5" and "-3" are fine. Possessive quantifiers and
-#: atomic groups (``++``, ``(?>``) save the regex engine its backtracking bookkeeping: a value
-#: always ends at SOH, so there is nothing to give back (about 20% off a layout's match).
-_FLOAT = rb"-?+(?>\d++(?:\.\d*+)?+|\.\d++)"
+#: FIX, so "+200.00" is malformed; "200.", ".5" and "-3" are fine. Possessive quantifiers (``++``)
+#: save the regex engine its backtracking bookkeeping: a value always ends at SOH, so there is
+#: nothing to give back (about 20% off a layout's match); the decimal point is one optional item
+#: (``\.?+``) rather than an optional group, for the same reason as in _TIME.
+_FLOAT = rb"-?+(?:\d++\.?+\d*+|\.\d++)"
 _MULTI = rb"[^\x01 ]++(?: [^\x01 ]++)*+"
 _SEQ = rb"(?:0*+[1-9]\d{0,%d}+|0++)" % (T.MAX_SEQ_DIGITS - 1)
 _COUNT = rb"(?:0*+[1-9]\d{0,%d}+|0++)" % (T.MAX_COUNT_DIGITS - 1)
