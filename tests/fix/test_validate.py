@@ -6,6 +6,7 @@ by the slow path and by the compiled-layout fast path alike."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,7 @@ from dcgateway.fix.session_admin import Problem
 from dcgateway.fix.validate import (
     MAX_LAYOUT_FIELDS,
     TEXTS,
+    TYPE_PATTERNS,
     ValidationOptions,
     Validator,
 )
@@ -515,3 +517,44 @@ def test_captured_tags_read_as_the_message_holds_them(data):
     for t in [*tags, *capture]:
         assert m.get(t) == fresh.get(t), t
         assert m.get(t, b"?") == fresh.get(t, b"?"), t
+
+
+def _float_ok(s: bytes) -> bool:
+    """FIX Vol. 1 "float": digits with an optional decimal point and an optional "-" sign."""
+    body = s[1:] if s.startswith(b"-") else s
+    return (body.count(b".") <= 1 and any(c in b"0123456789" for c in body)
+            and all(c in b"0123456789." for c in body))
+
+
+def _timestamp_ok(s: bytes) -> bool:
+    """FIX "UTCTimestamp": YYYYMMDD-HH:MM:SS, optionally .s to nine digits (60: a leap second)."""
+    head, dot, frac = s.partition(b".")
+    if dot and not (1 <= len(frac) <= 9 and frac.isdigit()):
+        return False
+    if len(head) != 17 or head[8:9] != b"-" or head[11:12] != b":" or head[14:15] != b":":
+        return False
+    parts = (head[0:4], head[4:6], head[6:8], head[9:11], head[12:14], head[15:17])
+    if not all(p.isdigit() for p in parts):
+        return False
+    _, month, day, hour, minute, second = map(int, parts)
+    return 1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=8).map(lambda b: bytes(b"-.0123456789+e"[c % 14] for c in b)))
+def test_the_float_pattern_is_fix_float(value):
+    assert (re.fullmatch(TYPE_PATTERNS["FLOAT"], value) is not None) == _float_ok(value)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.tuples(st.integers(0, 9999), st.integers(0, 19), st.integers(0, 39),
+                 st.integers(0, 29), st.integers(0, 69), st.integers(0, 69),
+                 st.sampled_from(["", ".", ".0", ".123", ".123456789", ".1234567890", ".x"]),
+                 st.sampled_from(["", "garble"])))
+def test_the_timestamp_pattern_is_fix_utctimestamp(t):
+    year, month, day, hour, minute, second, frac, garble = t
+    value = b"%04d%02d%02d-%02d:%02d:%02d%s" % (year, month, day, hour, minute, second,
+                                                frac.encode())
+    if garble:
+        value = value[:len(value) // 2] + b"x" + value[len(value) // 2 + 1:]
+    assert (re.fullmatch(TYPE_PATTERNS["UTCTIMESTAMP"], value) is not None) == _timestamp_ok(value)
