@@ -148,6 +148,9 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     await gw.start()
     assert gw.committer is not None
     committer = asyncio.create_task(gw.committer.run())
+    # In fsync mode a target's copies wait until its session file (the outbound seq's floor) is
+    # on disk too: the gateway's background sync of the session files runs as in `serve`.
+    session_sync = asyncio.create_task(gw.session_sync.run())
     conns: dict[str, tuple[FixConnection, Transport]] = {}
     now = time.time()
     for comp in [*targets, "SRC1"]:
@@ -190,11 +193,12 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats(args.profile).print_stats(40)
     copies = sum(gw.outboxes[t].copies_written for t in targets)
-    committer.cancel()
-    try:
-        await committer
-    except asyncio.CancelledError:
-        pass
+    for task in (committer, session_sync):
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
     for conn, _ in conns.values():
         conn.close("benchmark over", abort=True)
     if gw._http is not None:

@@ -27,12 +27,15 @@ def test_benchmark_starts(bench: Path) -> None:
     assert "usage" in done.stdout.lower()
 
 
-def test_tick_benchmark_measures_delivered_copies() -> None:
-    """tick.py's figure is the cost of reads whose copies all left: it exits 1 when a read was
-    rejected (a message invalid for the session's dictionary measures the Reject path)."""
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_tick_benchmark_measures_delivered_copies(durability: str) -> None:
+    """tick.py's figure is the cost of reads whose copies all left, in either durability mode:
+    it exits 1 when a copy did not leave (a read rejected, as a message invalid for the session's
+    dictionary would be; in ``fsync`` mode, a background task the copies wait for not running)."""
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tick.py"), "--reads", "50",
-                           "--msgs", "2", "--targets", "2"], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+                           "--msgs", "2", "--targets", "2", "--durability", durability],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"copies": 200' in done.stdout
 
