@@ -34,6 +34,8 @@ def session_config(config: GatewayConfig, sdef: SessionDef,
     """A session's engine settings, with the validator of its data dictionary (one per session:
     its layout cache lives as long as the session's configuration)."""
     g = config.gateway
+    # A source's validator captures the tags routing classifies by as it matches a compiled
+    # layout (with validation.layout_cache_size 0 nothing is compiled, so nothing is captured).
     validator = Validator(with_secure_logon(dictionaries.get(sdef.data_dictionary)),
                           ValidationOptions(**dict(sdef.validation)),
                           capture=CLASSIFIER_TAGS if sdef.role == Role.SOURCE else frozenset())

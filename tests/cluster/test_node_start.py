@@ -30,9 +30,12 @@ class NodeProcess:
     def __init__(self, config: Path, folder: Path) -> None:
         self.out_path, self.err_path = folder / "node.out", folder / "node.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            # faulthandler: a node that does not exit is sent SIGABRT (wait), and its threads'
+            # Python stacks are in the failure's message
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dcgateway", "run", "--node", "n1", "--config",
-                 str(config)], cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                 str(config)], cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
         self.started = time.monotonic()
 
     @property
@@ -48,8 +51,13 @@ class NodeProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"the node did not exit within {timeout:g}s; stderr: "
-                                 f"{self.stderr}") from None
+            self.proc.send_signal(signal.SIGABRT)     # its stacks, then it ends
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            raise AssertionError(f"the node did not exit within {timeout:g}s; stderr (with its "
+                                 f"stacks when it was aborted): {self.stderr}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

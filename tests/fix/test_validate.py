@@ -502,21 +502,29 @@ def test_each_single_mutation_is_caught(data):
 @SETTINGS
 @given(st.data())
 def test_captured_tags_read_as_the_message_holds_them(data):
-    """Whatever the layout and whichever tags are captured (header, body, inside a group,
-    absent), RawMessage.get answers as it does for the same message never validated."""
+    """Whatever the layout, the validator's options and whichever tags are captured (header,
+    body, inside a group, absent), RawMessage.get answers as it does for the same message never
+    validated; a second validator capturing other tags leaves the answers as they were."""
     dd, mt, header, body, rnd = generated(data)
     tags = sorted({t for t, _ in header} | {t for t, _ in body} | {58, 9999})
-    capture = frozenset(rnd.sample(tags, min(len(tags), rnd.randint(1, 6))))
-    v = Validator(dd, capture=capture)
-    for _ in range(2):
-        assert v.validate(build(dd, mt, header, body)) is None
+    def some_tags() -> frozenset[int]:
+        return frozenset(rnd.sample(tags, min(len(tags), rnd.randint(1, 6))))
+    options = ValidationOptions(check_fields_have_values=data.draw(st.booleans()),
+                                check_enums=data.draw(st.booleans()),
+                                check_types=data.draw(st.booleans()),
+                                layout_cache_size=data.draw(st.sampled_from([4, 8, 256])))
+    first, second = Validator(dd, options, some_tags()), Validator(dd, options, some_tags())
+    for v in (first, second):
+        for _ in range(2):
+            assert v.validate(build(dd, mt, header, body)) is None
     m = build(dd, mt, header, body)
-    assert v.validate(m) is None
-    assert (m._at is not None) == (v.cached_layouts == 1)
     fresh = build(dd, mt, header, body)
-    for t in [*tags, *capture]:
-        assert m.get(t) == fresh.get(t), t
-        assert m.get(t, b"?") == fresh.get(t, b"?"), t
+    for v in (first, second):
+        assert v.validate(m) is None
+        assert (m._at is not None) == (v.cached_layouts == 1)
+        for t in [*tags, *first.capture, *second.capture]:
+            assert m.get(t) == fresh.get(t), t
+            assert m.get(t, b"?") == fresh.get(t, b"?"), t
 
 
 def _float_ok(s: bytes) -> bool:
