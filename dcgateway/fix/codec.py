@@ -194,9 +194,9 @@ class RawMessage:
 
         Fast paths (routing and filters read a handful of body tags of every message): a tag a
         validator's layout captured (:meth:`note_layout`) is read from its match; otherwise, when
-        the body holds no FIX data field, the value is found with one ``bytes.find``. Otherwise the whole message
-        is parsed once, data-field aware, so a value inside a data field is never mistaken for a
-        field of its own."""
+        the body holds no FIX data field, the value is found with one ``bytes.find``. Otherwise
+        the whole message is parsed once, data-field aware, so a value inside a data field is
+        never mistaken for a field of its own."""
         v = self.header.get(tag)
         if v is not None:
             return v

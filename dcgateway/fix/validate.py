@@ -30,7 +30,7 @@ proves validity by itself: it fixes every tag in order and lets no value hold SO
 that matches it has exactly the fields of a layout the slow path accepted, each with a value the
 slow path would accept. Anything that does not match goes the slow path, which finds the problem.
 The layout also captures the body values of the tags its owner reads from every message
-(``capture``: routing's ExecType and ExecTransType), which RawMessage.get then takes from the match.
+(``capture``: routing's ExecType and ExecTransType), which RawMessage.get takes from the match.
 
 A message holding a FIX data field (a length tag followed by a value that may contain SOH)
 never matches a compiled layout (layouts holding data-length tags are never compiled, and a
