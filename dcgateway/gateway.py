@@ -60,6 +60,7 @@ from .runtime import (
     tune_for_latency,
 )
 from .state import open_state
+from .vocab import Role
 
 log = logging.getLogger("dcgateway")
 #: How long the start waits for status.json to be written (a slow disk only delays it).
@@ -187,6 +188,11 @@ class Gateway:
                                               fsync_interval=g.journal_fsync_interval_s))
         self.maintenance.committer = self.committer
         self.flow.commit = self.committer.commit_now
+        if self.journal.durability == "fsync" and isinstance(self.committer, GroupCommitter):
+            # a source's read wakes the sync thread as it begins (GroupCommitter.expect_append)
+            for slot in self.slots.values():
+                if slot.role == Role.SOURCE:
+                    slot.before_read = self.committer.expect_append
         self.pump.journal_state = self.committer.sync_state
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,

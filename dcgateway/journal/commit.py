@@ -31,6 +31,14 @@ per batch):
   repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs,
   and so do segment rolls (:meth:`Journal.roll`, begun by an append on the loop, which then
   buffers until the thread says the next segment exists: the loop never waits for them).
+* The early wake-up (``fsync`` mode): waking a sleeping thread costs tens of µs on a virtual
+  machine (the hypervisor wakes an idle virtual CPU), and a copy pays it on top of the
+  fdatasync. So a source's read wakes the sync thread as it begins (:meth:`expect_append`,
+  called by the shell before the session parses the read), and the wake-up overlaps the
+  read's own work (parse, validate, route, append, write to the OS). The thread needs the GIL
+  to look at the journal, so it usually runs once the loop lets go of it after the write, and
+  its fdatasync covers the read. If it looks sooner it finds nothing to sync and waits again;
+  ``_wake_pending`` is then clear, and the read's commit wakes it as it would have anyway.
 * On the loop, :meth:`_drain` calls ``on_durable(lsn)`` (strictly increasing), then feeds the
   metrics (``on_fsync`` per fdatasync) and logs a slow fsync. In ``fsync`` mode, each time
   ``on_durable`` is called, ``on_wait`` gets how long each commit it covers waited between the
@@ -143,6 +151,8 @@ class GroupCommitter:
         self._sync_started = 0.0              # perf_counter at the start of the sync in flight
         self.syncs = 0
         self.errors = 0
+        #: times the sync thread was woken (not its timeouts): written by the thread only
+        self.wakes = 0
 
     @staticmethod
     def _log_error(exc: Exception) -> None:
@@ -180,6 +190,14 @@ class GroupCommitter:
             self.notify()
         elif not self._stopping:
             self._commit()
+
+    def expect_append(self) -> None:
+        """A source's read is about to be processed (loop thread; the shell calls it before
+        the session parses the read): in ``fsync`` mode wake the sync thread now, not at the
+        read's commit (module docstring). Cheap and idempotent while a wake is pending."""
+        if not self._wake_pending and not self._os_mode and not self._stopping:
+            self._wake_pending = True
+            self._wake.release()
 
     def _scheduled_commit(self) -> None:
         self._scheduled = False
@@ -366,6 +384,7 @@ class GroupCommitter:
         while not stop.is_set():
             if wake.acquire(timeout=self._interval):
                 self._wake_pending = False
+                self.wakes += 1
             if j.roll_due and not stop.is_set():
                 if not self._roll(j):
                     if stop.wait(delay):

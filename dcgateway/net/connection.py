@@ -52,6 +52,9 @@ class SessionSlot:
     outbox: Outbox | None = None                # a drop copy target's outbound stream
     bytes_in: int = 0                           # cumulative, read by the metrics pump
     bytes_out: int = 0
+    #: called at the start of each read of a logged-on connection, before the session parses
+    #: it (a source's: the journal committer's ``expect_append``), None for nothing
+    before_read: Callable[[], None] | None = None
 
 
 class ConnectionOwner(Protocol):
@@ -174,7 +177,11 @@ class FixConnection(asyncio.Protocol):
             if self.session is None:
                 self._before_logon(data, now)
             else:
-                self.slot.bytes_in += len(data)   # type: ignore[union-attr]
+                slot = self.slot
+                assert slot is not None
+                if slot.before_read is not None:
+                    slot.before_read()
+                slot.bytes_in += len(data)
                 if self.acceptor.settings.max_inbound_rate and self._over_rate(data, now):
                     return
                 self.session.receive_data(data, now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,9 +14,10 @@ import simplefix
 
 from dcgateway.fix.codec import Decoder
 from dcgateway.fix.dropcopy import unwrap_rtrf
+from dcgateway.vocab import Role
 from simulators.fixclient import FixClient, get
 
-from .conftest import REPO
+from .conftest import REPO, write_config
 
 pytestmark = pytest.mark.asyncio
 #: The operator contract's gateway.yaml and groups.yaml, as the venue hands them to users.
@@ -545,3 +547,33 @@ async def test_a_sources_session_file_has_its_inbound_seq_once_it_disconnects(fo
         await asyncio.sleep(0.01)
     path = gw.gw.config.gateway.data_dir / "sessions" / "ABC123N.log"
     assert peek_sequences(path)[0] == 33
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+async def test_in_fsync_mode_a_sources_read_wakes_the_journal_sync_thread(folder, start_gateway,
+                                                                        durability):
+    """``fsync`` mode: each read of a source session wakes the journal's sync thread as it
+    begins (the wake-up overlaps the read's work), and the copies still leave only once
+    durable; a target's reads do not, and in ``os`` mode nothing does (no copy waits for the
+    disk there)."""
+    write_config(folder, extra=f"journal_durability: {durability}")
+    shutil.copy(REPO / "config" / "groups.yaml", folder / "groups.yaml")   # (write_config empties it)
+    gw = await start_gateway(folder)
+    committer = gw.gw.committer
+    assert committer is not None
+    hooks = {name: slot.before_read for name, slot in gw.gw.slots.items()}
+    sources = {name for name, slot in gw.gw.slots.items() if slot.role == Role.SOURCE}
+    assert sources and set(hooks) - sources
+    if durability == "fsync":
+        assert all(hooks[name] == committer.expect_append for name in sources)
+    assert all(hook is None for name, hook in hooks.items()
+               if durability == "os" or name not in sources)
+    cl = await connect_all(gw, "ABC123N", "CLRFIX44")
+    cl["ABC123N"].send("8", fill())
+    copies = await drain(cl["CLRFIX44"], count=1)
+    assert [get(m, 17) for m in copies] == ["E1"]
+    journal = gw.gw.journal
+    assert journal.durable_lsn == journal.appended_lsn
+    if durability == "fsync":
+        assert journal.synced_lsn == journal.appended_lsn    # on the disk before it left
+    await close_all(cl)

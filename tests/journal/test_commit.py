@@ -510,3 +510,59 @@ async def test_a_failed_roll_is_reported_and_retried(tmp_path):
         await wait_for(lambda: durables and durables[-1] == lsn)
     assert seqs(j.read_target("T", 1, feed.i)) == list(range(1, feed.i + 1))
     j.close()
+
+
+async def test_fsync_mode_a_read_wakes_the_sync_thread_before_its_commit(tmp_path, monkeypatch):
+    """``expect_append`` (a source's read begins) wakes the sync thread with nothing written
+    yet; the thread finds nothing to sync and waits again, and the read's commit wakes it
+    once more. The thread's own bounded wait is made a minute long: only a wake moves it."""
+    monkeypatch.setattr(commit_mod, "IDLE_WAIT_S", 60.0)
+    j = open_journal(tmp_path / "j")
+    fsyncs: list[int] = []
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append,
+                        on_fsync=lambda s, n: fsyncs.append(n))
+    feed = Feed(j)
+    async with running(gc):
+        await asyncio.sleep(0.05)                   # the thread waits for its first wake
+        assert gc.wakes == 0
+        gc.expect_append()
+        await wait_for(lambda: gc.wakes == 1)       # woken by the read alone
+        assert fsyncs == []                         # with nothing written: no fdatasync
+        lsn = feed.batch(3)
+        gc.commit_now()
+        await wait_for(lambda: durables and durables[-1] == lsn, timeout=10)
+        assert gc.wakes == 2 and fsyncs == [3]      # the commit woke it again
+    j.close()
+
+
+async def test_fsync_mode_a_commit_after_an_early_wake_adds_no_second_one(tmp_path):
+    """The wake of a read's start is still pending when its records are written (the thread
+    has not run yet, as when its wake-up takes longer than the read): the commit leaves it at
+    that, and the thread's one fdatasync covers the read."""
+    j = open_journal(tmp_path / "j")
+    fsyncs: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None,
+                        on_fsync=lambda s, n: fsyncs.append(n))
+    feed = Feed(j)
+    gc.expect_append()                              # no thread yet: the wake stays pending
+    lsn = feed.batch(3)
+    gc.commit_now()              # written; releasing the wake again would raise RuntimeError
+    assert j.written_lsn == lsn and j.synced_lsn < lsn
+    async with running(gc):
+        assert await gc.flush(timeout=10) == lsn
+    assert fsyncs == [3]
+    j.close()
+
+
+async def test_os_mode_a_read_does_not_wake_the_sync_thread(tmp_path):
+    """In ``os`` mode copies do not wait for the disk: a read's start wakes nothing (the
+    background fdatasync keeps its own pace)."""
+    j = open_journal(tmp_path / "j", durability="os")
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, fsync_interval=60.0)
+    async with running(gc):
+        await asyncio.sleep(0.05)
+        gc.expect_append()
+        await asyncio.sleep(0.1)
+        assert gc.wakes == 0
+    j.close()
