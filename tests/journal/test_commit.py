@@ -566,3 +566,26 @@ async def test_os_mode_a_read_does_not_wake_the_sync_thread(tmp_path):
         await asyncio.sleep(0.1)
         assert gc.wakes == 0
     j.close()
+
+
+async def test_fsync_mode_a_read_does_not_wake_a_sync_thread_that_is_busy(tmp_path, monkeypatch):
+    """While written records are not yet on the disk (a high rate: the thread is syncing), a
+    read's start wakes nothing: the thread goes on from its fdatasync to the next one with
+    whatever was written meanwhile, and an early wake would only make it sync smaller batches."""
+    monkeypatch.setattr(commit_mod, "IDLE_WAIT_S", 60.0)
+    stall = Stall()
+    j = open_journal(tmp_path / "j", write_hook=stall)
+    durables: list[int] = []
+    gc = GroupCommitter(j, asyncio.get_running_loop(), durables.append)
+    feed = Feed(j)
+    async with running(gc, stall.release):
+        await asyncio.sleep(0.05)                   # the thread waits for its first wake
+        lsn = feed.batch(1)
+        gc.commit_now()
+        await wait_for(stall.entered.is_set)        # the thread is inside its fdatasync
+        gc.expect_append()                          # a read begins meanwhile
+        stall.release.set()
+        await wait_for(lambda: durables and durables[-1] == lsn)
+        await asyncio.sleep(0.1)                    # the thread is back waiting for a wake
+        assert gc.wakes == 1
+    j.close()
