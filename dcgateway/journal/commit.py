@@ -39,7 +39,8 @@ per batch):
   the OS). The thread needs the GIL to look at the journal, so it usually runs once the loop
   lets go of it after the write, and its fdatasync covers the read. If it looks sooner it finds
   nothing to sync and waits again; ``_wake_pending`` is then clear, and the read's commit wakes
-  it as it would have anyway. A busy thread (a sync in flight) is left to the commit.
+  it as it would have anyway. A busy thread (a sync in flight), a checkpoint due and delayed
+  commits (``max_delay``) are left to the commit.
 * On the loop, :meth:`_drain` calls ``on_durable(lsn)`` (strictly increasing), then feeds the
   metrics (``on_fsync`` per fdatasync) and logs a slow fsync. In ``fsync`` mode, each time
   ``on_durable`` is called, ``on_wait`` gets how long each commit it covers waited between the
@@ -118,6 +119,7 @@ class GroupCommitter:
         self._on_wait = on_wait
         self._max_delay = max_delay
         self._os_mode = journal.durability == "os"
+        self._early = not self._os_mode and max_delay <= 0     # expect_append wakes the thread
         self._interval = fsync_interval if self._os_mode else IDLE_WAIT_S
         self._slow_sync = slow_sync
         self._retry_initial = retry_initial
@@ -195,12 +197,14 @@ class GroupCommitter:
     def expect_append(self) -> None:
         """A source's read is about to be processed (loop thread; the shell calls it before
         the session parses the read): in ``fsync`` mode wake the sync thread now, not at the
-        read's commit (module docstring). Only when the thread is idle, with everything written
-        on the disk: at a high rate it is busy syncing and the commit wakes it as before (woken
-        sooner, it would cover less each time: more fdatasyncs, smaller batches)."""
-        if not self._wake_pending and not self._os_mode and not self._stopping:
+        read's commit (module docstring). Only when the thread is idle: everything written on
+        the disk (at a high rate it is busy syncing, and the commit wakes it as before; woken
+        sooner, it would cover less each time), no checkpoint due (it would run it before the
+        read's fdatasync), and commits not delayed (``max_delay``: the wake would come too soon
+        every time)."""
+        if self._early and not self._wake_pending and not self._stopping:
             j = self._journal
-            if j.written_lsn == j.synced_lsn:
+            if j.written_lsn == j.synced_lsn and not j.checkpoint_due:
                 self._wake_pending = True
                 self._wake.release()
 

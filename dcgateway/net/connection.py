@@ -52,8 +52,8 @@ class SessionSlot:
     outbox: Outbox | None = None                # a drop copy target's outbound stream
     bytes_in: int = 0                           # cumulative, read by the metrics pump
     bytes_out: int = 0
-    #: called at the start of each read of a logged-on connection, before the session parses
-    #: it (a source's: the journal committer's ``expect_append``), None for nothing
+    #: called for each read of a logged-on connection that the session is about to parse (a
+    #: source's: the journal committer's ``expect_append``), None for nothing
     before_read: Callable[[], None] | None = None
 
 
@@ -179,11 +179,11 @@ class FixConnection(asyncio.Protocol):
             else:
                 slot = self.slot
                 assert slot is not None
-                if slot.before_read is not None:
-                    slot.before_read()
                 slot.bytes_in += len(data)
                 if self.acceptor.settings.max_inbound_rate and self._over_rate(data, now):
                     return
+                if slot.before_read is not None:
+                    slot.before_read()
                 self.session.receive_data(data, now)
                 self.pump(now)
                 if len(data) >= TURN_READ_BYTES and not self._closing:

@@ -568,9 +568,18 @@ async def test_in_fsync_mode_a_sources_read_wakes_the_journal_sync_thread(folder
         assert all(hooks[name] == committer.expect_append for name in sources)
     assert all(hook is None for name, hook in hooks.items()
                if durability == "os" or name not in sources)
+    reads: list[str] = []
+    for name in sources:                # count the calls, still waking the thread
+        hook = hooks[name]
+        if hook is not None:
+            gw.gw.slots[name].before_read = lambda n=name, h=hook: (reads.append(n), h())[1]
     cl = await connect_all(gw, "ABC123N", "CLRFIX44")
     cl["ABC123N"].send("8", fill())
     copies = await drain(cl["CLRFIX44"], count=1)
+    if durability == "fsync":
+        assert "ABC123N" in reads and set(reads) <= sources     # the source's read, nobody else's
+    else:
+        assert reads == []
     assert [get(m, 17) for m in copies] == ["E1"]
     journal = gw.gw.journal
     assert journal.durable_lsn == journal.appended_lsn

@@ -175,17 +175,19 @@ def test_the_first_message_binds_and_the_rest_of_the_read_goes_to_the_session() 
 
 def test_each_read_of_a_bound_session_first_calls_its_slots_before_read() -> None:
     """A source's ``before_read`` (the journal's early wake in ``fsync`` mode) runs once per
-    read, before the session parses it; the Logon's read, before a session exists, does not
-    call it."""
-    owner = FakeOwner()
+    read the session will parse, before it does; not for the Logon's read, before a session
+    exists, nor for a read refused for the inbound rate."""
+    owner = FakeOwner(max_inbound_rate=1)
     seen: list[int] = []
     owner.slot.before_read = lambda: seen.append(len(owner.session.received))
     conn, _, _ = bound(owner)
     assert seen == []
     conn.data_received(b"8=FIX.4.2")
-    conn.data_received(b"\x019=5")
+    conn.data_received(b"\x0110=000\x01")
     assert seen == [0, 1]                        # each time before the session got the read
-    assert owner.session.received == [b"8=FIX.4.2", b"\x019=5"]
+    assert owner.session.received == [b"8=FIX.4.2", b"\x0110=000\x01"]
+    conn.data_received(b"\x0110=000\x01")        # a second message in the second: refused
+    assert owner.refusals == ["rate_limit"] and seen == [0, 1]
 
 
 def test_a_logon_dribbled_over_several_reads_is_counted_whole_in_bytes_in() -> None:
