@@ -58,9 +58,9 @@ from .runtime import (
     server_ssl_context,
     session_files,
     tune_for_latency,
+    wake_on_source_reads,
 )
 from .state import open_state
-from .vocab import Role
 
 log = logging.getLogger("dcgateway")
 #: How long the start waits for status.json to be written (a slow disk only delays it).
@@ -188,11 +188,7 @@ class Gateway:
                                               fsync_interval=g.journal_fsync_interval_s))
         self.maintenance.committer = self.committer
         self.flow.commit = self.committer.commit_now
-        if self.journal.durability == "fsync" and isinstance(self.committer, GroupCommitter):
-            # a source's read wakes the sync thread as it begins (GroupCommitter.expect_append)
-            for slot in self.slots.values():
-                if slot.role == Role.SOURCE:
-                    slot.before_read = self.committer.expect_append
+        wake_on_source_reads(self.slots.values(), self.committer)
         self.pump.journal_state = self.committer.sync_state
         self.health.probe()
         self.acceptor.max_connections = fit_descriptor_limit(g.max_connections,

@@ -194,6 +194,12 @@ class GroupCommitter:
         elif not self._stopping:
             self._commit()
 
+    @property
+    def wakes_early(self) -> bool:
+        """Whether :meth:`expect_append` can wake the sync thread (``fsync`` mode, commits not
+        delayed): the shell calls it on a source's reads only then."""
+        return self._early
+
     def expect_append(self) -> None:
         """A source's read is about to be processed (loop thread; the shell calls it before
         the session parses the read): in ``fsync`` mode wake the sync thread now, not at the

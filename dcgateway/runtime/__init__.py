@@ -24,7 +24,13 @@ from .maintenance import RETENTION_S, Maintenance, week_start_before
 from .process import run_until_signalled, unless_stopped
 from .pump import MetricsPump
 from .session_sync import SessionFileSync
-from .sessions import adapt_copies, make_slot, session_config, session_files
+from .sessions import (
+    adapt_copies,
+    make_slot,
+    session_config,
+    session_files,
+    wake_on_source_reads,
+)
 from .snapshot import scrape_state
 from .status import StatusFile
 from .support import (
@@ -47,5 +53,5 @@ __all__ = [
     "log_recovery",
     "make_slot", "metrics_token", "run_until_signalled", "scrape_state", "server_ssl_context",
     "session_config", "session_files", "tune_for_latency", "tune_gc", "tune_threads",
-    "unless_stopped", "week_start_before",
+    "unless_stopped", "wake_on_source_reads", "week_start_before",
 ]

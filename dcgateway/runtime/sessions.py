@@ -14,7 +14,7 @@ from ..fanout import CopyAdapter, Outbox, SendingTimes, TargetStore
 from ..fix.dictionary import DictionaryCache, with_secure_logon
 from ..fix.session import SessionConfig
 from ..fix.validate import ValidationOptions, Validator
-from ..journal import Journal, Recovery
+from ..journal import Committer, GroupCommitter, Journal, Recovery
 from ..net.connection import SessionSlot
 from ..routing import CLASSIFIER_TAGS
 from ..state.session_files import FileSessionStore
@@ -99,3 +99,13 @@ def adapt_copies(sessions: Iterable[SessionDef], outboxes: dict[str, Outbox],
         if s.comp_id in outboxes:
             outboxes[s.comp_id].adapter = CopyAdapter(
                 s.comp_id, dictionaries.get(s.data_dictionary), sources)
+
+
+def wake_on_source_reads(slots: Iterable[SessionSlot], committer: Committer) -> None:
+    """``fsync`` mode: each source's read wakes the journal's sync thread as it begins
+    (:meth:`~dcgateway.journal.GroupCommitter.expect_append`), so that its wake-up overlaps the
+    read's work. Nothing for ``os`` mode, delayed commits or another committer (a cluster's)."""
+    if isinstance(committer, GroupCommitter) and committer.wakes_early:
+        for slot in slots:
+            if slot.role == Role.SOURCE:
+                slot.before_read = committer.expect_append
