@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import Entry, Recovery, SegmentJournal
+from ..runtime.process import cancel_and_wait
 from .connect import Names
 from .replog import ReplicatedLog, replay
 
@@ -252,8 +253,7 @@ class ClusterCommitter:
                 if j.checkpoint_due:
                     j.checkpoint()
         finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+            await cancel_and_wait(runner)
 
     async def flush(self, timeout: float | None = None) -> int:
         """Until everything appended so far is replicated (bounded by ``timeout``)."""

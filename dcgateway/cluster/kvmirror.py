@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 
 from ..config.cluster import ClusterSettings
 from ..errors import DcGatewayError
+from ..runtime.process import cancel_and_wait
 from .connect import CONSUMER_ATTEMPT_S, Names, connect, nats_error_text, new_consumer
 
 log = logging.getLogger("dcgateway.cluster")
@@ -165,9 +166,7 @@ class KvMirror:
                 await watcher.stop()
             except Exception:
                 pass
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
         await asyncio.sleep(0.01)          # the cancelled helper tasks of the client finish

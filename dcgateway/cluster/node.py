@@ -32,7 +32,7 @@ from typing import Any
 from ..config import GatewayConfig
 from ..gateway import Gateway
 from ..net.connection import FixConnection, SessionSlot
-from ..runtime import unless_stopped
+from ..runtime import cancel_and_wait, unless_stopped
 from ..vocab import Role
 from .connect import Names, connect_at_start
 from .fence import Gate, MarkingStore, fence_connection
@@ -259,9 +259,7 @@ class ClusterNode:
                     if self.state not in (BACKING_OFF, REFUSING):
                         await self._set_state(STANDBY)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)
             if self._standby is not None:
                 await self._standby.stop()
             await self._give_up_lease()
@@ -423,9 +421,7 @@ class ClusterNode:
         try:
             await gw.serve(gw_stop)
         finally:
-            watcher.cancel()
-            marks.cancel()
-            await asyncio.gather(marks, return_exceptions=True)
+            await cancel_and_wait(watcher, marks)
             self._write_mark(replog)          # the last acknowledgements, before it goes
             await replog.close()
             self.gateway = None
@@ -483,8 +479,7 @@ class ClusterNode:
         try:
             await gw.start()
         except BaseException:
-            marks.cancel()
-            await asyncio.gather(marks, return_exceptions=True)
+            await cancel_and_wait(marks)
             raise
         self._failures_in_row = 0
         self.backoff_s = 0.0

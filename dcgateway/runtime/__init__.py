@@ -21,7 +21,7 @@ from .events import EventSink, copy_describer
 from .flow import Flow
 from .health import UNWRITABLE_TEXT, JournalHealth
 from .maintenance import RETENTION_S, Maintenance, week_start_before
-from .process import run_until_signalled, unless_stopped
+from .process import cancel_and_wait, run_until_signalled, unless_stopped
 from .pump import MetricsPump
 from .session_sync import SessionFileSync
 from .sessions import (
@@ -49,6 +49,7 @@ from .support import (
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
     "SessionFileSync", "StatusFile", "UNWRITABLE_TEXT", "acceptor_settings", "adapt_copies",
+    "cancel_and_wait",
     "copy_describer", "expiry_notifier", "fit_descriptor_limit", "key_owners", "listening",
     "log_recovery",
     "make_slot", "metrics_token", "run_until_signalled", "scrape_state", "server_ssl_context",

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -43,6 +43,25 @@ async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | None:
     finally:
         stopped.cancel()
         if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
     return None if task.cancelled() else task.result()
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any], recancel_s: float = 0.25) -> None:
+    """Cancel ``tasks`` and wait until each is done; their exceptions are retrieved, not
+    raised. Python 3.11's ``asyncio.wait_for`` (nats-py uses it too) can swallow a cancellation
+    that arrives as its awaitable completes, and the task then runs on: one still running is
+    cancelled again every ``recancel_s`` seconds (a ``gather`` after one ``cancel()`` could wait
+    for it forever, and a node would not stop)."""
+    pending = {t for t in tasks if not t.done()}
+    try:
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=recancel_s)
+    finally:
+        for t in pending:           # cancelled ourselves meanwhile: leave none uncancelled
+            t.cancel()
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()
