@@ -11,7 +11,10 @@ Two durability modes (``gateway.journal_durability``; README "Durability modes")
     A copy leaves once its record is written to the OS (the page cache outlives the process:
     any crash of the gateway, kill -9 included, loses nothing; a kernel crash or a power loss
     may lose the last records, as with a FIX engine's file store that flushes but never syncs).
-    The fdatasync follows in the background at least every ``fsync_interval`` seconds.
+    The fdatasync follows in the background, one every ``fsync_interval`` seconds (started an
+    interval after the previous one started, at once if that one took longer): not one after
+    the other while records keep coming, which would cost the disk and the CPU for nothing
+    that a copy waits for.
 
 Shape, chosen for a small fixed cost per commit (no Future, Task, executor work item or Event
 per batch):
@@ -25,9 +28,9 @@ per batch):
   called right there. In ``fsync`` mode it wakes the sync thread: a ``threading.Lock`` used as a
   binary semaphore (one ``release()``, no Python-level condition variable).
 * One dedicated thread, ``dcgw-journal-sync``, loops: wait for the wake (bounded by
-  ``fsync_interval`` in ``os`` mode, so the background sync needs no wake at all), fdatasync while
-  something written is not synced (:meth:`Journal.sync_to_disk`; the GIL is released for the
-  syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
+  ``fsync_interval`` in ``os`` mode, so the background sync needs no wake at all), fdatasync
+  while something written is not synced (in ``os`` mode once per wait;
+  :meth:`Journal.sync_to_disk`; the GIL is released for the syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
   repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs,
   and so do segment rolls (:meth:`Journal.roll`, begun by an append on the loop, which then
   buffers until the thread says the next segment exists: the loop never waits for them).
@@ -395,11 +398,14 @@ class GroupCommitter:
 
     def _work(self) -> None:
         j, stop, wake = self._journal, self._stop, self._wake
+        os_mode, interval = self._os_mode, self._interval
         delay = self._retry_initial
+        wait = interval
         while not stop.is_set():
-            if wake.acquire(timeout=self._interval):
+            if wake.acquire(timeout=max(wait, 0.0)):
                 self._wake_pending = False
                 self.wakes += 1
+            wait = interval
             if j.roll_due and not stop.is_set():
                 if not self._roll(j):
                     if stop.wait(delay):
@@ -423,6 +429,12 @@ class GroupCommitter:
                 self._sync_started = 0.0
                 delay = self._retry_initial
                 self._post((seconds, lsn - before), None)
+                if os_mode:
+                    # one fdatasync per interval, not one after the other while records keep
+                    # coming: the next starts an interval after this one started (at once if
+                    # this one took longer)
+                    wait = interval - seconds
+                    break
             if j.checkpoint_due and not stop.is_set():
                 try:
                     j.checkpoint()

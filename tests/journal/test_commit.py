@@ -257,6 +257,36 @@ async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path)
     j.close()
 
 
+async def test_os_mode_syncs_once_per_interval_under_a_steady_stream(tmp_path):
+    """In ``os`` mode the background fdatasync runs once per ``fsync_interval``, not one after
+    the other while records keep coming (each would cost the disk and the CPU, and no copy
+    waits for it); what was written is still synced within the interval."""
+    interval = 0.15
+    starts: list[float] = []
+
+    def hook(op: str) -> None:
+        if op == "fsync" and threading.current_thread().name.startswith("dcgw-journal-sync"):
+            starts.append(time.monotonic())
+
+    j = open_journal(tmp_path / "j", durability="os", write_hook=hook)
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None,
+                        fsync_interval=interval)
+    feed = Feed(j)
+    async with running(gc):
+        await wait_for(lambda: any(t.name == "dcgw-journal-sync"
+                                   for t in threading.enumerate()))
+        deadline = time.monotonic() + 4 * interval
+        while time.monotonic() < deadline:      # a record every millisecond or so
+            lsn = feed.batch(1)
+            gc.commit_now()
+            await asyncio.sleep(0.001)
+        await wait_for(lambda: j.synced_lsn == lsn)
+    assert len(starts) >= 3
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= interval * 0.9, gaps
+    j.close()
+
+
 async def test_os_mode_a_stalled_fsync_holds_no_copy(tmp_path, caplog):
     stall = Stall()
     j = open_journal(tmp_path / "j", durability="os", write_hook=stall)
