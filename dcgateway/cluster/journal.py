@@ -117,6 +117,11 @@ class ClusterJournal:
         """Replicated is this journal's disk: what a quorum holds survives this machine."""
         return self._durable
 
+    @property
+    def unsynced_bytes(self) -> int:
+        """The local read side's (it is not what the cluster's durability rests on)."""
+        return self.local.unsynced_bytes
+
     def recover(self) -> Recovery:
         return self._recovery
 

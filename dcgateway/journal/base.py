@@ -54,6 +54,12 @@ class Journal(Protocol):
         """Up to here the records are on this machine's disk (fdatasync'd)."""
         ...
 
+    @property
+    def unsynced_bytes(self) -> int:
+        """Bytes written to the OS and not on the disk yet (what the journal keeps to write
+        again should an fdatasync fail)."""
+        ...
+
     def recover(self) -> Recovery: ...
 
     def append(self, source: str, source_seq: int, received: float, raw: bytes,

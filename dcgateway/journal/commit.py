@@ -14,7 +14,9 @@ Two durability modes (``gateway.journal_durability``; README "Durability modes")
     The fdatasync follows in the background, one every ``fsync_interval`` seconds (started an
     interval after the previous one started, at once if that one took longer): not one after
     the other while records keep coming, which would cost the disk and the CPU for nothing
-    that a copy waits for.
+    that a copy waits for. A commit that finds :data:`OS_SYNC_RECORDS` records or
+    :data:`OS_SYNC_BYTES` bytes not synced wakes the thread at once (a long interval under a
+    heavy stream), so that the backlog never nears the fan-out's hold nor the journal's limit.
 
 Shape, chosen for a small fixed cost per commit (no Future, Task, executor work item or Event
 per batch):
@@ -28,12 +30,13 @@ per batch):
   called right there. In ``fsync`` mode it wakes the sync thread: a ``threading.Lock`` used as a
   binary semaphore (one ``release()``, no Python-level condition variable).
 * One dedicated thread, ``dcgw-journal-sync``, loops: wait for the wake (bounded by
-  ``fsync_interval`` in ``os`` mode, so the background sync needs no wake at all), fdatasync
-  while something written is not synced (in ``os`` mode once per wait;
-  :meth:`Journal.sync_to_disk`; the GIL is released for the syscall), then hand the outcome to the loop with one ``call_soon_threadsafe`` that is not
-  repeated while one is pending. Checkpoints (index fsyncs) run in that thread between syncs,
-  and so do segment rolls (:meth:`Journal.roll`, begun by an append on the loop, which then
-  buffers until the thread says the next segment exists: the loop never waits for them).
+  ``fsync_interval`` in ``os`` mode, so the background sync needs no wake but for a large
+  backlog), fdatasync while something written is not synced (in ``os`` mode once per wait;
+  :meth:`Journal.sync_to_disk`; the GIL is released for the syscall), then hand the outcome
+  to the loop with one ``call_soon_threadsafe`` that is not repeated while one is pending.
+  Checkpoints (index fsyncs) run in that thread between syncs, and so do segment rolls
+  (:meth:`Journal.roll`, begun by an append on the loop, which then buffers until the thread
+  says the next segment exists: the loop never waits for them).
 * The early wake-up (``fsync`` mode): waking a sleeping thread costs tens of µs on a virtual
   machine (the hypervisor wakes an idle virtual CPU), and a copy pays it on top of the
   fdatasync. So a source's read wakes an idle sync thread (everything written is on the disk)
@@ -90,6 +93,12 @@ IDLE_WAIT_S = 1.0
 IDLE_UPKEEP_S = 1.0
 #: Slow-fsync warnings at most this often (seconds); the others are counted into the next one.
 WARN_EVERY_S = 10.0
+#: ``os`` mode: the background fdatasync starts at once, without waiting for its interval, when
+#: this many records or bytes are written and not synced (a long ``fsync_interval`` under a
+#: heavy stream): well below where the fan-out holds the sources for the sync (100,000 records)
+#: and the journal refuses records (``max_unsynced_bytes``, 64 MiB by default).
+OS_SYNC_RECORDS = 10_000
+OS_SYNC_BYTES = 8 << 20
 #: Commits whose wait for durability is timed apart (``on_wait``); past it (a stalled disk
 #: under a flood) later commits are counted into the last one kept and timed from it, which
 #: overstates their wait but loses none.
@@ -235,6 +244,11 @@ class GroupCommitter:
             self._time_commit(j.written_lsn)
         if (to_sync or j.roll_due) and not self._wake_pending:
             self._wake_pending = True
+            self._wake.release()
+        elif self._os_mode and not self._wake_pending and (
+                j.written_lsn - j.synced_lsn >= OS_SYNC_RECORDS
+                or j.unsynced_bytes >= OS_SYNC_BYTES):
+            self._wake_pending = True       # the backlog is large: sync now (OS_SYNC_RECORDS)
             self._wake.release()
         if not to_sync:
             self._publish()
@@ -406,6 +420,7 @@ class GroupCommitter:
                 self._wake_pending = False
                 self.wakes += 1
             wait = interval
+            started = 0.0                   # os mode: when this turn's fdatasync started
             if j.roll_due and not stop.is_set():
                 if not self._roll(j):
                     if stop.wait(delay):
@@ -431,15 +446,18 @@ class GroupCommitter:
                 self._post((seconds, lsn - before), None)
                 if os_mode:
                     # one fdatasync per interval, not one after the other while records keep
-                    # coming: the next starts an interval after this one started (at once if
-                    # this one took longer)
-                    wait = interval - seconds
+                    # coming (module docstring)
+                    started = t0
                     break
             if j.checkpoint_due and not stop.is_set():
                 try:
                     j.checkpoint()
                 except JournalError as exc:
                     self._post(None, exc)
+            if started:
+                # the next an interval after this one started (at once if it, and the checkpoint
+                # after it, took longer), unless a wake comes first
+                wait = interval - (time.perf_counter() - started)
 
     def _roll(self, j: Journal) -> bool:
         """Sync thread: the roll the owner began (:meth:`Journal.roll`), timed like a sync (the

@@ -293,6 +293,12 @@ class SegmentJournal(SegmentRolls):
         """LSN up to which everything is fdatasync'd (on the disk, whatever the mode)."""
         return self._synced_lsn
 
+    @property
+    def unsynced_bytes(self) -> int:
+        """Bytes written to the OS since the last fdatasync (kept for a rewrite should the next
+        one fail; past ``max_unsynced_bytes`` new records are refused)."""
+        return self._retained_bytes
+
     def append(self, source: str, source_seq: int, received: float, raw: bytes,
                targets: Sequence[tuple[str, int]]) -> int:
         """Journal one source message with its (target, target_seq) assignments; returns its LSN.

@@ -267,8 +267,11 @@ async def test_os_mode_syncs_once_per_interval_under_a_steady_stream(tmp_path):
     def hook(op: str) -> None:
         if op == "fsync" and threading.current_thread().name.startswith("dcgw-journal-sync"):
             starts.append(time.monotonic())
+            time.sleep(0.005)   # a disk this slow sees records arrive during each fdatasync
 
-    j = open_journal(tmp_path / "j", durability="os", write_hook=hook)
+    # (no checkpoint or roll in the test's time: their fsyncs would pass the hook too)
+    j = open_journal(tmp_path / "j", durability="os", write_hook=hook,
+                     checkpoint_records=1 << 30, checkpoint_seconds=3600.0)
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None,
                         fsync_interval=interval)
     feed = Feed(j)
@@ -284,6 +287,33 @@ async def test_os_mode_syncs_once_per_interval_under_a_steady_stream(tmp_path):
     assert len(starts) >= 3
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert min(gaps) >= interval * 0.9, gaps
+    j.close()
+
+
+@pytest.mark.parametrize("limit", ["records", "bytes"])
+async def test_os_mode_a_large_backlog_is_synced_without_waiting_for_the_interval(
+        tmp_path, monkeypatch, limit):
+    """With a long ``fsync_interval`` (up to 10 s) a heavy stream would pile up records not on
+    the disk until the fan-out holds the sources or the journal refuses records: past
+    OS_SYNC_RECORDS records or OS_SYNC_BYTES bytes not synced, a commit wakes the thread."""
+    if limit == "records":
+        monkeypatch.setattr(commit_mod, "OS_SYNC_RECORDS", 30)
+    else:
+        monkeypatch.setattr(commit_mod, "OS_SYNC_BYTES", 30 * len(msg(1)))
+    j = open_journal(tmp_path / "j", durability="os")
+    gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, fsync_interval=60.0)
+    feed = Feed(j)
+    async with running(gc):
+        await wait_for(lambda: any(t.name == "dcgw-journal-sync"
+                                   for t in threading.enumerate()))
+        first = feed.batch(20)
+        gc.commit_now()
+        await asyncio.sleep(0.2)
+        assert j.synced_lsn < first                     # a small backlog waits its interval
+        lsn = feed.batch(20)
+        gc.commit_now()
+        await wait_for(lambda: j.synced_lsn == lsn)     # a large one does not
+        assert gc.wakes == 1                            # (woken by the commit)
     j.close()
 
 
