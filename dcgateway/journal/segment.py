@@ -295,8 +295,7 @@ class SegmentJournal(SegmentRolls):
 
     @property
     def unsynced_bytes(self) -> int:
-        """Bytes written to the OS since the last fdatasync (kept for a rewrite should the next
-        one fail; past ``max_unsynced_bytes`` new records are refused)."""
+        """Bytes written since the last fdatasync (kept for a rewrite; ``max_unsynced_bytes``)."""
         return self._retained_bytes
 
     def append(self, source: str, source_seq: int, received: float, raw: bytes,
@@ -590,9 +589,8 @@ class SegmentJournal(SegmentRolls):
             return self._synced_lsn
 
     def _fdatasync_current(self, rewrite: list[tuple[int, int, int, bytearray]]) -> None:
-        """Under ``_sync_lock``: rewrite the given not-yet-durable chunks (after a failed fsync),
-        then fdatasync the current segment. The segment cannot change meanwhile: a roll holds
-        the same lock."""
+        """Under ``_sync_lock`` (which a roll holds too: the segment cannot change meanwhile):
+        rewrite the unsynced chunks given (after a failed fsync), then fdatasync the segment."""
         for last, _, off, data in rewrite:
             if last > self._synced_lsn:
                 self._hook("write")
