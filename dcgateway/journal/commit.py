@@ -242,13 +242,10 @@ class GroupCommitter:
         to_sync = not self._os_mode and j.written_lsn > j.synced_lsn
         if to_sync and self._on_wait is not None:
             self._time_commit(j.written_lsn)
-        if (to_sync or j.roll_due) and not self._wake_pending:
+        if not self._wake_pending and (to_sync or j.roll_due or self._os_mode and (
+                j.written_lsn - j.synced_lsn >= OS_SYNC_RECORDS         # os: a large backlog
+                or j.unsynced_bytes >= OS_SYNC_BYTES)):                 # is synced at once
             self._wake_pending = True
-            self._wake.release()
-        elif self._os_mode and not self._wake_pending and (
-                j.written_lsn - j.synced_lsn >= OS_SYNC_RECORDS
-                or j.unsynced_bytes >= OS_SYNC_BYTES):
-            self._wake_pending = True       # the backlog is large: sync now (OS_SYNC_RECORDS)
             self._wake.release()
         if not to_sync:
             self._publish()

@@ -30,6 +30,10 @@ async def wait_for(cond, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.002)
 
 
+def sync_thread_alive() -> bool:
+    return any(t.name == "dcgw-journal-sync" for t in threading.enumerate())
+
+
 @contextlib.asynccontextmanager
 async def running(gc: GroupCommitter, *stuck: threading.Event) -> AsyncIterator[None]:
     """``gc.run()`` for the body of the ``async with``, cancelled at its end; each event in
@@ -260,7 +264,7 @@ async def test_os_mode_copies_leave_once_written_and_the_fsync_follows(tmp_path)
 async def test_os_mode_syncs_once_per_interval_under_a_steady_stream(tmp_path):
     """In ``os`` mode the background fdatasync runs once per ``fsync_interval``, not one after
     the other while records keep coming (each would cost the disk and the CPU, and no copy
-    waits for it); what was written is still synced within the interval."""
+    waits for it); what was written is still synced."""
     interval = 0.15
     starts: list[float] = []
 
@@ -276,8 +280,7 @@ async def test_os_mode_syncs_once_per_interval_under_a_steady_stream(tmp_path):
                         fsync_interval=interval)
     feed = Feed(j)
     async with running(gc):
-        await wait_for(lambda: any(t.name == "dcgw-journal-sync"
-                                   for t in threading.enumerate()))
+        await wait_for(sync_thread_alive)
         deadline = time.monotonic() + 4 * interval
         while time.monotonic() < deadline:      # a record every millisecond or so
             lsn = feed.batch(1)
@@ -304,8 +307,7 @@ async def test_os_mode_a_large_backlog_is_synced_without_waiting_for_the_interva
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None, fsync_interval=60.0)
     feed = Feed(j)
     async with running(gc):
-        await wait_for(lambda: any(t.name == "dcgw-journal-sync"
-                                   for t in threading.enumerate()))
+        await wait_for(sync_thread_alive)
         first = feed.batch(20)
         gc.commit_now()
         await asyncio.sleep(0.2)
@@ -368,7 +370,7 @@ async def test_sync_thread_is_stopped_with_the_task(tmp_path):
     j = open_journal(tmp_path / "j", durability="os")
     gc = GroupCommitter(j, asyncio.get_running_loop(), lambda lsn: None)
     task = asyncio.create_task(gc.run())
-    await wait_for(lambda: any(t.name == "dcgw-journal-sync" for t in threading.enumerate()))
+    await wait_for(sync_thread_alive)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
