@@ -49,10 +49,9 @@ from .support import (
 __all__ = [
     "EventSink", "Flow", "JournalHealth", "Maintenance", "MetricsPump", "RETENTION_S",
     "SessionFileSync", "StatusFile", "UNWRITABLE_TEXT", "acceptor_settings", "adapt_copies",
-    "cancel_and_wait",
-    "copy_describer", "expiry_notifier", "fit_descriptor_limit", "key_owners", "listening",
-    "log_recovery",
-    "make_slot", "metrics_token", "run_until_signalled", "scrape_state", "server_ssl_context",
-    "session_config", "session_files", "tune_for_latency", "tune_gc", "tune_threads",
-    "unless_stopped", "wake_on_source_reads", "week_start_before",
+    "cancel_and_wait", "copy_describer", "expiry_notifier", "fit_descriptor_limit",
+    "key_owners", "listening", "log_recovery", "make_slot", "metrics_token",
+    "run_until_signalled", "scrape_state", "server_ssl_context", "session_config",
+    "session_files", "tune_for_latency", "tune_gc", "tune_threads", "unless_stopped",
+    "wake_on_source_reads", "week_start_before",
 ]
