@@ -20,7 +20,7 @@ from ..fix.store import MemoryStore
 from ..net.acceptor import Acceptor, AcceptorSettings
 from ..net.connection import SessionSlot
 from ..net.http import serve_http
-from ..runtime import metrics_token, server_ssl_context, session_config
+from ..runtime import cancel_and_wait, metrics_token, server_ssl_context, session_config
 from .metrics import ClusterMetrics
 
 
@@ -88,8 +88,7 @@ class Standby:
             return
         self.stopped = True
         if self._timers is not None:
-            self._timers.cancel()
-            await asyncio.gather(self._timers, return_exceptions=True)
+            await cancel_and_wait(self._timers)
         await self.acceptor.shutdown("node taking over")
         if self._http is not None:
             self._http.close()
